@@ -1,0 +1,1 @@
+"""The `statecar` command line: one console script whose subcommands start each program."""

@@ -1,0 +1,203 @@
+"""
+`statecar <subcommand>`: sidecar, run, operator, inject, version.
+
+Each subcommand imports its program only when chosen, so `statecar sidecar` never loads kopf
+and `statecar operator` never loads FastAPI. Flags override the `STATECAR_*` environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from statecar_contract import __version__
+
+
+def _data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "statecar"
+
+
+def _sidecar_flags(parser: argparse.ArgumentParser, *, local: bool) -> None:
+    parser.add_argument("--app-id", help="the app id (key prefix and scopes); env STATECAR_APP_ID")
+    parser.add_argument(
+        "--components-path",
+        type=Path,
+        help="folder of StateStoreComponent and Dapr Component YAML files; env STATECAR_COMPONENTS_PATH"
+        + ("; default: one SQLite store named 'statestore' in the user's data folder" if local else ""),
+    )
+    parser.add_argument("--wiring-file", type=Path, help="the operator's wiring file (set by the injector)")
+    parser.add_argument("--secrets-file", type=Path, help="YAML {secret: {key: value}} for local secretKeyRefs")
+    parser.add_argument("--http-port", type=int, help="state API port (default 3500; env STATECAR_HTTP_PORT or DAPR_HTTP_PORT)")
+    parser.add_argument("--metrics-port", type=int, help="health + Prometheus port (default 9090, 0 disables)")
+    parser.add_argument("--listen-address", help="state API address (default 127.0.0.1: loopback only)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-json", action="store_true", default=None, help="structured JSON logs")
+
+
+def _settings(args: argparse.Namespace) -> object:
+    from statecar_sidecar import settings as sidecar_settings
+
+    base = sidecar_settings.from_environ()
+    return base.with_overrides(
+        app_id=args.app_id,
+        components_path=args.components_path,
+        wiring_file=args.wiring_file,
+        secrets_file=args.secrets_file,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        listen_address=args.listen_address,
+        log_level=args.log_level,
+        log_json=args.log_json,
+    )
+
+
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    from statecar_sidecar import server
+    from statecar_sidecar.settings import SettingsError, SidecarSettings
+
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"statecar sidecar: {exc}", file=sys.stderr)
+        return 2
+    assert isinstance(settings, SidecarSettings)
+    return server.run(settings)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Serve the state API locally and, if given, run the app with DAPR_HTTP_PORT exported."""
+    from statecar_sidecar import server
+    from statecar_sidecar.settings import SettingsError, SidecarSettings
+
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"statecar run: {exc}", file=sys.stderr)
+        return 2
+    assert isinstance(settings, SidecarSettings)
+    if not settings.app_id:
+        settings = settings.with_overrides(app_id=Path.cwd().name or "app")
+    if settings.components_path is None and settings.wiring_file is None:
+        folder = _data_dir() / "components"
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "statestore.yaml").write_text(
+                "apiVersion: statecar.io/v1alpha1\n"
+                "kind: StateStoreComponent\n"
+                "metadata:\n  name: statestore\n"
+                "spec:\n  type: state.sqlite\n  metadata:\n"
+                f"  - name: connectionString\n    value: {_data_dir() / 'state.db'}\n",
+                encoding="utf-8",
+            )
+        settings = settings.with_overrides(components_path=folder)
+    command = [c for c in args.command if c != "--"] if args.command else []
+    if not command:
+        return server.run(settings)
+    return _run_with_app(settings, command)
+
+
+def _run_with_app(settings: object, command: list[str]) -> int:
+    """Start the sidecar in a thread, then the app; forward signals; exit with the app's code."""
+    import asyncio
+
+    from statecar_sidecar import server
+    from statecar_sidecar.settings import SidecarSettings
+
+    assert isinstance(settings, SidecarSettings)
+    server.configure_logging(settings.log_level, settings.log_json)
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+    stop_holder: list[asyncio.Event] = []
+
+    def sidecar_thread() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def main() -> int:
+            stop = asyncio.Event()
+            stop_holder.append(stop)
+            return await server.serve_until(settings, stop, ready=ready.set)
+
+        loop.run_until_complete(main())
+
+    thread = threading.Thread(target=sidecar_thread, name="statecar-sidecar", daemon=True)
+    thread.start()
+    if not ready.wait(timeout=30):
+        print("statecar run: the sidecar did not start within 30 s", file=sys.stderr)
+        return 1
+    environment = dict(os.environ)
+    environment["DAPR_HTTP_PORT"] = str(settings.http_port)
+    environment["STATECAR_HTTP_PORT"] = str(settings.http_port)
+    if settings.api_token:
+        environment["DAPR_API_TOKEN"] = settings.api_token
+    try:
+        app = subprocess.Popen(command, env=environment)  # noqa: S603 -- the user's own app command
+    except OSError as exc:
+        print(f"statecar run: cannot start {command[0]!r}: {exc}", file=sys.stderr)
+        return 127
+
+    def forward(signum: int, _frame: object) -> None:
+        app.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    code = app.wait()
+    if stop_holder:
+        loop.call_soon_threadsafe(stop_holder[0].set)
+    thread.join(timeout=10)
+    return code if code >= 0 else 128 - code
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    from statecar_operator.main import run
+
+    return run(list(args.rest))
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    from statecar_operator.inject_cli import main
+
+    return main(list(args.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="statecar", description="A Dapr-compatible state API for every pod.")
+    parser.add_argument("--version", action="version", version=f"statecar {__version__}")
+    commands = parser.add_subparsers(dest="subcommand", required=True)
+
+    sidecar = commands.add_parser("sidecar", help="serve the state API for one app (what the injector runs)")
+    _sidecar_flags(sidecar, local=False)
+    sidecar.set_defaults(func=cmd_sidecar)
+
+    run = commands.add_parser("run", help="serve the state API locally (embedded SQLite), optionally with an app")
+    _sidecar_flags(run, local=True)
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- app command and its arguments")
+    run.set_defaults(func=cmd_run)
+
+    operator = commands.add_parser("operator", help="run the kopf operator and admission webhooks", add_help=False)
+    operator.add_argument("rest", nargs=argparse.REMAINDER)
+    operator.set_defaults(func=cmd_operator)
+
+    inject = commands.add_parser("inject", help="print manifests with the sidecar injected (offline)", add_help=False)
+    inject.add_argument("rest", nargs=argparse.REMAINDER)
+    inject.set_defaults(func=cmd_inject)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(func=lambda _args: print(f"statecar {__version__}") or 0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

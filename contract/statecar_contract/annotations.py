@@ -1,0 +1,59 @@
+"""
+Every pod annotation and label statecar reads or writes, defined once.
+
+The injector reads the `statecar.io/*` annotations of a pod to decide what to inject; the
+names follow Dapr's injector (`dapr.io/app-id`, `dapr.io/sidecar-cpu-limit`, ...) so users find
+what they expect. Validation lives with the injector; only the names and defaults live here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "statecar.io/"
+
+ENABLED: Final = PREFIX + "enabled"
+APP_ID: Final = PREFIX + "app-id"
+HTTP_PORT: Final = PREFIX + "http-port"
+METRICS_PORT: Final = PREFIX + "metrics-port"
+LOG_LEVEL: Final = PREFIX + "log-level"
+LOG_AS_JSON: Final = PREFIX + "log-as-json"
+API_TOKEN_SECRET: Final = PREFIX + "api-token-secret"
+SIDECAR_IMAGE: Final = PREFIX + "sidecar-image"
+SIDECAR_CPU_REQUEST: Final = PREFIX + "sidecar-cpu-request"
+SIDECAR_CPU_LIMIT: Final = PREFIX + "sidecar-cpu-limit"
+SIDECAR_MEMORY_REQUEST: Final = PREFIX + "sidecar-memory-request"
+SIDECAR_MEMORY_LIMIT: Final = PREFIX + "sidecar-memory-limit"
+MAX_BODY_SIZE: Final = PREFIX + "http-max-request-size"
+COMPONENTS: Final = PREFIX + "components"  # comma-separated subset of the namespace's components
+ENV: Final = PREFIX + "env"  # extra sidecar env, "NAME=value,NAME2=value2"
+
+#: Written by the injector: what was injected, the image and the wiring's config hash.
+STATUS: Final = PREFIX + "status"
+
+#: Every annotation a user may set; an unknown `statecar.io/*` key is reported (typos are common).
+USER_ANNOTATIONS: Final = frozenset(
+    {
+        ENABLED,
+        APP_ID,
+        HTTP_PORT,
+        METRICS_PORT,
+        LOG_LEVEL,
+        LOG_AS_JSON,
+        API_TOKEN_SECRET,
+        SIDECAR_IMAGE,
+        SIDECAR_CPU_REQUEST,
+        SIDECAR_CPU_LIMIT,
+        SIDECAR_MEMORY_REQUEST,
+        SIDECAR_MEMORY_LIMIT,
+        MAX_BODY_SIZE,
+        COMPONENTS,
+        ENV,
+    }
+)
+
+#: The label the injector puts on injected pods (selectors, `kubectl get pods -l`).
+INJECTED_LABEL: Final = "statecar.io/injected"
+SIDECAR_CONTAINER_NAME: Final = "statecar"
+DEFAULT_HTTP_PORT: Final = 3500
+DEFAULT_METRICS_PORT: Final = 9090

@@ -1,0 +1,376 @@
+"""
+The `StateStoreComponent` model: parsing, defaults and validation of component documents.
+
+Accepts statecar's own `StateStoreComponent` (`statecar.io/v1alpha1`) and Dapr's `Component`
+(`dapr.io/v1alpha1`, `spec.type: state.*`) so a Dapr user's components folder carries over.
+Pure: callers read files or the API; this module only turns decoded documents into frozen
+objects, or into a `ComponentError` that names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+API_GROUP: Final = "statecar.io"
+API_VERSION: Final = "v1alpha1"
+KIND: Final = "StateStoreComponent"
+PLURAL: Final = "statestorecomponents"
+DAPR_API_VERSION: Final = "dapr.io/v1alpha1"
+
+Concurrency = Literal["first-write", "last-write"]
+Consistency = Literal["eventual", "strong"]
+CONCURRENCY_VALUES: Final[tuple[str, ...]] = ("first-write", "last-write")
+CONSISTENCY_VALUES: Final[tuple[str, ...]] = ("eventual", "strong")
+
+#: Backend types and the Dapr metadata names each one understands. Unknown names are an error
+#: (a typo such as `redishost` would otherwise be ignored silently, as daprd does).
+BACKEND_METADATA: Final[Mapping[str, frozenset[str]]] = {
+    "state.in-memory": frozenset(),
+    "state.sqlite": frozenset({"connectionString", "timeoutInSeconds", "busyTimeout", "tableName"}),
+    "state.redis": frozenset(
+        {
+            "redisHost",
+            "redisPort",
+            "redisPassword",
+            "redisUsername",
+            "redisDB",
+            "enableTLS",
+            "insecureSkipTLSVerify",
+            "failover",
+            "sentinelMasterName",
+            "sentinelUsername",
+            "sentinelPassword",
+            "dialTimeout",
+            "readTimeout",
+            "ttlInSeconds",
+            "maxRetries",
+            "redisMaxRetries",
+            "poolSize",
+            "redisType",
+        }
+    ),
+    "state.postgresql": frozenset(
+        {"connectionString", "tableName", "timeoutInSeconds", "maxConns", "connectionMaxIdleTime"}
+    ),
+}
+
+#: Metadata names that are about the component, not the backend (Dapr puts them in `metadata`).
+COMMON_METADATA: Final = frozenset({"keyPrefix", "actorStateStore", "outboxPublishPubsub"})
+
+#: Metadata a backend cannot start without.
+REQUIRED_METADATA: Final[Mapping[str, frozenset[str]]] = {
+    "state.redis": frozenset({"redisHost"}),
+    "state.postgresql": frozenset({"connectionString"}),
+}
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|m|h)?$")
+
+
+class ComponentError(ValueError):
+    """A component document is invalid; `field` is a dotted path into the document."""
+
+    def __init__(self, field: str, message: str, *, source: str | None = None) -> None:
+        self.field = field
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{field}: {message}")
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """A metadata value kept in a Kubernetes Secret (or, locally, an env var / secrets file)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class MetadataItem:
+    """One `spec.metadata` entry: exactly one of `value` and `secret_key_ref` is set."""
+
+    name: str
+    value: str | None = None
+    secret_key_ref: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A state store component as declared, before secrets are resolved."""
+
+    name: str
+    type: str
+    version: str = "v1"
+    namespace: str | None = None
+    metadata: tuple[MetadataItem, ...] = ()
+    concurrency: Concurrency = "last-write"
+    consistency: Consistency = "eventual"
+    #: When true, a request naming another concurrency/consistency is rejected instead of winning.
+    enforce: bool = False
+    key_prefix: str = "appid"
+    scopes: tuple[str, ...] = ()
+    generation: int | None = None
+
+    @property
+    def secret_refs(self) -> tuple[SecretKeyRef, ...]:
+        return tuple(m.secret_key_ref for m in self.metadata if m.secret_key_ref is not None)
+
+    def in_scope(self, app_id: str) -> bool:
+        """Empty scopes mean every app of the namespace may use the component."""
+        return not self.scopes or app_id in self.scopes
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A component with every secret resolved: what the sidecar needs to open a store."""
+
+    name: str
+    type: str
+    version: str = "v1"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    concurrency: Concurrency = "last-write"
+    consistency: Consistency = "eventual"
+    enforce: bool = False
+    key_prefix: str = "appid"
+    scopes: tuple[str, ...] = ()
+
+    def in_scope(self, app_id: str) -> bool:
+        return not self.scopes or app_id in self.scopes
+
+
+def _expect_mapping(value: object, field_path: str, source: str | None) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise ComponentError(field_path, f"must be an object, got {_kind(value)}", source=source)
+    return value
+
+
+def _expect_str(value: object, field_path: str, source: str | None) -> str:
+    if not isinstance(value, str) or not value:
+        raise ComponentError(field_path, f"must be a non-empty string, got {_kind(value)}", source=source)
+    return value
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _scalar_to_str(value: object, field_path: str, source: str | None) -> str:
+    # Dapr metadata values are strings, but YAML turns `6379` and `true` into numbers and booleans.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ComponentError(field_path, f"must be a string, got {_kind(value)}", source=source)
+
+
+def _parse_metadata(
+    items: object, *, source: str | None, allow_secret_refs: bool = True
+) -> tuple[MetadataItem, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise ComponentError("spec.metadata", "must be a list of {name, value} entries", source=source)
+    parsed: list[MetadataItem] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(items):
+        path = f"spec.metadata[{index}]"
+        entry = _expect_mapping(raw, path, source)
+        name = _expect_str(entry.get("name"), f"{path}.name", source)
+        if name in seen:
+            raise ComponentError(f"{path}.name", f"'{name}' is listed twice; keep one", source=source)
+        seen.add(name)
+        has_value = "value" in entry and entry["value"] is not None
+        ref_raw = entry.get("secretKeyRef")
+        if has_value and ref_raw is not None:
+            raise ComponentError(
+                path, f"'{name}' sets both value and secretKeyRef; keep exactly one", source=source
+            )
+        if ref_raw is not None:
+            if not allow_secret_refs:
+                raise ComponentError(f"{path}.secretKeyRef", "is not allowed here", source=source)
+            ref = _expect_mapping(ref_raw, f"{path}.secretKeyRef", source)
+            secret = SecretKeyRef(
+                name=_expect_str(ref.get("name"), f"{path}.secretKeyRef.name", source),
+                key=_expect_str(ref.get("key"), f"{path}.secretKeyRef.key", source),
+            )
+            parsed.append(MetadataItem(name=name, secret_key_ref=secret))
+        elif has_value:
+            parsed.append(
+                MetadataItem(name=name, value=_scalar_to_str(entry["value"], f"{path}.value", source))
+            )
+        else:
+            raise ComponentError(
+                path, f"'{name}' needs a value or a secretKeyRef {{name, key}}", source=source
+            )
+    return tuple(parsed)
+
+
+def _choice(value: object, field_path: str, allowed: tuple[str, ...], default: str, source: str | None) -> str:
+    if value is None or value == "":
+        return default
+    if value not in allowed:
+        options = ", ".join(allowed)
+        raise ComponentError(field_path, f"must be one of {options}, got {value!r}", source=source)
+    return str(value)
+
+
+def validate_key_prefix(prefix: str, field_path: str = "spec.keyPrefix", source: str | None = None) -> str:
+    # Dapr lower-cases a custom prefix and forbids the separator inside it (dapr/dapr
+    # pkg/components/state/state_config.go); we keep both rules so stored keys match daprd's.
+    if "||" in prefix:
+        raise ComponentError(field_path, f"'{prefix}' must not contain '||'", source=source)
+    if not prefix:
+        return "appid"
+    return prefix.lower() if prefix.lower() in {"appid", "name", "namespace", "none"} else prefix.lower()
+
+
+def validate_backend_metadata(
+    component_type: str, names: Sequence[str], source: str | None = None
+) -> None:
+    """Reject metadata names the backend does not know, and missing required ones."""
+    known = BACKEND_METADATA.get(component_type)
+    if known is None:
+        options = ", ".join(sorted(BACKEND_METADATA))
+        raise ComponentError("spec.type", f"'{component_type}' is not a state store statecar serves; use one of {options}", source=source)
+    for index, name in enumerate(names):
+        if name not in known and name not in COMMON_METADATA:
+            hint = ", ".join(sorted(known)) or "none"
+            raise ComponentError(
+                f"spec.metadata[{index}].name",
+                f"'{name}' is not a setting of {component_type} (known: {hint})",
+                source=source,
+            )
+    missing = REQUIRED_METADATA.get(component_type, frozenset()) - set(names)
+    if missing:
+        raise ComponentError(
+            "spec.metadata",
+            f"{component_type} needs {', '.join(sorted(missing))}; add it as a metadata entry",
+            source=source,
+        )
+
+
+def parse_component(document: object, *, source: str | None = None) -> ComponentSpec:
+    """Parse a `StateStoreComponent` or a Dapr `Component` (state.*) document."""
+    doc = _expect_mapping(document, "(document)", source)
+    api_version = doc.get("apiVersion")
+    kind = doc.get("kind")
+    meta = _expect_mapping(doc.get("metadata", {}), "metadata", source)
+    name = _expect_str(meta.get("name"), "metadata.name", source)
+    if not _DNS_LABEL.match(name) or len(name) > 63:
+        raise ComponentError(
+            "metadata.name",
+            f"'{name}' must be a DNS label (lower-case letters, digits and '-', at most 63)",
+            source=source,
+        )
+    namespace = meta.get("namespace")
+    generation = meta.get("generation")
+    spec = _expect_mapping(doc.get("spec"), "spec", source)
+    component_type = _expect_str(spec.get("type"), "spec.type", source)
+    version = str(spec.get("version") or "v1")
+    metadata = _parse_metadata(spec.get("metadata"), source=source)
+    names = [m.name for m in metadata]
+    validate_backend_metadata(component_type, names, source)
+    if version != "v1":
+        raise ComponentError("spec.version", f"only v1 exists, got {version!r}", source=source)
+
+    if api_version == DAPR_API_VERSION and kind == "Component":
+        # Dapr keeps the key prefix in metadata and has no concurrency/consistency defaults.
+        prefix_items = [m for m in metadata if m.name == "keyPrefix"]
+        key_prefix = prefix_items[0].value or "appid" if prefix_items else "appid"
+        scopes_raw = doc.get("scopes")
+        return ComponentSpec(
+            name=name,
+            type=component_type,
+            version=version,
+            namespace=str(namespace) if namespace else None,
+            metadata=tuple(m for m in metadata if m.name not in COMMON_METADATA),
+            key_prefix=validate_key_prefix(key_prefix, "spec.metadata.keyPrefix", source),
+            scopes=_parse_scopes(scopes_raw, "scopes", source),
+        )
+    if api_version != f"{API_GROUP}/{API_VERSION}" or kind != KIND:
+        raise ComponentError(
+            "apiVersion/kind",
+            f"expected {API_GROUP}/{API_VERSION} {KIND} (or {DAPR_API_VERSION} Component), "
+            f"got {api_version} {kind}",
+            source=source,
+        )
+    if "keyPrefix" in names:
+        raise ComponentError(
+            "spec.metadata", "keyPrefix is a field of spec here: move it to spec.keyPrefix", source=source
+        )
+    key_prefix_raw = spec.get("keyPrefix", "appid")
+    if not isinstance(key_prefix_raw, str):
+        raise ComponentError("spec.keyPrefix", "must be a string", source=source)
+    enforce = spec.get("enforce", False)
+    if not isinstance(enforce, bool):
+        raise ComponentError("spec.enforce", f"must be true or false, got {enforce!r}", source=source)
+    return ComponentSpec(
+        name=name,
+        type=component_type,
+        version=version,
+        namespace=str(namespace) if namespace else None,
+        metadata=tuple(m for m in metadata if m.name not in COMMON_METADATA),
+        concurrency=_choice(spec.get("concurrency"), "spec.concurrency", CONCURRENCY_VALUES, "last-write", source),  # type: ignore[arg-type]  # narrowed by the allowed values
+        consistency=_choice(spec.get("consistency"), "spec.consistency", CONSISTENCY_VALUES, "eventual", source),  # type: ignore[arg-type]  # narrowed by the allowed values
+        enforce=enforce,
+        key_prefix=validate_key_prefix(key_prefix_raw, "spec.keyPrefix", source),
+        scopes=_parse_scopes(spec.get("scopes"), "spec.scopes", source),
+        generation=generation if isinstance(generation, int) else None,
+    )
+
+
+def _parse_scopes(raw: object, field_path: str, source: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise ComponentError(field_path, "must be a list of app ids", source=source)
+    return tuple(_expect_str(s, f"{field_path}[{i}]", source) for i, s in enumerate(raw))
+
+
+def is_state_component(document: object) -> bool:
+    """True for documents this module parses; other YAML in a components folder is skipped."""
+    if not isinstance(document, Mapping):
+        return False
+    if document.get("kind") == KIND and document.get("apiVersion") == f"{API_GROUP}/{API_VERSION}":
+        return True
+    spec = document.get("spec")
+    return (
+        document.get("kind") == "Component"
+        and document.get("apiVersion") == DAPR_API_VERSION
+        and isinstance(spec, Mapping)
+        and str(spec.get("type", "")).startswith("state.")
+    )
+
+
+def resolve(spec: ComponentSpec, secrets: Mapping[SecretKeyRef, str]) -> ResolvedComponent:
+    """Replace every secretKeyRef by its value; a missing secret raises ComponentError."""
+    values: dict[str, str] = {}
+    for index, item in enumerate(spec.metadata):
+        if item.secret_key_ref is not None:
+            ref = item.secret_key_ref
+            if ref not in secrets:
+                raise ComponentError(
+                    f"spec.metadata[{index}].secretKeyRef",
+                    f"secret '{ref.name}' has no key '{ref.key}' (or does not exist); create it or fix the reference",
+                )
+            values[item.name] = secrets[ref]
+        else:
+            values[item.name] = item.value or ""
+    return ResolvedComponent(
+        name=spec.name,
+        type=spec.type,
+        version=spec.version,
+        metadata=values,
+        concurrency=spec.concurrency,
+        consistency=spec.consistency,
+        enforce=spec.enforce,
+        key_prefix=spec.key_prefix,
+        scopes=spec.scopes,
+    )

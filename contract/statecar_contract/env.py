@@ -1,0 +1,28 @@
+"""
+Environment variable names shared by the injector (which sets them) and the sidecar (which reads them).
+
+Dapr's names are honoured too, so apps and SDKs written for daprd find their port and token.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+HTTP_PORT: Final = "STATECAR_HTTP_PORT"
+METRICS_PORT: Final = "STATECAR_METRICS_PORT"
+APP_ID: Final = "STATECAR_APP_ID"
+NAMESPACE: Final = "STATECAR_NAMESPACE"
+COMPONENTS_PATH: Final = "STATECAR_COMPONENTS_PATH"
+WIRING_FILE: Final = "STATECAR_WIRING_FILE"
+API_TOKEN: Final = "STATECAR_API_TOKEN"
+LOG_LEVEL: Final = "STATECAR_LOG_LEVEL"
+LOG_JSON: Final = "STATECAR_LOG_JSON"
+LISTEN_ADDRESS: Final = "STATECAR_LISTEN_ADDRESS"
+MAX_BODY_BYTES: Final = "STATECAR_MAX_BODY_BYTES"
+SECRETS_FILE: Final = "STATECAR_SECRETS_FILE"
+
+DAPR_HTTP_PORT: Final = "DAPR_HTTP_PORT"
+DAPR_API_TOKEN: Final = "DAPR_API_TOKEN"
+# daprd reads the namespace from NAMESPACE (dapr/dapr#7267); keyPrefix "namespace" needs it.
+DAPR_NAMESPACE: Final = "NAMESPACE"
+DAPR_APP_ID: Final = "APP_ID"

@@ -1,0 +1,126 @@
+"""
+Dapr's error responses: `{"errorCode", "message"}` plus `details` where daprd adds them.
+
+Codes and statuses follow dapr/dapr `pkg/messages` and `pkg/api/errors/state.go`
+(research/dapr-state-spec.md §1.2-1.3). Handlers raise `DaprError`; the ASGI layer renders it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+_HELP_URL = "https://docs.dapr.io/reference/components-reference/supported-state-stores/"
+
+
+@dataclass
+class DaprError(Exception):
+    status: int
+    code: str
+    message: str
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def body(self) -> bytes:
+        document: dict[str, Any] = {"errorCode": self.code, "message": self.message}
+        if self.details:
+            document["details"] = self.details
+        return orjson.dumps(document)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+
+def _error_info(reason: str, metadata: dict[str, str] | None) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "dapr.io",
+        "metadata": metadata,
+    }
+
+
+def _resource_info(store: str) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ResourceInfo",
+        "resource_type": "state",
+        "resource_name": store,
+        "owner": "",
+        "description": "",
+    }
+
+
+def store_not_found(store: str, app_id: str, known: list[str]) -> DaprError:
+    hint = f" (this app's stores: {', '.join(sorted(known))})" if known else ""
+    return DaprError(
+        400,
+        "ERR_STATE_STORE_NOT_FOUND",
+        f"state store {store} is not found{hint}",
+        [_error_info("DAPR_STATE_NOT_FOUND", {"appID": app_id})],
+    )
+
+
+def store_not_configured(store: str, app_id: str) -> DaprError:
+    return DaprError(
+        500,
+        "ERR_STATE_STORE_NOT_CONFIGURED",
+        f"state store {store} is not configured",
+        [_error_info("DAPR_STATE_NOT_CONFIGURED", {"appID": app_id})],
+    )
+
+
+def malformed(message: str) -> DaprError:
+    return DaprError(400, "ERR_MALFORMED_REQUEST", message)
+
+
+def illegal_key(store: str, key: str) -> DaprError:
+    return DaprError(
+        400,
+        "ERR_MALFORMED_REQUEST",
+        f"input key/keyPrefix '{key}' can't contain '||'",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "field_violations": [
+                    {"field": key, "description": f"input key/keyPrefix '{key}' can't contain '||'"}
+                ],
+            },
+            _resource_info(store),
+            _error_info("DAPR_STATE_ILLEGAL_KEY", None),
+        ],
+    )
+
+
+def transactions_not_supported(store: str) -> DaprError:
+    return DaprError(
+        500,
+        "ERR_STATE_STORE_NOT_SUPPORTED",
+        f"state store {store} doesn't support transactions",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [{"description": "Check the list of state stores and the features they support", "url": _HELP_URL}],
+            },
+            _resource_info(store),
+            _error_info("DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED", None),
+        ],
+    )
+
+
+def query_not_supported(store: str) -> DaprError:
+    return DaprError(
+        500,
+        "ERR_STATE_STORE_NOT_SUPPORTED",
+        f"state store {store} does not support querying",
+        [_resource_info(store), _error_info("DAPR_STATE_QUERYING_NOT_SUPPORTED", None)],
+    )
+
+
+def query_failed(store: str, detail: str) -> DaprError:
+    return DaprError(
+        500,
+        "ERR_STATE_QUERY",
+        f"state store {store} query failed: {detail}",
+        [_resource_info(store), _error_info("DAPR_STATE_QUERY_FAILED", None)],
+    )

@@ -1,0 +1,238 @@
+"""
+Decoding Dapr state request bodies into typed items, keeping each `value` as its exact text.
+
+Pure functions: bytes and query parameters in, frozen items out, `DaprError` for anything a
+client must fix (the message names the field). Shapes follow daprd's `pkg/api/http/http.go`,
+plus two documented extensions: a save body that is a JSON *string* holding the array (the
+Dapr docs' Python snippets send that), and a transaction ETag given as `{"value": "..."}`
+(the JS SDK sends that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from statecar_sidecar.api import rawjson
+from statecar_sidecar.api.errors import DaprError, malformed
+
+CONCURRENCY: Final = frozenset({"first-write", "last-write"})
+CONSISTENCY: Final = frozenset({"eventual", "strong"})
+TTL_METADATA: Final = "ttlInSeconds"
+#: The largest TTL Dapr accepts (components-contrib state/utils/ttl.go: MaxInt32).
+MAX_TTL: Final = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    concurrency: str | None = None
+    consistency: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveItem:
+    key: str
+    value: bytes
+    etag: str | None
+    options: Options
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteItem:
+    key: str
+    etag: str | None
+    options: Options
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    operations: list[SaveItem | DeleteItem]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def _decode_text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise malformed(f"the body is not UTF-8 text (byte {exc.start}); send JSON") from None
+
+
+def _item_object(s: str, i: int) -> tuple[Any, int]:
+    return rawjson.scan_object(s, i, {"value": rawjson.scan_raw})
+
+
+def parse_options(raw: object, where: str) -> Options:
+    if raw is None:
+        return Options()
+    if not isinstance(raw, dict):
+        raise malformed(f"{where}.options must be an object like {{\"concurrency\": \"first-write\"}}")
+    lowered = {str(k).lower(): v for k, v in raw.items()}
+    concurrency = lowered.get("concurrency") or None
+    consistency = lowered.get("consistency") or None
+    if concurrency is not None and concurrency not in CONCURRENCY:
+        raise malformed(
+            f"{where}.options.concurrency must be first-write or last-write, got {concurrency!r}"
+        )
+    if consistency is not None and consistency not in CONSISTENCY:
+        raise malformed(f"{where}.options.consistency must be eventual or strong, got {consistency!r}")
+    return Options(concurrency=concurrency, consistency=consistency)
+
+
+def parse_metadata(raw: object, where: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise malformed(f"{where}.metadata must be an object of strings")
+    result: dict[str, str] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool):
+            result[name] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            result[name] = str(value)
+        else:
+            raise malformed(f"{where}.metadata.{name} must be a string")
+    return result
+
+
+def _parse_etag(raw: object, where: str, *, allow_object: bool) -> str | None:
+    if raw is None:
+        return None
+    if allow_object and isinstance(raw, dict):
+        lowered = {str(k).lower(): v for k, v in raw.items()}
+        raw = lowered.get("value")
+        if raw is None:
+            return None
+    if not isinstance(raw, str):
+        raise malformed(f"{where}.etag must be a JSON string (e.g. \"17\"), got {type(raw).__name__}")
+    return raw or None  # "" means no ETag (dapr/dapr#2320)
+
+
+def _key(raw: object, where: str) -> str:
+    if raw is None or raw == "":
+        raise malformed(f'"key" is a required field ({where}.key)')
+    if not isinstance(raw, str):
+        raise malformed(f"{where}.key must be a string")
+    return raw
+
+
+def _value_bytes(raw: object) -> bytes:
+    # A missing value is stored as JSON null, as daprd does.
+    return raw.text.encode("utf-8") if isinstance(raw, rawjson.Raw) else b"null"
+
+
+def parse_save(body: bytes, query_metadata: Mapping[str, str]) -> list[SaveItem]:
+    s = _decode_text(body)
+    try:
+        stripped = rawjson.skip_ws(s, 0)
+        if stripped < len(s) and s[stripped] == '"':
+            # Extension: `requests.post(url, json=a_string)` double-encodes the array
+            # (Dapr docs, "How-To: Build a stateful service"); unwrap one level.
+            inner = rawjson.parse_document(s, rawjson.scan_value)
+            if not isinstance(inner, str):
+                raise rawjson.JSONShapeError("expected a JSON array of state items")
+            s = inner
+        items = rawjson.parse_document(s, lambda t, i: rawjson.scan_array(t, i, _item_object))
+    except rawjson.JSONShapeError as exc:
+        raise malformed(f"the body must be a JSON array of {{key, value}} items: {exc}") from None
+    result: list[SaveItem] = []
+    for index, item in enumerate(items):
+        where = f"[{index}]"
+        if not isinstance(item, dict):
+            raise malformed(f"{where} must be an object with key and value")
+        metadata = parse_metadata(item.get("metadata"), where)
+        metadata.update(query_metadata)  # query metadata wins, as in daprd (maps.Copy)
+        result.append(
+            SaveItem(
+                key=_key(item.get("key"), where),
+                value=_value_bytes(item.get("value")),
+                etag=_parse_etag(item.get("etag"), where, allow_object=False),
+                options=parse_options(item.get("options"), where),
+                metadata=metadata,
+            )
+        )
+    return result
+
+
+def parse_bulk(body: bytes) -> tuple[list[str], dict[str, str]]:
+    s = _decode_text(body)
+    try:
+        document = rawjson.parse_document(s, rawjson.scan_object)
+    except rawjson.JSONShapeError as exc:
+        raise malformed(f"failed deserializing HTTP body: {exc}") from None
+    keys = document.get("keys") or []
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise malformed('failed deserializing HTTP body: "keys" must be an array of strings')
+    parallelism = document.get("parallelism")
+    if parallelism is not None and (not isinstance(parallelism, int) or isinstance(parallelism, bool)):
+        raise malformed('failed deserializing HTTP body: "parallelism" must be an integer')
+    return keys, parse_metadata(document.get("metadata"), "body")
+
+
+def _operation(s: str, i: int) -> tuple[Any, int]:
+    return rawjson.scan_object(s, i, {"request": _item_object})
+
+
+def _operations(s: str, i: int) -> tuple[Any, int]:
+    if i < len(s) and s[i] == "n":
+        return rawjson.scan_value(s, i)  # null
+    return rawjson.scan_array(s, i, _operation)
+
+
+def parse_transaction(body: bytes, query_metadata: Mapping[str, str]) -> Transaction:
+    s = _decode_text(body)
+    try:
+        document = rawjson.parse_document(
+            s, lambda t, i: rawjson.scan_object(t, i, {"operations": _operations})
+        )
+    except rawjson.JSONShapeError as exc:
+        raise malformed(f"failed deserializing HTTP body: {exc}") from None
+    metadata = parse_metadata(document.get("metadata"), "body")
+    metadata.update(query_metadata)
+    operations: list[SaveItem | DeleteItem] = []
+    for index, op in enumerate(document.get("operations") or []):
+        where = f"operations[{index}]"
+        if not isinstance(op, dict):
+            raise malformed(f"{where} must be an object with operation and request")
+        kind = op.get("operation")
+        request = op.get("request")
+        if kind not in ("upsert", "delete"):
+            raise DaprError(
+                400, "ERR_NOT_SUPPORTED_STATE_OPERATION", f"operation type {kind} not supported"
+            )
+        if not isinstance(request, dict):
+            raise malformed(f"{where}.request must be an object with a key")
+        item_metadata = parse_metadata(request.get("metadata"), f"{where}.request")
+        item_metadata.update(query_metadata)
+        key = _key(request.get("key"), f"{where}.request")
+        etag = _parse_etag(request.get("etag"), f"{where}.request", allow_object=True)
+        options = parse_options(request.get("options"), f"{where}.request")
+        if kind == "upsert":
+            operations.append(
+                SaveItem(key, _value_bytes(request.get("value")), etag, options, item_metadata)
+            )
+        else:
+            operations.append(DeleteItem(key, etag, options, item_metadata))
+    return Transaction(operations=operations, metadata=metadata)
+
+
+def parse_ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
+    """Seconds until expiry, or None for no expiry (0, -1 and absent-without-default clear it)."""
+    raw = metadata.get(TTL_METADATA)
+    if raw is None:
+        return default
+    text = raw.strip()
+    try:
+        ttl = int(text)
+    except ValueError:
+        raise malformed(
+            f"metadata.{TTL_METADATA} must be an integer number of seconds (>= -1), got {raw!r}; "
+            "nothing was written"
+        ) from None
+    if ttl < -1 or ttl > MAX_TTL:
+        raise malformed(
+            f"metadata.{TTL_METADATA} must be between -1 and {MAX_TTL}, got {ttl}; nothing was written"
+        )
+    return ttl if ttl > 0 else None

@@ -1,0 +1,177 @@
+"""
+Running the sidecar: open the stores, serve the state API and the ops port, reload, stop cleanly.
+
+One process, one event loop (uvloop when installed), two uvicorn servers: the state API on
+loopback and the ops port (health, metrics) where the kubelet can reach it. After start-up the
+garbage collector is frozen and its first threshold raised: with default settings CPython's
+cyclic GC puts a 40-55 ms p99 tail on this workload (research/perf-anchors.md §2d, §2f).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import uvicorn
+
+from statecar_contract.components import ComponentError
+from statecar_sidecar import loader
+from statecar_sidecar.app import Health, create_app, create_ops_app
+from statecar_sidecar.metrics import Metrics
+from statecar_sidecar.runtime import ComponentRuntime, Reloader
+from statecar_sidecar.settings import SidecarSettings
+
+log = logging.getLogger("statecar.sidecar")
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line (structured logs on request: `--log-json`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            document["error"] = self.formatException(record.exc_info)
+        return orjson.dumps(document).decode()
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn logs "started" once per server; our own start line says what matters.
+    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, root.level))
+
+
+def component_source(settings: SidecarSettings) -> Callable[[], loader.LoadedComponents]:
+    """The loader for this sidecar's components: the wiring file wins over a folder."""
+    if settings.wiring_file is not None:
+        wiring_file = settings.wiring_file
+        return lambda: loader.load_wiring_file(wiring_file)
+    if settings.components_path is not None:
+        folder = settings.components_path
+        return lambda: loader.load_folder(folder, secrets_file=settings.secrets_file, environ=settings.secrets)
+    return lambda: loader.LoadedComponents((), "none")
+
+
+async def serve(settings: SidecarSettings) -> int:
+    """Serve until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return await serve_until(settings, stop)
+
+
+async def serve_until(
+    settings: SidecarSettings, stop: asyncio.Event, *, ready: Callable[[], None] | None = None
+) -> int:
+    """Serve until `stop` is set; `ready` is called once both ports accept connections."""
+    runtime = ComponentRuntime(app_id=settings.app_id, namespace=settings.namespace)
+    metrics = Metrics(settings.app_id)
+    reloader = Reloader(runtime, component_source(settings), settings.reload_interval)
+    try:
+        await reloader.load_initial()
+    except ComponentError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    except Exception as exc:  # noqa: BLE001 -- a store that can't open yet: serve and keep retrying
+        log.error("components not ready, serving and retrying every %.0fs: %s", settings.reload_interval, exc)
+        runtime.last_reload_error = str(exc)
+
+    app = create_app(runtime, metrics, api_token=settings.api_token, max_body_bytes=settings.max_body_bytes)
+    servers = [
+        uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.listen_address,
+                port=settings.http_port,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                server_header=False,
+                limit_concurrency=None,
+            )
+        )
+    ]
+    if settings.metrics_port:
+        health: Health = app.state.health
+        ops = create_ops_app(health, metrics)
+        servers.append(
+            uvicorn.Server(
+                uvicorn.Config(
+                    ops,
+                    host=settings.metrics_address,
+                    port=settings.metrics_port,
+                    loop="none",
+                    http="httptools",
+                    lifespan="off",
+                    access_log=False,
+                    log_config=None,
+                    server_header=False,
+                )
+            )
+        )
+    for server in servers:
+        # We own the signals: both servers stop together when `stop` is set.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # uvicorn would take SIGINT/SIGTERM per server
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.005)
+    failed = [t for t in tasks if t.done()]
+    if failed:
+        stop.set()
+    else:
+        log.info(
+            "statecar sidecar %s serving the state API on http://%s:%d (stores: %s)",
+            settings.app_id or "(no app id)",
+            settings.listen_address,
+            settings.http_port,
+            ", ".join(sorted(runtime.stores)) or "none",
+        )
+        # Objects alive now live for the whole process: take them out of the GC's sight.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+        if ready is not None:
+            ready()
+    reload_task = asyncio.create_task(reloader.run())
+    await stop.wait()
+    reload_task.cancel()
+    for server in servers:
+        server.should_exit = True
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    await runtime.close()
+    for result in results:
+        if isinstance(result, BaseException) or any(s for s in servers if not s.started):
+            return 1
+    return 0
+
+
+def run(settings: SidecarSettings) -> int:
+    configure_logging(settings.log_level, settings.log_json)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if settings.components_path is not None and not Path(settings.components_path).exists():
+        log.error("components path %s does not exist; create it or fix --components-path", settings.components_path)
+        return 2
+    return asyncio.run(serve(settings))

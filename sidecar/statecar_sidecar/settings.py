@@ -1,0 +1,87 @@
+"""
+The sidecar's settings, read once at start-up into a frozen object and passed explicitly.
+
+Sources, later wins: defaults, environment (`STATECAR_*`, plus daprd's `DAPR_HTTP_PORT` and
+`DAPR_API_TOKEN` so an app's Dapr settings carry over), then command-line flags.
+Nothing else in the sidecar reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from statecar_contract import env
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # daprd's default --max-body-size (4 MiB)
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable or flag and the fix."""
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    app_id: str = ""
+    namespace: str | None = None
+    http_port: int = 3500
+    listen_address: str = "127.0.0.1"
+    metrics_port: int = 9090
+    metrics_address: str = "0.0.0.0"  # noqa: S104 -- health and metrics must reach the kubelet and Prometheus
+    components_path: Path | None = None
+    wiring_file: Path | None = None
+    secrets_file: Path | None = None
+    api_token: str | None = field(default=None, repr=False)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_level: str = "info"
+    log_json: bool = False
+    reload_interval: float = 1.0
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def with_overrides(self, **changes: Any) -> SidecarSettings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _bool(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
+    environ = os.environ if environ is None else environ
+    http_port = _int(environ, env.HTTP_PORT, _int(environ, env.DAPR_HTTP_PORT, 3500))
+    token = environ.get(env.API_TOKEN) or environ.get(env.DAPR_API_TOKEN) or None
+    components = environ.get(env.COMPONENTS_PATH)
+    wiring = environ.get(env.WIRING_FILE)
+    secrets_file = environ.get(env.SECRETS_FILE)
+    return SidecarSettings(
+        app_id=environ.get(env.APP_ID) or environ.get(env.DAPR_APP_ID) or "",
+        namespace=environ.get(env.NAMESPACE) or environ.get(env.DAPR_NAMESPACE) or None,
+        http_port=http_port,
+        listen_address=environ.get(env.LISTEN_ADDRESS) or "127.0.0.1",
+        metrics_port=_int(environ, env.METRICS_PORT, 9090),
+        components_path=Path(components) if components else None,
+        wiring_file=Path(wiring) if wiring else None,
+        secrets_file=Path(secrets_file) if secrets_file else None,
+        api_token=token,
+        max_body_bytes=_int(environ, env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
+        log_level=(environ.get(env.LOG_LEVEL) or "info").lower(),
+        log_json=_bool(environ, env.LOG_JSON),
+        # Locally, a secretKeyRef {name, key} resolves from the env var <NAME>_<KEY> (see loader).
+        secrets={k: v for k, v in environ.items() if not k.startswith(("STATECAR_API", "DAPR_API"))},
+    )
