@@ -39,6 +39,7 @@ class Health:
             for name, problem in results.items():
                 self.metrics.store_up.labels(self.runtime.app_id, name).set(0 if problem else 1)
             self._problems = {name: p for name, p in results.items() if p is not None}
+            self._problems.update(self.runtime.failures)
             self._checked_at = time.monotonic()
         return self._problems
 

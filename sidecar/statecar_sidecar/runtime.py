@@ -54,6 +54,7 @@ class ComponentRuntime:
         self.namespace = namespace
         self.stores: dict[str, BoundStore] = {}
         self.last_reload_error: str | None = None
+        self.failures: dict[str, str] = {}
         self.reloads = 0
         self.reload_failures = 0
         self._closing: set[asyncio.Task[None]] = set()
@@ -75,35 +76,42 @@ class ComponentRuntime:
             raise
         return store
 
-    async def apply(self, components: Sequence[ResolvedComponent]) -> None:
-        """Make `components` (those in scope for this app) the live set, or raise and keep the old."""
+    async def apply(self, components: Sequence[ResolvedComponent]) -> dict[str, str]:
+        """Make `components` (those in scope for this app) live, one by one; returns failures.
+
+        Each new or changed component is opened and pinged before it replaces the old one. One
+        that fails keeps its previous version serving (or stays absent if it is new) and is
+        reported by name; it is retried on the next poll.
+        """
         wanted = {c.name: c for c in components if c.in_scope(self.app_id)}
-        opened: dict[str, StateStore] = {}
-        try:
-            for name, component in wanted.items():
-                current = self.stores.get(name)
-                if current is not None and current.component == component:
-                    continue
-                try:
-                    opened[name] = await self._open(component)
-                except (StoreError, OSError, TimeoutError) as exc:
-                    raise StoreError(f"component {name} ({component.type}): {exc}") from exc
-            new = {
-                name: self._bind(component, opened[name]) if name in opened else self.stores[name]
-                for name, component in wanted.items()
-            }
-        except BaseException as exc:
-            for store in opened.values():
-                await store.close()
-            self.reload_failures += 1
-            self.last_reload_error = str(exc)
-            raise
-        replaced = [b.store for name, b in self.stores.items() if name not in new or new[name].store is not b.store]
+        new: dict[str, BoundStore] = {}
+        failures: dict[str, str] = {}
+        for name, component in wanted.items():
+            current = self.stores.get(name)
+            if current is not None and current.component == component:
+                new[name] = current
+                continue
+            try:
+                store = await self._open(component)
+                new[name] = self._bind(component, store)
+            except (StoreError, OSError, TimeoutError) as exc:
+                failures[name] = f"{component.type}: {exc}"
+                if current is not None:
+                    new[name] = current
+        replaced = [
+            b.store for name, b in self.stores.items() if name not in new or new[name].store is not b.store
+        ]
         self.stores = new
+        self.failures = failures
         self.reloads += 1
-        self.last_reload_error = None
+        if failures:
+            self.reload_failures += 1
+            self.last_reload_error = "; ".join(f"{n}: {r}" for n, r in sorted(failures.items()))
+        else:
+            self.last_reload_error = None
         for store in replaced:
             self._close_later(store)
+        return failures
 
     def _close_later(self, store: StateStore) -> None:
         async def close() -> None:
@@ -151,8 +159,10 @@ class Reloader:
 
     async def load_initial(self) -> None:
         loaded = self._load()
-        await self._runtime.apply(loaded.components)
+        failures = await self._runtime.apply(loaded.components)
         self.fingerprint = loaded.fingerprint
+        for name, reason in sorted(failures.items()):
+            log.error("component %s is not ready, retrying every %gs: %s", name, self._interval, reason)
 
     def _report(self, message: str) -> None:
         # Log a failure once, not every poll, while it stays the same failure.
@@ -167,15 +177,17 @@ class Reloader:
         except Exception as exc:  # noqa: BLE001 -- a broken file must not stop the sidecar
             self._report(str(exc))
             return False
-        if loaded.fingerprint == self.fingerprint:
+        if loaded.fingerprint == self.fingerprint and not self._runtime.failures:
             return False
         started = time.perf_counter()
-        try:
-            await self._runtime.apply(loaded.components)
-        except Exception as exc:  # noqa: BLE001 -- keep serving the old stores; retried next poll
-            self._report(str(exc))
-            return False
+        previous_failures = dict(self._runtime.failures)
+        failures = await self._runtime.apply(loaded.components)
         self.fingerprint = loaded.fingerprint
+        for name, reason in failures.items():
+            if previous_failures.get(name) != reason:
+                log.error("component %s is not ready, still serving its previous version if any: %s", name, reason)
+        if failures and loaded.fingerprint == self.fingerprint and previous_failures.keys() == failures.keys():
+            return False
         log.info(
             "components reloaded in %.0f ms: %s",
             (time.perf_counter() - started) * 1000,

@@ -1,0 +1,451 @@
+"""
+`state.redis`: Dapr's state semantics on Redis, with contract.md's single rule set.
+
+Layout is daprd's (components-contrib `state/redis`): one HASH per key with `data` (the value
+bytes) and `version` (the ETag, a decimal integer), so daprd and statecar read each other's data;
+statecar adds `exp` (expiry, epoch ms) so a GET reports `ttlExpireTime` in the same round trip.
+
+Round trips (bench S4): GET = 1 `HMGET`; save = 1 `EVALSHA`; bulk get of N = N `HMGET`s in one
+pipelined write; a transaction of N = 1 `EVALSHA` of a script that checks every op against the
+state the earlier ops leave, then applies all of them — atomic, unlike daprd's MULTI/EXEC, which
+keeps the ops that passed when another failed. Strong consistency adds `WAIT` on a dedicated
+connection and FAILS the request when not every connected replica confirmed (daprd ignores the
+count WAIT returns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from statecar_sidecar.stores import etags
+from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
+from statecar_sidecar.stores.errors import (
+    ConsistencyError,
+    ETagMismatchError,
+    StoreError,
+    StoreUnavailableError,
+    TransactionError,
+)
+from statecar_sidecar.stores.query import Query, QueryPage, run_query
+from statecar_sidecar.stores.resp import (
+    Client,
+    Connection,
+    RedisEndpoint,
+    RedisUnavailableError,
+    ReplyError,
+    Script,
+    SentinelConfig,
+)
+
+# Shared by the scripts: read a key's version, tolerating a key of another type (reported).
+_PRELUDE: Final = """
+local function version_of(key)
+  local v = redis.pcall('HGET', key, 'version')
+  if type(v) == 'table' and v.err then return nil, v.err end
+  return v, nil
+end
+local function allowed(current, given, first_write)
+  if given ~= '' then return current and current == given end
+  if first_write == '1' and current then return false end
+  return true
+end
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function write(key, current, data, ttl_ms)
+  local us = now_us()
+  local v = us
+  local c = current and tonumber(current)
+  if c and c + 1 > v then v = c + 1 end
+  local version = string.format('%.0f', v)
+  redis.call('HSET', key, 'data', data, 'version', version)
+  -- 'first-write' is daprd's flag; left behind it would make daprd refuse later saves.
+  if ttl_ms ~= '0' then
+    local exp = math.floor(us / 1000) + tonumber(ttl_ms)
+    redis.call('HSET', key, 'exp', string.format('%.0f', exp))
+    redis.call('HDEL', key, 'first-write')
+    redis.call('PEXPIREAT', key, string.format('%.0f', exp))
+  else
+    redis.call('HDEL', key, 'exp', 'first-write')
+    redis.call('PERSIST', key)
+  end
+  return version
+end
+"""
+
+# KEYS[1] key; ARGV: given etag ('' = none), first-write ('1'/'0'), data, ttl ms ('0' = none).
+# Returns {1, version} or {0, current version or ''}.
+SAVE: Final = Script(
+    _PRELUDE
+    + """
+local current, err = version_of(KEYS[1])
+if err then return redis.error_reply('WRONGTYPE key ' .. KEYS[1] .. ' is not a statecar/dapr hash') end
+if not allowed(current, ARGV[1], ARGV[2]) then return {0, current or ''} end
+return {1, write(KEYS[1], current, ARGV[3], ARGV[4])}
+"""
+)
+
+# KEYS[1] key; ARGV: given etag, first-write. Returns {1} or {0, current version or ''}.
+DELETE: Final = Script(
+    _PRELUDE
+    + """
+local current, err = version_of(KEYS[1])
+if err then return redis.error_reply('WRONGTYPE key ' .. KEYS[1] .. ' is not a statecar/dapr hash') end
+if not allowed(current, ARGV[1], ARGV[2]) then return {0, current or ''} end
+redis.call('DEL', KEYS[1])
+return {1}
+"""
+)
+
+# KEYS: one per op, in order. ARGV: 5 per op: kind ('s'/'d'), given etag, first-write, data, ttl ms.
+# Pass 1 checks every op against the state the earlier ops leave (a shadow map); pass 2 applies.
+# Nothing is written unless every check passed, so the script is all-or-nothing.
+# Returns {1} or {0, failing op index (1-based), current version or ''}.
+TRANSACT: Final = Script(
+    _PRELUDE
+    + """
+local shadow = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local b = (i - 1) * 5
+  local current
+  if shadow[key] ~= nil then
+    current = shadow[key]
+  else
+    local err
+    current, err = version_of(key)
+    if err then return redis.error_reply('WRONGTYPE key ' .. key .. ' is not a statecar/dapr hash') end
+  end
+  if not allowed(current, ARGV[b + 2], ARGV[b + 3]) then return {0, i, current or ''} end
+  -- A key this transaction writes has an ETag nobody can know yet: 'pending' never matches.
+  if ARGV[b + 1] == 's' then shadow[key] = 'pending' else shadow[key] = false end
+end
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local b = (i - 1) * 5
+  if ARGV[b + 1] == 's' then
+    write(key, redis.call('HGET', key, 'version'), ARGV[b + 4], ARGV[b + 5])
+  else
+    redis.call('DEL', key)
+  end
+end
+return {1}
+"""
+)
+
+STRONG_TIMEOUT_MS: Final = 1000  # daprd waits 1 s for replicas (components-contrib state/redis)
+REPLICA_COUNT_TTL: Final = 1.0  # seconds a measured replica count is reused
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"true", "1", "yes"}
+
+
+def _seconds(value: str | None, default: float) -> float:
+    """Dapr durations: Go style ('5s', '500ms', '1m') or a plain integer of milliseconds."""
+    if not value:
+        return default
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
+    if match is None:
+        raise StoreError(f"duration {value!r} is not valid; use e.g. '5s' or '500ms'")
+    number, unit = float(match.group(1)), match.group(2)
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 0.001}[unit]
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    if not host:
+        return text.strip(), default_port
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise StoreError(f"redisHost {text!r}: the port must be a number") from None
+
+
+def _ttl_ms(op: SetOp) -> str:
+    return str(op.ttl * 1000) if op.ttl else "0"
+
+
+class RedisStore(StateStore):
+    features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
+
+    def __init__(self, client: Client, description: str) -> None:
+        self._client = client
+        self._description = description
+        self._replicas: tuple[float, int] = (0.0, 0)
+        self._scripts_loaded = False
+
+    @classmethod
+    async def open(cls, metadata: Mapping[str, str]) -> RedisStore:
+        hosts = metadata.get("redisHost", "")
+        if not hosts:
+            raise StoreError("redisHost is required (host:port)")
+        default_port = int(metadata.get("redisPort") or 6379)
+        try:
+            db = int(metadata.get("redisDB") or 0)
+        except ValueError:
+            raise StoreError(f"redisDB must be an integer, got {metadata.get('redisDB')!r}") from None
+        connect_timeout = _seconds(metadata.get("dialTimeout"), 2.0)
+        command_timeout = _seconds(metadata.get("readTimeout"), 5.0)
+        tls = _bool(metadata.get("enableTLS"))
+        insecure = _bool(metadata.get("insecureSkipTLSVerify"))
+        first_host, first_port = _host_port(hosts.split(",")[0], default_port)
+        endpoint = RedisEndpoint(
+            host=first_host,
+            port=first_port,
+            username=metadata.get("redisUsername") or None,
+            password=metadata.get("redisPassword") or None,
+            db=db,
+            tls=tls,
+            tls_insecure=insecure,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
+        sentinel = None
+        description = f"redis at {endpoint.address}"
+        if _bool(metadata.get("failover")):
+            master = metadata.get("sentinelMasterName")
+            if not master:
+                raise StoreError("failover is true: set sentinelMasterName to the Sentinel master's name")
+            sentinel = SentinelConfig(
+                sentinels=[_host_port(h, 26379) for h in hosts.split(",")],
+                master_name=master,
+                username=metadata.get("sentinelUsername") or None,
+                password=metadata.get("sentinelPassword") or None,
+                tls=tls,
+                tls_insecure=insecure,
+            )
+            description = f"redis master {master!r} via sentinel {hosts}"
+        return cls(Client(endpoint, sentinel=sentinel), description)
+
+    async def _load_scripts(self) -> None:
+        # Loaded up front so the first save or transaction is one EVALSHA, not a NOSCRIPT retry.
+        replies = await self._client.pipeline([s.load_command() for s in (SAVE, DELETE, TRANSACT)])
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise StoreError(f"{self._description} refused SCRIPT LOAD: {reply.message}")
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(f"{self._description} is unavailable: {exc}")
+
+    @staticmethod
+    def _item(reply: Sequence[Any]) -> StoredItem | None:
+        data, version, expire_ms = reply
+        if data is None or version is None:
+            return None
+        return StoredItem(
+            value=data,
+            etag=version.decode(),
+            expire_at=int(expire_ms) / 1000 if expire_ms is not None else None,
+        )
+
+    async def _replica_count(self) -> int:
+        measured_at, count = self._replicas
+        if time.monotonic() - measured_at < REPLICA_COUNT_TTL:
+            return count
+        info = await self._client.execute(b"INFO", b"replication")
+        match = re.search(rb"connected_slaves:(\d+)", info)
+        count = int(match.group(1)) if match else 0
+        self._replicas = (time.monotonic(), count)
+        return count
+
+    async def _run_strong(self, conn: Connection, commands: list[tuple[Any, ...]], scripts: Sequence[Script]) -> list[Any]:
+        """Run `commands` then WAIT for every connected replica, on one dedicated connection."""
+        replicas = await self._replica_count()
+        if replicas == 0:
+            return await conn.pipeline_with_scripts(commands, scripts)
+        replies = await conn.pipeline_with_scripts(
+            [*commands, (b"WAIT", replicas, STRONG_TIMEOUT_MS)], scripts
+        )
+        confirmed = replies[-1]
+        if isinstance(confirmed, int) and confirmed < replicas:
+            raise ConsistencyError(
+                f"strong write not confirmed: {confirmed} of {replicas} connected replicas "
+                f"acknowledged within {STRONG_TIMEOUT_MS} ms. The primary has applied it; read "
+                "the key back before retrying"
+            )
+        return replies[:-1]
+
+    async def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any], strong: bool) -> Any:
+        try:
+            if not strong:
+                command = script.command(keys, args)
+                try:
+                    return await self._client.execute(*command)
+                except ReplyError as exc:
+                    if exc.code != "NOSCRIPT":
+                        raise
+                # Redis lost its script cache (restart, failover): reload all of ours at once.
+                await self._load_scripts()
+                return await self._client.execute(*command)
+            async with self._client.dedicated() as conn:
+                (reply,) = await self._run_strong(conn, [script.command(keys, args)], [script])
+            if isinstance(reply, ReplyError):
+                raise reply
+            return reply
+        except RedisUnavailableError as exc:
+            raise self._unavailable(exc) from exc
+        except ReplyError as exc:
+            raise StoreError(f"{self._description}: {exc.message}") from exc
+
+    # -- the interface ----------------------------------------------------------------------
+
+    async def get(self, key: str, *, strong: bool = False) -> StoredItem | None:
+        # Every read goes to the primary, so `strong` needs nothing more here.
+        try:
+            reply = await self._client.execute(b"HMGET", key, b"data", b"version", b"exp")
+        except RedisUnavailableError as exc:
+            raise self._unavailable(exc) from exc
+        except ReplyError as exc:
+            raise StoreError(f"{self._description}: key {key!r}: {exc.message}") from exc
+        return self._item(reply)
+
+    async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
+        try:
+            replies = await self._client.pipeline([(b"HMGET", k, b"data", b"version", b"exp") for k in keys])
+        except RedisUnavailableError as exc:
+            raise self._unavailable(exc) from exc
+        items: list[StoredItem | None] = []
+        for key, reply in zip(keys, replies, strict=True):
+            if isinstance(reply, ReplyError):
+                raise StoreError(f"{self._description}: key {key!r}: {reply.message}")
+            items.append(self._item(reply))
+        return items
+
+    async def set(self, op: SetOp) -> None:
+        if op.etag:
+            etags.validate_etag(op.key, op.etag)
+        reply = await self._eval(
+            SAVE, (op.key,), (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)), op.strong
+        )
+        if reply[0] != 1:
+            etags.check_write(op.key, reply[1].decode() or None, op.etag, first_write=op.first_write)
+            raise ETagMismatchError(op.key, f"key {op.key!r} changed concurrently")  # pragma: no cover -- the script and check_write agree
+
+    async def set_many(self, ops: Sequence[SetOp]) -> list[Exception | None]:
+        results: list[Exception | None] = [None] * len(ops)
+        commands: list[tuple[Any, ...]] = []
+        positions: list[int] = []
+        for index, op in enumerate(ops):
+            if op.etag:
+                try:
+                    etags.validate_etag(op.key, op.etag)
+                except StoreError as exc:
+                    results[index] = exc
+                    continue
+            commands.append(
+                SAVE.command((op.key,), (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)))
+            )
+            positions.append(index)
+        if not commands:
+            return results
+        strong = any(op.strong for op in ops)
+        try:
+            if strong:
+                async with self._client.dedicated() as conn:
+                    await conn.execute(*SAVE.load_command())
+                    replies = await self._run_strong(conn, commands, [SAVE])
+            else:
+                replies = await self._client.pipeline(commands)
+                if any(isinstance(r, ReplyError) and r.code == "NOSCRIPT" for r in replies):
+                    # Re-send only the items that did not run: the others must not run twice.
+                    await self._client.execute(*SAVE.load_command())
+                    again = [i for i, r in enumerate(replies) if isinstance(r, ReplyError) and r.code == "NOSCRIPT"]
+                    retried = await self._client.pipeline([commands[i] for i in again])
+                    for i, reply in zip(again, retried, strict=True):
+                        replies[i] = reply
+        except RedisUnavailableError as exc:
+            error = self._unavailable(exc)
+            return [r if r is not None else error for r in results]
+        except ConsistencyError as exc:
+            return [r if r is not None else exc for r in results]
+        for index, reply in zip(positions, replies, strict=True):
+            op = ops[index]
+            if isinstance(reply, ReplyError):
+                results[index] = StoreError(f"{self._description}: key {op.key!r}: {reply.message}")
+            elif reply[0] != 1:
+                try:
+                    etags.check_write(op.key, reply[1].decode() or None, op.etag, first_write=op.first_write)
+                except StoreError as exc:
+                    results[index] = exc
+        return results
+
+    async def delete(self, op: DeleteOp) -> None:
+        if op.etag:
+            etags.validate_etag(op.key, op.etag)
+        reply = await self._eval(DELETE, (op.key,), (op.etag or "", "1" if op.first_write else "0"), op.strong)
+        if reply[0] != 1:
+            etags.check_delete(op.key, reply[1].decode() or None, op.etag, first_write=op.first_write)
+            raise ETagMismatchError(op.key, f"key {op.key!r} changed concurrently")  # pragma: no cover -- the script and check_delete agree
+
+    async def transact(self, ops: Sequence[Operation]) -> None:
+        keys: list[str] = []
+        args: list[Any] = []
+        for index, op in enumerate(ops):
+            if op.etag:
+                try:
+                    etags.validate_etag(op.key, op.etag)
+                except StoreError as exc:
+                    raise TransactionError(index, op.key, exc) from exc
+            keys.append(op.key)
+            if isinstance(op, SetOp):
+                args += ["s", op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)]
+            else:
+                args += ["d", op.etag or "", "1" if op.first_write else "0", "", "0"]
+        reply = await self._eval(TRANSACT, keys, args, any(op.strong for op in ops))
+        if reply[0] != 1:
+            index = int(reply[1]) - 1
+            op = ops[index]
+            current = reply[2].decode() or None
+            if current == "pending":
+                current = "(written earlier in this transaction)"
+            try:
+                etags.check_write(op.key, current, op.etag, first_write=op.first_write)
+            except StoreError as exc:
+                raise TransactionError(index, op.key, exc) from exc
+            raise TransactionError(index, op.key, ETagMismatchError(op.key, "refused"))  # pragma: no cover
+
+    async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
+        # Redis has no secondary index without RediSearch: scan this app's keys. Fine for the
+        # modest data sets the query API is meant for; documented in the README.
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", key_prefix) + "*"
+        keys: list[bytes] = []
+        cursor = b"0"
+        try:
+            while True:
+                cursor, batch = await self._client.execute(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000)
+                keys.extend(batch)
+                if cursor == b"0":
+                    break
+            replies = await self._client.pipeline([(b"HMGET", k, b"data", b"version", b"exp") for k in keys]) if keys else []
+        except RedisUnavailableError as exc:
+            raise self._unavailable(exc) from exc
+        rows = []
+        for key, reply in sorted(zip(keys, replies, strict=True)):
+            if isinstance(reply, ReplyError):
+                continue  # not one of ours (another type under the same prefix)
+            item = self._item(reply)
+            if item is not None:
+                rows.append((key.decode()[len(key_prefix) :], item.value, item.etag))
+        return run_query(query, rows)
+
+    async def ping(self) -> None:
+        try:
+            await asyncio.wait_for(self._client.ping(), self._client.endpoint.command_timeout)
+            if not self._scripts_loaded:
+                await self._load_scripts()
+                self._scripts_loaded = True
+        except (RedisUnavailableError, TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+        except ReplyError as exc:
+            raise StoreUnavailableError(f"{self._description} refused PING: {exc.message}") from exc
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,145 @@
+"""
+The conformance tier's world: real Redis (a primary with AOF and one replica), a real
+PostgreSQL, and ONE real `statecar sidecar` process serving a store on each backend.
+
+Every test takes the `store` fixture and runs once per backend: that is the suite's promise
+that behaviour is the same everywhere (contract.md).
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.sidecar import SidecarProcess
+from tests.unit import pg_server, redis_server
+
+ALL_BACKENDS = ("memory", "sqlite", "redis", "postgres")
+# A developer may narrow the run (STATECAR_TEST_BACKENDS=memory,redis); CI always runs all four.
+BACKENDS = tuple(
+    b for b in os.environ.get("STATECAR_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b in ALL_BACKENDS
+) if not os.environ.get("CI") else ALL_BACKENDS
+APP_ID = "conformance"
+
+
+def _require(reason: str) -> None:
+    # In CI (and `make test`) a missing server is a failure, never a silent skip.
+    if os.environ.get("CI") or os.environ.get("STATECAR_REQUIRE_SERVERS"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_primary() -> Iterator[redis_server.RedisProcess]:
+    if redis_server.redis_server_binary() is None:
+        _require("redis-server is not installed (make test installs it)")
+    with redis_server.running_redis(["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_replica(redis_primary: redis_server.RedisProcess) -> Iterator[redis_server.RedisProcess]:
+    with redis_server.running_redis(["--replicaof", "127.0.0.1", str(redis_primary.port)]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg_server.PgServer]:
+    try:
+        with pg_server.running_postgres() as server:
+            yield server
+    except pg_server.PostgresUnavailable as exc:
+        _require(str(exc))
+
+
+def _component(name: str, type_: str, metadata: dict[str, str], **spec: str) -> str:
+    document = {
+        "apiVersion": "statecar.io/v1alpha1",
+        "kind": "StateStoreComponent",
+        "metadata": {"name": name},
+        "spec": {
+            "type": type_,
+            "metadata": [{"name": k, "value": v} for k, v in metadata.items()],
+            **{k: (v == "true" if v in ("true", "false") else v) for k, v in spec.items()},
+        },
+    }
+    return yaml.safe_dump(document) + "---\n"
+
+
+@pytest.fixture(scope="session")
+def components_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_primary: redis_server.RedisProcess,
+    redis_replica: redis_server.RedisProcess,
+    request: pytest.FixtureRequest,
+) -> Path:
+    postgres: pg_server.PgServer | None = (
+        request.getfixturevalue("postgres") if "postgres" in BACKENDS else None
+    )
+    folder = tmp_path_factory.mktemp("components")
+    sqlite_file = folder / "state.db"
+    redis = {"redisHost": redis_primary.address}
+    documents = [
+        _component("memory", "state.in-memory", {}),
+        _component("sqlite", "state.sqlite", {"connectionString": str(sqlite_file)}),
+        _component("redis", "state.redis", redis),
+        *([_component("postgres", "state.postgresql", {"connectionString": postgres.dsn})] if postgres else []),
+        # Component policy: defaults a request may override, and one that enforces.
+        *(_component(f"{b}-fw", t, m, concurrency="first-write")
+          for b, t, m in (("memory", "state.in-memory", {}), ("redis", "state.redis", redis))),
+        _component("memory-enforced", "state.in-memory", {}, concurrency="first-write", enforce="true"),
+        _component("redis-strong", "state.redis", redis, consistency="strong"),
+        # Key prefixes, on Redis where the stored keys can be read back raw.
+        _component("prefix-name", "state.redis", redis, keyPrefix="name"),
+        _component("prefix-none", "state.redis", redis, keyPrefix="none"),
+        _component("prefix-custom", "state.redis", redis, keyPrefix="MyPrefix"),
+        _component("prefix-namespace", "state.redis", redis, keyPrefix="namespace"),
+    ]
+    (folder / "components.yaml").write_text("".join(documents))
+    # A Dapr Component file works as it is.
+    (folder / "dapr.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            apiVersion: dapr.io/v1alpha1
+            kind: Component
+            metadata:
+              name: dapr-redis
+            spec:
+              type: state.redis
+              version: v1
+              metadata:
+              - name: redisHost
+                value: {redis_primary.address}
+              - name: keyPrefix
+                value: none
+            """
+        )
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sidecar(components_dir: Path) -> Iterator[SidecarProcess]:
+    process = SidecarProcess(
+        app_id=APP_ID, components_path=components_dir, env={"STATECAR_NAMESPACE": "shop"}
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def api(sidecar: SidecarProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sidecar.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

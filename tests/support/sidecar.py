@@ -1,0 +1,96 @@
+"""
+Test helper (not a test module): a real `statecar sidecar` process on free loopback ports.
+
+Tests talk to it over real HTTP, exactly as an app in the pod would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SidecarProcess:
+    def __init__(
+        self,
+        *,
+        app_id: str = "conformance",
+        components_path: Path | None = None,
+        wiring_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.http_port = free_port()
+        self.metrics_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.ops_url = f"http://127.0.0.1:{self.metrics_port}"
+        self.log_path = Path(tempfile.mkstemp(prefix="statecar-sidecar-", suffix=".log")[1])
+        command = [sys.executable, "-m", "statecar_cli.main", "sidecar", "--app-id", app_id,
+                   "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port), *args]
+        if components_path is not None:
+            command += ["--components-path", str(components_path)]
+        if wiring_file is not None:
+            command += ["--wiring-file", str(wiring_file)]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("STATECAR_", "DAPR_"))}
+        environment.update(env or {})
+        self.command = command
+        self.environment = environment
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def start(self, *, wait_healthy: bool = True, timeout: float = 30) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.command, env=self.environment, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sidecar exited with {self.process.returncode}:\n{self.log}")
+            try:
+                answer = httpx.get(f"{self.ops_url}/v1.0/healthz", timeout=1)
+                if answer.status_code == 204 or (not wait_healthy and answer.status_code in (204, 500)):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"sidecar not healthy within {timeout} s:\n{self.log}")
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def running_sidecar(**kwargs: object) -> Iterator[SidecarProcess]:
+    sidecar = SidecarProcess(**kwargs)  # type: ignore[arg-type]
+    try:
+        sidecar.start()
+        yield sidecar
+    finally:
+        sidecar.stop()
