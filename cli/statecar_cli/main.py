@@ -30,15 +30,33 @@ def _sidecar_flags(parser: argparse.ArgumentParser, *, local: bool) -> None:
         "--components-path",
         type=Path,
         help="folder of StateStoreComponent and Dapr Component YAML files; env STATECAR_COMPONENTS_PATH"
-        + ("; default: one SQLite store named 'statestore' in the user's data folder" if local else ""),
+        + (
+            "; default: one SQLite store named 'statestore' in the user's data folder"
+            if local
+            else ""
+        ),
     )
-    parser.add_argument("--wiring-file", type=Path, help="the operator's wiring file (set by the injector)")
-    parser.add_argument("--secrets-file", type=Path, help="YAML {secret: {key: value}} for local secretKeyRefs")
-    parser.add_argument("--http-port", type=int, help="state API port (default 3500; env STATECAR_HTTP_PORT or DAPR_HTTP_PORT)")
-    parser.add_argument("--metrics-port", type=int, help="health + Prometheus port (default 9090, 0 disables)")
-    parser.add_argument("--listen-address", help="state API address (default 127.0.0.1: loopback only)")
+    parser.add_argument(
+        "--wiring-file", type=Path, help="the operator's wiring file (set by the injector)"
+    )
+    parser.add_argument(
+        "--secrets-file", type=Path, help="YAML {secret: {key: value}} for local secretKeyRefs"
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        help="state API port (default 3500; env STATECAR_HTTP_PORT or DAPR_HTTP_PORT)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="health + Prometheus port (default 9090, 0 disables)"
+    )
+    parser.add_argument(
+        "--listen-address", help="state API address (default 127.0.0.1: loopback only)"
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-json", action="store_true", default=None, help="structured JSON logs")
+    parser.add_argument(
+        "--log-json", action="store_true", default=None, help="structured JSON logs"
+    )
 
 
 def _settings(args: argparse.Namespace) -> object:
@@ -157,34 +175,44 @@ def _run_with_app(settings: object, command: list[str]) -> int:
 def cmd_operator(args: argparse.Namespace) -> int:
     from statecar_operator.main import run
 
-    return run(list(args.rest))
+    return int(run(list(args.rest)))
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
     from statecar_operator.inject_cli import main
 
-    return main(list(args.rest))
+    return int(main(list(args.rest)))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="statecar", description="A Dapr-compatible state API for every pod.")
+    parser = argparse.ArgumentParser(
+        prog="statecar", description="A Dapr-compatible state API for every pod."
+    )
     parser.add_argument("--version", action="version", version=f"statecar {__version__}")
     commands = parser.add_subparsers(dest="subcommand", required=True)
 
-    sidecar = commands.add_parser("sidecar", help="serve the state API for one app (what the injector runs)")
+    sidecar = commands.add_parser(
+        "sidecar", help="serve the state API for one app (what the injector runs)"
+    )
     _sidecar_flags(sidecar, local=False)
     sidecar.set_defaults(func=cmd_sidecar)
 
-    run = commands.add_parser("run", help="serve the state API locally (embedded SQLite), optionally with an app")
+    run = commands.add_parser(
+        "run", help="serve the state API locally (embedded SQLite), optionally with an app"
+    )
     _sidecar_flags(run, local=True)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- app command and its arguments")
     run.set_defaults(func=cmd_run)
 
-    operator = commands.add_parser("operator", help="run the kopf operator and admission webhooks", add_help=False)
+    operator = commands.add_parser(
+        "operator", help="run the kopf operator and admission webhooks", add_help=False
+    )
     operator.add_argument("rest", nargs=argparse.REMAINDER)
     operator.set_defaults(func=cmd_operator)
 
-    inject = commands.add_parser("inject", help="print manifests with the sidecar injected (offline)", add_help=False)
+    inject = commands.add_parser(
+        "inject", help="print manifests with the sidecar injected (offline)", add_help=False
+    )
     inject.add_argument("rest", nargs=argparse.REMAINDER)
     inject.set_defaults(func=cmd_inject)
 

@@ -52,6 +52,13 @@ USER_ANNOTATIONS: Final = frozenset(
     }
 )
 
+#: Written by the operator on the wiring Secret: the keyed hash of its content, which the injector
+#: copies into each pod's status annotation (a plain hash of secret values would let anyone who can
+#: read pods test password guesses offline, so the hash is an HMAC keyed by `WIRING_SALT`).
+WIRING_CONFIG_HASH: Final = PREFIX + "config-hash"
+#: Random per-namespace key of that HMAC, kept on the wiring Secret (readable only with Secret access).
+WIRING_SALT: Final = PREFIX + "wiring-salt"
+
 #: The label the injector puts on injected pods (selectors, `kubectl get pods -l`).
 INJECTED_LABEL: Final = "statecar.io/injected"
 SIDECAR_CONTAINER_NAME: Final = "statecar"

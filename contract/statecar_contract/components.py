@@ -149,7 +149,9 @@ def _expect_mapping(value: object, field_path: str, source: str | None) -> Mappi
 
 def _expect_str(value: object, field_path: str, source: str | None) -> str:
     if not isinstance(value, str) or not value:
-        raise ComponentError(field_path, f"must be a non-empty string, got {_kind(value)}", source=source)
+        raise ComponentError(
+            field_path, f"must be a non-empty string, got {_kind(value)}", source=source
+        )
     return value
 
 
@@ -176,7 +178,9 @@ def _parse_metadata(
     if items is None:
         return ()
     if not isinstance(items, Sequence) or isinstance(items, str):
-        raise ComponentError("spec.metadata", "must be a list of {name, value} entries", source=source)
+        raise ComponentError(
+            "spec.metadata", "must be a list of {name, value} entries", source=source
+        )
     parsed: list[MetadataItem] = []
     seen: set[str] = set()
     for index, raw in enumerate(items):
@@ -184,7 +188,9 @@ def _parse_metadata(
         entry = _expect_mapping(raw, path, source)
         name = _expect_str(entry.get("name"), f"{path}.name", source)
         if name in seen:
-            raise ComponentError(f"{path}.name", f"'{name}' is listed twice; keep one", source=source)
+            raise ComponentError(
+                f"{path}.name", f"'{name}' is listed twice; keep one", source=source
+            )
         seen.add(name)
         has_value = "value" in entry and entry["value"] is not None
         ref_raw = entry.get("secretKeyRef")
@@ -203,7 +209,9 @@ def _parse_metadata(
             parsed.append(MetadataItem(name=name, secret_key_ref=secret))
         elif has_value:
             parsed.append(
-                MetadataItem(name=name, value=_scalar_to_str(entry["value"], f"{path}.value", source))
+                MetadataItem(
+                    name=name, value=_scalar_to_str(entry["value"], f"{path}.value", source)
+                )
             )
         else:
             raise ComponentError(
@@ -212,7 +220,9 @@ def _parse_metadata(
     return tuple(parsed)
 
 
-def _choice(value: object, field_path: str, allowed: tuple[str, ...], default: str, source: str | None) -> str:
+def _choice(
+    value: object, field_path: str, allowed: tuple[str, ...], default: str, source: str | None
+) -> str:
     if value is None or value == "":
         return default
     if value not in allowed:
@@ -221,14 +231,16 @@ def _choice(value: object, field_path: str, allowed: tuple[str, ...], default: s
     return str(value)
 
 
-def validate_key_prefix(prefix: str, field_path: str = "spec.keyPrefix", source: str | None = None) -> str:
+def validate_key_prefix(
+    prefix: str, field_path: str = "spec.keyPrefix", source: str | None = None
+) -> str:
     # Dapr lower-cases a custom prefix and forbids the separator inside it (dapr/dapr
     # pkg/components/state/state_config.go); we keep both rules so stored keys match daprd's.
     if "||" in prefix:
         raise ComponentError(field_path, f"'{prefix}' must not contain '||'", source=source)
     if not prefix:
         return "appid"
-    return prefix.lower() if prefix.lower() in {"appid", "name", "namespace", "none"} else prefix.lower()
+    return prefix.lower()
 
 
 def validate_backend_metadata(
@@ -238,7 +250,11 @@ def validate_backend_metadata(
     known = BACKEND_METADATA.get(component_type)
     if known is None:
         options = ", ".join(sorted(BACKEND_METADATA))
-        raise ComponentError("spec.type", f"'{component_type}' is not a state store statecar serves; use one of {options}", source=source)
+        raise ComponentError(
+            "spec.type",
+            f"'{component_type}' is not a state store statecar serves; use one of {options}",
+            source=source,
+        )
     for index, name in enumerate(names):
         if name not in known and name not in COMMON_METADATA:
             hint = ", ".join(sorted(known)) or "none"
@@ -303,22 +319,30 @@ def parse_component(document: object, *, source: str | None = None) -> Component
         )
     if "keyPrefix" in names:
         raise ComponentError(
-            "spec.metadata", "keyPrefix is a field of spec here: move it to spec.keyPrefix", source=source
+            "spec.metadata",
+            "keyPrefix is a field of spec here: move it to spec.keyPrefix",
+            source=source,
         )
     key_prefix_raw = spec.get("keyPrefix", "appid")
     if not isinstance(key_prefix_raw, str):
         raise ComponentError("spec.keyPrefix", "must be a string", source=source)
     enforce = spec.get("enforce", False)
     if not isinstance(enforce, bool):
-        raise ComponentError("spec.enforce", f"must be true or false, got {enforce!r}", source=source)
+        raise ComponentError(
+            "spec.enforce", f"must be true or false, got {enforce!r}", source=source
+        )
     return ComponentSpec(
         name=name,
         type=component_type,
         version=version,
         namespace=str(namespace) if namespace else None,
         metadata=tuple(m for m in metadata if m.name not in COMMON_METADATA),
-        concurrency=_choice(spec.get("concurrency"), "spec.concurrency", CONCURRENCY_VALUES, "last-write", source),  # type: ignore[arg-type]  # narrowed by the allowed values
-        consistency=_choice(spec.get("consistency"), "spec.consistency", CONSISTENCY_VALUES, "eventual", source),  # type: ignore[arg-type]  # narrowed by the allowed values
+        concurrency=_choice(
+            spec.get("concurrency"), "spec.concurrency", CONCURRENCY_VALUES, "last-write", source
+        ),  # type: ignore[arg-type]  # narrowed by the allowed values
+        consistency=_choice(
+            spec.get("consistency"), "spec.consistency", CONSISTENCY_VALUES, "eventual", source
+        ),  # type: ignore[arg-type]  # narrowed by the allowed values
         enforce=enforce,
         key_prefix=validate_key_prefix(key_prefix_raw, "spec.keyPrefix", source),
         scopes=_parse_scopes(spec.get("scopes"), "spec.scopes", source),

@@ -20,6 +20,9 @@ LOG_JSON: Final = "STATECAR_LOG_JSON"
 LISTEN_ADDRESS: Final = "STATECAR_LISTEN_ADDRESS"
 MAX_BODY_BYTES: Final = "STATECAR_MAX_BODY_BYTES"
 SECRETS_FILE: Final = "STATECAR_SECRETS_FILE"
+#: Comma-separated component names the sidecar opens (from `statecar.io/components`); unset = every
+#: component of the wiring file that is in scope for the app id.
+COMPONENTS: Final = "STATECAR_COMPONENTS"
 
 DAPR_HTTP_PORT: Final = "DAPR_HTTP_PORT"
 DAPR_API_TOKEN: Final = "DAPR_API_TOKEN"

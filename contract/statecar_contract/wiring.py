@@ -101,6 +101,8 @@ def decode(data: bytes) -> Wiring:
         where = f"components[{index}]"
         if not isinstance(raw, dict):
             raise ComponentError(where, "must be an object")
+        name = _str_field(raw, "name", where)
+        component_type = _str_field(raw, "type", where)
         metadata = raw.get("metadata", {})
         if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
@@ -115,8 +117,8 @@ def decode(data: bytes) -> Wiring:
             raise ComponentError(f"{where}.scopes", "must be a list of strings")
         components.append(
             ResolvedComponent(
-                name=_str_field(raw, "name", where),
-                type=_str_field(raw, "type", where),
+                name=name,
+                type=component_type,
                 version=_str_field(raw, "version", where),
                 metadata=metadata,
                 concurrency=concurrency,  # type: ignore[arg-type]  # checked against the allowed values above
@@ -126,7 +128,9 @@ def decode(data: bytes) -> Wiring:
                 scopes=tuple(scopes),
             )
         )
-    return Wiring(namespace=_str_field(document, "namespace", "(file)"), components=tuple(components))
+    return Wiring(
+        namespace=_str_field(document, "namespace", "(file)"), components=tuple(components)
+    )
 
 
 def empty(namespace: str) -> Wiring:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from statecar_contract.components import ResolvedComponent
-from statecar_sidecar.loader import LoadedComponents
 from statecar_sidecar import keys
+from statecar_sidecar.loader import LoadedComponents
 from statecar_sidecar.stores.base import StateStore
 from statecar_sidecar.stores.errors import StoreError
 from statecar_sidecar.stores.registry import open_store
@@ -44,7 +44,9 @@ def _default_ttl(component: ResolvedComponent) -> int | None:
     try:
         ttl = int(raw) if raw else 0
     except ValueError:
-        raise StoreError(f"component {component.name}: metadata ttlInSeconds must be an integer, got {raw!r}") from None
+        raise StoreError(
+            f"component {component.name}: metadata ttlInSeconds must be an integer, got {raw!r}"
+        ) from None
     return ttl if ttl > 0 else None
 
 
@@ -61,7 +63,10 @@ class ComponentRuntime:
 
     def _bind(self, component: ResolvedComponent, store: StateStore) -> BoundStore:
         prefix = keys.store_prefix(
-            component.key_prefix, app_id=self.app_id, store_name=component.name, namespace=self.namespace
+            component.key_prefix,
+            app_id=self.app_id,
+            store_name=component.name,
+            namespace=self.namespace,
         )
         return BoundStore(component.name, component, store, prefix, _default_ttl(component))
 
@@ -99,7 +104,9 @@ class ComponentRuntime:
                 if current is not None:
                     new[name] = current
         replaced = [
-            b.store for name, b in self.stores.items() if name not in new or new[name].store is not b.store
+            b.store
+            for name, b in self.stores.items()
+            if name not in new or new[name].store is not b.store
         ]
         self.stores = new
         self.failures = failures
@@ -122,14 +129,14 @@ class ComponentRuntime:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def check_health(self, timeout: float = 2.0) -> dict[str, str | None]:
+    async def check_health(self, within: float = 2.0) -> dict[str, str | None]:
         """Ping every store concurrently: name -> None when healthy, else the reason."""
 
         async def one(bound: BoundStore) -> str | None:
             try:
-                await asyncio.wait_for(bound.store.ping(), timeout)
+                await asyncio.wait_for(bound.store.ping(), within)
             except TimeoutError:
-                return f"no answer within {timeout:g}s"
+                return f"no answer within {within:g}s"
             except (StoreError, OSError) as exc:
                 return str(exc)
             return None
@@ -162,7 +169,9 @@ class Reloader:
         failures = await self._runtime.apply(loaded.components)
         self.fingerprint = loaded.fingerprint
         for name, reason in sorted(failures.items()):
-            log.error("component %s is not ready, retrying every %gs: %s", name, self._interval, reason)
+            log.error(
+                "component %s is not ready, retrying every %gs: %s", name, self._interval, reason
+            )
 
     def _report(self, message: str) -> None:
         # Log a failure once, not every poll, while it stays the same failure.
@@ -174,7 +183,7 @@ class Reloader:
         """Apply the source if it changed; True when a new set went live."""
         try:
             loaded = await asyncio.to_thread(self._load)
-        except Exception as exc:  # noqa: BLE001 -- a broken file must not stop the sidecar
+        except Exception as exc:
             self._report(str(exc))
             return False
         if loaded.fingerprint == self.fingerprint and not self._runtime.failures:
@@ -185,8 +194,16 @@ class Reloader:
         self.fingerprint = loaded.fingerprint
         for name, reason in failures.items():
             if previous_failures.get(name) != reason:
-                log.error("component %s is not ready, still serving its previous version if any: %s", name, reason)
-        if failures and loaded.fingerprint == self.fingerprint and previous_failures.keys() == failures.keys():
+                log.error(
+                    "component %s is not ready, still serving its previous version if any: %s",
+                    name,
+                    reason,
+                )
+        if (
+            failures
+            and loaded.fingerprint == self.fingerprint
+            and previous_failures.keys() == failures.keys()
+        ):
             return False
         log.info(
             "components reloaded in %.0f ms: %s",

@@ -16,15 +16,20 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from tests.support.sidecar import SidecarProcess
 from tests.unit import pg_server, redis_server
 
 ALL_BACKENDS = ("memory", "sqlite", "redis", "postgres")
 # A developer may narrow the run (STATECAR_TEST_BACKENDS=memory,redis); CI always runs all four.
-BACKENDS = tuple(
-    b for b in os.environ.get("STATECAR_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b in ALL_BACKENDS
-) if not os.environ.get("CI") else ALL_BACKENDS
+BACKENDS = (
+    tuple(
+        b
+        for b in os.environ.get("STATECAR_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
+        if b in ALL_BACKENDS
+    )
+    if not os.environ.get("CI")
+    else ALL_BACKENDS
+)
 APP_ID = "conformance"
 
 
@@ -45,7 +50,9 @@ def redis_primary() -> Iterator[redis_server.RedisProcess]:
 
 @pytest.fixture(scope="session")
 def redis_replica(redis_primary: redis_server.RedisProcess) -> Iterator[redis_server.RedisProcess]:
-    with redis_server.running_redis(["--replicaof", "127.0.0.1", str(redis_primary.port)]) as server:
+    with redis_server.running_redis(
+        ["--replicaof", "127.0.0.1", str(redis_primary.port)]
+    ) as server:
         yield server
 
 
@@ -89,11 +96,19 @@ def components_dir(
         _component("memory", "state.in-memory", {}),
         _component("sqlite", "state.sqlite", {"connectionString": str(sqlite_file)}),
         _component("redis", "state.redis", redis),
-        *([_component("postgres", "state.postgresql", {"connectionString": postgres.dsn})] if postgres else []),
+        *(
+            [_component("postgres", "state.postgresql", {"connectionString": postgres.dsn})]
+            if postgres
+            else []
+        ),
         # Component policy: defaults a request may override, and one that enforces.
-        *(_component(f"{b}-fw", t, m, concurrency="first-write")
-          for b, t, m in (("memory", "state.in-memory", {}), ("redis", "state.redis", redis))),
-        _component("memory-enforced", "state.in-memory", {}, concurrency="first-write", enforce="true"),
+        *(
+            _component(f"{b}-fw", t, m, concurrency="first-write")
+            for b, t, m in (("memory", "state.in-memory", {}), ("redis", "state.redis", redis))
+        ),
+        _component(
+            "memory-enforced", "state.in-memory", {}, concurrency="first-write", enforce="true"
+        ),
         _component("redis-strong", "state.redis", redis, consistency="strong"),
         # Key prefixes, on Redis where the stored keys can be read back raw.
         _component("prefix-name", "state.redis", redis, keyPrefix="name"),

@@ -11,7 +11,6 @@ import uuid
 import httpx
 import pytest
 import redis
-
 from tests.support.sidecar import SidecarProcess
 from tests.unit.redis_server import RedisProcess
 
@@ -25,6 +24,7 @@ def raw(redis_primary: RedisProcess) -> redis.Redis:
 
 def _wait_replica_synced(raw: redis.Redis) -> None:
     deadline = time.time() + 10
+
     def online() -> bool:
         info = raw.info("replication")
         return any(isinstance(v, dict) and v.get("state") == "online" for v in info.values())
@@ -54,7 +54,9 @@ def test_strong_writes_need_every_replica_and_fail_clearly_without_it(
         assert "0 of 1 connected replicas" in body["message"]
         assert elapsed < 3, f"a strong write must fail within a bounded time, took {elapsed:.1f}s"
         # The component default works the same way, and eventual writes are unaffected.
-        assert api.post("/v1.0/state/redis-strong", json=[{"key": key, "value": 3}]).status_code == 500
+        assert (
+            api.post("/v1.0/state/redis-strong", json=[{"key": key, "value": 3}]).status_code == 500
+        )
         eventual = [{"key": key, "value": 4, "options": {"consistency": "eventual"}}]
         assert api.post("/v1.0/state/redis", json=eventual).status_code == 204
         assert api.get(f"/v1.0/state/redis/{key}", params={"consistency": "strong"}).content == b"4"
@@ -66,7 +68,12 @@ def test_redis_restart_loses_nothing_acknowledged_and_the_sidecar_recovers(
     api: httpx.Client, sidecar: SidecarProcess, redis_primary: RedisProcess
 ) -> None:
     keys = [f"durable-{uuid.uuid4().hex[:8]}-{i}" for i in range(20)]
-    assert api.post("/v1.0/state/redis", json=[{"key": k, "value": i} for i, k in enumerate(keys)]).status_code == 204
+    assert (
+        api.post(
+            "/v1.0/state/redis", json=[{"key": k, "value": i} for i, k in enumerate(keys)]
+        ).status_code
+        == 204
+    )
     redis_primary.stop()
     started = time.monotonic()
     answer = api.get(f"/v1.0/state/redis/{keys[0]}")
@@ -75,7 +82,8 @@ def test_redis_restart_loses_nothing_acknowledged_and_the_sidecar_recovers(
     assert "unavailable" in answer.json()["message"]
     assert time.monotonic() - started < 6
     health = httpx.get(f"{sidecar.ops_url}/v1.0/healthz", timeout=10)
-    assert health.status_code == 500 and "redis" in health.json()["message"]
+    assert health.status_code == 500
+    assert "redis" in health.json()["message"]
     # The other backends keep serving.
     assert api.get("/v1.0/state/memory/anything").status_code == 204
     redis_primary.start()
@@ -93,7 +101,12 @@ def test_data_layout_is_daprds_both_ways(api: httpx.Client, raw: redis.Redis) ->
     raw.hset(f"conformance||{key}", mapping={"data": '{"from":"daprd"}', "version": "7"})
     answer = api.get(f"/v1.0/state/redis/{key}")
     assert (answer.content, answer.headers["etag"]) == (b'{"from":"daprd"}', "7")
-    assert api.post("/v1.0/state/redis", json=[{"key": key, "value": "statecar", "etag": "7"}]).status_code == 204
+    assert (
+        api.post(
+            "/v1.0/state/redis", json=[{"key": key, "value": "statecar", "etag": "7"}]
+        ).status_code
+        == 204
+    )
     stored = raw.hgetall(f"conformance||{key}")
     assert stored[b"data"] == b'"statecar"'
     assert int(stored[b"version"]) > 7  # daprd's script HINCRBYs it: still an integer
@@ -110,7 +123,9 @@ def test_data_layout_is_daprds_both_ways(api: httpx.Client, raw: redis.Redis) ->
         ("dapr-redis", "{k}"),
     ],
 )
-def test_key_prefixes_are_stored_as_daprd_stores_them(api: httpx.Client, raw: redis.Redis, store: str, stored: str) -> None:
+def test_key_prefixes_are_stored_as_daprd_stores_them(
+    api: httpx.Client, raw: redis.Redis, store: str, stored: str
+) -> None:
     key = f"prefix-{uuid.uuid4().hex[:8]}"
     assert api.post(f"/v1.0/state/{store}", json=[{"key": key, "value": 1}]).status_code == 204
     assert raw.hget(stored.format(k=key), "data") == b"1"
@@ -132,7 +147,9 @@ def test_redis_commands_per_call(api: httpx.Client, raw: redis.Redis) -> None:
     api.post("/v1.0/state/redis/transaction", json={"operations": ops})
     api.post("/v1.0/state/redis/bulk", json={"keys": [f"{key}-{i}" for i in range(10)]})
     after = stats()
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    delta = {
+        k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)
+    }
     # Commands the scripts run inside Redis count too; only what crossed the wire matters here.
     inside_scripts = {"hset", "hget", "hdel", "del", "persist", "pexpireat", "time"}
     measured = {"info", "ping"}  # our own measurement, and health checks that may run meanwhile

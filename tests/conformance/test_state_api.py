@@ -23,7 +23,9 @@ def new_key(label: str = "k") -> str:
     return f"{label}-{uuid.uuid4().hex[:12]}"
 
 
-def save(api: httpx.Client, store: str, items: list[dict[str, object]] | bytes, **params: str) -> httpx.Response:
+def save(
+    api: httpx.Client, store: str, items: list[dict[str, object]] | bytes, **params: str
+) -> httpx.Response:
     body = items if isinstance(items, bytes) else orjson.dumps(items)
     return api.post(f"/v1.0/state/{store}", content=body, params=params)
 
@@ -77,7 +79,7 @@ BYTE_EXACT = [
     b'{"z":1,"a":2,"m":{"y":1,"b":2}}',  # key order kept
     b'"caf\\u00e9 <b>&amp;</b> \\ud83d\\ude00"',  # escapes kept as sent
     '"café ☃"'.encode(),
-    b'[ 1 , 2 ,\n 3 ]',  # whitespace kept
+    b"[ 1 , 2 ,\n 3 ]",  # whitespace kept
 ]
 
 
@@ -143,8 +145,11 @@ def test_a_bad_item_rejects_the_whole_save_before_writing(api: httpx.Client, sto
 
 # -- keys ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", ["a/b", "100%", "with space", "ünï ☃", "a+b?c#d", "..", "x&y=z"])
-def test_unusual_keys_round_trip_when_percent_encoded(api: httpx.Client, store: str, suffix: str) -> None:
+def test_unusual_keys_round_trip_when_percent_encoded(
+    api: httpx.Client, store: str, suffix: str
+) -> None:
     key = new_key() + suffix
     assert save(api, store, [{"key": key, "value": {"k": key}}]).status_code == 204
     answer = get(api, store, key)
@@ -178,6 +183,7 @@ def test_unknown_store_is_400_before_the_body_is_read(api: httpx.Client) -> None
 
 # -- the concurrency table (contract.md) --------------------------------------------------------
 
+
 def _prepare(api: httpx.Client, store: str, state: str) -> tuple[str, str | None]:
     """A key that is 'absent' or 'present'; returns the key and its current ETag."""
     key = new_key()
@@ -203,7 +209,9 @@ SAVE_TABLE = [
 
 
 @pytest.mark.parametrize(("state", "given", "mode", "status"), SAVE_TABLE)
-def test_save_concurrency_table(api: httpx.Client, store: str, state: str, given: str | None, mode: str, status: int) -> None:
+def test_save_concurrency_table(
+    api: httpx.Client, store: str, state: str, given: str | None, mode: str, status: int
+) -> None:
     key, current = _prepare(api, store, state)
     item: dict[str, object] = {"key": key, "value": "new", "options": {"concurrency": mode}}
     if given == "same":
@@ -235,7 +243,9 @@ DELETE_TABLE = [
 
 
 @pytest.mark.parametrize(("state", "given", "mode", "status"), DELETE_TABLE)
-def test_delete_concurrency_table(api: httpx.Client, store: str, state: str, given: str | None, mode: str, status: int) -> None:
+def test_delete_concurrency_table(
+    api: httpx.Client, store: str, state: str, given: str | None, mode: str, status: int
+) -> None:
     key, current = _prepare(api, store, state)
     headers = {}
     if given == "same":
@@ -257,7 +267,9 @@ def test_empty_etag_means_no_etag(api: httpx.Client, store: str) -> None:
     assert api.delete(f"/v1.0/state/{store}/{key}", headers={"If-Match": ""}).status_code == 204
 
 
-def test_etag_the_store_cannot_have_issued_is_invalid_not_mismatch(api: httpx.Client, store: str) -> None:
+def test_etag_the_store_cannot_have_issued_is_invalid_not_mismatch(
+    api: httpx.Client, store: str
+) -> None:
     key, _ = _prepare(api, store, "present")
     answer = save(api, store, [{"key": key, "value": 2, "etag": "not-an-etag"}])
     assert answer.status_code == 400
@@ -267,7 +279,9 @@ def test_etag_the_store_cannot_have_issued_is_invalid_not_mismatch(api: httpx.Cl
     assert (answer.status_code, answer.json()["errorCode"]) == (400, "ERR_STATE_DELETE")
 
 
-def test_etag_changes_on_every_write_and_never_repeats_across_recreate(api: httpx.Client, store: str) -> None:
+def test_etag_changes_on_every_write_and_never_repeats_across_recreate(
+    api: httpx.Client, store: str
+) -> None:
     key, first = _prepare(api, store, "present")
     assert save(api, store, [{"key": key, "value": 2}]).status_code == 204
     second = etag_of(api, store, key)
@@ -281,12 +295,16 @@ def test_etag_changes_on_every_write_and_never_repeats_across_recreate(api: http
         assert save(api, store, [{"key": key, "value": 4, "etag": stale}]).status_code == 409
 
 
-def test_multi_item_save_is_per_item_and_reports_the_mismatch(api: httpx.Client, store: str) -> None:
+def test_multi_item_save_is_per_item_and_reports_the_mismatch(
+    api: httpx.Client, store: str
+) -> None:
     # state.go "etag" step 5: a bad ETag fails only its own item.
     k2, _ = _prepare(api, store, "present")
     k3, e3 = _prepare(api, store, "present")
     e2 = etag_of(api, store, k2)
-    answer = save(api, store, [{"key": k2, "value": "x", "etag": "1"}, {"key": k3, "value": "y", "etag": e3}])
+    answer = save(
+        api, store, [{"key": k2, "value": "x", "etag": "1"}, {"key": k3, "value": "y", "etag": e3}]
+    )
     assert answer.status_code == 409
     assert etag_of(api, store, k2) == e2
     assert get(api, store, k3).content == b'"y"'
@@ -296,7 +314,9 @@ def test_component_concurrency_default_and_request_override(api: httpx.Client) -
     for store in ("memory-fw", "redis-fw"):
         key = new_key()
         assert save(api, store, [{"key": key, "value": 1}]).status_code == 204
-        assert save(api, store, [{"key": key, "value": 2}]).status_code == 409  # first-write default
+        assert (
+            save(api, store, [{"key": key, "value": 2}]).status_code == 409
+        )  # first-write default
         override = [{"key": key, "value": 3, "options": {"concurrency": "last-write"}}]
         assert save(api, store, override).status_code == 204
         assert get(api, store, key).content == b"3"
@@ -304,7 +324,9 @@ def test_component_concurrency_default_and_request_override(api: httpx.Client) -
 
 def test_enforced_component_rejects_a_request_that_asks_otherwise(api: httpx.Client) -> None:
     key = new_key()
-    answer = save(api, "memory-enforced", [{"key": key, "value": 1, "options": {"concurrency": "last-write"}}])
+    answer = save(
+        api, "memory-enforced", [{"key": key, "value": 1, "options": {"concurrency": "last-write"}}]
+    )
     assert answer.status_code == 400
     assert "enforces concurrency first-write" in answer.json()["message"]
     assert get(api, "memory-enforced", key).status_code == 204
@@ -318,21 +340,29 @@ def test_invalid_option_values_name_the_field(api: httpx.Client, store: str) -> 
 
 # -- bulk get ------------------------------------------------------------------------------------
 
-def test_bulk_get_returns_items_in_request_order_with_missing_keys(api: httpx.Client, store: str) -> None:
+
+def test_bulk_get_returns_items_in_request_order_with_missing_keys(
+    api: httpx.Client, store: str
+) -> None:
     keys = [new_key() for _ in range(5)]
-    assert save(api, store, [{"key": k, "value": {"i": i}} for i, k in enumerate(keys)]).status_code == 204
+    assert (
+        save(api, store, [{"key": k, "value": {"i": i}} for i, k in enumerate(keys)]).status_code
+        == 204
+    )
     requested = [keys[3], "does-not-exist", keys[0], keys[4]]
     answer = api.post(f"/v1.0/state/{store}/bulk", json={"keys": requested, "parallelism": 3})
     assert answer.status_code == 200
     items = answer.json()
     assert [i["key"] for i in items] == requested
     assert items[1] == {"key": "does-not-exist"}
-    assert items[0]["data"] == {"i": 3} and items[0]["etag"] == etag_of(api, store, keys[3])
+    assert items[0]["data"] == {"i": 3}
+    assert items[0]["etag"] == etag_of(api, store, keys[3])
     for empty in ({}, {"keys": []}):
         assert api.put(f"/v1.0/state/{store}/bulk", json=empty).json() == []
 
 
 # -- transactions ★ atomic ----------------------------------------------------------------------
+
 
 def transact(api: httpx.Client, store: str, operations: list[dict[str, object]]) -> httpx.Response:
     return api.post(f"/v1.0/state/{store}/transaction", json={"operations": operations})
@@ -373,30 +403,62 @@ def test_transaction_is_all_or_nothing(api: httpx.Client, store: str) -> None:
 
 def test_transaction_etag_as_string_or_js_sdk_object(api: httpx.Client, store: str) -> None:
     key, etag = _prepare(api, store, "present")
-    assert transact(api, store, [{"operation": "upsert", "request": {"key": key, "value": 1, "etag": {"value": etag}}}]).status_code == 204
+    assert (
+        transact(
+            api,
+            store,
+            [{"operation": "upsert", "request": {"key": key, "value": 1, "etag": {"value": etag}}}],
+        ).status_code
+        == 204
+    )
     etag2 = etag_of(api, store, key)
-    assert transact(api, store, [{"operation": "upsert", "request": {"key": key, "value": 2, "etag": etag2}}]).status_code == 204
-    assert transact(api, store, [{"operation": "delete", "request": {"key": key, "etag": etag2}}]).status_code == 500
+    assert (
+        transact(
+            api,
+            store,
+            [{"operation": "upsert", "request": {"key": key, "value": 2, "etag": etag2}}],
+        ).status_code
+        == 204
+    )
+    assert (
+        transact(
+            api, store, [{"operation": "delete", "request": {"key": key, "etag": etag2}}]
+        ).status_code
+        == 500
+    )
     assert get(api, store, key).content == b"2"
 
 
 def test_transaction_edge_cases(api: httpx.Client, store: str) -> None:
     assert transact(api, store, []).status_code == 204
-    assert transact(api, store, [{"operation": "delete", "request": {"key": new_key("never")}}]).status_code == 204
+    assert (
+        transact(
+            api, store, [{"operation": "delete", "request": {"key": new_key("never")}}]
+        ).status_code
+        == 204
+    )
     answer = transact(api, store, [{"operation": "Upsert", "request": {"key": "k"}}])
-    assert (answer.status_code, answer.json()["errorCode"]) == (400, "ERR_NOT_SUPPORTED_STATE_OPERATION")
+    assert (answer.status_code, answer.json()["errorCode"]) == (
+        400,
+        "ERR_NOT_SUPPORTED_STATE_OPERATION",
+    )
     answer = api.post(f"/v1.0/state/{store}/transaction", content=b"{")
     assert (answer.status_code, answer.json()["errorCode"]) == (400, "ERR_MALFORMED_REQUEST")
 
 
 def test_transaction_values_are_byte_exact(api: httpx.Client, store: str) -> None:
     key = new_key()
-    body = b'{"operations":[{"operation":"upsert","request":{"key":"' + key.encode() + b'","value":{"b":1.50,"a":[1e2]}}}]}'
+    body = (
+        b'{"operations":[{"operation":"upsert","request":{"key":"'
+        + key.encode()
+        + b'","value":{"b":1.50,"a":[1e2]}}}]}'
+    )
     assert api.post(f"/v1.0/state/{store}/transaction", content=body).status_code == 204
     assert get(api, store, key).content == b'{"b":1.50,"a":[1e2]}'
 
 
 # -- TTL ★ on every backend ----------------------------------------------------------------------
+
 
 def _expire_time(answer: httpx.Response) -> float:
     text = answer.headers["metadata.ttlexpiretime"]
@@ -405,8 +467,18 @@ def _expire_time(answer: httpx.Response) -> float:
 
 def test_ttl_expires_and_reports_expire_time(api: httpx.Client, store: str) -> None:
     key, long_key = new_key(), new_key()
-    assert save(api, store, [{"key": key, "value": "v", "metadata": {"ttlInSeconds": "2"}}]).status_code == 204
-    assert save(api, store, [{"key": long_key, "value": "v"}], **{"metadata.ttlInSeconds": "3600"}).status_code == 204
+    assert (
+        save(
+            api, store, [{"key": key, "value": "v", "metadata": {"ttlInSeconds": "2"}}]
+        ).status_code
+        == 204
+    )
+    assert (
+        save(
+            api, store, [{"key": long_key, "value": "v"}], **{"metadata.ttlInSeconds": "3600"}
+        ).status_code
+        == 204
+    )
     answer = get(api, store, key)
     assert answer.status_code == 200
     assert abs(_expire_time(answer) - (time.time() + 2)) < 2
@@ -420,18 +492,28 @@ def test_ttl_expires_and_reports_expire_time(api: httpx.Client, store: str) -> N
     assert get(api, store, key).content == b""
 
 
-def test_ttl_is_cleared_by_minus_one_and_by_a_resave_without_ttl(api: httpx.Client, store: str) -> None:
+def test_ttl_is_cleared_by_minus_one_and_by_a_resave_without_ttl(
+    api: httpx.Client, store: str
+) -> None:
     key = new_key()
     for clear in ({"ttlInSeconds": "-1"}, {"ttlInSeconds": "0"}, {}):
-        assert save(api, store, [{"key": key, "value": 1, "metadata": {"ttlInSeconds": "100"}}]).status_code == 204
+        assert (
+            save(
+                api, store, [{"key": key, "value": 1, "metadata": {"ttlInSeconds": "100"}}]
+            ).status_code
+            == 204
+        )
         assert "metadata.ttlexpiretime" in get(api, store, key).headers
         assert save(api, store, [{"key": key, "value": 2, "metadata": clear}]).status_code == 204
         answer = get(api, store, key)
-        assert answer.status_code == 200 and "metadata.ttlexpiretime" not in answer.headers
+        assert answer.status_code == 200
+        assert "metadata.ttlexpiretime" not in answer.headers
 
 
 @pytest.mark.parametrize("bad", ["foo", "1.5", "-2", "99999999999"])
-def test_bad_ttl_is_rejected_and_nothing_is_written(api: httpx.Client, store: str, bad: str) -> None:
+def test_bad_ttl_is_rejected_and_nothing_is_written(
+    api: httpx.Client, store: str, bad: str
+) -> None:
     key = new_key()
     answer = save(api, store, [{"key": key, "value": 1, "metadata": {"ttlInSeconds": bad}}])
     assert answer.status_code == 400
@@ -441,13 +523,28 @@ def test_bad_ttl_is_rejected_and_nothing_is_written(api: httpx.Client, store: st
 
 # -- query ---------------------------------------------------------------------------------------
 
+
 def test_query_filters_sorts_and_pages(api: httpx.Client, store: str) -> None:
     tag = uuid.uuid4().hex[:8]
-    people = [{"tag": tag, "name": n, "age": a, "city": c} for n, a, c in
-              [("ann", 31, "CA"), ("bob", 25, "WA"), ("cid", 40, "CA"), ("dee", 35, "CA"), ("eve", 29, "NY")]]
-    assert save(api, store, [{"key": f"{tag}-{p['name']}", "value": p} for p in people]).status_code == 204
-    query = {"filter": {"AND": [{"EQ": {"tag": tag}}, {"EQ": {"city": "CA"}}, {"GT": {"age": 30}}]},
-             "sort": [{"key": "age", "order": "DESC"}], "page": {"limit": 2}}
+    people = [
+        {"tag": tag, "name": n, "age": a, "city": c}
+        for n, a, c in [
+            ("ann", 31, "CA"),
+            ("bob", 25, "WA"),
+            ("cid", 40, "CA"),
+            ("dee", 35, "CA"),
+            ("eve", 29, "NY"),
+        ]
+    ]
+    assert (
+        save(api, store, [{"key": f"{tag}-{p['name']}", "value": p} for p in people]).status_code
+        == 204
+    )
+    query = {
+        "filter": {"AND": [{"EQ": {"tag": tag}}, {"EQ": {"city": "CA"}}, {"GT": {"age": 30}}]},
+        "sort": [{"key": "age", "order": "DESC"}],
+        "page": {"limit": 2},
+    }
     first = api.post(f"/v1.0-alpha1/state/{store}/query", json=query)
     assert first.status_code == 200, first.text
     page1 = first.json()
@@ -457,7 +554,9 @@ def test_query_filters_sorts_and_pages(api: httpx.Client, store: str) -> None:
     query["page"] = {"limit": 2, "token": page1["token"]}
     page2 = api.post(f"/v1.0-alpha1/state/{store}/query", json=query).json()
     assert [r["data"]["name"] for r in page2["results"]] == ["ann"]
-    nothing = api.post(f"/v1.0-alpha1/state/{store}/query", json={"filter": {"EQ": {"tag": "no-such-tag"}}})
+    nothing = api.post(
+        f"/v1.0-alpha1/state/{store}/query", json={"filter": {"EQ": {"tag": "no-such-tag"}}}
+    )
     assert (nothing.status_code, nothing.content) == (204, b"")
     bad = api.post(f"/v1.0-alpha1/state/{store}/query", json={"filter": {"FOO": {"a": 1}}})
     assert (bad.status_code, bad.json()["errorCode"]) == (500, "ERR_STATE_QUERY")
@@ -465,10 +564,19 @@ def test_query_filters_sorts_and_pages(api: httpx.Client, store: str) -> None:
 
 # -- the Dapr docs' own snippets (contract.md, "Extensions") ------------------------------------
 
+
 def test_docs_snippet_json_string_body_and_option_headers(api: httpx.Client, store: str) -> None:
     key = new_key()
     snippet_body = orjson.dumps(orjson.dumps([{"key": key, "value": "Some Data"}]).decode())
     assert api.post(f"/v1.0/state/{store}", content=snippet_body).status_code == 204
-    assert api.get(f"/v1.0/state/{store}/{key}", headers={"consistency": "strong"}).content == b'"Some Data"'
+    assert (
+        api.get(f"/v1.0/state/{store}/{key}", headers={"consistency": "strong"}).content
+        == b'"Some Data"'
+    )
     again = orjson.dumps([{"key": key, "value": "x"}])
-    assert api.post(f"/v1.0/state/{store}", content=again, headers={"concurrency": "first-write"}).status_code == 409
+    assert (
+        api.post(
+            f"/v1.0/state/{store}", content=again, headers={"concurrency": "first-write"}
+        ).status_code
+        == 409
+    )

@@ -100,7 +100,12 @@ def transactions_not_supported(store: str) -> DaprError:
         [
             {
                 "@type": "type.googleapis.com/google.rpc.Help",
-                "links": [{"description": "Check the list of state stores and the features they support", "url": _HELP_URL}],
+                "links": [
+                    {
+                        "description": "Check the list of state stores and the features they support",
+                        "url": _HELP_URL,
+                    }
+                ],
             },
             _resource_info(store),
             _error_info("DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED", None),

@@ -24,7 +24,7 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
-_scan_once: Final = _DECODER.scan_once
+_scan_once: Final = _DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__, missing from typeshed
 _scanstring: Final = json.decoder.scanstring  # type: ignore[attr-defined]  # public C helper, untyped in typeshed
 
 
@@ -64,7 +64,9 @@ def scan_raw(s: str, i: int) -> tuple[Raw, int]:
     return Raw(s[i:end]), end
 
 
-def scan_object(s: str, i: int, members: dict[str, Handler] | None = None) -> tuple[dict[str, Any], int]:
+def scan_object(
+    s: str, i: int, members: dict[str, Handler] | None = None
+) -> tuple[dict[str, Any], int]:
     """An object at `i`; member names are matched case-insensitively (as Go's decoder does)."""
     if i >= len(s) or s[i] != "{":
         raise JSONShapeError(f"expected an object at offset {i}")

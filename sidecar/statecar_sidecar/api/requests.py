@@ -68,7 +68,7 @@ def parse_options(raw: object, where: str) -> Options:
     if raw is None:
         return Options()
     if not isinstance(raw, dict):
-        raise malformed(f"{where}.options must be an object like {{\"concurrency\": \"first-write\"}}")
+        raise malformed(f'{where}.options must be an object like {{"concurrency": "first-write"}}')
     lowered = {str(k).lower(): v for k, v in raw.items()}
     concurrency = lowered.get("concurrency") or None
     consistency = lowered.get("consistency") or None
@@ -77,7 +77,9 @@ def parse_options(raw: object, where: str) -> Options:
             f"{where}.options.concurrency must be first-write or last-write, got {concurrency!r}"
         )
     if consistency is not None and consistency not in CONSISTENCY:
-        raise malformed(f"{where}.options.consistency must be eventual or strong, got {consistency!r}")
+        raise malformed(
+            f"{where}.options.consistency must be eventual or strong, got {consistency!r}"
+        )
     return Options(concurrency=concurrency, consistency=consistency)
 
 
@@ -106,7 +108,7 @@ def _parse_etag(raw: object, where: str, *, allow_object: bool) -> str | None:
         if raw is None:
             return None
     if not isinstance(raw, str):
-        raise malformed(f"{where}.etag must be a JSON string (e.g. \"17\"), got {type(raw).__name__}")
+        raise malformed(f'{where}.etag must be a JSON string (e.g. "17"), got {type(raw).__name__}')
     return raw or None  # "" means no ETag (dapr/dapr#2320)
 
 
@@ -166,7 +168,9 @@ def parse_bulk(body: bytes) -> tuple[list[str], dict[str, str]]:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise malformed('failed deserializing HTTP body: "keys" must be an array of strings')
     parallelism = document.get("parallelism")
-    if parallelism is not None and (not isinstance(parallelism, int) or isinstance(parallelism, bool)):
+    if parallelism is not None and (
+        not isinstance(parallelism, int) or isinstance(parallelism, bool)
+    ):
         raise malformed('failed deserializing HTTP body: "parallelism" must be an integer')
     return keys, parse_metadata(document.get("metadata"), "body")
 

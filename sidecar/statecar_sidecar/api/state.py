@@ -20,11 +20,11 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
+from statecar_sidecar import keys
 from statecar_sidecar.api import errors, requests
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import BoundStore, ComponentRuntime
-from statecar_sidecar import keys
 from statecar_sidecar.stores.base import DeleteOp, Feature, SetOp
 from statecar_sidecar.stores.errors import (
     ETagInvalidError,
@@ -59,7 +59,9 @@ ROUTE_QUERY: Final = "/v1.0-alpha1/state/{storeName}/query"
 class _Reply:
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(
+        self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         self.status = status
         self.body = body
         self.headers = headers or []
@@ -142,12 +144,26 @@ class StateAPI:
             await self.app(scope, receive, send)
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if b"?" in raw_path:
+            # Some ASGI clients (httpx's ASGITransport) put the query in raw_path; a literal '?'
+            # can't be part of the path itself, so cutting there is always safe.
+            raw_path = raw_path.split(b"?", 1)[0]
         if self._token is not None and not self._authorized(scope, raw_path):
-            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
             await send({"type": "http.response.body", "body": _UNAUTHORIZED})
             return
         segments = [s for s in raw_path.split(b"/") if s]
-        if len(segments) >= 3 and segments[1] == b"state" and segments[0] in (b"v1.0", b"v1.0-alpha1"):
+        if (
+            len(segments) >= 3
+            and segments[1] == b"state"
+            and segments[0] in (b"v1.0", b"v1.0-alpha1")
+        ):
             await self._serve(scope, receive, send, segments)
             return
         await self.app(scope, receive, send)
@@ -161,7 +177,9 @@ class StateAPI:
                 return hmac.compare_digest(value, self._token or b"")
         return False
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, segments: list[bytes]) -> None:
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, segments: list[bytes]
+    ) -> None:
         started = time.perf_counter()
         request = _Request(scope, receive)
         route = "unknown"
@@ -177,7 +195,9 @@ class StateAPI:
             headers = [*headers, (b"content-length", str(len(reply.body)).encode())]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
-        self.metrics.http(request.method, route, reply.status, (time.perf_counter() - started) * 1000)
+        self.metrics.http(
+            request.method, route, reply.status, (time.perf_counter() - started) * 1000
+        )
 
     async def _dispatch(self, request: _Request, segments: list[bytes]) -> tuple[str, _Reply]:
         method = request.method
@@ -192,7 +212,9 @@ class StateAPI:
             if method == "GET":
                 return ROUTE_KEY, await self.get(request, store_name, _decode_segment(segments[3]))
             if method == "DELETE":
-                return ROUTE_KEY, await self.delete(request, store_name, _decode_segment(segments[3]))
+                return ROUTE_KEY, await self.delete(
+                    request, store_name, _decode_segment(segments[3])
+                )
             if method in _WRITE_METHODS and segments[3] == b"bulk":
                 return ROUTE_BULK, await self.bulk(request, store_name)
             if method in _WRITE_METHODS and segments[3] == b"transaction":
@@ -204,7 +226,9 @@ class StateAPI:
         path = "/" + "/".join(s.decode("latin-1") for s in segments)
         return DaprError(
             404,
-            "ERR_DIRECT_INVOKE" if request.method != "GET" or len(segments) != 3 else "ERR_NOT_FOUND",
+            "ERR_DIRECT_INVOKE"
+            if request.method != "GET" or len(segments) != 3
+            else "ERR_NOT_FOUND",
             f"no state API route for {request.method} {path}: keys containing '/' must be "
             "percent-encoded (%2F); see /v1.0/state/{store}/{key}, /bulk, /transaction and "
             "/v1.0-alpha1/state/{store}/query",
@@ -246,11 +270,17 @@ class StateAPI:
             )
         return requested
 
-    def _options(self, bound: BoundStore, options: requests.Options, headers: _Request) -> tuple[bool, bool]:
+    def _options(
+        self, bound: BoundStore, options: requests.Options, headers: _Request
+    ) -> tuple[bool, bool]:
         # Extension: the Dapr docs' snippets send these as headers; honoured only when the
         # request says nothing else.
-        concurrency = options.concurrency or _header_choice(headers, b"concurrency", requests.CONCURRENCY)
-        consistency = options.consistency or _header_choice(headers, b"consistency", requests.CONSISTENCY)
+        concurrency = options.concurrency or _header_choice(
+            headers, b"concurrency", requests.CONCURRENCY
+        )
+        consistency = options.consistency or _header_choice(
+            headers, b"consistency", requests.CONSISTENCY
+        )
         return (
             self._mode(bound, concurrency, "concurrency") == "first-write",
             self._mode(bound, consistency, "consistency") == "strong",
@@ -266,7 +296,9 @@ class StateAPI:
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
-                raise DaprError(400, "ERR_BODY_READ", "failed to read request body: client disconnected")
+                raise DaprError(
+                    400, "ERR_BODY_READ", "failed to read request body: client disconnected"
+                )
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -292,16 +324,22 @@ class StateAPI:
         bound = self._bound(store_name)
         stored = self._key(bound, key)
         params, _ = request.query()
-        consistency = params.get("consistency") or _header_choice(request, b"consistency", requests.CONSISTENCY)
+        consistency = params.get("consistency") or _header_choice(
+            request, b"consistency", requests.CONSISTENCY
+        )
         if consistency and consistency not in requests.CONSISTENCY:
-            raise errors.malformed(f"query parameter consistency must be eventual or strong, got {consistency!r}")
+            raise errors.malformed(
+                f"query parameter consistency must be eventual or strong, got {consistency!r}"
+            )
         strong = self._mode(bound, consistency or None, "consistency") == "strong"
         started = time.perf_counter()
         try:
             item = await bound.store.get(stored, strong=strong)
         except StoreError as exc:
             self._observe(bound, "get", started, False)
-            raise DaprError(500, "ERR_STATE_GET", f"fail to get {key} from state store {store_name}: {exc}") from exc
+            raise DaprError(
+                500, "ERR_STATE_GET", f"fail to get {key} from state store {store_name}: {exc}"
+            ) from exc
         self._observe(bound, "get", started, True)
         if item is None:
             return _NO_CONTENT
@@ -311,7 +349,9 @@ class StateAPI:
         return _Reply(200, item.value, headers)
 
     async def save(self, request: _Request, store_name: str) -> _Reply:
-        bound = self._bound(store_name)  # before the body, as daprd: unknown store wins over bad body
+        bound = self._bound(
+            store_name
+        )  # before the body, as daprd: unknown store wins over bad body
         _, query_metadata = request.query()
         items = requests.parse_save(await self._body(request), query_metadata)
         if not items:
@@ -335,14 +375,18 @@ class StateAPI:
                 await bound.store.set(ops[0])
             except StoreError as exc:
                 self._observe(bound, "set", started, False)
-                raise _write_error("ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]) from exc
+                raise _write_error(
+                    "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
+                ) from exc
             self._observe(bound, "set", started, True)
             return _NO_CONTENT
         results = await bound.store.set_many(ops)
         failures = [r for r in results if r is not None]
         self._observe(bound, "bulk_set", started, not failures)
         if failures:
-            raise _write_error("ERR_STATE_SAVE", f"failed saving state in state store {store_name}", failures)
+            raise _write_error(
+                "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", failures
+            )
         return _NO_CONTENT
 
     async def delete(self, request: _Request, store_name: str, key: str) -> _Reply:
@@ -350,17 +394,24 @@ class StateAPI:
         stored = self._key(bound, key)
         params, _ = request.query()
         options = requests.Options(
-            concurrency=params.get("concurrency") or None, consistency=params.get("consistency") or None
+            concurrency=params.get("concurrency") or None,
+            consistency=params.get("consistency") or None,
         )
-        requests.parse_options({"concurrency": options.concurrency, "consistency": options.consistency}, "query")
+        requests.parse_options(
+            {"concurrency": options.concurrency, "consistency": options.consistency}, "query"
+        )
         first_write, strong = self._options(bound, options, request)
         etag = request.header(b"if-match") or None
         started = time.perf_counter()
         try:
-            await bound.store.delete(DeleteOp(stored, etag=etag, first_write=first_write, strong=strong))
+            await bound.store.delete(
+                DeleteOp(stored, etag=etag, first_write=first_write, strong=strong)
+            )
         except StoreError as exc:
             self._observe(bound, "delete", started, False)
-            raise _write_error("ERR_STATE_DELETE", f"failed deleting state with key {key}", [exc]) from exc
+            raise _write_error(
+                "ERR_STATE_DELETE", f"failed deleting state with key {key}", [exc]
+            ) from exc
         self._observe(bound, "delete", started, True)
         return _NO_CONTENT
 
@@ -383,7 +434,14 @@ class StateAPI:
             if item is None:
                 parts.append(b'{"key":' + encoded_key + b"}")
                 continue
-            part = b'{"key":' + encoded_key + b',"data":' + item.value + b',"etag":' + orjson.dumps(item.etag)
+            part = (
+                b'{"key":'
+                + encoded_key
+                + b',"data":'
+                + item.value
+                + b',"etag":'
+                + orjson.dumps(item.etag)
+            )
             if item.expire_at is not None:
                 part += b',"metadata":{"ttlExpireTime":"' + _rfc3339(item.expire_at) + b'"}'
             parts.append(part + b"}")
@@ -415,8 +473,12 @@ class StateAPI:
             if isinstance(exc, TransactionError):
                 # Name the user's key, not the prefixed one.
                 user = transaction.operations[exc.index].key
-                message = StoreError(f"operation {exc.index} on key {user!r} failed, nothing was applied: {exc.cause}")
-            raise DaprError(500, "ERR_STATE_TRANSACTION", f"error while executing state transaction: {message}") from exc
+                message = StoreError(
+                    f"operation {exc.index} on key {user!r} failed, nothing was applied: {exc.cause}"
+                )
+            raise DaprError(
+                500, "ERR_STATE_TRANSACTION", f"error while executing state transaction: {message}"
+            ) from exc
         self._observe(bound, "transaction", started, True)
         return _NO_CONTENT
 
@@ -428,7 +490,9 @@ class StateAPI:
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise errors.query_failed(store_name, f"failed to parse JSON query body: {exc}") from None
+            raise errors.query_failed(
+                store_name, f"failed to parse JSON query body: {exc}"
+            ) from None
         try:
             query = parse_query(document)
         except QueryError as exc:
@@ -446,7 +510,13 @@ class StateAPI:
         if not page.results:
             return _NO_CONTENT
         parts = [
-            b'{"key":' + orjson.dumps(r.key) + b',"data":' + r.data + b',"etag":' + orjson.dumps(r.etag) + b"}"
+            b'{"key":'
+            + orjson.dumps(r.key)
+            + b',"data":'
+            + r.data
+            + b',"etag":'
+            + orjson.dumps(r.etag)
+            + b"}"
             for r in page.results
         ]
         body = b'{"results":[' + b",".join(parts) + b"]"
@@ -461,7 +531,9 @@ def _header_choice(request: _Request, name: bytes, allowed: frozenset[str]) -> s
         return None
     value = value.strip().lower()
     if value not in allowed:
-        raise errors.malformed(f"header {name.decode()} must be one of {', '.join(sorted(allowed))}, got {value!r}")
+        raise errors.malformed(
+            f"header {name.decode()} must be one of {', '.join(sorted(allowed))}, got {value!r}"
+        )
     return value
 
 

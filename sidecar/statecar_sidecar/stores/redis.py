@@ -189,7 +189,9 @@ class RedisStore(StateStore):
         try:
             db = int(metadata.get("redisDB") or 0)
         except ValueError:
-            raise StoreError(f"redisDB must be an integer, got {metadata.get('redisDB')!r}") from None
+            raise StoreError(
+                f"redisDB must be an integer, got {metadata.get('redisDB')!r}"
+            ) from None
         connect_timeout = _seconds(metadata.get("dialTimeout"), 2.0)
         command_timeout = _seconds(metadata.get("readTimeout"), 5.0)
         tls = _bool(metadata.get("enableTLS"))
@@ -211,7 +213,9 @@ class RedisStore(StateStore):
         if _bool(metadata.get("failover")):
             master = metadata.get("sentinelMasterName")
             if not master:
-                raise StoreError("failover is true: set sentinelMasterName to the Sentinel master's name")
+                raise StoreError(
+                    "failover is true: set sentinelMasterName to the Sentinel master's name"
+                )
             sentinel = SentinelConfig(
                 sentinels=[_host_port(h, 26379) for h in hosts.split(",")],
                 master_name=master,
@@ -256,7 +260,9 @@ class RedisStore(StateStore):
         self._replicas = (time.monotonic(), count)
         return count
 
-    async def _run_strong(self, conn: Connection, commands: list[tuple[Any, ...]], scripts: Sequence[Script]) -> list[Any]:
+    async def _run_strong(
+        self, conn: Connection, commands: list[tuple[Any, ...]], scripts: Sequence[Script]
+    ) -> list[Any]:
         """Run `commands` then WAIT for every connected replica, on one dedicated connection."""
         replicas = await self._replica_count()
         if replicas == 0:
@@ -273,7 +279,9 @@ class RedisStore(StateStore):
             )
         return replies[:-1]
 
-    async def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any], strong: bool) -> Any:
+    async def _eval(
+        self, script: Script, keys: Sequence[Any], args: Sequence[Any], strong: bool
+    ) -> Any:
         try:
             if not strong:
                 command = script.command(keys, args)
@@ -309,7 +317,9 @@ class RedisStore(StateStore):
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
         try:
-            replies = await self._client.pipeline([(b"HMGET", k, b"data", b"version", b"exp") for k in keys])
+            replies = await self._client.pipeline(
+                [(b"HMGET", k, b"data", b"version", b"exp") for k in keys]
+            )
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
         items: list[StoredItem | None] = []
@@ -323,11 +333,18 @@ class RedisStore(StateStore):
         if op.etag:
             etags.validate_etag(op.key, op.etag)
         reply = await self._eval(
-            SAVE, (op.key,), (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)), op.strong
+            SAVE,
+            (op.key,),
+            (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)),
+            op.strong,
         )
         if reply[0] != 1:
-            etags.check_write(op.key, reply[1].decode() or None, op.etag, first_write=op.first_write)
-            raise ETagMismatchError(op.key, f"key {op.key!r} changed concurrently")  # pragma: no cover -- the script and check_write agree
+            etags.check_write(
+                op.key, reply[1].decode() or None, op.etag, first_write=op.first_write
+            )
+            raise ETagMismatchError(
+                op.key, f"key {op.key!r} changed concurrently"
+            )  # pragma: no cover -- the script and check_write agree
 
     async def set_many(self, ops: Sequence[SetOp]) -> list[Exception | None]:
         results: list[Exception | None] = [None] * len(ops)
@@ -341,7 +358,10 @@ class RedisStore(StateStore):
                     results[index] = exc
                     continue
             commands.append(
-                SAVE.command((op.key,), (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)))
+                SAVE.command(
+                    (op.key,),
+                    (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)),
+                )
             )
             positions.append(index)
         if not commands:
@@ -357,7 +377,11 @@ class RedisStore(StateStore):
                 if any(isinstance(r, ReplyError) and r.code == "NOSCRIPT" for r in replies):
                     # Re-send only the items that did not run: the others must not run twice.
                     await self._client.execute(*SAVE.load_command())
-                    again = [i for i, r in enumerate(replies) if isinstance(r, ReplyError) and r.code == "NOSCRIPT"]
+                    again = [
+                        i
+                        for i, r in enumerate(replies)
+                        if isinstance(r, ReplyError) and r.code == "NOSCRIPT"
+                    ]
                     retried = await self._client.pipeline([commands[i] for i in again])
                     for i, reply in zip(again, retried, strict=True):
                         replies[i] = reply
@@ -372,7 +396,9 @@ class RedisStore(StateStore):
                 results[index] = StoreError(f"{self._description}: key {op.key!r}: {reply.message}")
             elif reply[0] != 1:
                 try:
-                    etags.check_write(op.key, reply[1].decode() or None, op.etag, first_write=op.first_write)
+                    etags.check_write(
+                        op.key, reply[1].decode() or None, op.etag, first_write=op.first_write
+                    )
                 except StoreError as exc:
                     results[index] = exc
         return results
@@ -380,10 +406,16 @@ class RedisStore(StateStore):
     async def delete(self, op: DeleteOp) -> None:
         if op.etag:
             etags.validate_etag(op.key, op.etag)
-        reply = await self._eval(DELETE, (op.key,), (op.etag or "", "1" if op.first_write else "0"), op.strong)
+        reply = await self._eval(
+            DELETE, (op.key,), (op.etag or "", "1" if op.first_write else "0"), op.strong
+        )
         if reply[0] != 1:
-            etags.check_delete(op.key, reply[1].decode() or None, op.etag, first_write=op.first_write)
-            raise ETagMismatchError(op.key, f"key {op.key!r} changed concurrently")  # pragma: no cover -- the script and check_delete agree
+            etags.check_delete(
+                op.key, reply[1].decode() or None, op.etag, first_write=op.first_write
+            )
+            raise ETagMismatchError(
+                op.key, f"key {op.key!r} changed concurrently"
+            )  # pragma: no cover -- the script and check_delete agree
 
     async def transact(self, ops: Sequence[Operation]) -> None:
         keys: list[str] = []
@@ -410,7 +442,9 @@ class RedisStore(StateStore):
                 etags.check_write(op.key, current, op.etag, first_write=op.first_write)
             except StoreError as exc:
                 raise TransactionError(index, op.key, exc) from exc
-            raise TransactionError(index, op.key, ETagMismatchError(op.key, "refused"))  # pragma: no cover
+            raise TransactionError(
+                index, op.key, ETagMismatchError(op.key, "refused")
+            )  # pragma: no cover
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
         # Redis has no secondary index without RediSearch: scan this app's keys. Fine for the
@@ -420,11 +454,19 @@ class RedisStore(StateStore):
         cursor = b"0"
         try:
             while True:
-                cursor, batch = await self._client.execute(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000)
+                cursor, batch = await self._client.execute(
+                    b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000
+                )
                 keys.extend(batch)
                 if cursor == b"0":
                     break
-            replies = await self._client.pipeline([(b"HMGET", k, b"data", b"version", b"exp") for k in keys]) if keys else []
+            replies = (
+                await self._client.pipeline(
+                    [(b"HMGET", k, b"data", b"version", b"exp") for k in keys]
+                )
+                if keys
+                else []
+            )
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
         rows = []

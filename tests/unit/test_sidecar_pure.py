@@ -1,0 +1,108 @@
+"""Pure sidecar logic: key prefixes (daprd's scheme), the concurrency table, TTL parsing, ETags."""
+
+from __future__ import annotations
+
+import pytest
+
+from statecar_sidecar import keys
+from statecar_sidecar.api import requests
+from statecar_sidecar.api.errors import DaprError
+from statecar_sidecar.stores import etags
+from statecar_sidecar.stores.errors import ETagInvalidError, ETagMismatchError
+
+
+@pytest.mark.parametrize(
+    ("strategy", "namespace", "expected"),
+    [
+        ("appid", None, "app||k"),
+        ("name", None, "store||k"),
+        ("none", None, "k"),
+        ("namespace", "shop", "shop.app||k"),
+        ("namespace", None, "app||k"),
+        ("myprefix", None, "myprefix||k"),
+    ],
+)
+def test_key_prefixes_match_daprd(strategy: str, namespace: str | None, expected: str) -> None:
+    prefix = keys.store_prefix(strategy, app_id="app", store_name="store", namespace=namespace)
+    assert keys.stored_key(prefix, "k") == expected
+    assert keys.user_key(expected) == "k"
+
+
+def test_separator_in_a_key_is_illegal() -> None:
+    with pytest.raises(keys.IllegalKeyError, match="can't contain"):
+        keys.stored_key("app||", "a||b")
+
+
+@pytest.mark.parametrize(
+    ("current", "given", "first_write", "allowed"),
+    [
+        (None, "5", False, False), (None, "5", True, False),
+        ("5", "5", False, True), ("5", "5", True, True),
+        ("5", "6", False, False), ("5", "6", True, False),
+        (None, None, False, True), ("5", None, False, True),
+        (None, None, True, True), ("5", None, True, False),
+    ],
+)
+def test_concurrency_table(current: str | None, given: str | None, first_write: bool, allowed: bool) -> None:
+    if allowed:
+        etags.check_write("k", current, given, first_write=first_write)
+    else:
+        with pytest.raises(ETagMismatchError):
+            etags.check_write("k", current, given, first_write=first_write)
+
+
+def test_delete_of_absent_key_without_etag_is_fine_in_both_modes() -> None:
+    etags.check_delete("k", None, None, first_write=True)
+    etags.check_delete("k", None, None, first_write=False)
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-1", "01", "1.5", "9" * 20, ""])
+def test_only_issued_etag_shapes_are_valid(bad: str) -> None:
+    with pytest.raises(ETagInvalidError):
+        etags.validate_etag("k", bad)
+
+
+def test_etag_clock_never_repeats_and_grows_past_current() -> None:
+    clock = etags.ETagClock()
+    issued = [clock.next(None) for _ in range(1000)]
+    assert len(set(issued)) == 1000
+    assert int(clock.next("99999999999999999")) == 10**17
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("60", 60), ("0", None), ("-1", None), (" 5 ", 5)])
+def test_ttl_values(raw: str, expected: int | None) -> None:
+    assert requests.parse_ttl({"ttlInSeconds": raw}, None) == expected
+
+
+def test_ttl_absent_uses_the_component_default() -> None:
+    assert requests.parse_ttl({}, 30) == 30
+    assert requests.parse_ttl({"ttlInSeconds": "-1"}, 30) is None
+
+
+@pytest.mark.parametrize("raw", ["x", "1.5", "-2", str(2**31)])
+def test_bad_ttl_is_a_clear_400(raw: str) -> None:
+    with pytest.raises(DaprError) as raised:
+        requests.parse_ttl({"ttlInSeconds": raw}, None)
+    assert raised.value.status == 400
+    assert "ttlInSeconds" in raised.value.message
+
+
+def test_save_keeps_each_value_as_sent() -> None:
+    body = b'[{"Key":"a","VALUE":{"z":1.50,"a":"\\u00e9"},"etag":"7","options":{"concurrency":"first-write"}}]'
+    (item,) = requests.parse_save(body, {"ttlInSeconds": "9"})
+    assert item.key == "a"
+    assert item.value == b'{"z":1.50,"a":"\\u00e9"}'
+    assert item.etag == "7"
+    assert item.options.concurrency == "first-write"
+    assert item.metadata == {"ttlInSeconds": "9"}
+
+
+def test_save_body_as_a_json_string_is_unwrapped() -> None:
+    (item,) = requests.parse_save(b'"[{\\"key\\": \\"k\\", \\"value\\": 1}]"', {})
+    assert (item.key, item.value) == ("k", b"1")
+
+
+def test_transaction_etag_as_object_or_string() -> None:
+    body = b'{"operations":[{"operation":"upsert","request":{"key":"a","value":1,"etag":{"value":"3"}}},{"operation":"delete","request":{"key":"b","etag":"4"}}]}'
+    tx = requests.parse_transaction(body, {})
+    assert [op.etag for op in tx.operations] == ["3", "4"]
