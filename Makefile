@@ -1,0 +1,40 @@
+# statecar's entry points. `make test` is what CI runs (.ci/run) and what the README promises:
+# it installs what it needs, lints, type-checks, and runs every tier against real servers.
+PYTHON ?= python3
+SOURCES := contract sidecar operator cli tests bench
+
+.PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench
+
+test: bootstrap lint typecheck imports
+	STATECAR_REQUIRE_SERVERS=1 $(PYTHON) -m pytest -p no:cacheprovider -q
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+lint:
+	$(PYTHON) -m ruff check $(SOURCES)
+	$(PYTHON) -m ruff format --check contract sidecar cli
+
+typecheck:
+	MYPYPATH=contract:sidecar:operator:cli $(PYTHON) -m mypy --strict -p statecar_contract -p statecar_sidecar -p statecar_operator -p statecar_cli
+
+imports:
+	lint-imports
+
+unit:
+	$(PYTHON) -m pytest -q tests/unit
+
+conformance:
+	$(PYTHON) -m pytest -q tests/conformance
+
+compat:
+	$(PYTHON) -m pytest -q tests/compat
+
+e2e:
+	$(PYTHON) -m pytest -q tests/e2e
+
+run:
+	statecar run
+
+bench:
+	$(PYTHON) bench/run.py
