@@ -80,14 +80,20 @@ def health_routes(app: FastAPI, health: Health) -> None:
     async def healthz(appid: str | None = None) -> Response:
         if appid is not None and appid != health.runtime.app_id:
             return JSONResponse(
-                {"errorCode": "ERR_HEALTH_APPID_NOT_MATCH", "message": "dapr app-id does not match"},
+                {
+                    "errorCode": "ERR_HEALTH_APPID_NOT_MATCH",
+                    "message": "dapr app-id does not match",
+                },
                 status_code=500,
             )
         problems = await health.problems()
         if problems:
             detail = "; ".join(f"{name}: {p}" for name, p in sorted(problems.items()))
             return JSONResponse(
-                {"errorCode": "ERR_HEALTH_NOT_READY", "message": f"statecar is not ready: {detail}"},
+                {
+                    "errorCode": "ERR_HEALTH_NOT_READY",
+                    "message": f"statecar is not ready: {detail}",
+                },
                 status_code=500,
             )
         return Response(status_code=204)
@@ -98,7 +104,10 @@ def health_routes(app: FastAPI, health: Health) -> None:
         if problems:
             detail = "; ".join(f"{name}: {p}" for name, p in sorted(problems.items()))
             return JSONResponse(
-                {"errorCode": "ERR_OUTBOUND_HEALTH_NOT_READY", "message": f"statecar outbound is not ready: {detail}"},
+                {
+                    "errorCode": "ERR_OUTBOUND_HEALTH_NOT_READY",
+                    "message": f"statecar outbound is not ready: {detail}",
+                },
                 status_code=500,
             )
         return Response(status_code=204)
@@ -133,9 +142,17 @@ def create_app(
                 },
                 status_code=404,
             )
-        return JSONResponse({"errorCode": "ERR_HTTP", "message": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse(
+            {"errorCode": "ERR_HTTP", "message": str(exc.detail)}, status_code=exc.status_code
+        )
 
-    app.add_middleware(StateAPI, runtime=runtime, metrics=metrics, api_token=api_token, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        StateAPI,
+        runtime=runtime,
+        metrics=metrics,
+        api_token=api_token,
+        max_body_bytes=max_body_bytes,
+    )
     return app
 
 

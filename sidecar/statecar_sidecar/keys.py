@@ -36,9 +36,20 @@ def store_prefix(strategy: str, *, app_id: str, store_name: str, namespace: str 
     return f"{strategy}{SEPARATOR}"
 
 
+class NulInKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"key {key!r} contains a NUL character (\\u0000), which PostgreSQL cannot store; "
+            "statecar refuses it on every backend so behaviour stays the same: remove it"
+        )
+
+
 def stored_key(prefix: str, key: str) -> str:
     if SEPARATOR in key:
         raise IllegalKeyError(key)
+    if "\x00" in key:
+        raise NulInKeyError(key)
     return prefix + key
 
 

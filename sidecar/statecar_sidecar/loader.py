@@ -54,7 +54,10 @@ def _load_secrets_file(path: Path) -> dict[str, dict[str, str]]:
 
 
 def _resolve_locally(
-    refs: tuple[SecretKeyRef, ...], secrets_file: Path | None, environ: Mapping[str, str], source: str
+    refs: tuple[SecretKeyRef, ...],
+    secrets_file: Path | None,
+    environ: Mapping[str, str],
+    source: str,
 ) -> dict[SecretKeyRef, str]:
     file_secrets = _load_secrets_file(secrets_file) if secrets_file else {}
     values: dict[SecretKeyRef, str] = {}
@@ -80,7 +83,9 @@ def load_folder(
     """Every state component in `folder`'s YAML files (other kinds of document are skipped)."""
     environ = environ or {}
     if not folder.is_dir():
-        raise ComponentError("components path", "is not a folder; create it or fix the path", source=str(folder))
+        raise ComponentError(
+            "components path", "is not a folder; create it or fix the path", source=str(folder)
+        )
     digest = hashlib.sha256()
     components: dict[str, ResolvedComponent] = {}
     for path in sorted(p for p in folder.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file()):
@@ -96,7 +101,9 @@ def load_folder(
             spec = parse_component(document, source=str(path))
             if spec.name in components:
                 raise ComponentError(
-                    "metadata.name", f"a component named {spec.name!r} is defined twice", source=str(path)
+                    "metadata.name",
+                    f"a component named {spec.name!r} is defined twice",
+                    source=str(path),
                 )
             secrets = _resolve_locally(spec.secret_refs, secrets_file, environ, str(path))
             try:

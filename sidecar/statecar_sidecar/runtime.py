@@ -183,7 +183,7 @@ class Reloader:
         """Apply the source if it changed; True when a new set went live."""
         try:
             loaded = await asyncio.to_thread(self._load)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- a broken file must not stop the sidecar
             self._report(str(exc))
             return False
         if loaded.fingerprint == self.fingerprint and not self._runtime.failures:

@@ -48,7 +48,11 @@ class JSONFormatter(logging.Formatter):
 
 def configure_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JSONFormatter()
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -63,7 +67,9 @@ def component_source(settings: SidecarSettings) -> Callable[[], loader.LoadedCom
         return lambda: loader.load_wiring_file(wiring_file)
     if settings.components_path is not None:
         folder = settings.components_path
-        return lambda: loader.load_folder(folder, secrets_file=settings.secrets_file, environ=settings.secrets)
+        return lambda: loader.load_folder(
+            folder, secrets_file=settings.secrets_file, environ=settings.secrets
+        )
     return lambda: loader.LoadedComponents((), "none")
 
 
@@ -89,10 +95,16 @@ async def serve_until(
         log.error("cannot start: %s", exc)
         return 2
     except Exception as exc:  # noqa: BLE001 -- a store that can't open yet: serve and keep retrying
-        log.error("components not ready, serving and retrying every %.0fs: %s", settings.reload_interval, exc)
+        log.error(
+            "components not ready, serving and retrying every %.0fs: %s",
+            settings.reload_interval,
+            exc,
+        )
         runtime.last_reload_error = str(exc)
 
-    app = create_app(runtime, metrics, api_token=settings.api_token, max_body_bytes=settings.max_body_bytes)
+    app = create_app(
+        runtime, metrics, api_token=settings.api_token, max_body_bytes=settings.max_body_bytes
+    )
     servers = [
         uvicorn.Server(
             uvicorn.Config(
@@ -172,6 +184,9 @@ def run(settings: SidecarSettings) -> int:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if settings.components_path is not None and not Path(settings.components_path).exists():
-        log.error("components path %s does not exist; create it or fix --components-path", settings.components_path)
+        log.error(
+            "components path %s does not exist; create it or fix --components-path",
+            settings.components_path,
+        )
         return 2
     return asyncio.run(serve(settings))

@@ -83,5 +83,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
         log_level=(environ.get(env.LOG_LEVEL) or "info").lower(),
         log_json=_bool(environ, env.LOG_JSON),
         # Locally, a secretKeyRef {name, key} resolves from the env var <NAME>_<KEY> (see loader).
-        secrets={k: v for k, v in environ.items() if not k.startswith(("STATECAR_API", "DAPR_API"))},
+        secrets={
+            k: v for k, v in environ.items() if not k.startswith(("STATECAR_API", "DAPR_API"))
+        },
     )

@@ -8,11 +8,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from tests.unit.redis_server import RedisProcess, free_port, running_redis
 
 from statecar_sidecar.stores.base import SetOp
 from statecar_sidecar.stores.errors import StoreError, StoreUnavailableError
 from statecar_sidecar.stores.registry import open_store
-from tests.unit.redis_server import RedisProcess, free_port, running_redis
 
 pytestmark = pytest.mark.conformance
 
@@ -25,7 +25,11 @@ async def test_sentinel_component_finds_the_master(redis_primary: RedisProcess) 
     with running_redis(sentinel_config=config) as sentinel:
         store = await open_store(
             "state.redis",
-            {"redisHost": f"127.0.0.1:{free_port()},127.0.0.1:{sentinel.port}", "failover": "true", "sentinelMasterName": "mymaster"},
+            {
+                "redisHost": f"127.0.0.1:{free_port()},127.0.0.1:{sentinel.port}",
+                "failover": "true",
+                "sentinelMasterName": "mymaster",
+            },
         )
         try:
             await store.ping()
@@ -44,16 +48,27 @@ async def test_sentinel_without_master_name_is_a_clear_error() -> None:
 
 
 async def test_acl_user_password_and_db_are_used() -> None:
-    with running_redis(["--user", "app", "on", ">app-pw", "~*", "&*", "+@all", "--user", "default", "off"]) as server:
+    with running_redis(
+        ["--user", "app", "on", ">app-pw", "~*", "&*", "+@all", "--user", "default", "off"]
+    ) as server:
         good = await open_store(
-            "state.redis", {"redisHost": server.address, "redisUsername": "app", "redisPassword": "app-pw", "redisDB": "3"}
+            "state.redis",
+            {
+                "redisHost": server.address,
+                "redisUsername": "app",
+                "redisPassword": "app-pw",
+                "redisDB": "3",
+            },
         )
         try:
             await good.ping()
             await good.set(SetOp("acl||k", b"1"))
         finally:
             await good.close()
-        bad = await open_store("state.redis", {"redisHost": server.address, "redisUsername": "app", "redisPassword": "wrong"})
+        bad = await open_store(
+            "state.redis",
+            {"redisHost": server.address, "redisUsername": "app", "redisPassword": "wrong"},
+        )
         with pytest.raises(StoreUnavailableError) as raised:
             await bad.ping()
         assert "wrong" not in str(raised.value)

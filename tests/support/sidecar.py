@@ -41,13 +41,26 @@ class SidecarProcess:
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.ops_url = f"http://127.0.0.1:{self.metrics_port}"
         self.log_path = Path(tempfile.mkstemp(prefix="statecar-sidecar-", suffix=".log")[1])
-        command = [sys.executable, "-m", "statecar_cli.main", "sidecar", "--app-id", app_id,
-                   "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "statecar_cli.main",
+            "sidecar",
+            "--app-id",
+            app_id,
+            "--http-port",
+            str(self.http_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            *args,
+        ]
         if components_path is not None:
             command += ["--components-path", str(components_path)]
         if wiring_file is not None:
             command += ["--wiring-file", str(wiring_file)]
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("STATECAR_", "DAPR_"))}
+        environment = {
+            k: v for k, v in os.environ.items() if not k.startswith(("STATECAR_", "DAPR_"))
+        }
         environment.update(env or {})
         self.command = command
         self.environment = environment
@@ -59,14 +72,18 @@ class SidecarProcess:
 
     def start(self, *, wait_healthy: bool = True, timeout: float = 30) -> None:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.command, env=self.environment, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                self.command, env=self.environment, stdout=log, stderr=log
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sidecar exited with {self.process.returncode}:\n{self.log}")
             try:
                 answer = httpx.get(f"{self.ops_url}/v1.0/healthz", timeout=1)
-                if answer.status_code == 204 or (not wait_healthy and answer.status_code in (204, 500)):
+                if answer.status_code == 204 or (
+                    not wait_healthy and answer.status_code in (204, 500)
+                ):
                     return
             except httpx.TransportError:
                 pass

@@ -256,6 +256,8 @@ class StateAPI:
             return keys.stored_key(bound.prefix, key)
         except keys.IllegalKeyError:
             raise errors.illegal_key(bound.name, key) from None
+        except keys.NulInKeyError as exc:
+            raise errors.malformed(str(exc)) from None
 
     @staticmethod
     def _mode(bound: BoundStore, requested: str | None, kind: str) -> str:

@@ -28,7 +28,9 @@ def check_write(key: str, current: str | None, given: str | None, *, first_write
     """Raise ETagMismatchError unless the table lets this save through."""
     if given:
         if current is None:
-            raise ETagMismatchError(key, f"key {key!r} does not exist, so etag {given} cannot match")
+            raise ETagMismatchError(
+                key, f"key {key!r} does not exist, so etag {given} cannot match"
+            )
         if current != given:
             raise ETagMismatchError(key, f"key {key!r} has etag {current}, not {given}")
     elif first_write and current is not None:

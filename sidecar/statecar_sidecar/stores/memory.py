@@ -60,7 +60,9 @@ class MemoryStore(StateStore):
         current = self._items.get(op.key)
         expire_at = time.time() + op.ttl if op.ttl else None
         self._items[op.key] = StoredItem(
-            value=op.value, etag=self._clock.next(current.etag if current else None), expire_at=expire_at
+            value=op.value,
+            etag=self._clock.next(current.etag if current else None),
+            expire_at=expire_at,
         )
         self._writes += 1
         if self._writes % _SWEEP_EVERY == 0:
@@ -68,7 +70,9 @@ class MemoryStore(StateStore):
 
     def _sweep(self) -> None:
         now = time.time()
-        expired = [k for k, v in self._items.items() if v.expire_at is not None and v.expire_at <= now]
+        expired = [
+            k for k, v in self._items.items() if v.expire_at is not None and v.expire_at <= now
+        ]
         for key in expired:
             del self._items[key]
 
@@ -93,7 +97,9 @@ class MemoryStore(StateStore):
                     etags.validate_etag(op.key, op.etag)
                 if isinstance(op, SetOp):
                     etags.check_write(op.key, current_etag, op.etag, first_write=op.first_write)
-                    shadow[op.key] = StoredItem(op.value, etag="0")  # placeholder: no ETag matches it
+                    shadow[op.key] = StoredItem(
+                        op.value, etag="0"
+                    )  # placeholder: no ETag matches it
                 else:
                     etags.check_delete(op.key, current_etag, op.etag, first_write=op.first_write)
                     shadow[op.key] = None

@@ -594,7 +594,12 @@ def run_query(query: Query, rows: Iterable[tuple[str, bytes, str]]) -> QueryPage
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            continue
+            # orjson refuses numbers beyond float64 and lone surrogate escapes, which are valid
+            # JSON the save path accepts; the stdlib decoder reads them, so they stay findable.
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                continue
         if query.matches(value):
             matched.append((key, value, raw, etag))
 

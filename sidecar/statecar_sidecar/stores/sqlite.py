@@ -1,0 +1,607 @@
+"""
+`state.sqlite`: state in one SQLite file (or in memory), statecar's embedded default store.
+
+This module owns the SQLite layout and how the concurrency rule of `etags` is made atomic on
+it, for one sidecar and for several processes sharing the file (two sidecars, or a sidecar and
+`statecar run`). It speaks daprd's component metadata (components-contrib
+`common/authentication/sqlite/metadata.go`, `state/sqlite/sqlite_metadata.go`):
+
+* `connectionString` (alias `url`): a file path, `:memory:`, or a `file:` URI. As in daprd, a
+  string with a `?` is read as a URI even without `file:`; `_txlock` is ignored (every write
+  here is `BEGIN IMMEDIATE` anyway) and `_pragma=name(value)` items are applied, except
+  `busy_timeout`, `journal_mode` and `foreign_keys`, which daprd refuses too.
+* `tableName` (default `state`), `busyTimeout` (default `2s`), `timeout` (alias
+  `timeoutInSeconds`, default `20s`), `disableWAL` (for network file systems), `cleanupInterval`
+  (alias `cleanupIntervalInSeconds`, default `10m`, `0` disables). Durations are Go durations
+  (`500ms`, `2s`, `1h30m`) or whole seconds, as daprd's metadata decoder reads them.
+
+Layout: `<table>(key TEXT PRIMARY KEY, value BLOB, etag INTEGER, expire_at REAL)`, the value
+being the exact bytes the client sent and `expire_at` epoch seconds, plus `<table>_meta`, one
+row holding the highest ETag ever issued in the file. daprd's own SQLite table has a different
+layout (TEXT values, UUID ETags), so `open` refuses a table it did not create.
+
+Concurrency: one connection per store, used only by one dedicated worker thread, so the event
+loop never waits on disk and the operations of one store run one at a time. Every write is a
+`BEGIN IMMEDIATE` transaction: it takes the database's write lock before reading the current
+ETag, so the check-then-write is atomic against other connections and other processes too
+(a deferred transaction could read, then fail to upgrade with SQLITE_BUSY_SNAPSHOT:
+https://www.sqlite.org/lang_transaction.html, https://www.sqlite.org/wal.html#sometimes_queries_return_sqlite_busy_in_wal_mode).
+A writer waits up to `busyTimeout` for another process's write lock, then fails as unavailable.
+
+ETags: `max(current + 1, now in µs, highest issued in this file + 1)` (the rule of `etags`),
+with the high-water mark kept in the file under the write lock, so an ETag never repeats in
+the file, across delete and re-create, across processes, restarts and clock steps.
+
+Consistency: SQLite has no replicas, so the two modes differ in durability only. WAL mode with
+`synchronous=NORMAL` (eventual) never corrupts the database and loses nothing when a process
+crashes, but a power loss or OS crash may roll back the last commits; `synchronous=FULL`
+(strong) syncs the WAL on every commit, so an acknowledged write survives that too
+(https://www.sqlite.org/pragma.html#pragma_synchronous, https://www.sqlite.org/wal.html).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Self, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+from statecar_sidecar.stores import etags
+from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
+from statecar_sidecar.stores.errors import (
+    ETagInvalidError,
+    ETagMismatchError,
+    StoreError,
+    StoreUnavailableError,
+    TransactionError,
+)
+from statecar_sidecar.stores.query import Query, QueryPage, run_query
+
+__all__ = ["SQLiteStore"]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_DEFAULT_TABLE: Final = "state"
+_DEFAULT_BUSY_TIMEOUT: Final = 2.0  # daprd's default busyTimeout
+_DEFAULT_TIMEOUT: Final = 20.0  # daprd's default timeout
+_DEFAULT_CLEANUP_INTERVAL: Final = 600.0
+# daprd's ValidIdentifier; SQLite identifiers are quoted anyway, this keeps names portable.
+_IDENTIFIER: Final = re.compile(r"[A-Za-z0-9_]+")
+_PRAGMA_ITEM: Final = re.compile(r"([A-Za-z_]+)\((-?[A-Za-z0-9_.]+)\)")
+_FORBIDDEN_PRAGMAS: Final = {
+    "busy_timeout": "use the busyTimeout metadata property instead",
+    "journal_mode": "use the disableWAL metadata property instead",
+    "foreign_keys": "statecar manages it",
+}
+_GO_DURATION: Final = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+")
+_GO_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS: Final = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_SQLITE_BUSY: Final = 5  # result code (low byte) for "database is locked"
+_SQLITE_LOCKED: Final = 6
+_EXPECTED_COLUMNS: Final = {"key": "TEXT", "value": "BLOB", "etag": "INTEGER", "expire_at": "REAL"}
+
+
+def _duration(metadata: Mapping[str, str], names: Sequence[str], default: float) -> float:
+    """Seconds from the first of `names` present: a Go duration or whole seconds (daprd's hook)."""
+    for name in names:
+        raw = metadata.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        text = raw.strip()
+        if text.lstrip("-").isdigit():
+            return float(int(text))
+        sign = -1.0 if text.startswith("-") else 1.0
+        body = text.lstrip("+-")
+        if body == "0":
+            return 0.0
+        if not _GO_DURATION.fullmatch(body):
+            raise StoreError(
+                f"invalid {name} {raw!r}: use a duration like '500ms', '2s' or '1m',"
+                " or whole seconds"
+            )
+        total = sum(
+            float(number) * _UNIT_SECONDS[unit] for number, unit in _GO_DURATION_PART.findall(body)
+        )
+        return sign * total
+    return default
+
+
+def _flag(metadata: Mapping[str, str], name: str) -> bool:
+    raw = metadata.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no", "off"):
+        return False
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    raise StoreError(f"invalid {name} {metadata[name]!r}: use true or false")
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What `sqlite3.connect` opens, and how to name it in messages."""
+
+    database: str
+    uri: bool
+    label: str
+    in_memory: bool
+    read_only: bool
+    pragmas: tuple[tuple[str, str], ...]
+
+
+def _parse_target(connection_string: str) -> _Target:
+    text = connection_string.strip()
+    if not text:
+        raise StoreError(
+            "state.sqlite needs connectionString: a file path, ':memory:' or a file: URI"
+        )
+    lowered = text.lower()
+    in_memory = lowered.startswith((":memory:", "file::memory:")) or "mode=memory" in lowered
+    if "?" not in text and not lowered.startswith("file:"):
+        # A plain path is opened as a path: no URI decoding, so '%' or '#' in a name is literal.
+        return _Target(
+            text, uri=False, label=text, in_memory=in_memory, read_only=False, pragmas=()
+        )
+    base, _, query = text.partition("?")
+    if not lowered.startswith("file:"):
+        base = "file:" + base  # as daprd does, so 'data.db?mode=ro' works
+    kept: list[tuple[str, str]] = []
+    pragmas: list[tuple[str, str]] = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "_pragma":
+            match = _PRAGMA_ITEM.fullmatch(value.strip())
+            if match is None:
+                raise StoreError(
+                    f"invalid _pragma {value!r} in connectionString: use _pragma=name(value)"
+                )
+            pragma = match.group(1).lower()
+            if pragma in _FORBIDDEN_PRAGMAS:
+                raise StoreError(
+                    f"_pragma={pragma} is not allowed in connectionString:"
+                    f" {_FORBIDDEN_PRAGMAS[pragma]}"
+                )
+            pragmas.append((pragma, match.group(2)))
+        elif not name.startswith("_"):  # _txlock and other Go-driver options mean nothing here
+            kept.append((name, value))
+    params = dict(kept)
+    read_only = params.get("mode") == "ro" or params.get("immutable") == "1"
+    database = base + ("?" + urlencode(kept) if kept else "")
+    label = base.removeprefix("file:") or ":memory:"
+    return _Target(
+        database,
+        uri=True,
+        label=label,
+        in_memory=in_memory,
+        read_only=read_only,
+        pragmas=tuple(pragmas),
+    )
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+# Statements, with {t} for the quoted table, {m} for its `_meta` table, {x} for the expiry index
+# and {live} for "not expired" (the time is a parameter). Everything a request supplies is a
+# bound parameter; only the table name (checked by _IDENTIFIER, then quoted) is pasted in.
+_SQL: Final = {
+    "current": "SELECT etag, expire_at FROM {t} WHERE key = ?",
+    "get": "SELECT value, etag, expire_at FROM {t} WHERE key = ? AND {live}",
+    "get_many": "SELECT key, value, etag, expire_at FROM {t} WHERE key IN ({{marks}}) AND {live}",
+    "upsert": (
+        "INSERT INTO {t} (key, value, etag, expire_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET"
+        " value = excluded.value, etag = excluded.etag, expire_at = excluded.expire_at"
+    ),
+    "delete": "DELETE FROM {t} WHERE key = ?",
+    "hwm": "SELECT value FROM {m} WHERE name = 'etag'",
+    "set_hwm": "UPDATE {m} SET value = ? WHERE name = 'etag' AND value < ?",
+    "sweep": "DELETE FROM {t} WHERE expire_at IS NOT NULL AND expire_at <= ?",
+    # BINARY collation compares UTF-8 bytes, which is code point order, as Python compares str:
+    # the primary key's order, so a key prefix is a range scan.
+    "range": "SELECT key, value, etag FROM {t} WHERE key >= ? AND key < ? AND {live}",
+    "from": "SELECT key, value, etag FROM {t} WHERE key >= ? AND {live}",
+    "ping": "SELECT 1 FROM {t} LIMIT 1",
+    "columns": "PRAGMA table_info({t})",
+}
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS {t} (key TEXT NOT NULL PRIMARY KEY, value BLOB NOT NULL,"
+    " etag INTEGER NOT NULL, expire_at REAL)",
+    # Partial index: the sweep finds expired rows without reading keys that never expire.
+    "CREATE INDEX IF NOT EXISTS {x} ON {t} (expire_at) WHERE expire_at IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS {m} (name TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO {m} (name, value) VALUES ('etag', 0)",
+)
+
+
+def _render(template: str, table: str) -> str:
+    return template.format(
+        t=_quote(table),
+        m=_quote(table + "_meta"),
+        x=_quote(table + "_expire_at"),
+        live="(expire_at IS NULL OR expire_at > ?)",
+    )
+
+
+class SQLiteStore(StateStore):
+    """One SQLite database file, served by one connection on one worker thread."""
+
+    features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
+
+    def __init__(
+        self,
+        target: _Target,
+        *,
+        table: str,
+        busy_timeout: float,
+        timeout: float,
+        wal: bool,
+        cleanup_interval: float,
+    ) -> None:
+        self._target = target
+        self._table = table
+        self._busy_timeout = busy_timeout
+        self._timeout = timeout
+        self._wal = wal
+        self._cleanup_interval = cleanup_interval
+        # One thread: every operation of this store is serialized on it, and the sqlite3
+        # connection is only ever touched by the thread that created it.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statecar-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._full_sync = False
+        self._max_variables = 999
+        self._closed = False
+        self._cleanup_task: asyncio.Task[None] | None = None
+        self._sql = {name: _render(template, table) for name, template in _SQL.items()}
+        self._sql_schema = tuple(_render(template, table) for template in _SCHEMA)
+
+    @classmethod
+    async def open(cls, metadata: Mapping[str, str]) -> Self:
+        """Open (creating if missing) the database and table named by daprd's metadata."""
+        target = _parse_target(metadata.get("connectionString") or metadata.get("url") or "")
+        table = metadata.get("tableName") or _DEFAULT_TABLE
+        if not _IDENTIFIER.fullmatch(table):
+            raise StoreError(f"invalid tableName {table!r}: use letters, digits and '_' only")
+        timeout = _duration(metadata, ("timeout", "timeoutInSeconds"), _DEFAULT_TIMEOUT)
+        if timeout < 1:
+            raise StoreError("invalid timeout: must be at least 1s")  # as daprd
+        store = cls(
+            target,
+            table=table,
+            busy_timeout=max(0.0, _duration(metadata, ("busyTimeout",), _DEFAULT_BUSY_TIMEOUT)),
+            timeout=timeout,
+            wal=not _flag(metadata, "disableWAL"),
+            cleanup_interval=_duration(
+                metadata, ("cleanupInterval", "cleanupIntervalInSeconds"), _DEFAULT_CLEANUP_INTERVAL
+            ),
+        )
+        try:
+            await store._call(store._connect)
+        except BaseException:
+            await store.close()
+            raise
+        if store._cleanup_interval > 0:
+            store._cleanup_task = asyncio.create_task(
+                store._cleanup_loop(), name=f"statecar-sqlite-cleanup-{table}"
+            )
+        return store
+
+    # -----------------------------------------------------------------------------------------
+    # Plumbing: every call below `_call` runs on the worker thread.
+
+    async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._closed:
+            raise StoreUnavailableError(f"SQLite store {self._target.label} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout):
+                # If the caller gives up while the call still waits for the worker, asyncio
+                # cancels the queued call, so it never runs; a call already running completes.
+                return await loop.run_in_executor(self._executor, fn, *args)
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"SQLite database {self._target.label} did not answer within {self._timeout:g}s"
+            ) from None
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        except UnicodeEncodeError as exc:
+            # A lone surrogate (only reachable from Python callers: JSON and URL decoding never
+            # produce one) has no UTF-8 form, so SQLite cannot hold it.
+            raise StoreError(f"cannot store text that is not valid Unicode: {exc.reason}") from exc
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StoreUnavailableError(
+                f"SQLite database {self._target.label} stayed locked by another writer for longer"
+                f" than busyTimeout ({self._busy_timeout:g}s)"
+            )
+        return StoreError(f"SQLite database {self._target.label}: {exc}")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreUnavailableError(f"SQLite store {self._target.label} is closed")
+        return self._conn
+
+    def _connect(self) -> None:
+        target = self._target
+        if not target.uri and not target.in_memory:
+            Path(target.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            target.database,
+            uri=target.uri,
+            timeout=self._busy_timeout,
+            # None: the sqlite3 module never opens transactions by itself; we issue BEGIN.
+            isolation_level=None,
+            cached_statements=256,
+        )
+        self._conn = conn
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        for name, value in target.pragmas:
+            conn.execute(f"PRAGMA {name} = {value}")  # both checked by _PRAGMA_ITEM
+        if not target.in_memory and not target.read_only:
+            mode = "WAL" if self._wal else "DELETE"
+            got = conn.execute(f"PRAGMA journal_mode = {mode}").fetchone()[0]
+            if str(got).upper() != mode:
+                _log.warning("SQLite %s: journal_mode is %s, not %s", target.label, got, mode)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        self._full_sync = False
+        self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        if target.read_only:
+            self._check_layout(conn)
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            create_table, *rest = self._sql_schema
+            conn.execute(create_table)
+            self._check_layout(conn)  # before indexing a table that may not be ours
+            for statement in rest:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    def _check_layout(self, conn: sqlite3.Connection) -> None:
+        columns = {str(row[1]): str(row[2]).upper() for row in conn.execute(self._sql["columns"])}
+        if not columns:
+            raise StoreError(f"SQLite database {self._target.label} has no table {self._table!r}")
+        wrong = {
+            name: kind for name, kind in _EXPECTED_COLUMNS.items() if columns.get(name) != kind
+        }
+        if wrong:
+            found = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+            raise StoreError(
+                f"table {self._table!r} in {self._target.label} was not created by statecar (it has"
+                f" {found}); daprd's SQLite tables have another layout, so point tableName at a"
+                " new table"
+            )
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            # A failed ROLLBACK (the connection is broken) must not hide the original error.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _synchronous(self, conn: sqlite3.Connection, *, full: bool) -> None:
+        # A per-connection setting, changed outside a transaction and only when it differs.
+        if full != self._full_sync:
+            conn.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+            self._full_sync = full
+
+    # -----------------------------------------------------------------------------------------
+    # Reads.
+
+    def _read(self, keys: Sequence[str]) -> list[StoredItem | None]:
+        conn = self._connection()
+        now = time.time()
+        if len(keys) == 1:
+            row = conn.execute(self._sql["get"], (keys[0], now)).fetchone()
+            return [None if row is None else StoredItem(row[0], str(row[1]), row[2])]
+        found: dict[str, StoredItem] = {}
+        unique = list(dict.fromkeys(keys))
+        # One statement per bulk; only a bulk beyond SQLite's bound on parameters is split.
+        step = max(1, self._max_variables - 1)
+        for start in range(0, len(unique), step):
+            chunk = unique[start : start + step]
+            sql = self._sql["get_many"].format(marks=", ".join("?" * len(chunk)))
+            for key, value, etag, expire_at in conn.execute(sql, (*chunk, now)):
+                found[key] = StoredItem(value, str(etag), expire_at)
+        return [found.get(key) for key in keys]
+
+    async def get(self, key: str, *, strong: bool = False) -> StoredItem | None:
+        # No replicas: every read is of the one database, so `strong` changes nothing.
+        return (await self._call(self._read, [key]))[0]
+
+    async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
+        if not keys:
+            return []
+        return await self._call(self._read, list(keys))
+
+    # -----------------------------------------------------------------------------------------
+    # Writes.
+
+    def _write(self, ops: Sequence[Operation], *, atomic: bool) -> list[Exception | None]:
+        """Check and apply `ops` in order in one IMMEDIATE transaction.
+
+        `atomic`: the first failed check raises TransactionError and nothing is written.
+        Otherwise each op stands alone, as daprd's multi-item save: a failed op is reported in
+        the result and skipped, the others are committed together (which is the same outcome
+        as one transaction each, since the write lock is held throughout).
+        """
+        conn = self._connection()
+        self._synchronous(conn, full=any(op.strong for op in ops))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = self._apply(conn, ops, atomic=atomic)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+        return results
+
+    def _apply(
+        self, conn: sqlite3.Connection, ops: Sequence[Operation], *, atomic: bool
+    ) -> list[Exception | None]:
+        now_us = time.time_ns() // 1000
+        now = now_us / 1e6
+        issued = int(conn.execute(self._sql["hwm"]).fetchone()[0])
+        hwm = issued
+        # Keys an earlier op of this transaction wrote: like the memory store's placeholder,
+        # their new ETag is unknown to the client, so no given ETag can match them.
+        written: set[str] = set()
+        results: list[Exception | None] = []
+        for index, op in enumerate(ops):
+            try:
+                if op.etag:
+                    etags.validate_etag(op.key, op.etag)
+                row = conn.execute(self._sql["current"], (op.key,)).fetchone()
+                live = row is not None and (row[1] is None or row[1] > now)
+                current = str(row[0]) if live and row is not None else None
+                if op.etag and op.key in written:
+                    raise ETagMismatchError(
+                        op.key,
+                        f"key {op.key!r} was written by an earlier operation of this transaction,"
+                        f" so etag {op.etag} cannot match",
+                    )
+                if isinstance(op, SetOp):
+                    etags.check_write(op.key, current, op.etag, first_write=op.first_write)
+                    floor = int(row[0]) + 1 if row is not None else 0
+                    new = max(floor, now_us, issued + 1)
+                    expire_at = now + op.ttl if op.ttl is not None and op.ttl > 0 else None
+                    conn.execute(self._sql["upsert"], (op.key, op.value, new, expire_at))
+                    issued = new
+                    if atomic:
+                        written.add(op.key)
+                else:
+                    etags.check_delete(op.key, current, op.etag, first_write=op.first_write)
+                    if row is not None:
+                        conn.execute(self._sql["delete"], (op.key,))
+                    written.discard(op.key)
+            except (ETagMismatchError, ETagInvalidError) as exc:
+                if atomic:
+                    raise TransactionError(index, op.key, exc) from exc
+                results.append(exc)
+            else:
+                results.append(None)
+        if issued != hwm:
+            conn.execute(self._sql["set_hwm"], (issued, issued))
+        return results
+
+    async def set(self, op: SetOp) -> None:
+        (error,) = await self._call(lambda: self._write([op], atomic=False))
+        if error is not None:
+            raise error
+
+    async def set_many(self, ops: Sequence[SetOp]) -> list[Exception | None]:
+        if not ops:
+            return []
+        return await self._call(lambda: self._write(ops, atomic=False))
+
+    async def delete(self, op: DeleteOp) -> None:
+        (error,) = await self._call(lambda: self._write([op], atomic=False))
+        if error is not None:
+            raise error
+
+    async def transact(self, ops: Sequence[Operation]) -> None:
+        if ops:
+            await self._call(lambda: self._write(ops, atomic=True))
+
+    # -----------------------------------------------------------------------------------------
+    # Query, TTL sweep, health.
+
+    def _query(self, query: Query, key_prefix: str) -> QueryPage:
+        conn = self._connection()
+        now = time.time()
+        upper = _prefix_successor(key_prefix)
+        if upper is None:
+            cursor = conn.execute(self._sql["from"], (key_prefix, now))
+        else:
+            cursor = conn.execute(self._sql["range"], (key_prefix, upper, now))
+        cut = len(key_prefix)
+        rows = [(key[cut:], value, str(etag)) for key, value, etag in cursor]
+        # Filtering and sorting run here too, on the worker, so a large query never stalls the
+        # event loop; `run_query` is the one definition of what a query means.
+        return run_query(query, rows)
+
+    async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
+        return await self._call(self._query, query, key_prefix)
+
+    def _sweep(self) -> int:
+        conn = self._connection()
+        return conn.execute(self._sql["sweep"], (time.time(),)).rowcount
+
+    async def _cleanup_loop(self) -> None:
+        # Expired rows are already invisible; this only gives their space back.
+        while True:
+            await asyncio.sleep(self._cleanup_interval)
+            try:
+                removed = await self._call(self._sweep)
+            except StoreError as exc:
+                _log.warning("SQLite %s: TTL cleanup failed: %s", self._target.label, exc)
+            else:
+                if removed:
+                    _log.debug("SQLite %s: removed %d expired keys", self._target.label, removed)
+
+    def _ping(self) -> None:
+        self._connection().execute(self._sql["ping"]).fetchall()
+
+    async def ping(self) -> None:
+        await self._call(self._ping)
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        task, self._cleanup_task = self._cleanup_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._close_connection)
+        except sqlite3.Error as exc:
+            _log.warning("SQLite %s: close failed: %s", self._target.label, exc)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _prefix_successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix` (None: no bound).
+
+    Code points compare like their UTF-8 bytes, so this bounds a range scan of the primary key.
+    Surrogates are skipped: they cannot be encoded, and no stored key contains one.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            successor = last + 1
+            if 0xD800 <= successor <= 0xDFFF:
+                successor = 0xE000
+            return "".join(chars) + chr(successor)
+    return None
