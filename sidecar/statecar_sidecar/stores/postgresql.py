@@ -76,6 +76,7 @@ import asyncpg
 
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
+from statecar_sidecar.stores.durations import duration
 from statecar_sidecar.stores.errors import (
     ConsistencyError,
     ETagMismatchError,
@@ -147,18 +148,6 @@ _ASYNCPG_URL_OPTIONS: Final = frozenset(
 )
 _KEYWORD: Final = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*")
 _OPTIONS_SETTING: Final = re.compile(r"(?:-c\s*|--)([A-Za-z_][A-Za-z0-9_.]*)=(\S+)")
-_GO_DURATION: Final = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+")
-_GO_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS: Final = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
 
 # Errors that mean "the server cannot serve us now", not "this request is wrong".
 _UNAVAILABLE: Final[tuple[type[BaseException], ...]] = (
@@ -181,29 +170,6 @@ _SESSION_LOST: Final[tuple[type[BaseException], ...]] = (
 
 # ---------------------------------------------------------------------------------------------
 # Metadata.
-
-
-def _duration(metadata: Mapping[str, str], names: Sequence[str], default: float) -> float:
-    """Seconds from the first of `names` present: a Go duration or whole seconds (daprd's hook)."""
-    for name in names:
-        raw = metadata.get(name)
-        if raw is None or raw.strip() == "":
-            continue
-        text = raw.strip()
-        if text.lstrip("-").isdigit():
-            return float(int(text))
-        body = text.lstrip("+-")
-        if body == "0":
-            return 0.0
-        if not _GO_DURATION.fullmatch(body):
-            raise StoreError(
-                f"invalid {name} {raw!r}: use whole seconds or a duration like '500ms' or '5s'"
-            )
-        total = sum(
-            float(number) * _UNIT_SECONDS[unit] for number, unit in _GO_DURATION_PART.findall(body)
-        )
-        return -total if text.startswith("-") else total
-    return default
 
 
 def _parse_keyword_value(dsn: str) -> dict[str, str]:
@@ -777,7 +743,7 @@ class PostgreSQLStore(StateStore):
             if metadata.get(unsupported, "").strip().lower() == "true":
                 raise StoreError(f"{unsupported} is not supported by statecar's state.postgresql")
         names = _Names.of(metadata.get("tableName") or _DEFAULT_TABLE)
-        timeout = _duration(metadata, ("timeoutInSeconds", "timeout"), _DEFAULT_TIMEOUT)
+        timeout = duration(metadata, ("timeoutInSeconds", "timeout"), _DEFAULT_TIMEOUT)
         if timeout <= 0:
             raise StoreError("timeoutInSeconds must be positive")
         max_conns = metadata.get("maxConns", "").strip()
@@ -792,8 +758,8 @@ class PostgreSQLStore(StateStore):
             names,
             timeout=timeout,
             max_size=max_size,
-            idle_lifetime=_duration(metadata, ("connectionMaxIdleTime",), _DEFAULT_IDLE_LIFETIME),
-            cleanup_interval=_duration(
+            idle_lifetime=duration(metadata, ("connectionMaxIdleTime",), _DEFAULT_IDLE_LIFETIME),
+            cleanup_interval=duration(
                 metadata, ("cleanupInterval", "cleanupIntervalInSeconds"), _DEFAULT_CLEANUP_INTERVAL
             ),
         )

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
+from statecar_sidecar.stores.durations import duration
 from statecar_sidecar.stores.errors import (
     ConsistencyError,
     ETagMismatchError,
@@ -146,17 +147,6 @@ def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in {"true", "1", "yes"}
 
 
-def _seconds(value: str | None, default: float) -> float:
-    """Dapr durations: Go style ('5s', '500ms', '1m') or a plain integer of milliseconds."""
-    if not value:
-        return default
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
-    if match is None:
-        raise StoreError(f"duration {value!r} is not valid; use e.g. '5s' or '500ms'")
-    number, unit = float(match.group(1)), match.group(2)
-    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 0.001}[unit]
-
-
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
     host, _, port = text.strip().rpartition(":")
     if not host:
@@ -192,8 +182,8 @@ class RedisStore(StateStore):
             raise StoreError(
                 f"redisDB must be an integer, got {metadata.get('redisDB')!r}"
             ) from None
-        connect_timeout = _seconds(metadata.get("dialTimeout"), 2.0)
-        command_timeout = _seconds(metadata.get("readTimeout"), 5.0)
+        connect_timeout = duration(metadata, ("dialTimeout",), 2.0, bare_unit=0.001)
+        command_timeout = duration(metadata, ("readTimeout",), 5.0, bare_unit=0.001)
         tls = _bool(metadata.get("enableTLS"))
         insecure = _bool(metadata.get("insecureSkipTLSVerify"))
         first_host, first_port = _host_port(hosts.split(",")[0], default_port)

@@ -56,6 +56,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
+from statecar_sidecar.stores.durations import duration
 from statecar_sidecar.stores.errors import (
     ETagInvalidError,
     ETagMismatchError,
@@ -83,46 +84,9 @@ _FORBIDDEN_PRAGMAS: Final = {
     "journal_mode": "use the disableWAL metadata property instead",
     "foreign_keys": "statecar manages it",
 }
-_GO_DURATION: Final = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+")
-_GO_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS: Final = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
 _SQLITE_BUSY: Final = 5  # result code (low byte) for "database is locked"
 _SQLITE_LOCKED: Final = 6
 _EXPECTED_COLUMNS: Final = {"key": "TEXT", "value": "BLOB", "etag": "INTEGER", "expire_at": "REAL"}
-
-
-def _duration(metadata: Mapping[str, str], names: Sequence[str], default: float) -> float:
-    """Seconds from the first of `names` present: a Go duration or whole seconds (daprd's hook)."""
-    for name in names:
-        raw = metadata.get(name)
-        if raw is None or raw.strip() == "":
-            continue
-        text = raw.strip()
-        if text.lstrip("-").isdigit():
-            return float(int(text))
-        sign = -1.0 if text.startswith("-") else 1.0
-        body = text.lstrip("+-")
-        if body == "0":
-            return 0.0
-        if not _GO_DURATION.fullmatch(body):
-            raise StoreError(
-                f"invalid {name} {raw!r}: use a duration like '500ms', '2s' or '1m',"
-                " or whole seconds"
-            )
-        total = sum(
-            float(number) * _UNIT_SECONDS[unit] for number, unit in _GO_DURATION_PART.findall(body)
-        )
-        return sign * total
-    return default
 
 
 def _flag(metadata: Mapping[str, str], name: str) -> bool:
@@ -279,16 +243,16 @@ class SQLiteStore(StateStore):
         table = metadata.get("tableName") or _DEFAULT_TABLE
         if not _IDENTIFIER.fullmatch(table):
             raise StoreError(f"invalid tableName {table!r}: use letters, digits and '_' only")
-        timeout = _duration(metadata, ("timeout", "timeoutInSeconds"), _DEFAULT_TIMEOUT)
+        timeout = duration(metadata, ("timeout", "timeoutInSeconds"), _DEFAULT_TIMEOUT)
         if timeout < 1:
             raise StoreError("invalid timeout: must be at least 1s")  # as daprd
         store = cls(
             target,
             table=table,
-            busy_timeout=max(0.0, _duration(metadata, ("busyTimeout",), _DEFAULT_BUSY_TIMEOUT)),
+            busy_timeout=max(0.0, duration(metadata, ("busyTimeout",), _DEFAULT_BUSY_TIMEOUT)),
             timeout=timeout,
             wal=not _flag(metadata, "disableWAL"),
-            cleanup_interval=_duration(
+            cleanup_interval=duration(
                 metadata, ("cleanupInterval", "cleanupIntervalInSeconds"), _DEFAULT_CLEANUP_INTERVAL
             ),
         )
