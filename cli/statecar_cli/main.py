@@ -172,18 +172,6 @@ def _run_with_app(settings: object, command: list[str]) -> int:
     return code if code >= 0 else 128 - code
 
 
-def cmd_operator(args: argparse.Namespace) -> int:
-    from statecar_operator.main import run
-
-    return int(run(list(args.rest)))
-
-
-def cmd_inject(args: argparse.Namespace) -> int:
-    from statecar_operator.inject_cli import main
-
-    return int(main(list(args.rest)))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statecar", description="A Dapr-compatible state API for every pod."
@@ -204,25 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- app command and its arguments")
     run.set_defaults(func=cmd_run)
 
-    operator = commands.add_parser(
-        "operator", help="run the kopf operator and admission webhooks", add_help=False
-    )
-    operator.add_argument("rest", nargs=argparse.REMAINDER)
-    operator.set_defaults(func=cmd_operator)
-
-    inject = commands.add_parser(
-        "inject", help="print manifests with the sidecar injected (offline)", add_help=False
-    )
-    inject.add_argument("rest", nargs=argparse.REMAINDER)
-    inject.set_defaults(func=cmd_inject)
+    # Listed for --help only: main() hands these straight to their own parsers.
+    commands.add_parser("operator", help="run the kopf operator and admission webhooks")
+    commands.add_parser("inject", help="print manifests with the sidecar injected (offline)")
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"statecar {__version__}") or 0)
     return parser
 
 
+#: Subcommands whose own parser takes every argument after the name (argparse's REMAINDER
+#: refuses a first argument that starts with "--", e.g. `statecar operator --help-env`).
+_PASS_THROUGH = {
+    "operator": "statecar_operator.main:run",
+    "inject": "statecar_operator.inject_cli:main",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in _PASS_THROUGH:
+        module_name, _, function = _PASS_THROUGH[arguments[0]].partition(":")
+        import importlib
+
+        return int(getattr(importlib.import_module(module_name), function)(arguments[1:]))
+    args = build_parser().parse_args(arguments)
     code: int = args.func(args)
     return code
 
