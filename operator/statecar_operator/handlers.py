@@ -1,0 +1,287 @@
+"""
+The kopf handlers: thin adapters from kopf's calls to the pure decisions and the reconciler.
+
+This is the only module that registers kopf handlers, all on an explicit registry
+(`register`), so importing it has no side effect and tests call the handlers directly with
+the keyword arguments kopf would pass. Watch handlers only index and mark namespaces dirty;
+admission handlers answer from the indexes, never from the API (see `leader` for why every
+replica runs kopf standalone, and `reconciler` for who writes).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+
+from statecar_contract import annotations as ann
+from statecar_contract import components as contract
+from statecar_contract.components import ComponentError, parse_component
+from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_operator import rendering
+from statecar_operator.catalog import ComponentEntry, component_entry, secret_ref_keys, usable_specs
+from statecar_operator.events import pod_event_target
+from statecar_operator.injection import (
+    InjectionError,
+    InjectionPlan,
+    Skip,
+    apply_injection,
+    is_valid_app_id,
+    parse_bool,
+    plan_injection,
+)
+from statecar_operator.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+#: Index ids: kopf passes each index to every handler as a keyword argument of this name.
+COMPONENTS_INDEX = "statecar_components"
+SECRET_REFS_INDEX = "statecar_secret_refs"  # noqa: S105  # an index name, not a credential
+WIRING_INDEX = "statecar_wiring"
+
+_COMPONENTS = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
+
+
+def _fn(handler: Callable[..., Awaitable[Any] | bool]) -> Any:
+    """kopf's handler protocols list its own kwargs only; ours also take indexes, by their ids."""
+    return handler
+
+
+def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
+    """Put every handler of the operator on `registry`."""
+    kopf.on.login(registry=registry)(login)
+    kopf.on.startup(registry=registry)(_fn(bind_indexes))
+    kopf.on.cleanup(registry=registry)(_fn(release_lease))
+    kopf.index(*_COMPONENTS, id=COMPONENTS_INDEX, registry=registry)(_fn(index_components))
+    kopf.index(*_COMPONENTS, id=SECRET_REFS_INDEX, registry=registry)(index_secret_refs)
+    kopf.index(
+        "v1",
+        "secrets",
+        id=WIRING_INDEX,
+        labels={rendering.MANAGED_BY_LABEL: rendering.MANAGED_BY},
+        when=is_wiring_secret,
+        registry=registry,
+    )(_fn(index_wiring))
+    kopf.on.event(*_COMPONENTS, id="component-events", registry=registry)(_fn(component_event))
+    kopf.on.event("v1", "secrets", id="secret-events", when=_fn(secret_matters), registry=registry)(
+        _fn(secret_event)
+    )
+    kopf.on.mutate(
+        "v1",
+        "pods",
+        id=rendering.INJECT_WEBHOOK_ID,
+        operations=["CREATE"],
+        side_effects=True,  # Events are posted for skipped pods (never for dry runs)
+        registry=registry,
+    )(_fn(pod_mutate))
+    kopf.on.validate(
+        *_COMPONENTS,
+        id=rendering.VALIDATE_WEBHOOK_ID,
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
+    )(component_validate)
+    return registry
+
+
+def kopf_settings(server: kopf.WebhookServerProtocol) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.admission.server = server
+    # The webhook configurations are the chart's (see rendering.build_webhook_configurations):
+    # kopf's managed mode cannot express matchConditions, namespaceSelector or
+    # reinvocationPolicy, and would rewrite them from every replica (nolar/kopf#889).
+    settings.admission.managed = None
+    settings.peering.standalone = True
+    # Only warnings about objects become kopf-posted Events; our own Events say what happened.
+    settings.posting.level = logging.WARNING
+    # Helm releases and ServiceAccount tokens are the bulk of a cluster's Secrets and are never
+    # component settings: the API server filters them out of the watch (field selector).
+    settings.watching.field_selectors["v1", "secrets"] = (
+        "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token"
+    )
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    return settings
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf authenticates like `kube.connect` (in-cluster first, then kubeconfig)."""
+    return await kopf.login_via_async_client(**kwargs)
+
+
+async def bind_indexes(
+    memo: Runtime,
+    statecar_components: kopf.Index[str, ComponentEntry],
+    statecar_secret_refs: kopf.Index[tuple[str, str], str],
+    statecar_wiring: kopf.Index[str, str],
+    **_: Any,
+) -> None:
+    """Give the reconciler and the health check live views of kopf's indexes."""
+    memo.indexes.components = statecar_components
+    memo.indexes.secret_refs = statecar_secret_refs
+    memo.indexes.wiring = statecar_wiring
+
+
+async def release_lease(memo: Runtime, **_: Any) -> None:
+    """On SIGTERM, hand the Lease over before kopf's own (slower) shutdown, not after it."""
+    await memo.leadership.release()
+
+
+# --- indexes ----------------------------------------------------------------------------------
+
+
+async def index_components(body: kopf.Body, memo: Runtime, **_: Any) -> dict[str, ComponentEntry]:
+    entry = component_entry(body)
+    memo.readiness.note_indexed(entry.uid)
+    return {entry.namespace: entry}
+
+
+async def index_secret_refs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+    entry = component_entry(body)
+    return {key: entry.name for key in secret_ref_keys(entry)}
+
+
+def is_wiring_secret(name: str | None, **_: Any) -> bool:
+    return name == WIRING_SECRET_NAME
+
+
+async def index_wiring(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, str]:
+    return {namespace or "": rendering.hash_of(body) or ""}
+
+
+# --- watch events: mark namespaces for the reconciler --------------------------------------------
+
+
+async def component_event(type: str | None, body: kopf.Body, memo: Runtime, **_: Any) -> None:
+    memo.reconciler.component_changed(component_entry(body), deleted=type == "DELETED")
+
+
+def secret_matters(
+    name: str | None,
+    namespace: str | None,
+    statecar_secret_refs: kopf.Index[tuple[str, str], str],
+    **_: Any,
+) -> bool:
+    """Only our wiring Secrets and referenced ones reach `secret_event` (kopf's `when=`), so the
+    rest of the cluster's Secrets cost a lookup and no handler call or log line."""
+    return name == WIRING_SECRET_NAME or (namespace, name) in statecar_secret_refs
+
+
+async def secret_event(
+    type: str | None,
+    body: kopf.Body,
+    name: str | None,
+    namespace: str | None,
+    memo: Runtime,
+    statecar_secret_refs: kopf.Index[tuple[str, str], str],
+    **_: Any,
+) -> None:
+    if not namespace or not name:
+        return
+    if name == WIRING_SECRET_NAME:
+        # Ours (or squatting on our name): someone else's edit or delete is repaired.
+        memo.reconciler.wiring_secret_changed(
+            namespace, rendering.hash_of(body), deleted=type == "DELETED"
+        )
+    elif (namespace, name) in statecar_secret_refs:
+        # A referenced Secret was created, changed (a rotated password) or deleted.
+        memo.reconciler.mark(namespace)
+
+
+# --- admission ----------------------------------------------------------------------------------
+
+
+async def pod_mutate(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    warnings: list[str],
+    dryrun: bool,
+    memo: Runtime,
+    **_: Any,
+) -> None:
+    """Inject the sidecar into an annotated pod (CREATE), or say why not."""
+    pod: dict[str, Any] = dict(body)
+    namespace = str((pod.get("metadata") or {}).get("namespace") or "")
+    if not memo.readiness.indexes_warm and _asks_for_injection(pod):
+        # Deciding from a half-filled index could skip a pod that has components; refusing
+        # lets the pod's controller retry in a moment (and a human see why).
+        raise kopf.AdmissionError(
+            "statecar's operator is still loading the namespace's components; retry shortly",
+            code=503,
+        )
+    try:
+        decision = plan_injection(
+            pod,
+            namespace=namespace,
+            components_in_namespace=usable_specs(memo.indexes.components_in(namespace)),
+            settings=memo.settings.injector,
+            config_hash=memo.indexes.config_hash(namespace),
+        )
+    except InjectionError as exc:
+        _report(memo, pod, namespace, dryrun, "InjectionRejected", str(exc))
+        raise kopf.AdmissionError(str(exc), code=400) from None
+    if isinstance(decision, Skip):
+        if decision.notify:
+            warnings.append(decision.message)
+            _report(memo, pod, namespace, dryrun, decision.reason, decision.message)
+        return
+    _accept(decision, warnings, namespace)
+    patch.fns.append(functools.partial(apply_injection, plan=decision))
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("JSON patch for a pod of %s: %s", namespace, patch.as_json_patch())
+    logger.info(
+        "Injecting statecar into a pod of %s (app id %s, components %s)",
+        namespace,
+        decision.app_id,
+        ", ".join(decision.components_in_scope),
+    )
+
+
+def _accept(plan: InjectionPlan, warnings: list[str], namespace: str) -> None:
+    warnings.extend(plan.warnings)
+    if plan.config_hash is None:
+        warnings.append(
+            f"the Secret {WIRING_SECRET_NAME} of namespace {namespace!r} is not rendered yet; "
+            "the pod starts once the operator has written it"
+        )
+
+
+def _asks_for_injection(pod: dict[str, Any]) -> bool:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return parse_bool(str(annotations.get(ann.ENABLED, ""))) is True
+
+
+def _report(
+    memo: Runtime, pod: dict[str, Any], namespace: str, dryrun: bool, reason: str, message: str
+) -> None:
+    if dryrun:
+        return  # sideEffects: NoneOnDryRun
+    memo.events.record(
+        pod_event_target(pod, namespace), type="Warning", reason=reason, message=message
+    )
+
+
+async def component_validate(body: kopf.Body, **_: Any) -> None:
+    """Reject what the CRD schema cannot: setting names per backend, value shapes, key prefix."""
+    document = dict(body)
+    metadata = dict(document.get("metadata") or {})
+    if not metadata.get("name") and metadata.get("generateName"):
+        # The name is generated after admission; validate the rest with a stand-in.
+        metadata["name"] = str(metadata["generateName"]).rstrip("-") or "x"
+    document["metadata"] = metadata
+    try:
+        spec = parse_component(document)
+    except ComponentError as exc:
+        raise kopf.AdmissionError(str(exc), code=422) from None
+    for index, app_id in enumerate(spec.scopes):
+        if not is_valid_app_id(app_id):
+            raise kopf.AdmissionError(
+                f"spec.scopes[{index}]: {app_id!r} can never be an app id (letters, digits, '-', "
+                "'_' and '.'; starting and ending with a letter or digit)",
+                code=422,
+            )

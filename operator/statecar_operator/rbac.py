@@ -1,0 +1,111 @@
+"""
+The exact RBAC the operator needs, as data: the chart renders it and the e2e tier binds only
+these rules to the operator's ServiceAccount (`statecar operator rbac` prints them as YAML).
+
+Least privilege, rule by rule (each verb is used by the code named next to it):
+
+* StateStoreComponents: `get, list, watch` (kopf's watch feeds the indexes; `kube` lists them
+  once to know when the index is warm) and `patch` on `/status` only (the reconciler writes
+  status; kopf writes nothing else: no finalizers, no progress annotations, see `reconciler`).
+* Secrets, cluster-wide `get, list, watch`: resolving `secretKeyRef`s in any namespace, and the
+  watch that re-renders the wiring when a referenced Secret changes (a rotated password).
+  `create`: the wiring Secret of a namespace (RBAC cannot restrict `create` by name);
+  `update, delete` only on Secrets named `statecar-wiring` (`resourceNames`).
+* Events `create`: skipped pods, rejected pods and condition changes (kopf's own warnings too).
+* CustomResourceDefinitions `list, watch`: kopf's resource observer notices the CRD being
+  installed or upgraded after the operator started (without it kopf only scans at startup).
+* Leases in the operator's namespace: `get, create`, and `update` of the one Lease it holds.
+
+Nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
+so it does not list them), webhook configurations (the chart owns them), or kopf's peering
+resources (peering is off; `leader` explains why).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from statecar_contract import components as contract
+from statecar_contract.wiring import WIRING_SECRET_NAME
+
+CLUSTER_ROLE_NAME: Final = "statecar-operator"
+ROLE_NAME: Final = "statecar-operator-leader-election"
+
+CLUSTER_RULES: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "apiGroups": [contract.API_GROUP],
+        "resources": [contract.PLURAL],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": [contract.API_GROUP],
+        "resources": [f"{contract.PLURAL}/status"],
+        "verbs": ["patch"],
+    },
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": [WIRING_SECRET_NAME],
+        "verbs": ["update", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
+)
+
+
+def lease_rules(lease_name: str) -> tuple[dict[str, Any], ...]:
+    return (
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease_name],
+            "verbs": ["update"],
+        },
+    )
+
+
+def manifests(
+    *, namespace: str, service_account: str, lease_name: str = "statecar-operator"
+) -> list[dict[str, Any]]:
+    """ClusterRole + Role and their bindings to `service_account` in `namespace`."""
+    labels = {"app.kubernetes.io/name": "statecar", "app.kubernetes.io/component": "operator"}
+    subject = [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": CLUSTER_ROLE_NAME, "labels": labels},
+            "rules": [dict(rule) for rule in CLUSTER_RULES],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": CLUSTER_ROLE_NAME, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": CLUSTER_ROLE_NAME,
+            },
+            "subjects": subject,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": ROLE_NAME, "namespace": namespace, "labels": labels},
+            "rules": [dict(rule) for rule in lease_rules(lease_name)],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": ROLE_NAME, "namespace": namespace, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
+            "subjects": subject,
+        },
+    ]

@@ -1,0 +1,323 @@
+"""
+The kopf handlers called directly, with the keyword arguments kopf passes (kopf's own tests and
+docs/testing.rst do the same), on a `Runtime` whose API server is an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+import pytest
+from tests.unit.test_operator_reconciler import FakeCluster
+
+from statecar_operator import handlers
+from statecar_operator.catalog import component_entry
+from statecar_operator.events import EventRecorder, EventType, ObjectRef
+from statecar_operator.health import Readiness
+from statecar_operator.leader import AlwaysLeader
+from statecar_operator.reconciler import Reconciler
+from statecar_operator.runtime import Indexes, Runtime
+from statecar_operator.settings import InjectorSettings, OperatorSettings
+
+
+class RecordingEvents(EventRecorder):
+    def __init__(self) -> None:
+        super().__init__(instance="test", min_interval=0)
+        self.recorded: list[tuple[ObjectRef, EventType, str, str]] = []
+
+    def record(self, ref: ObjectRef, *, type: EventType, reason: str, message: str) -> bool:
+        self.recorded.append((ref, type, reason, message))
+        return True
+
+
+def component_body(name: str, spec: dict[str, Any], namespace: str = "shop") -> dict[str, Any]:
+    return {
+        "apiVersion": "statecar.io/v1alpha1",
+        "kind": "StateStoreComponent",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1},
+        "spec": spec,
+    }
+
+
+ORDERS = component_body(
+    "orders",
+    {
+        "type": "state.redis",
+        "metadata": [
+            {"name": "redisHost", "value": "redis:6379"},
+            {"name": "redisPassword", "secretKeyRef": {"name": "redis-auth", "key": "password"}},
+        ],
+        "scopes": ["checkout"],
+    },
+)
+
+
+@pytest.fixture
+def memo() -> Runtime:
+    indexes = Indexes()
+    indexes.components = {"shop": [component_entry(ORDERS)]}  # type: ignore[assignment]  # a dict stands in for kopf.Index
+    indexes.wiring = {"shop": ["3f2a9c0d1e4b5a6f"]}  # type: ignore[assignment]  # likewise
+    indexes.secret_refs = {("shop", "redis-auth"): ["orders"]}  # type: ignore[assignment]  # likewise
+    readiness = Readiness()
+    readiness.check_warm(set())
+    readiness.cert_loaded = True
+    events = RecordingEvents()
+    reconciler = Reconciler(
+        api=FakeCluster(),
+        view=indexes.view(),
+        measure=lambda resolved: None,  # type: ignore[arg-type,return-value]  # never reached here
+        events=events,
+        is_leader=lambda: True,
+        resync_interval=3600,
+    )
+    settings = OperatorSettings(
+        identity="test", namespace="ops", injector=InjectorSettings(image="statecar:test")
+    )
+    return Runtime(
+        settings=settings,
+        readiness=readiness,
+        events=events,
+        reconciler=reconciler,
+        leadership=AlwaysLeader(),
+        indexes=indexes,
+    )
+
+
+def pod(**annotations: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "checkout-5d4f8b-",
+            "namespace": "shop",
+            "labels": {"pod-template-hash": "5d4f8b"},
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "checkout-5d4f8b",
+                    "uid": "rs-uid",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
+    }
+
+
+async def mutate(
+    memo: Runtime, raw: dict[str, Any], *, dryrun: bool = False
+) -> tuple[kopf.Patch, list[str]]:
+    body = kopf.Body(copy.deepcopy(raw))
+    patch = kopf.Patch(body=body)
+    warnings: list[str] = []
+    await handlers.pod_mutate(body=body, patch=patch, warnings=warnings, dryrun=dryrun, memo=memo)
+    return patch, warnings
+
+
+async def test_an_annotated_pod_gets_a_patch_from_the_indexes(memo: Runtime) -> None:
+    patch, warnings = await mutate(memo, pod(**{"statecar.io/enabled": "true"}))
+    assert warnings == []
+    ops = patch.as_json_patch()
+    init = next(op for op in ops if op["path"] == "/spec/initContainers")
+    assert init["value"][0]["name"] == "statecar"
+    assert init["value"][0]["image"] == "statecar:test"
+    status = next(op for op in ops if op["path"] == "/metadata/annotations/statecar.io~1status")
+    assert '"configHash":"3f2a9c0d1e4b5a6f"' in status["value"]
+    assert '"appId":"checkout"' in status["value"]
+
+
+async def test_an_unannotated_pod_is_untouched_and_silent(memo: Runtime) -> None:
+    patch, warnings = await mutate(memo, pod())
+    assert patch.as_json_patch() == []
+    assert warnings == []
+    assert memo.events.recorded == []  # type: ignore[attr-defined]
+
+
+async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Runtime) -> None:
+    patch, warnings = await mutate(
+        memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"})
+    )
+    assert patch.as_json_patch() == []
+    assert len(warnings) == 1
+    assert "in scope for app id 'billing'" in warnings[0]
+    ((ref, type_, reason, message),) = memo.events.recorded  # type: ignore[attr-defined]
+    assert (ref.kind, ref.name, ref.uid, ref.namespace) == (
+        "ReplicaSet",
+        "checkout-5d4f8b",
+        "rs-uid",
+        "shop",
+    )
+    assert (type_, reason) == ("Warning", "NoComponentsInScope")
+    assert message == warnings[0]
+
+
+async def test_a_dry_run_posts_no_event(memo: Runtime) -> None:
+    _, warnings = await mutate(
+        memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"}), dryrun=True
+    )
+    assert warnings
+    assert memo.events.recorded == []  # type: ignore[attr-defined]
+
+
+async def test_a_bad_annotation_is_rejected_with_the_message(memo: Runtime) -> None:
+    with pytest.raises(kopf.AdmissionError) as caught:
+        await mutate(memo, pod(**{"statecar.io/enabled": "true", "statecar.io/http-port": "http"}))
+    assert caught.value.code == 400
+    assert "statecar.io/http-port: 'http' is not a port number" in str(caught.value)
+    assert memo.events.recorded[0][2] == "InjectionRejected"  # type: ignore[attr-defined]
+
+
+async def test_no_wiring_yet_is_a_warning(memo: Runtime) -> None:
+    memo.indexes.wiring = {}  # type: ignore[assignment]  # a dict stands in for kopf.Index
+    patch, warnings = await mutate(memo, pod(**{"statecar.io/enabled": "true"}))
+    assert patch.as_json_patch()
+    assert any("not rendered yet" in w for w in warnings)
+
+
+async def test_before_the_indexes_are_warm_an_asking_pod_must_retry(memo: Runtime) -> None:
+    memo.readiness.indexes_warm = False
+    with pytest.raises(kopf.AdmissionError) as caught:
+        await mutate(memo, pod(**{"statecar.io/enabled": "true"}))
+    assert caught.value.code == 503
+    patch, _ = await mutate(memo, pod())  # other pods are never held up
+    assert patch.as_json_patch() == []
+
+
+async def test_component_validation_rejects_unknown_settings_with_the_field() -> None:
+    bad = component_body(
+        "x", {"type": "state.redis", "metadata": [{"name": "redisHots", "value": "a"}]}
+    )
+    with pytest.raises(kopf.AdmissionError) as caught:
+        await handlers.component_validate(body=kopf.Body(bad))
+    assert caught.value.code == 422
+    assert "spec.metadata[0].name: 'redisHots' is not a setting of state.redis" in str(caught.value)
+
+
+async def test_component_validation_rejects_impossible_scopes_and_objects_as_values() -> None:
+    scoped = component_body("x", {"type": "state.in-memory", "scopes": ["not an app"]})
+    with pytest.raises(kopf.AdmissionError, match=r"spec.scopes\[0\]"):
+        await handlers.component_validate(body=kopf.Body(scoped))
+    nested = component_body(
+        "x", {"type": "state.redis", "metadata": [{"name": "redisHost", "value": {"a": 1}}]}
+    )
+    with pytest.raises(kopf.AdmissionError, match=r"spec.metadata\[0\].value"):
+        await handlers.component_validate(body=kopf.Body(nested))
+
+
+async def test_component_validation_accepts_good_ones_even_with_generate_name() -> None:
+    good = component_body("x", {"type": "state.in-memory"})
+    del good["metadata"]["name"]
+    good["metadata"]["generateName"] = "cache-"
+    await handlers.component_validate(body=kopf.Body(good))
+
+
+async def test_index_handlers(memo: Runtime) -> None:
+    memo.readiness.indexes_warm = False
+    entries = await handlers.index_components(body=kopf.Body(ORDERS), memo=memo)
+    assert list(entries) == ["shop"]
+    assert entries["shop"].spec is not None
+    assert memo.readiness.check_warm({"uid-orders"})
+    refs = await handlers.index_secret_refs(body=kopf.Body(ORDERS))
+    assert refs == {("shop", "redis-auth"): "orders"}
+    wiring = {
+        "metadata": {"name": "statecar-wiring", "annotations": {"statecar.io/config-hash": "h"}}
+    }
+    assert await handlers.index_wiring(body=kopf.Body(wiring), namespace="shop") == {"shop": "h"}
+    assert handlers.is_wiring_secret(name="statecar-wiring")
+    assert not handlers.is_wiring_secret(name="other")
+
+
+async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Runtime) -> None:
+    reconciler = memo.reconciler
+    refs = memo.indexes.secret_refs
+    secret = {"metadata": {"name": "redis-auth", "namespace": "shop"}}
+    await handlers.secret_event(
+        type="MODIFIED",
+        body=kopf.Body(secret),
+        name="redis-auth",
+        namespace="shop",
+        memo=memo,
+        statecar_secret_refs=refs,
+    )
+    assert reconciler._dirty == {"shop"}
+    reconciler._dirty.clear()
+    await handlers.secret_event(
+        type="MODIFIED",
+        body=kopf.Body(secret),
+        name="unrelated",
+        namespace="shop",
+        memo=memo,
+        statecar_secret_refs=refs,
+    )
+    assert reconciler._dirty == set()
+    await handlers.secret_event(
+        type="DELETED",
+        body=kopf.Body({}),
+        name="statecar-wiring",
+        namespace="shop",
+        memo=memo,
+        statecar_secret_refs=refs,
+    )
+    assert reconciler._dirty == {"shop"}
+
+
+def test_only_relevant_secrets_reach_the_handler(memo: Runtime) -> None:
+    refs = memo.indexes.secret_refs
+    assert handlers.secret_matters(name="redis-auth", namespace="shop", statecar_secret_refs=refs)
+    assert handlers.secret_matters(
+        name="statecar-wiring", namespace="any", statecar_secret_refs=refs
+    )
+    assert not handlers.secret_matters(
+        name="redis-auth", namespace="other", statecar_secret_refs=refs
+    )
+    assert not handlers.secret_matters(name="tls", namespace="shop", statecar_secret_refs=refs)
+
+
+async def test_component_events_mark_the_namespace(memo: Runtime) -> None:
+    await handlers.component_event(type="ADDED", body=kopf.Body(ORDERS), memo=memo)
+    assert memo.reconciler._dirty == {"shop"}
+
+
+async def test_bind_indexes_gives_the_reconciler_live_views(memo: Runtime) -> None:
+    fresh = Indexes()
+    runtime = Runtime(
+        settings=memo.settings,
+        readiness=memo.readiness,
+        events=memo.events,
+        reconciler=memo.reconciler,
+        leadership=memo.leadership,
+        indexes=fresh,
+    )
+    live: dict[str, Any] = {"shop": [component_entry(ORDERS)]}
+    await handlers.bind_indexes(
+        memo=runtime, statecar_components=live, statecar_secret_refs={}, statecar_wiring={}
+    )
+    assert [e.name for e in fresh.components_in("shop")] == ["orders"]
+    live["other"] = [component_entry(component_body("x", {"type": "state.in-memory"}, "other"))]
+    assert fresh.view().component_namespaces() == {"shop", "other"}
+
+
+def test_registration_covers_every_handler() -> None:
+    registry = handlers.register(kopf.OperatorRegistry())
+    webhook_ids = {h.id for h in registry._webhooks.get_all_handlers()}
+    assert webhook_ids == {"inject-pods", "validate-statestorecomponents"}
+    index_ids = {h.id for h in registry._indexing.get_all_handlers()}
+    assert index_ids == {"statecar_components", "statecar_secret_refs", "statecar_wiring"}
+    watch_ids = {h.id for h in registry._watching.get_all_handlers()}
+    assert watch_ids == {"component-events", "secret-events"}
+    # No change handlers, daemons or timers: kopf then writes nothing onto the objects.
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+
+
+def test_kopf_settings() -> None:
+    server = kopf.WebhookServer(port=1)
+    settings = handlers.kopf_settings(server)
+    assert settings.admission.server is server
+    assert settings.admission.managed is None
+    assert settings.peering.standalone is True
+    assert "type!=helm.sh/release.v1" in settings.watching.field_selectors["v1", "secrets"]

@@ -1,0 +1,375 @@
+"""
+Golden tests of the injector's pure decision and transformation (`statecar_operator.injection`).
+
+Each `golden/injection/<case>.yaml` holds a pod (and optionally the namespace's components);
+`<case>.expected.yaml` holds what the injector makes of it: the injected pod, the skip, or the
+rejection. Regenerate after a deliberate change with `STATECAR_UPDATE_GOLDEN=1 pytest ...` and
+review the diff. Also: applying twice changes nothing, and kopf turns the transformation into a
+JSON patch that a second admission leaves empty.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+
+from statecar_contract.components import ComponentSpec, parse_component
+from statecar_operator.injection import (
+    InjectionError,
+    InjectionPlan,
+    Skip,
+    apply_injection,
+    is_injected,
+    plan_injection,
+)
+from statecar_operator.settings import InjectorSettings
+
+GOLDEN = Path(__file__).parent / "golden" / "injection"
+UPDATE = os.environ.get("STATECAR_UPDATE_GOLDEN") == "1"
+SETTINGS = InjectorSettings(image="ghcr.io/statecar/statecar:0.1.0", version="0.1.0")
+
+DEFAULT_COMPONENTS: list[dict[str, Any]] = [
+    {
+        "apiVersion": "statecar.io/v1alpha1",
+        "kind": "StateStoreComponent",
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": {
+            "type": "state.redis",
+            "metadata": [{"name": "redisHost", "value": "redis:6379"}],
+            "concurrency": "first-write",
+            "scopes": ["checkout", "cart"],
+        },
+    },
+    {
+        "apiVersion": "statecar.io/v1alpha1",
+        "kind": "StateStoreComponent",
+        "metadata": {"name": "sessions", "namespace": "shop"},
+        "spec": {"type": "state.in-memory"},
+    },
+]
+
+CASES = sorted(p for p in GOLDEN.glob("*.yaml") if not p.name.endswith(".expected.yaml"))
+
+
+def expected_result(path: Path) -> str | None:
+    expected = path.with_name(path.stem + ".expected.yaml")
+    return yaml.safe_load(expected.read_text())["result"] if expected.exists() else None
+
+
+INJECTED = [p for p in CASES if expected_result(p) == "injected"]
+
+
+def load_case(path: Path) -> dict[str, Any]:
+    case: dict[str, Any] = yaml.safe_load(path.read_text())
+    return case
+
+
+def components_of(case: dict[str, Any]) -> list[ComponentSpec]:
+    documents = case.get("components", DEFAULT_COMPONENTS)
+    return [parse_component(d) for d in documents]
+
+
+def run_case(case: dict[str, Any]) -> dict[str, Any]:
+    pod = copy.deepcopy(case["input"])
+    try:
+        decision = plan_injection(
+            pod,
+            namespace=case["namespace"],
+            components_in_namespace=components_of(case),
+            settings=SETTINGS,
+            owner_name_hint=case.get("ownerNameHint"),
+            config_hash=case.get("configHash"),
+        )
+    except InjectionError as exc:
+        return {"result": "rejected", "problems": list(exc.problems)}
+    if isinstance(decision, Skip):
+        return {
+            "result": "skipped",
+            "reason": decision.reason,
+            "notify": decision.notify,
+            "message": decision.message,
+        }
+    apply_injection(pod, decision)
+    return {
+        "result": "injected",
+        "componentsInScope": list(decision.components_in_scope),
+        "warnings": list(decision.warnings),
+        "pod": pod,
+    }
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_golden_pod(path: Path) -> None:
+    actual = run_case(load_case(path))
+    expected_path = path.with_name(path.stem + ".expected.yaml")
+    if UPDATE:
+        expected_path.write_text(yaml.safe_dump(actual, sort_keys=False, width=100))
+    expected = yaml.safe_load(expected_path.read_text())
+    assert actual == expected
+
+
+@pytest.mark.parametrize("path", INJECTED, ids=[p.stem for p in INJECTED])
+def test_applying_twice_equals_applying_once(path: Path) -> None:
+    case = load_case(path)
+    once = run_case(case)
+    twice = run_case({**case, "input": once["pod"]})
+    assert twice["result"] == "injected"
+    assert twice["pod"] == once["pod"]
+
+
+@pytest.mark.parametrize("name", ["already-injected", "already-injected-by-apiserver"])
+def test_already_injected_golden_pods_come_out_unchanged(name: str) -> None:
+    case = load_case(GOLDEN / f"{name}.yaml")
+    assert run_case(case)["pod"] == case["input"]
+
+
+def test_already_injected_pod_is_left_as_it_is() -> None:
+    case = load_case(GOLDEN / "deployment-pod.yaml")
+    injected = run_case(case)["pod"]
+    assert is_injected(injected)
+    again = run_case({**case, "input": injected})
+    assert again["pod"] == injected
+
+
+def plan_for(pod: dict[str, Any], **overrides: Any) -> InjectionPlan:
+    decision = plan_injection(
+        pod,
+        namespace="shop",
+        components_in_namespace=[parse_component(d) for d in DEFAULT_COMPONENTS],
+        settings=SETTINGS,
+        **overrides,
+    )
+    assert isinstance(decision, InjectionPlan)
+    return decision
+
+
+def annotated_pod(**annotations: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "annotations": {"statecar.io/enabled": "true", **annotations},
+        },
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
+    }
+
+
+def test_kopf_turns_the_transformation_into_a_json_patch_and_a_second_pass_into_none() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    plan = plan_for(pod)
+    patch = kopf.Patch(body=kopf.Body(copy.deepcopy(pod)))
+    patch.fns.append(lambda body: apply_injection(body, plan))
+    ops = patch.as_json_patch()
+    paths = {op["path"] for op in ops}
+    # Keys with '/' are escaped as '~1' (RFC 6901), the bug nolar/kopf#866 was about.
+    assert "/metadata/annotations/statecar.io~1status" in paths
+    assert "/metadata/labels" in paths
+    assert "/spec/initContainers" in paths
+
+    injected = copy.deepcopy(pod)
+    apply_injection(injected, plan)
+    again = kopf.Patch(body=kopf.Body(injected))
+    again.fns.append(lambda body: apply_injection(body, plan_for(injected)))
+    assert again.as_json_patch() == []
+
+
+def test_the_sidecar_is_first_and_native() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    pod["spec"]["initContainers"] = [{"name": "setup", "image": "example/setup:1"}]
+    apply_injection(pod, plan_for(pod))
+    first = pod["spec"]["initContainers"][0]
+    assert first["name"] == "statecar"
+    assert first["restartPolicy"] == "Always"
+    assert first["command"] == ["statecar", "sidecar"]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["statecar", "setup"]
+
+
+def test_the_api_token_is_a_secret_reference_never_a_literal() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart", "statecar.io/api-token-secret": "tok"})
+    apply_injection(pod, plan_for(pod))
+    sidecar = pod["spec"]["initContainers"][0]
+    app = pod["spec"]["containers"][0]
+    token_entries = [
+        e
+        for c in (sidecar, app)
+        for e in c["env"]
+        if e["name"] in {"STATECAR_API_TOKEN", "DAPR_API_TOKEN"}
+    ]
+    assert len(token_entries) == 2
+    for entry in token_entries:
+        assert "value" not in entry
+        assert entry["valueFrom"] == {"secretKeyRef": {"name": "tok", "key": "token"}}
+
+
+def test_probes_target_the_metrics_port_and_liveness_does_not_depend_on_the_backend() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart", "statecar.io/metrics-port": "9191"})
+    apply_injection(pod, plan_for(pod))
+    sidecar = pod["spec"]["initContainers"][0]
+    for probe in ("startupProbe", "readinessProbe"):
+        assert sidecar[probe]["httpGet"] == {"path": "/v1.0/healthz", "port": 9191}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9191}
+    assert sidecar["ports"] == [
+        {"name": "statecar-metric", "containerPort": 9191, "protocol": "TCP"}
+    ]
+
+
+def test_the_security_context_is_restrictive() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    apply_injection(pod, plan_for(pod))
+    context = pod["spec"]["initContainers"][0]["securityContext"]
+    assert context["runAsNonRoot"] is True
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_the_wiring_secret_is_mounted_read_only() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    apply_injection(pod, plan_for(pod))
+    mounts = {m["name"]: m for m in pod["spec"]["initContainers"][0]["volumeMounts"]}
+    assert mounts["statecar-wiring"] == {
+        "name": "statecar-wiring",
+        "mountPath": "/var/run/statecar/wiring",
+        "readOnly": True,
+    }
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["statecar-wiring"] == {
+        "name": "statecar-wiring",
+        "secret": {"secretName": "statecar-wiring"},
+    }
+    env = {e["name"]: e for e in pod["spec"]["initContainers"][0]["env"]}
+    assert env["STATECAR_WIRING_FILE"]["value"] == "/var/run/statecar/wiring/components.json"
+
+
+def test_the_status_annotation_records_what_was_injected() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    apply_injection(pod, plan_for(pod, config_hash="abc123"))
+    status = json.loads(pod["metadata"]["annotations"]["statecar.io/status"])
+    assert status == {
+        "appId": "cart",
+        "configHash": "abc123",
+        "image": "ghcr.io/statecar/statecar:0.1.0",
+        "version": "0.1.0",
+    }
+    assert pod["metadata"]["labels"] == {"statecar.io/injected": "true"}
+
+
+def test_a_container_added_after_injection_gets_the_env_on_reinvocation() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    apply_injection(pod, plan_for(pod))
+    pod["spec"]["containers"].append({"name": "late", "image": "example/late:1"})
+    apply_injection(pod, plan_for(pod))
+    late = pod["spec"]["containers"][1]
+    assert {e["name"] for e in late["env"]} == {"DAPR_HTTP_PORT", "STATECAR_HTTP_PORT"}
+
+
+def test_an_unknown_key_names_the_closest_known_one() -> None:
+    with pytest.raises(InjectionError) as caught:
+        plan_for(annotated_pod(**{"statecar.io/sidecar-cpu-limits": "1"}))
+    assert "did you mean statecar.io/sidecar-cpu-limit?" in str(caught.value)
+
+
+def test_an_unknown_key_far_from_any_known_one_lists_them() -> None:
+    with pytest.raises(InjectionError) as caught:
+        plan_for(annotated_pod(**{"statecar.io/zzz": "1"}))
+    assert "known: statecar.io/api-token-secret" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "fragment"),
+    [
+        ("statecar.io/http-port", "0", "not a port number (1-65535)"),
+        ("statecar.io/metrics-port", "3500", "must differ"),
+        ("statecar.io/api-token-secret", "Not_A_Secret", "must name a Secret"),
+        ("statecar.io/api-token-secret", "tok:bad key", "not a valid Secret key"),
+        ("statecar.io/sidecar-image", "has space", "not an image reference"),
+        ("statecar.io/http-max-request-size", "0", "must be above 0"),
+        ("statecar.io/http-max-request-size", "lots", "neither a number of megabytes"),
+        ("statecar.io/components", "Orders", "not a component name"),
+        ("statecar.io/components", " , ", "names no component"),
+        ("statecar.io/env", "NOVALUE", "is not NAME=value"),
+        ("statecar.io/env", "DAPR_HTTP_PORT=1", "use statecar.io/http-port"),
+        ("statecar.io/log-as-json", "maybe", "not a boolean"),
+        ("statecar.io/app-id", "has space", "must be letters, digits"),
+        ("statecar.io/sidecar-memory-request", "-1Mi", "is negative"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_annotation_named(
+    annotation: str, value: str, fragment: str
+) -> None:
+    with pytest.raises(InjectionError) as caught:
+        plan_for(annotated_pod(**{"statecar.io/app-id": "cart", annotation: value}))
+    message = str(caught.value)
+    assert fragment in message
+    assert annotation in message or annotation == "statecar.io/app-id"
+
+
+def test_max_body_accepts_dapr_megabytes_and_quantities() -> None:
+    assert (
+        plan_for(annotated_pod(**{"statecar.io/http-max-request-size": "4"})).max_body_bytes
+        == 4 << 20
+    )
+    assert (
+        plan_for(annotated_pod(**{"statecar.io/http-max-request-size": "512Ki"})).max_body_bytes
+        == 512 << 10
+    )
+
+
+def test_requested_components_that_do_not_exist_are_a_warning_not_an_error() -> None:
+    plan = plan_for(
+        annotated_pod(**{"statecar.io/components": "orders,later", "statecar.io/app-id": "cart"})
+    )
+    assert plan.components_in_scope == ("orders",)
+    assert plan.requested_components == ("orders", "later")
+    assert any("later" in w for w in plan.warnings)
+
+
+def test_a_component_of_another_namespace_is_not_in_scope() -> None:
+    other = parse_component(
+        {**DEFAULT_COMPONENTS[1], "metadata": {"name": "x", "namespace": "other"}}
+    )
+    decision = plan_injection(
+        annotated_pod(),
+        namespace="shop",
+        components_in_namespace=[other],
+        settings=SETTINGS,
+    )
+    assert isinstance(decision, Skip)
+    assert decision.reason == "NoComponents"
+
+
+def test_a_pod_template_takes_its_app_id_from_the_owner_hint() -> None:
+    template = {
+        "metadata": {"labels": {"app": "web"}, "annotations": {"statecar.io/enabled": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
+    }
+    plan = plan_for(template, owner_name_hint="checkout")
+    assert plan.app_id == "checkout"
+
+
+def test_without_any_name_the_app_id_must_be_given() -> None:
+    template = {
+        "metadata": {"annotations": {"statecar.io/enabled": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
+    }
+    with pytest.raises(InjectionError, match="no app id"):
+        plan_for(template)
+
+
+def test_reserved_names_are_rejected() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    pod["spec"]["containers"].append({"name": "statecar", "image": "x"})
+    pod["spec"]["volumes"] = [{"name": "statecar-wiring", "configMap": {"name": "mine"}}]
+    with pytest.raises(InjectionError) as caught:
+        plan_for(pod)
+    assert len(caught.value.problems) == 2

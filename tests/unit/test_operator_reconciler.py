@@ -1,0 +1,426 @@
+"""
+The reconciler against an in-memory API server: wiring rendered, secrets resolved (and missing),
+statuses written only on change, the last component's deletion removing the Secret, and no write
+at all from a replica that does not hold the Lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import itertools
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from statecar_contract.components import ResolvedComponent
+from statecar_contract.wiring import WIRING_FILE, decode
+from statecar_operator.catalog import ComponentEntry, component_entry
+from statecar_operator.conditions import Reachability
+from statecar_operator.events import EventRecorder, EventType, ObjectRef
+from statecar_operator.kube import ConflictError
+from statecar_operator.reconciler import Reconciler, View
+
+UP = Reachability("True", "Reachable", "answers PING")
+DOWN = Reachability("False", "ConnectionRefused", "refuses connections")
+
+
+class FakeCluster:
+    """Secrets and component statuses, with uids and resourceVersions like the API server's."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes: list[str] = []
+        self._ids = itertools.count(1)
+
+    def put_secret(
+        self, namespace: str, name: str, data: Mapping[str, str], **metadata: Any
+    ) -> None:
+        self.secrets[(namespace, name)] = {
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": f"u{next(self._ids)}",
+                "resourceVersion": "1",
+                **metadata,
+            },
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.secrets.get((namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.secrets:
+            raise ConflictError(409, "AlreadyExists", "exists")
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"].update(uid=f"u{next(self._ids)}", resourceVersion="1")
+        self.secrets[key] = stored
+        self.writes.append(f"create {key[1]}")
+        return copy.deepcopy(stored)
+
+    async def replace_secret(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        current = self.secrets[(namespace, name)]
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise ConflictError(409, "Conflict", "stale")
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"]["uid"] = current["metadata"]["uid"]
+        stored["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
+        self.secrets[(namespace, name)] = stored
+        self.writes.append(f"replace {name}")
+        return copy.deepcopy(stored)
+
+    async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        current = self.secrets.get((namespace, name))
+        if current is not None and (uid is None or current["metadata"]["uid"] == uid):
+            del self.secrets[(namespace, name)]
+            self.writes.append(f"delete {name}")
+
+    async def patch_component_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        self.statuses[(namespace, name)] = copy.deepcopy(dict(status))
+        self.writes.append(f"status {name}")
+
+    def wiring(self, namespace: str = "shop") -> list[ResolvedComponent]:
+        body = self.secrets[(namespace, "statecar-wiring")]
+        return list(decode(base64.b64decode(body["data"][WIRING_FILE])).components)
+
+    def condition(self, name: str, kind: str, namespace: str = "shop") -> dict[str, Any]:
+        return next(c for c in self.statuses[(namespace, name)]["conditions"] if c["type"] == kind)
+
+
+class RecordingEvents(EventRecorder):
+    def __init__(self) -> None:
+        super().__init__(instance="test", min_interval=0)
+        self.recorded: list[tuple[str, EventType, str, str]] = []
+
+    def record(self, ref: ObjectRef, *, type: EventType, reason: str, message: str) -> bool:
+        self.recorded.append((ref.name, type, reason, message))
+        return super().record(ref, type=type, reason=reason, message=message)
+
+
+def component(
+    name: str, spec: dict[str, Any], *, uid: str | None = None, generation: int = 1
+) -> ComponentEntry:
+    return component_entry(
+        {
+            "apiVersion": "statecar.io/v1alpha1",
+            "kind": "StateStoreComponent",
+            "metadata": {
+                "name": name,
+                "namespace": "shop",
+                "uid": uid or f"uid-{name}",
+                "generation": generation,
+            },
+            "spec": spec,
+        }
+    )
+
+
+ORDERS = {
+    "type": "state.redis",
+    "metadata": [
+        {"name": "redisHost", "value": "redis:6379"},
+        {"name": "redisPassword", "secretKeyRef": {"name": "redis-auth", "key": "password"}},
+    ],
+    "concurrency": "first-write",
+}
+SESSIONS = {"type": "state.in-memory"}
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.cluster = FakeCluster()
+        self.components: dict[str, list[ComponentEntry]] = {"shop": []}
+        self.reach: dict[str, Reachability] = {}
+        self.leader = True
+        self.warm = True
+        self.events = RecordingEvents()
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+        self.reconciler = Reconciler(
+            api=self.cluster,
+            view=View(
+                components=lambda ns: self.components.get(ns, []),
+                component_namespaces=lambda: {ns for ns, items in self.components.items() if items},
+                wiring_namespaces=lambda: {
+                    ns for ns, name in self.cluster.secrets if name == "statecar-wiring"
+                },
+            ),
+            measure=self.measure,
+            events=self.events,
+            is_leader=lambda: self.leader,
+            is_warm=lambda: self.warm,
+            resync_interval=3600,
+            clock=lambda: self.now,
+        )
+
+    async def measure(self, resolved: ResolvedComponent) -> Reachability:
+        return self.reach.get(resolved.name, UP)
+
+    def set_components(self, *entries: ComponentEntry) -> None:
+        # What kopf's index would hold, including the statuses written so far.
+        self.components["shop"] = [
+            ComponentEntry(
+                **{**e.__dict__, "status": self.cluster.statuses.get(("shop", e.name), {})}
+            )
+            for e in entries
+        ]
+
+    async def reconcile(self) -> None:
+        self.set_components(*self.components["shop"])
+        await self.reconciler.reconcile_namespace("shop")
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+async def test_components_are_rendered_into_the_wiring_with_secrets_resolved(h: Harness) -> None:
+    h.cluster.put_secret("shop", "redis-auth", {"password": "s3cret"})
+    h.set_components(component("orders", ORDERS), component("sessions", SESSIONS))
+    await h.reconcile()
+
+    wiring = {c.name: c for c in h.cluster.wiring()}
+    assert wiring["orders"].metadata == {"redisHost": "redis:6379", "redisPassword": "s3cret"}
+    assert wiring["orders"].concurrency == "first-write"
+    assert set(wiring) == {"orders", "sessions"}
+    assert h.cluster.condition("orders", "Ready")["status"] == "True"
+    assert h.cluster.condition("orders", "SecretsResolved")["reason"] == "Resolved"
+    status = h.cluster.statuses[("shop", "orders")]
+    assert status["observedGeneration"] == 1
+    secret = h.cluster.secrets[("shop", "statecar-wiring")]
+    assert status["configHash"] == secret["metadata"]["annotations"]["statecar.io/config-hash"]
+    assert ("orders", "Normal", "WiringUpdated") in [e[:3] for e in h.events.recorded]
+
+
+async def test_nothing_is_written_when_nothing_changed(h: Harness) -> None:
+    h.cluster.put_secret("shop", "redis-auth", {"password": "s3cret"})
+    h.set_components(component("orders", ORDERS))
+    await h.reconcile()
+    h.cluster.writes.clear()
+    h.now += timedelta(minutes=1)
+    await h.reconcile()
+    assert h.cluster.writes == []
+
+
+async def test_a_missing_secret_is_a_condition_and_an_event_not_a_crash(h: Harness) -> None:
+    h.set_components(component("orders", ORDERS), component("sessions", SESSIONS))
+    await h.reconcile()
+    resolved = h.cluster.condition("orders", "SecretsResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", "SecretNotFound")
+    assert "redis-auth" in resolved["message"]
+    assert "spec.metadata[1] (redisPassword)" in resolved["message"]
+    assert h.cluster.condition("orders", "Ready")["status"] == "False"
+    assert [c.name for c in h.cluster.wiring()] == ["sessions"]  # the others still work
+    assert ("orders", "Warning", "SecretNotFound") in [e[:3] for e in h.events.recorded]
+
+
+async def test_a_missing_key_lists_the_keys_there_are(h: Harness) -> None:
+    h.cluster.put_secret("shop", "redis-auth", {"pass": "x"})
+    h.set_components(component("orders", ORDERS))
+    await h.reconcile()
+    resolved = h.cluster.condition("orders", "SecretsResolved")
+    assert resolved["reason"] == "SecretKeyNotFound"
+    assert "(keys: pass)" in resolved["message"]
+
+
+async def test_a_rotated_password_reaches_the_wiring(h: Harness) -> None:
+    h.cluster.put_secret("shop", "redis-auth", {"password": "old"})
+    h.set_components(component("orders", ORDERS))
+    await h.reconcile()
+    first_hash = h.cluster.statuses[("shop", "orders")]["configHash"]
+    h.cluster.put_secret("shop", "redis-auth", {"password": "new"})
+    await h.reconcile()
+    assert h.cluster.wiring()[0].metadata["redisPassword"] == "new"
+    assert h.cluster.statuses[("shop", "orders")]["configHash"] != first_hash
+
+
+async def test_the_salt_survives_updates(h: Harness) -> None:
+    h.set_components(component("sessions", SESSIONS))
+    await h.reconcile()
+    salt = h.cluster.secrets[("shop", "statecar-wiring")]["metadata"]["annotations"][
+        "statecar.io/wiring-salt"
+    ]
+    h.set_components(component("sessions", SESSIONS), component("other", SESSIONS))
+    await h.reconcile()
+    after = h.cluster.secrets[("shop", "statecar-wiring")]["metadata"]["annotations"][
+        "statecar.io/wiring-salt"
+    ]
+    assert after == salt
+
+
+async def test_deleting_the_last_component_deletes_the_wiring(h: Harness) -> None:
+    h.set_components(component("sessions", SESSIONS))
+    await h.reconcile()
+    assert ("shop", "statecar-wiring") in h.cluster.secrets
+    h.set_components()
+    await h.reconcile()
+    assert ("shop", "statecar-wiring") not in h.cluster.secrets
+
+
+async def test_a_component_being_deleted_leaves_the_wiring(h: Harness) -> None:
+    h.set_components(component("sessions", SESSIONS), component("other", SESSIONS))
+    await h.reconcile()
+    going = component("other", SESSIONS)
+    h.set_components(
+        component("sessions", SESSIONS), ComponentEntry(**{**going.__dict__, "deleting": True})
+    )
+    await h.reconcile()
+    assert [c.name for c in h.cluster.wiring()] == ["sessions"]
+
+
+async def test_a_foreign_secret_with_our_name_is_never_overwritten(h: Harness) -> None:
+    h.cluster.put_secret("shop", "statecar-wiring", {"mine": "yes"})
+    h.set_components(component("sessions", SESSIONS))
+    await h.reconcile()
+    assert h.cluster.secrets[("shop", "statecar-wiring")]["data"] == {
+        "mine": base64.b64encode(b"yes").decode()
+    }
+    ready = h.cluster.condition("sessions", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "WiringConflict")
+    h.set_components()
+    await h.reconcile()
+    assert ("shop", "statecar-wiring") in h.cluster.secrets  # not ours to delete either
+
+
+async def test_an_invalid_component_is_reported_and_kept_out_of_the_wiring(h: Harness) -> None:
+    bad = component(
+        "bad", {"type": "state.redis", "metadata": [{"name": "redisHots", "value": "x"}]}
+    )
+    h.set_components(bad, component("sessions", SESSIONS))
+    await h.reconcile()
+    valid = h.cluster.condition("bad", "Valid")
+    assert valid["status"] == "False"
+    assert "redisHots" in valid["message"]
+    assert [c.name for c in h.cluster.wiring()] == ["sessions"]
+
+
+async def test_backend_reachability_flips_and_keeps_transition_times(h: Harness) -> None:
+    h.set_components(component("sessions", SESSIONS))
+    await h.reconcile()
+    up_since = h.cluster.condition("sessions", "BackendReachable")["lastTransitionTime"]
+    h.now += timedelta(minutes=1)
+    h.reach["sessions"] = DOWN
+    await h.reconcile()
+    down = h.cluster.condition("sessions", "BackendReachable")
+    assert (down["status"], down["reason"]) == ("False", "ConnectionRefused")
+    assert down["lastTransitionTime"] != up_since
+    assert h.cluster.condition("sessions", "Valid")["lastTransitionTime"] == up_since
+    assert ("sessions", "Warning", "ConnectionRefused") in [e[:3] for e in h.events.recorded]
+    h.reach["sessions"] = UP
+    await h.reconcile()
+    assert h.cluster.condition("sessions", "BackendReachable")["status"] == "True"
+
+
+async def test_a_stale_index_does_not_cause_a_second_write(h: Harness) -> None:
+    h.set_components(component("sessions", SESSIONS))
+    await h.reconciler.reconcile_namespace("shop")  # index keeps the empty status (stale)
+    h.cluster.writes.clear()
+    h.now += timedelta(minutes=1)
+    await h.reconciler.reconcile_namespace("shop")
+    assert h.cluster.writes == []
+
+
+async def test_a_follower_writes_nothing(h: Harness) -> None:
+    h.leader = False
+    h.set_components(component("sessions", SESSIONS))
+    await h.reconcile()
+    assert h.cluster.writes == []
+
+
+async def test_watch_events_mark_namespaces_only_when_something_relevant_changed(
+    h: Harness,
+) -> None:
+    entry = component("sessions", SESSIONS)
+    h.reconciler.component_changed(entry, deleted=False)
+    assert h.reconciler._dirty == {"shop"}
+    h.reconciler._dirty.clear()
+    with_status = ComponentEntry(**{**entry.__dict__, "status": {"conditions": []}})
+    h.reconciler.component_changed(with_status, deleted=False)  # a status write: no news
+    assert h.reconciler._dirty == set()
+    h.reconciler.component_changed(component("sessions", SESSIONS, generation=2), deleted=False)
+    assert h.reconciler._dirty == {"shop"}
+    h.reconciler._dirty.clear()
+    h.reconciler.component_changed(entry, deleted=True)
+    assert h.reconciler._dirty == {"shop"}
+
+
+async def test_our_own_wiring_write_is_no_news_but_someone_elses_is(h: Harness) -> None:
+    h.set_components(component("sessions", SESSIONS))
+    await h.reconcile()
+    written = h.cluster.secrets[("shop", "statecar-wiring")]["metadata"]["annotations"][
+        "statecar.io/config-hash"
+    ]
+    h.reconciler._dirty.clear()
+    h.reconciler.wiring_secret_changed("shop", written, deleted=False)
+    assert h.reconciler._dirty == set()
+    h.reconciler.wiring_secret_changed("shop", "edited", deleted=False)
+    assert h.reconciler._dirty == {"shop"}
+    h.reconciler._dirty.clear()
+    h.reconciler.wiring_secret_changed("shop", written, deleted=True)
+    assert h.reconciler._dirty == {"shop"}
+
+
+async def test_the_loop_reconciles_marked_namespaces_while_leading(h: Harness) -> None:
+    h.set_components(component("sessions", SESSIONS))
+    task = asyncio.create_task(h.reconciler.run())
+    try:
+        h.reconciler.mark("shop")
+        for _ in range(100):
+            if ("shop", "statecar-wiring") in h.cluster.secrets:
+                break
+            await asyncio.sleep(0.02)
+        assert ("shop", "statecar-wiring") in h.cluster.secrets
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_nothing_happens_before_every_component_is_indexed(h: Harness) -> None:
+    # A wiring Secret whose components are not indexed yet must not look orphaned.
+    h.cluster.put_secret(
+        "shop",
+        "statecar-wiring",
+        {"components.json": "{}"},
+        labels={"app.kubernetes.io/managed-by": "statecar"},
+    )
+    h.warm = False
+    task = asyncio.create_task(h.reconciler.run())
+    try:
+        h.reconciler.mark("shop")
+        await asyncio.sleep(0.3)
+        assert h.cluster.writes == []
+        h.set_components(component("sessions", SESSIONS))
+        h.warm = True
+        for _ in range(100):
+            if h.cluster.writes:
+                break
+            await asyncio.sleep(0.02)
+        assert h.cluster.writes[0] == "replace statecar-wiring"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_conflict_marks_the_namespace_again(h: Harness) -> None:
+    h.set_components(component("sessions", SESSIONS))
+
+    async def conflict(namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        raise ConflictError(409, "AlreadyExists", "raced")
+
+    h.cluster.create_secret = conflict  # type: ignore[method-assign]  # another writer wins the race
+    h.reconciler.mark("shop")
+    await h.reconciler.run_pass()
+    assert h.reconciler._dirty == {"shop"}
