@@ -51,9 +51,10 @@ def _default_ttl(component: ResolvedComponent) -> int | None:
 
 
 class ComponentRuntime:
-    def __init__(self, *, app_id: str, namespace: str | None) -> None:
+    def __init__(self, *, app_id: str, namespace: str | None, only: tuple[str, ...] = ()) -> None:
         self.app_id = app_id
         self.namespace = namespace
+        self.only = frozenset(only)
         self.stores: dict[str, BoundStore] = {}
         self.last_reload_error: str | None = None
         self.failures: dict[str, str] = {}
@@ -88,7 +89,11 @@ class ComponentRuntime:
         that fails keeps its previous version serving (or stays absent if it is new) and is
         reported by name; it is retried on the next poll.
         """
-        wanted = {c.name: c for c in components if c.in_scope(self.app_id)}
+        wanted = {
+            c.name: c
+            for c in components
+            if c.in_scope(self.app_id) and (not self.only or c.name in self.only)
+        }
         new: dict[str, BoundStore] = {}
         failures: dict[str, str] = {}
         for name, component in wanted.items():

@@ -86,7 +86,9 @@ async def serve_until(
     settings: SidecarSettings, stop: asyncio.Event, *, ready: Callable[[], None] | None = None
 ) -> int:
     """Serve until `stop` is set; `ready` is called once both ports accept connections."""
-    runtime = ComponentRuntime(app_id=settings.app_id, namespace=settings.namespace)
+    runtime = ComponentRuntime(
+        app_id=settings.app_id, namespace=settings.namespace, only=settings.components
+    )
     metrics = Metrics(settings.app_id)
     reloader = Reloader(runtime, component_source(settings), settings.reload_interval)
     try:

@@ -39,6 +39,9 @@ class SidecarSettings:
     log_level: str = "info"
     log_json: bool = False
     reload_interval: float = 1.0
+    #: The subset of the namespace's components this app asked for (`statecar.io/components`);
+    #: empty means every component in scope.
+    components: tuple[str, ...] = ()
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def with_overrides(self, **changes: Any) -> SidecarSettings:
@@ -82,6 +85,9 @@ def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
         max_body_bytes=_int(environ, env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
         log_level=(environ.get(env.LOG_LEVEL) or "info").lower(),
         log_json=_bool(environ, env.LOG_JSON),
+        components=tuple(
+            name.strip() for name in (environ.get(env.COMPONENTS) or "").split(",") if name.strip()
+        ),
         # Locally, a secretKeyRef {name, key} resolves from the env var <NAME>_<KEY> (see loader).
         secrets={
             k: v for k, v in environ.items() if not k.startswith(("STATECAR_API", "DAPR_API"))

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from statecar_contract.components import ResolvedComponent
-from statecar_sidecar.app import create_app
+from statecar_sidecar.app import create_app, create_ops_app
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
@@ -45,7 +45,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_save_then_get_returns_the_exact_json_and_an_etag(client: httpx.AsyncClient) -> None:
-    assert (await client.post("/v1.0/state/statestore", content=b'[{"key":"k","value":1}]')).status_code == 204
+    assert (
+        await client.post("/v1.0/state/statestore", content=b'[{"key":"k","value":1}]')
+    ).status_code == 204
     answer = await client.get("/v1.0/state/statestore/k")
     assert answer.status_code == 200
     assert answer.content == b"1"
@@ -53,20 +55,28 @@ async def test_save_then_get_returns_the_exact_json_and_an_etag(client: httpx.As
     assert answer.headers["content-type"] == "application/json"
 
 
-async def test_trailing_slash_and_double_slashes_route_like_daprd(client: httpx.AsyncClient) -> None:
-    assert (await client.post("/v1.0/state/statestore/", json=[{"key": "a", "value": 2}])).status_code == 204
+async def test_trailing_slash_and_double_slashes_route_like_daprd(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (
+        await client.post("/v1.0/state/statestore/", json=[{"key": "a", "value": 2}])
+    ).status_code == 204
     assert (await client.get("/v1.0//state/statestore/a")).content == b"2"
 
 
 async def test_unknown_route_is_a_dapr_style_404(client: httpx.AsyncClient) -> None:
-    for method, path in [("GET", "/v1.0/state/statestore"), ("GET", "/nowhere"), ("PATCH", "/v1.0/state/statestore/k")]:
+    for method, path in [
+        ("GET", "/v1.0/state/statestore"),
+        ("GET", "/nowhere"),
+        ("PATCH", "/v1.0/state/statestore/k"),
+    ]:
         answer = await client.request(method, path)
         assert answer.status_code == 404
         assert answer.json()["errorCode"] in {"ERR_DIRECT_INVOKE", "ERR_NOT_FOUND"}
 
 
 async def test_no_store_configured_is_500_not_configured() -> None:
-    client, runtime = await make_client(components=())
+    client, _runtime = await make_client(components=())
     answer = await client.get("/v1.0/state/statestore/k")
     assert answer.status_code == 500
     body = answer.json()
@@ -100,7 +110,10 @@ async def test_health_is_204_when_every_store_answers(client: httpx.AsyncClient)
     assert (await client.get("/v1.0/healthz")).status_code == 204
     assert (await client.get("/v1.0/healthz/outbound")).status_code == 204
     mismatch = await client.get("/v1.0/healthz", params={"appid": "someone-else"})
-    assert (mismatch.status_code, mismatch.json()["errorCode"]) == (500, "ERR_HEALTH_APPID_NOT_MATCH")
+    assert (mismatch.status_code, mismatch.json()["errorCode"]) == (
+        500,
+        "ERR_HEALTH_APPID_NOT_MATCH",
+    )
 
 
 class _DownStore(StateStore):
@@ -127,20 +140,30 @@ class _DownStore(StateStore):
         return None
 
 
-async def test_a_backend_that_is_down_gives_clear_5xx_and_unhealthy(client: httpx.AsyncClient) -> None:
+async def test_a_backend_that_is_down_gives_clear_5xx_and_unhealthy(
+    client: httpx.AsyncClient,
+) -> None:
     runtime = ComponentRuntime(app_id="myapp", namespace=None)
     from statecar_sidecar.runtime import BoundStore
 
-    runtime.stores = {"down": BoundStore("down", ResolvedComponent("down", "state.redis"), _DownStore(), "myapp||", None)}
+    runtime.stores = {
+        "down": BoundStore(
+            "down", ResolvedComponent("down", "state.redis"), _DownStore(), "myapp||", None
+        )
+    }
     app = create_app(runtime, Metrics("myapp"), api_token=None, max_body_bytes=1024)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as down:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://s"
+    ) as down:
         answer = await down.get("/v1.0/state/down/k")
         assert answer.status_code == 500
         assert answer.json() == {
             "errorCode": "ERR_STATE_GET",
             "message": "fail to get k from state store down: redis at 10.0.0.1:6379 is unavailable: connection refused",
         }
-        assert (await down.post("/v1.0/state/down", json=[{"key": "k", "value": 1}])).json()["errorCode"] == "ERR_STATE_SAVE"
+        assert (await down.post("/v1.0/state/down", json=[{"key": "k", "value": 1}])).json()[
+            "errorCode"
+        ] == "ERR_STATE_SAVE"
         health = await down.get("/v1.0/healthz")
         assert health.status_code == 500
         assert "down: redis at 10.0.0.1:6379" in health.json()["message"]
@@ -149,12 +172,18 @@ async def test_a_backend_that_is_down_gives_clear_5xx_and_unhealthy(client: http
         assert (tx.status_code, tx.json()["errorCode"]) == (500, "ERR_STATE_STORE_NOT_SUPPORTED")
         assert tx.json()["details"][2]["reason"] == "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED"
         query = await down.post("/v1.0-alpha1/state/down/query", json={})
-        assert (query.status_code, query.json()["errorCode"]) == (500, "ERR_STATE_STORE_NOT_SUPPORTED")
+        assert (query.status_code, query.json()["errorCode"]) == (
+            500,
+            "ERR_STATE_STORE_NOT_SUPPORTED",
+        )
 
 
 # -- the API token -------------------------------------------------------------------------------
 
-async def test_token_is_required_everywhere_but_the_two_health_gets(caplog: pytest.LogCaptureFixture) -> None:
+
+async def test_token_is_required_everywhere_but_the_two_health_gets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     client, runtime = await make_client(token=TOKEN)
     for method, path in [
@@ -182,6 +211,7 @@ async def test_token_is_required_everywhere_but_the_two_health_gets(caplog: pyte
 
 # -- body limit ----------------------------------------------------------------------------------
 
+
 async def test_oversized_bodies_are_413_and_the_app_keeps_serving() -> None:
     client, runtime = await make_client(max_body=1000)
     big = b'[{"key":"k","value":"' + b"x" * 2000 + b'"}]'
@@ -195,7 +225,9 @@ async def test_oversized_bodies_are_413_and_the_app_keeps_serving() -> None:
 
     streamed = await client.post("/v1.0/state/statestore/bulk", content=chunks())
     assert streamed.status_code == 413
-    assert (await client.post("/v1.0/state/statestore", json=[{"key": "k", "value": 1}])).status_code == 204
+    assert (
+        await client.post("/v1.0/state/statestore", json=[{"key": "k", "value": 1}])
+    ).status_code == 204
     await client.aclose()
     await runtime.close()
 
@@ -213,15 +245,53 @@ async def test_nan_is_not_json(client: httpx.AsyncClient) -> None:
 
 async def test_query_metadata_applies_to_every_item(client: httpx.AsyncClient) -> None:
     body = [{"key": "a", "value": 1}, {"key": "b", "value": 2, "metadata": {"ttlInSeconds": "5"}}]
-    assert (await client.post("/v1.0/state/statestore?metadata.ttlInSeconds=100", json=body)).status_code == 204
+    assert (
+        await client.post("/v1.0/state/statestore?metadata.ttlInSeconds=100", json=body)
+    ).status_code == 204
     for key in ("a", "b"):
-        assert "metadata.ttlexpiretime" in (await client.get(f"/v1.0/state/statestore/{key}")).headers
+        assert (
+            "metadata.ttlexpiretime" in (await client.get(f"/v1.0/state/statestore/{key}")).headers
+        )
 
 
 async def test_metrics_count_requests_under_daprd_names() -> None:
-    client, runtime = await make_client()
-    await client.get("/v1.0/state/statestore/k")
-    app_metrics = client._transport.app.user_middleware  # type: ignore[attr-defined]
-    assert app_metrics  # the fast path is installed as middleware
-    await client.aclose()
+    runtime = ComponentRuntime(app_id="myapp", namespace=None)
+    await runtime.apply([ResolvedComponent("statestore", "state.in-memory")])
+    metrics = Metrics("myapp")
+    app = create_app(runtime, metrics, api_token=None, max_body_bytes=1024)
+    ops = create_ops_app(app.state.health, metrics)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://s"
+    ) as api:
+        await api.post("/v1.0/state/statestore", json=[{"key": "k", "value": 1}])
+        await api.get("/v1.0/state/statestore/k")
+        await api.get("/v1.0/state/statestore/k")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ops), base_url="http://o"
+    ) as scrape:
+        text = (await scrape.get("/metrics")).text
+    get_count = (
+        'dapr_http_server_request_count_total{app_id="myapp",method="GET",'
+        'path="/v1.0/state/{storeName}/{key}",status="200"} 2.0'
+    )
+    assert get_count in text
+    assert (
+        'dapr_component_state_count_total{app_id="myapp",component="statestore",'
+        'operation="set",success="true"} 1.0'
+    ) in text
+    assert "dapr_component_state_latencies_bucket" in text
+    assert "dapr_http_server_latency_bucket" in text
+    await runtime.close()
+
+
+async def test_only_the_requested_components_and_those_in_scope_are_served() -> None:
+    runtime = ComponentRuntime(app_id="myapp", namespace=None, only=("a", "c"))
+    await runtime.apply(
+        [
+            ResolvedComponent("a", "state.in-memory"),
+            ResolvedComponent("b", "state.in-memory"),
+            ResolvedComponent("c", "state.in-memory", scopes=("someone-else",)),
+        ]
+    )
+    assert sorted(runtime.stores) == ["a"]
     await runtime.close()
