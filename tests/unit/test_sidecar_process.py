@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
+from tests.support.sidecar import SidecarProcess, free_port
 
 from statecar_contract import wiring
 from statecar_contract.components import ResolvedComponent
-from tests.support.sidecar import SidecarProcess, free_port
 
 STATECAR = [sys.executable, "-m", "statecar_cli.main"]
 
