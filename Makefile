@@ -19,7 +19,8 @@ typecheck:
 	MYPYPATH=contract:sidecar:operator:cli $(PYTHON) -m mypy --strict -p statecar_contract -p statecar_sidecar -p statecar_operator -p statecar_cli
 
 imports:
-	lint-imports
+	# The console script sits beside the interpreter, whatever PATH says.
+	"$$($(PYTHON) -c 'import sys, pathlib; print(pathlib.Path(sys.executable).parent / "lint-imports")')"
 
 unit:
 	$(PYTHON) -m pytest -q tests/unit
