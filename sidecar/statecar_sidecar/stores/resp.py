@@ -570,9 +570,9 @@ class Client:
     Nothing connects in ``__init__``. The first call connects, and so does any call made after
     the shared connection was closed or lost: through Sentinel again when configured, checking
     that ``ROLE`` is ``master``. Concurrent callers share one attempt. After a failed attempt,
-    calls fail at once with ``RedisUnavailableError`` for a short backoff (50 ms doubling to
-    0.5 s). So while Redis is down no call waits longer than ``connect_timeout``, and the
-    process recovers on its own when Redis returns.
+    the next one waits out a short backoff (50 ms doubling to 0.5 s) and callers wait for it.
+    So while Redis is down no call waits longer than the backoff plus ``connect_timeout``, the
+    first call after Redis returns succeeds, and the process recovers on its own.
 
     Errors: ``RedisUnavailableError`` when no connection can be had or it broke (credentials
     rejected while connecting included: the store is just as unusable); ``ReplyError`` for error
@@ -757,20 +757,21 @@ class Client:
         task = self._connecting
         if task is None:
             loop = asyncio.get_running_loop()
-            now = loop.time()
-            if self._last_error is not None and now < self._retry_at:
-                raise RedisUnavailableError(
-                    f"{self._last_error} (next attempt in {self._retry_at - now:.2f} s)"
-                )
-            task = self._connecting = loop.create_task(self._connect_main())
+            # During the backoff a caller waits for the next attempt (at most _BACKOFF_MAX)
+            # rather than failing outright: failing fast would also fail the first requests
+            # after Redis is back, until the backoff ran out. Callers still share one attempt.
+            delay = max(0.0, self._retry_at - loop.time()) if self._last_error else 0.0
+            task = self._connecting = loop.create_task(self._connect_main(delay))
             # Fetch the outcome even if every caller was cancelled: no "never retrieved" noise.
             task.add_done_callback(_consume_task_result)
         # shield: one caller giving up must not cancel the attempt others are waiting for.
         return await asyncio.shield(task)
 
-    async def _connect_main(self) -> Connection:
+    async def _connect_main(self, delay: float = 0.0) -> Connection:
         loop = asyncio.get_running_loop()
         try:
+            if delay:
+                await asyncio.sleep(delay)
             conn = await self._open_master()
         except (RedisUnavailableError, ReplyError) as exc:
             self._backoff = (
