@@ -6,7 +6,8 @@ a webhook server needs readiness: kopf answers admission requests from its index
 waiting for them to be filled (its admission path does not wait on the `operator_indexed`
 toggle that resource handlers wait on; compare kopf `reactor/processing.py` with
 `engines/admission.py`). So `/readyz` is green only when every StateStoreComponent the API
-server listed has reached the index, and the webhook server has its certificate loaded.
+server listed has reached the index, and the webhook server listens with a certificate loaded.
+`/metrics` serves the webhook certificate's expiry and the caBundle repairs (`certificates`).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ async def serve(
     addr: str,
     port: int,
     details: Callable[[], Mapping[str, Any]] = dict,
+    metrics: Callable[[], str] | None = None,
 ) -> None:
-    """Serve the probes until cancelled."""
+    """Serve the probes (and `/metrics`, Prometheus' text format, when given) until cancelled."""
 
     async def healthz(request: web.Request) -> web.Response:
         # The loop answered, so the process is alive; details help a human reading it.
@@ -94,13 +96,23 @@ async def serve(
         body = {**readiness.report(), **details()}
         return web.json_response(body, status=200 if readiness.ready else 503)
 
+    async def prometheus(request: web.Request) -> web.Response:
+        assert metrics is not None  # only routed when given
+        # https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format
+        return web.Response(
+            body=metrics().encode(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    if metrics is not None:
+        app.add_routes([web.get("/metrics", prometheus)])
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, addr, port)
     await site.start()
-    logger.info("Serving /healthz and /readyz on %s:%d", addr, port)
+    logger.info("Serving /healthz, /readyz%s on %s:%d", ", /metrics" if metrics else "", addr, port)
     try:
         await asyncio.Event().wait()
     finally:

@@ -29,6 +29,7 @@ _JSON: Final = "application/json"
 #: Custom resources do not support strategic merge patches; kubernetes_asyncio would pick one
 #: for a dict body unless told (api_client.select_header_content_type).
 _MERGE_PATCH: Final = "application/merge-patch+json"
+_JSON_PATCH: Final = "application/json-patch+json"
 _RESPONSE_TYPES: Final = {200: "object", 201: "object", 202: "object"}
 
 
@@ -183,12 +184,115 @@ class Kube:
     def _lease_path(namespace: str, name: str) -> str:
         return _path("apis", "coordination.k8s.io", "v1", "namespaces", namespace, "leases", name)
 
+    # --- Webhook configurations (the caBundle the operator keeps; see `certificates`) ------------
+
+    async def read_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._request("GET", _webhook_configuration_path(kind, name))
+        except NotFoundError:
+            return None
+
+    async def patch_webhook_configuration(
+        self, kind: str, name: str, operations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """An RFC 6902 JSON patch; a failed `test` operation comes back as 422 (a KubeError)."""
+        return await self._request(
+            "PATCH",
+            _webhook_configuration_path(kind, name),
+            body=operations,
+            content_type=_JSON_PATCH,
+        )
+
+    # --- Watching one named object ----------------------------------------------------------------
+
+    async def watch_secret(
+        self, namespace: str, name: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[str]:
+        async for event in self._watch_named(
+            _path("api", "v1", "namespaces", namespace, "secrets"), name, timeout_seconds
+        ):
+            yield event
+
+    async def watch_webhook_configuration(
+        self, kind: str, name: str, *, timeout_seconds: int = 300
+    ) -> AsyncIterator[str]:
+        collection = _webhook_configuration_path(kind, None)
+        async for event in self._watch_named(collection, name, timeout_seconds):
+            yield event
+
+    async def _watch_named(
+        self, collection: str, name: str, timeout_seconds: int
+    ) -> AsyncIterator[str]:
+        """
+        The event types (ADDED, MODIFIED, DELETED) of one object until the server ends the watch.
+
+        Only a wake-up signal for a loop that then GETs the object: no resourceVersion to keep,
+        so a watch started without one (the API server first sends the object as ADDED) is
+        enough, and 410 Gone cannot happen. The `metadata.name` field selector is what lets RBAC
+        authorize a watch by `resourceNames`
+        (https://kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-resources).
+        """
+        query = [
+            ("watch", "true"),
+            ("fieldSelector", f"metadata.name={name}"),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("allowWatchBookmarks", "false"),
+        ]
+        try:
+            response = await self._api.call_api(
+                collection,
+                "GET",
+                query_params=query,
+                header_params={"Accept": _JSON},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                # Connect quickly or fail; the stream itself lasts until timeoutSeconds.
+                _request_timeout=(self._timeout, timeout_seconds + self._timeout),
+            )
+        except ApiException as exc:
+            raise _translate(exc) from None
+        try:
+            if not 200 <= response.status < 300:
+                # Unread responses are not checked by kubernetes_asyncio (rest.py): do it here.
+                error = ApiException(status=response.status, reason=response.reason)
+                error.body = (await response.read()).decode(errors="replace")
+                raise _translate(error)
+            while True:
+                line = await response.content.readline()
+                if not line:
+                    return
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                kind = str(event.get("type") or "")
+                if kind == "ERROR":
+                    status = event.get("object") or {}
+                    raise KubeError(
+                        int(status.get("code") or 0),
+                        str(status.get("reason") or ""),
+                        str(status.get("message") or ""),
+                    )
+                yield kind
+        finally:
+            # Closing (not releasing) drops the connection with the unread rest of the stream.
+            response.close()
+
     # --- Events ---------------------------------------------------------------------------------
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         await self._request(
             "POST", _path("api", "v1", "namespaces", namespace, "events"), body=dict(body)
         )
+
+
+def _webhook_configuration_path(kind: str, name: str | None) -> str:
+    plural = {
+        "MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",
+    }[kind]
+    segments = ["apis", "admissionregistration.k8s.io", "v1", plural]
+    return _path(*segments, *([name] if name is not None else []))
 
 
 def _translate(exc: ApiException) -> KubeError:

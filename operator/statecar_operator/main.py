@@ -8,8 +8,15 @@
 
 Running means, in one asyncio loop: kopf (watches, indexes, admission webhooks over TLS; every
 replica serves admission), the Lease elector, the reconciler (acts only while holding the
-Lease), the Event poster, and `/healthz` + `/readyz`. When any of them stops, all stop;
-SIGTERM makes kopf exit gracefully, and the Lease is handed back on the way out.
+Lease), the webhook certificate loop (`certificates`: every replica serves the current
+certificate; the Lease holder keeps the operator-managed CA and the caBundle), the Event
+poster, and `/healthz` + `/readyz` + `/metrics`. When any of them stops, all stop; SIGTERM
+makes kopf exit gracefully, and the Lease is handed back on the way out.
+
+The webhook certificate comes from one of three places, in this order: the Secret the operator
+manages (`STATECAR_OPERATOR_WEBHOOK_SECRET`, the chart's default), files
+(`STATECAR_OPERATOR_WEBHOOK_CERT`/`_KEY`, mounted by cert-manager or the user), or a throwaway
+self-signed pair (development).
 """
 
 from __future__ import annotations
@@ -17,25 +24,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import functools
 import logging
 import sys
 import tempfile
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import kopf
 import yaml
 
-from statecar_operator import __version__, handlers, health, kube, rbac, reachability, rendering
-from statecar_operator.certs import self_signed
+from statecar_operator import (
+    __version__,
+    certs,
+    handlers,
+    health,
+    kube,
+    rbac,
+    reachability,
+    rendering,
+)
+from statecar_operator.certificates import FileCertificates, ManagedCertificates
 from statecar_operator.events import EventRecorder
 from statecar_operator.leader import AlwaysLeader, LeaderElector
 from statecar_operator.reconciler import Reconciler
 from statecar_operator.runtime import Indexes, Runtime
 from statecar_operator.settings import OperatorSettings, SettingsError, env_variables
-from statecar_operator.webhook_server import StatecarWebhookServer
+from statecar_operator.webhook_server import LiveTLS, StatecarWebhookServer
 
 logger = logging.getLogger("statecar_operator")
 
@@ -55,6 +72,7 @@ def run(argv: Sequence[str]) -> int:
                     namespace=args.namespace,
                     service_account=args.service_account,
                     lease_name=args.lease_name,
+                    webhook_secret=args.webhook_secret,
                 ),
                 sort_keys=False,
             ),
@@ -97,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     rbac_cmd.add_argument("--namespace", default="statecar-system")
     rbac_cmd.add_argument("--service-account", default="statecar-operator")
     rbac_cmd.add_argument("--lease-name", default="statecar-operator")
+    rbac_cmd.add_argument(
+        "--webhook-secret",
+        help="with operator-managed webhook certificates: the Secret's name (adds its rules)",
+    )
     hooks = commands.add_parser("webhook-config", help="print the webhook configurations")
     target = hooks.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="https://host:port of the operator's webhook server")
@@ -132,56 +154,119 @@ def _print_webhook_config(args: argparse.Namespace) -> int:
 
 
 def build_webhook_server(
-    settings: OperatorSettings, readiness: health.Readiness, scratch: Path
+    settings: OperatorSettings, tls: LiveTLS, on_listening: Callable[[], None]
 ) -> StatecarWebhookServer:
-    """The HTTPS server: certificate files from settings, else a throwaway CA in `scratch`."""
-    cert, key, ca = settings.webhook_cert, settings.webhook_key, settings.webhook_ca or None
-    if not cert:
-        hosts = list(
-            dict.fromkeys([settings.webhook_host or "localhost", "localhost", "127.0.0.1"])
-        )
-        generated = self_signed(hosts)
-        (scratch / "tls.crt").write_bytes(generated.cert_pem)
-        (scratch / "tls.key").write_bytes(generated.key_pem)
-        (scratch / "ca.crt").write_bytes(generated.ca_pem)
-        cert, key, ca = str(scratch / "tls.crt"), str(scratch / "tls.key"), str(scratch / "ca.crt")
-        logger.warning(
-            "No STATECAR_OPERATOR_WEBHOOK_CERT: serving a self-signed certificate for %s", hosts
-        )
+    """The HTTPS server; its certificate is whatever `tls` holds (see `build_certificates`)."""
 
     def listening() -> None:
-        readiness.cert_loaded = True
         logger.info(
             "Webhook server listening on %s:%d", settings.webhook_addr, settings.webhook_port
         )
+        on_listening()
 
     return StatecarWebhookServer(
         on_listening=listening,
+        tls=tls,
         addr=settings.webhook_addr,
         port=settings.webhook_port,
         host=settings.webhook_host or None,
-        certfile=cert,
-        pkeyfile=key,
-        cafile=ca,
-        cadump=settings.webhook_ca_dump or None,
+    )
+
+
+def build_certificates(
+    settings: OperatorSettings,
+    *,
+    tls: LiveTLS,
+    scratch: Path,
+    api: kube.Kube,
+    events: EventRecorder,
+    is_leader: Callable[[], bool],
+) -> ManagedCertificates | FileCertificates:
+    """Where the webhook certificate comes from: the managed Secret, files, or self-signed."""
+    ca_dump = Path(settings.webhook_ca_dump) if settings.webhook_ca_dump else None
+    if settings.webhook_secret:
+        policy = certs.Policy(
+            names=certs.serving_names(settings.webhook_host, settings.extra_sans),
+            ca_validity=datetime.timedelta(seconds=settings.webhook_ca_validity),
+            serving_validity=datetime.timedelta(seconds=settings.webhook_cert_validity),
+            overlap=datetime.timedelta(seconds=settings.webhook_ca_overlap),
+            ca_renew_before=(
+                datetime.timedelta(seconds=settings.webhook_ca_renew_before)
+                if settings.webhook_ca_renew_before
+                else None
+            ),
+        )
+        logger.info(
+            "Webhook certificate: operator-managed in Secret %s/%s for %s",
+            settings.namespace,
+            settings.webhook_secret,
+            ", ".join(policy.names),
+        )
+        return ManagedCertificates(
+            api,
+            tls,
+            namespace=settings.namespace,
+            secret_name=settings.webhook_secret,
+            policy=policy,
+            is_leader=is_leader,
+            interval=settings.webhook_cert_sync,
+            events=events,
+            ca_dump=ca_dump,
+        )
+    if settings.webhook_cert:
+        return FileCertificates(
+            tls,
+            cert=Path(settings.webhook_cert),
+            key=Path(settings.webhook_key),
+            ca=Path(settings.webhook_ca) if settings.webhook_ca else None,
+            interval=settings.webhook_cert_sync,
+            ca_dump=ca_dump,
+        )
+    hosts = list(
+        dict.fromkeys(
+            [settings.webhook_host or "localhost", "localhost", "127.0.0.1", *settings.extra_sans]
+        )
+    )
+    generated = certs.self_signed(hosts)
+    (scratch / "tls.crt").write_bytes(generated.cert_pem)
+    (scratch / "tls.key").write_bytes(generated.key_pem)
+    (scratch / "ca.crt").write_bytes(generated.ca_pem)
+    logger.warning(
+        "No STATECAR_OPERATOR_WEBHOOK_SECRET or _CERT: serving a self-signed certificate for %s",
+        hosts,
+    )
+    return FileCertificates(
+        tls,
+        cert=scratch / "tls.crt",
+        key=scratch / "tls.key",
+        ca=scratch / "ca.crt",
+        interval=settings.webhook_cert_sync,
+        mode="self-signed",
+        ca_dump=ca_dump,
     )
 
 
 async def operate(settings: OperatorSettings) -> None:
     """Run until SIGTERM/SIGINT (returns) or until a part of the operator fails (raises)."""
-    readiness = health.Readiness()
     with tempfile.TemporaryDirectory(prefix="statecar-operator-") as scratch:
-        server = build_webhook_server(settings, readiness, Path(scratch))
         async with kube.connect() as api:
-            await _operate(settings, readiness, server, api)
+            await _operate(settings, Path(scratch), api)
 
 
-async def _operate(
-    settings: OperatorSettings,
-    readiness: health.Readiness,
-    server: StatecarWebhookServer,
-    api: kube.Kube,
-) -> None:
+async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) -> None:
+    readiness = health.Readiness()
+    listening = asyncio.Event()
+
+    def certificate_readiness() -> None:
+        # Ready to admit only once the server listens *and* has a certificate to present.
+        readiness.cert_loaded = listening.is_set() and tls.loaded
+
+    def on_listening() -> None:
+        listening.set()
+        certificate_readiness()
+
+    tls = LiveTLS(scratch, on_change=certificate_readiness)
+    server = build_webhook_server(settings, tls, on_listening)
     indexes = Indexes()
     events = EventRecorder(instance=settings.identity)
     elector: LeaderElector | AlwaysLeader
@@ -194,6 +279,19 @@ async def _operate(
         is_warm=lambda: readiness.indexes_warm,
         resync_interval=settings.resync_interval,
     )
+    certificates = build_certificates(
+        settings,
+        tls=tls,
+        scratch=scratch,
+        api=api,
+        events=events,
+        is_leader=lambda: elector.is_leader,
+    )
+
+    def leadership_changed(leading: bool) -> None:
+        reconciler.leadership_changed(leading)
+        certificates.wake()  # a new leader checks the Secret and the caBundle at once
+
     if settings.leader_election:
         elector = LeaderElector(
             api,
@@ -203,7 +301,7 @@ async def _operate(
             lease_duration=settings.lease_duration,
             renew_deadline=settings.renew_deadline,
             retry_period=settings.retry_period,
-            on_change=reconciler.leadership_changed,
+            on_change=leadership_changed,
         )
     else:
         elector = AlwaysLeader()
@@ -224,6 +322,7 @@ async def _operate(
             "leaseHolder": elector.holder,
             "reconcilePasses": reconciler.passes,
             "pendingEvents": events.pending(),
+            "webhookCertificate": certificates.condition(),
         }
 
     # Created before kopf starts: kopf.operator() treats tasks that exist when it starts as
@@ -231,9 +330,14 @@ async def _operate(
     parts: dict[str, Coroutine[Any, Any, None]] = {
         "leader election": elector.run(),
         "reconciler": reconciler.run(),
+        "webhook certificate loop": certificates.run(),
         "event poster": events.run(api),
         "health server": health.serve(
-            readiness, addr=settings.health_addr, port=settings.health_port, details=details
+            readiness,
+            addr=settings.health_addr,
+            port=settings.health_port,
+            details=details,
+            metrics=certificates.metrics,
         ),
     }
     tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts.items()}

@@ -131,6 +131,51 @@ class OperatorSettings:
         default="",
         metadata=_env("WEBHOOK_CA_DUMP", "write the CA bundle (caBundle) of the server here"),
     )
+    # Operator-managed certificates (see `certs` and `certificates`): the Lease holder keeps a
+    # CA and the serving certificate in this Secret and the caBundle in both configurations.
+    webhook_secret: str = field(
+        default="",
+        metadata=_env(
+            "WEBHOOK_SECRET",
+            "Secret (operator's namespace) of the operator-managed CA and serving certificate",
+        ),
+    )
+    webhook_extra_sans: str = field(
+        default="",
+        metadata=_env(
+            "WEBHOOK_EXTRA_SANS", "comma-separated extra DNS names/IPs of the serving certificate"
+        ),
+    )
+    webhook_ca_validity: float = field(
+        default=365 * 86400.0,
+        metadata=_env("WEBHOOK_CA_VALIDITY_SECONDS", "lifetime of a new CA (rotated at 1/3 left)"),
+    )
+    webhook_ca_renew_before: float = field(
+        default=0.0,
+        metadata=_env(
+            "WEBHOOK_CA_RENEW_BEFORE_SECONDS",
+            "rotate the CA this long before it expires; 0 = with 1/3 of its lifetime left",
+        ),
+    )
+    webhook_cert_validity: float = field(
+        default=90 * 86400.0,
+        metadata=_env(
+            "WEBHOOK_CERT_VALIDITY_SECONDS", "lifetime of a serving certificate (renewed at 1/3)"
+        ),
+    )
+    webhook_ca_overlap: float = field(
+        default=600.0,
+        metadata=_env(
+            "WEBHOOK_CA_OVERLAP_SECONDS", "each step of a CA rotation waits this long (old+new)"
+        ),
+    )
+    webhook_cert_sync: float = field(
+        default=10.0,
+        metadata=_env(
+            "WEBHOOK_CERT_SYNC_SECONDS",
+            "re-check certificate and caBundle at least this often (watches are immediate)",
+        ),
+    )
     health_addr: str = field(
         default="0.0.0.0",  # noqa: S104  # the kubelet probes from outside the pod
         metadata=_env("HEALTH_ADDR", "address of /healthz and /readyz"),
@@ -185,6 +230,44 @@ class OperatorSettings:
             )
         if self.resync_interval <= 0 or self.probe_timeout <= 0:
             raise SettingsError(ENV_PREFIX + "RESYNC_SECONDS", "intervals must be positive")
+        if self.webhook_secret and self.webhook_cert:
+            raise SettingsError(
+                ENV_PREFIX + "WEBHOOK_SECRET",
+                "either the operator manages the certificate (WEBHOOK_SECRET) or it is given "
+                "as files (WEBHOOK_CERT), not both",
+            )
+        for name, seconds in (
+            ("WEBHOOK_CA_VALIDITY_SECONDS", self.webhook_ca_validity),
+            ("WEBHOOK_CERT_VALIDITY_SECONDS", self.webhook_cert_validity),
+            ("WEBHOOK_CA_OVERLAP_SECONDS", self.webhook_ca_overlap),
+            ("WEBHOOK_CERT_SYNC_SECONDS", self.webhook_cert_sync),
+        ):
+            if not seconds > 0:
+                raise SettingsError(ENV_PREFIX + name, f"{seconds} is not a positive duration")
+        renew_before = self.webhook_ca_renew_before
+        if renew_before < 0 or (renew_before and not renew_before < self.webhook_ca_validity):
+            raise SettingsError(
+                ENV_PREFIX + "WEBHOOK_CA_RENEW_BEFORE_SECONDS",
+                "must be 0 or less than WEBHOOK_CA_VALIDITY_SECONDS",
+            )
+        if renew_before and renew_before <= 2 * self.webhook_ca_overlap:
+            # The two overlap steps of a rotation must be over before the old CA expires.
+            raise SettingsError(
+                ENV_PREFIX + "WEBHOOK_CA_RENEW_BEFORE_SECONDS",
+                "must be more than twice WEBHOOK_CA_OVERLAP_SECONDS",
+            )
+        if self.webhook_secret and self.webhook_ca_validity <= 6 * self.webhook_ca_overlap:
+            # A rotation starts with a third of the CA's lifetime left and takes two overlap
+            # steps: it must be over before the old CA expires.
+            raise SettingsError(
+                ENV_PREFIX + "WEBHOOK_CA_VALIDITY_SECONDS",
+                "must be more than six times WEBHOOK_CA_OVERLAP_SECONDS",
+            )
+
+    @property
+    def extra_sans(self) -> tuple[str, ...]:
+        """`WEBHOOK_EXTRA_SANS` as a list (e.g. 127.0.0.1 for an API server calling by URL)."""
+        return tuple(n.strip() for n in self.webhook_extra_sans.split(",") if n.strip())
 
 
 def env_variables() -> list[tuple[str, str, str]]:

@@ -200,6 +200,17 @@ BAD_VALUES = [
         "operator.leaderElection.leaseDurationSeconds",
     ),
     ("crds.keep", "yes", "crds.keep"),
+    ("webhook.certificates.syncSeconds", 0, "webhook.certificates.syncSeconds"),
+    (
+        "webhook.certificates.operator.caValiditySeconds",
+        60,
+        "webhook.certificates.operator.caValiditySeconds",
+    ),
+    (
+        "webhook.certificates.operator.extraSANs",
+        ["has space"],
+        "webhook.certificates.operator.extraSANs.0",
+    ),
     ("replicacount", 3, "replicacount"),  # a misspelt key is an error, not silently ignored
 ]
 
@@ -571,15 +582,27 @@ def test_the_operator_pod_is_locked_down(helm: Any) -> None:
     assert spec["enableServiceLinks"] is False
 
 
-def test_the_rbac_is_exactly_the_operators_documented_rbac(helm: Any) -> None:
+SECRET_MODE = {
+    "webhook__certificates__mode": "secret",
+    "webhook__certificates__secret": {"name": "my-tls", "caBundle": "QQ=="},
+}
+
+
+@pytest.mark.parametrize("mode", ["operator", "secret"])
+def test_the_rbac_is_exactly_the_operators_documented_rbac(helm: Any, mode: str) -> None:
     from statecar_operator import rbac
 
-    objects = render(helm, operator__leaderElection__leaseName="my-lease")
+    sets: dict[str, Any] = SECRET_MODE if mode == "secret" else {}
+    objects = render(helm, operator__leaderElection__leaseName="my-lease", **sets)
     service_account = only(objects, "ServiceAccount")["metadata"]["name"]
     options: dict[str, Any] = {
         "namespace": NAMESPACE,
         "service_account": service_account,
         "lease_name": "my-lease",
+        # Only the operator-managed mode needs the certificate Secret and caBundle rules.
+        "webhook_secret": container_env(only(objects, "Deployment")).get(
+            "STATECAR_OPERATOR_WEBHOOK_SECRET"
+        ),
     }
     accepted = inspect.signature(rbac.manifests).parameters
     documented = {
@@ -679,6 +702,34 @@ def test_secret_mode_and_an_outside_url_serve_an_operator_outside_the_cluster(he
     )
 
 
+def test_operator_mode_passes_the_certificate_settings_and_the_urls_host(helm: Any) -> None:
+    from statecar_operator.settings import OperatorSettings
+
+    objects = render(
+        helm,
+        webhook__url="https://127.0.0.1:9443/",
+        webhook__certificates__operator__extraSANs=["hook.example"],
+        webhook__certificates__operator__rotationOverlapSeconds=2.5,
+    )
+    env = container_env(only(objects, "Deployment"))
+    # An operator reached by URL must present a certificate for the URL's host.
+    assert env["STATECAR_OPERATOR_WEBHOOK_EXTRA_SANS"] == "hook.example,127.0.0.1"
+    settings = OperatorSettings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert settings.extra_sans == ("hook.example", "127.0.0.1")
+    assert (
+        settings.webhook_ca_validity
+        == VALUES["webhook"]["certificates"]["operator"]["caValiditySeconds"]
+    )
+    assert settings.webhook_ca_overlap == 2.5
+    assert settings.webhook_cert_sync == VALUES["webhook"]["certificates"]["syncSeconds"]
+
+
+def test_ports_set_with_set_render(helm: Any) -> None:
+    # --set gives integers where values.yaml gives floats; comparisons must not trip on that.
+    result = template(helm, extra=["--set", "operator.webhookPort=9000"])
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     ("sets", "field"),
     [
@@ -703,6 +754,14 @@ def test_secret_mode_and_an_outside_url_serve_an_operator_outside_the_cluster(he
             "webhook.certificates.secret.name",
         ),
         ({"webhook__certificates__mode": "secret"}, "webhook.certificates.secret."),
+        (
+            {"webhook__certificates__operator__rotationOverlapSeconds": 6000000},
+            "webhook.certificates.operator.caValiditySeconds",
+        ),
+        (
+            {"webhook__certificates__operator__caRenewBeforeSeconds": 1000},
+            "webhook.certificates.operator.caRenewBeforeSeconds",
+        ),
     ],
 )
 def test_helm_refuses_bad_values_naming_the_field(

@@ -146,6 +146,20 @@ caBundle: {{ required "webhook.certificates.secret.caBundle is required when web
 {{- end }}
 {{- end }}
 
+{{/*
+Extra SANs of the operator-managed serving certificate, comma-separated: the values' list plus
+the host of webhook.url (an operator outside the cluster, reached as https://127.0.0.1:9443/,
+must present a certificate for 127.0.0.1).
+*/}}
+{{- define "statecar.extraSANs" -}}
+{{- $names := .Values.webhook.certificates.operator.extraSANs | default list }}
+{{- with .Values.webhook.url }}
+{{- $host := regexReplaceAll ":[0-9]+$" (urlParse .).host "" | trimPrefix "[" | trimSuffix "]" }}
+{{- $names = append $names $host }}
+{{- end }}
+{{- $names | uniq | join "," }}
+{{- end }}
+
 {{/* Annotations of the webhook configurations: the cainjector's source in mode cert-manager. */}}
 {{- define "statecar.webhookAnnotations" -}}
 {{- if eq .Values.webhook.certificates.mode "cert-manager" }}
@@ -180,7 +194,14 @@ keys, like the schema's own messages.
 {{- if and (not $le.enabled) (gt (int .Values.replicaCount) 1) }}
 {{- fail "operator.leaderElection.enabled=false needs replicaCount 1: without the Lease every replica would write the same Secrets and statuses" }}
 {{- end }}
-{{- if eq .Values.operator.webhookPort .Values.operator.healthPort }}
+{{- if eq (int64 .Values.operator.webhookPort) (int64 .Values.operator.healthPort) }}
 {{- fail "operator.webhookPort and operator.healthPort must differ" }}
+{{- end }}
+{{- $op := .Values.webhook.certificates.operator }}
+{{- if and (eq .Values.webhook.certificates.mode "operator") (not (gt (float64 $op.caValiditySeconds) (mulf 6 (float64 $op.rotationOverlapSeconds)))) }}
+{{- fail (printf "webhook.certificates.operator.caValiditySeconds (%d) must be more than 6 x webhook.certificates.operator.rotationOverlapSeconds (%v): a CA rotation starts with a third of the CA's lifetime left and takes two overlap steps" (int64 $op.caValiditySeconds) $op.rotationOverlapSeconds) }}
+{{- end }}
+{{- if and (eq .Values.webhook.certificates.mode "operator") (gt (float64 $op.caRenewBeforeSeconds) 0.0) (or (ge (float64 $op.caRenewBeforeSeconds) (float64 $op.caValiditySeconds)) (le (float64 $op.caRenewBeforeSeconds) (mulf 2 (float64 $op.rotationOverlapSeconds)))) }}
+{{- fail (printf "webhook.certificates.operator.caRenewBeforeSeconds (%d) must be less than caValiditySeconds (%d) and more than 2 x rotationOverlapSeconds (%v): the rotation's two overlap steps must end before the old CA expires" (int64 $op.caRenewBeforeSeconds) (int64 $op.caValiditySeconds) $op.rotationOverlapSeconds) }}
 {{- end }}
 {{- end }}
