@@ -5,17 +5,22 @@ There is no kubelet here (pods are stored, never run), so the e2e tier takes the
 webhook injected, exactly as the API server returned it, and runs it: its command and args, its
 env (literal values, `fieldRef`s and `secretKeyRef`s read from the API), and its Secret volume
 mounts materialised into a temp dir and kept in sync with the Secret the way the kubelet
-refreshes them (atomic swap). Two things are necessarily rewritten, and only these: the image's
-`statecar` entrypoint becomes this checkout's interpreter, and mount paths / ports are moved to
-a temp dir and free ports so several "pods" share one machine.
+refreshes them (atomic swap per file; a key removed from the Secret disappears; while the Secret
+cannot be read the last content stays, as with the kubelet). Two things are necessarily rewritten,
+and only these: the image's `statecar` entrypoint becomes this checkout's interpreter, and mount
+paths / ports are moved to a temp dir and free ports so several "pods" share one machine.
+
+Secrets are read over HTTPS with the cluster's admin token (standing in for the kubelet's node
+credentials), not with kubectl, so the 0.5 s refresh costs a request, not a process.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,10 +30,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 from tests.e2e.localcluster import LocalCluster
 from tests.support.sidecar import free_port
 
 PORT_VARIABLES = ("STATECAR_HTTP_PORT", "STATECAR_METRICS_PORT", "DAPR_HTTP_PORT")
+#: How often the Secret volumes are refreshed (the real kubelet: its sync period plus cache TTL).
+SYNC_INTERVAL = 0.5
 
 
 def find_container(pod: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -53,13 +61,22 @@ class PodProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
+        self._api = httpx.Client(
+            base_url=cluster.url,
+            verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
+            headers={"Authorization": f"Bearer {cluster.token}"},
+            timeout=10,
+            trust_env=False,
+        )
         self._mounts = self._secret_mounts()
+        self.refresh_errors = 0
 
     # -- the pod's own spec -----------------------------------------------------------------
 
     def _secret(self, name: str) -> dict[str, bytes]:
-        raw = self.cluster.kubectl("get", "secret", name, "-n", self.namespace, "-o", "json").stdout
-        data = json.loads(raw).get("data") or {}
+        response = self._api.get(f"/api/v1/namespaces/{self.namespace}/secrets/{name}")
+        response.raise_for_status()
+        data = response.json().get("data") or {}
         return {key: base64.b64decode(value) for key, value in data.items()}
 
     def _secret_mounts(self) -> list[tuple[str, Path, str]]:
@@ -112,29 +129,26 @@ class PodProcess:
     def _materialise(self) -> None:
         for secret_name, local, _ in self._mounts:
             data = self._secret(secret_name)
-            staging = local.with_name(local.name + ".new")
-            staging.mkdir(parents=True, exist_ok=True)
-            changed = False
+            local.mkdir(parents=True, exist_ok=True)
             for key, value in data.items():
                 target = local / key
-                if not target.exists() or target.read_bytes() != value:
-                    changed = True
-                (staging / key).write_bytes(value)
-            if changed or not local.exists():
-                local.mkdir(parents=True, exist_ok=True)
-                for key in data:
-                    # Atomic per file, as the kubelet's `..data` symlink swap is per volume.
-                    os.replace(staging / key, local / key)
-            for leftover in staging.iterdir():
-                leftover.unlink()
-            staging.rmdir()
+                if target.exists() and target.read_bytes() == value:
+                    continue
+                staging = local.with_name(f".{local.name}.{key}.new")
+                staging.write_bytes(value)
+                # Atomic per file (the kubelet's `..data` symlink swap is atomic per volume; each
+                # reader here reads one file, so it sees the old or the new content, never a mix).
+                os.replace(staging, target)
+            for stale in local.iterdir():
+                if stale.name not in data:
+                    stale.unlink()
 
     def _sync(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(SYNC_INTERVAL):
             try:
                 self._materialise()
-            except Exception:  # a failed refresh is retried, as the kubelet does
-                continue
+            except Exception:  # noqa: BLE001  # a failed refresh keeps the last content; retried
+                self.refresh_errors += 1
 
     def start(self) -> PodProcess:
         self._materialise()
@@ -145,6 +159,15 @@ class PodProcess:
         self._sync_thread = threading.Thread(target=self._sync, daemon=True)
         self._sync_thread.start()
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     @property
     def url(self) -> str:
@@ -175,31 +198,42 @@ class PodProcess:
         return next(str(e["value"]) for e in self.container.get("env", []) if e["name"] == name)
 
     def wait_started(self, timeout: float = 30) -> None:
-        import httpx
-
+        """Poll the container's startupProbe as the kubelet would (2xx/3xx passes)."""
         deadline = time.monotonic() + timeout
         url = self.probe()
+        last = "no answer"
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"sidecar exited with {self.process.returncode}:\n{self.log}")
             try:
-                if httpx.get(url, timeout=1).status_code < 400:
+                status = httpx.get(url, timeout=1, trust_env=False).status_code
+                if 200 <= status < 400:
                     return
-            except httpx.TransportError:
-                pass
+                last = f"HTTP {status}"
+            except httpx.TransportError as exc:
+                last = repr(exc)
             time.sleep(0.1)
-        raise RuntimeError(f"startup probe {url} never passed:\n{self.log}")
+        raise RuntimeError(
+            f"startup probe {url} never passed within {timeout}s ({last}):\n{self.log}"
+        )
 
     def stop(self) -> int:
+        """SIGTERM (then SIGKILL), stop the volume refresh, remove the pod's directory."""
         self._stop.set()
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout=5)
+        returncode = 0
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            returncode = self.process.returncode
+        self._api.close()
+        if os.environ.get("STATECAR_E2E_KEEP", "") in ("", "0"):
+            shutil.rmtree(self.root, ignore_errors=True)
+        return returncode
