@@ -1,7 +1,7 @@
 # statecar's entry points. `make test` is what CI runs (.ci/run) and what the README promises:
 # it installs what it needs, lints, type-checks, and runs every tier against real servers.
 PYTHON ?= python3
-SOURCES := contract sidecar operator cli tests bench
+SOURCES := $(wildcard contract sidecar operator cli tests bench)
 
 .PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench
 
