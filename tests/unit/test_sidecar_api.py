@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from statecar_contract.components import ResolvedComponent
-from statecar_sidecar.app import create_app, create_ops_app
+from statecar_sidecar.app import Health, create_app, create_ops_app
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
@@ -258,8 +258,9 @@ async def test_metrics_count_requests_under_daprd_names() -> None:
     runtime = ComponentRuntime(app_id="myapp", namespace=None)
     await runtime.apply([ResolvedComponent("statestore", "state.in-memory")])
     metrics = Metrics("myapp")
-    app = create_app(runtime, metrics, api_token=None, max_body_bytes=1024)
-    ops = create_ops_app(app.state.health, metrics)
+    health = Health(runtime, metrics)
+    app = create_app(runtime, metrics, api_token=None, max_body_bytes=1024, health=health)
+    ops = create_ops_app(health, metrics)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://s"
     ) as api:
