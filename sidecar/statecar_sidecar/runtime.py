@@ -162,11 +162,19 @@ class Reloader:
     """Polls the components' source and applies changes; failures keep the old set serving."""
 
     def __init__(
-        self, runtime: ComponentRuntime, load: Callable[[], LoadedComponents], interval: float
+        self,
+        runtime: ComponentRuntime,
+        load: Callable[[], LoadedComponents],
+        interval: float,
+        changed: Callable[[], str] | None = None,
     ) -> None:
         self._runtime = runtime
         self._load = load
         self._interval = interval
+        # `changed` is a cheap fingerprint of the sources (file stats): while it stays the
+        # same and nothing failed, a poll reads and parses nothing.
+        self._changed = changed
+        self._seen: str | None = None
         self.fingerprint: str | None = None
 
     async def load_initial(self) -> None:
@@ -186,6 +194,15 @@ class Reloader:
 
     async def poll_once(self) -> bool:
         """Apply the source if it changed; True when a new set went live."""
+        if self._changed is not None:
+            seen = self._changed()
+            if (
+                seen == self._seen
+                and not self._runtime.failures
+                and not self._runtime.last_reload_error
+            ):
+                return False
+            self._seen = seen
         try:
             loaded = await asyncio.to_thread(self._load)
         except Exception as exc:  # noqa: BLE001 -- a broken file must not stop the sidecar

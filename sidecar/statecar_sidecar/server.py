@@ -90,7 +90,14 @@ async def serve_until(
         app_id=settings.app_id, namespace=settings.namespace, only=settings.components
     )
     metrics = Metrics(settings.app_id)
-    reloader = Reloader(runtime, component_source(settings), settings.reload_interval)
+    reloader = Reloader(
+        runtime,
+        component_source(settings),
+        settings.reload_interval,
+        changed=lambda: loader.stat_fingerprint(
+            settings.wiring_file, settings.components_path, settings.secrets_file
+        ),
+    )
     try:
         await reloader.load_initial()
     except ComponentError as exc:
