@@ -281,7 +281,9 @@ async def test_metrics_count_requests_under_daprd_names() -> None:
         'operation="set",success="true"} 1.0'
     ) in text
     assert "dapr_component_state_latencies_bucket" in text
-    assert "dapr_http_server_latency_bucket" in text
+    get_latency = 'dapr_http_server_latency_bucket{app_id="myapp",le="+Inf",method="GET",'
+    assert get_latency + 'path="/v1.0/state/{storeName}/{key}",status="200"} 2.0' in text
+    assert 'dapr_http_server_latency_count{app_id="myapp",method="GET"' in text
     await runtime.close()
 
 
