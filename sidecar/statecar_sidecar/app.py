@@ -86,31 +86,22 @@ def health_routes(app: FastAPI, health: Health) -> None:
                 },
                 status_code=500,
             )
-        problems = await health.problems()
-        if problems:
-            detail = "; ".join(f"{name}: {p}" for name, p in sorted(problems.items()))
-            return JSONResponse(
-                {
-                    "errorCode": "ERR_HEALTH_NOT_READY",
-                    "message": f"statecar is not ready: {detail}",
-                },
-                status_code=500,
-            )
-        return Response(status_code=204)
+        return await _readiness(health, "ERR_HEALTH_NOT_READY", "statecar is not ready")
 
     @app.get("/v1.0/healthz/outbound", status_code=204, response_class=Response)
     async def healthz_outbound() -> Response:
-        problems = await health.problems()
-        if problems:
-            detail = "; ".join(f"{name}: {p}" for name, p in sorted(problems.items()))
-            return JSONResponse(
-                {
-                    "errorCode": "ERR_OUTBOUND_HEALTH_NOT_READY",
-                    "message": f"statecar outbound is not ready: {detail}",
-                },
-                status_code=500,
-            )
+        return await _readiness(
+            health, "ERR_OUTBOUND_HEALTH_NOT_READY", "statecar outbound is not ready"
+        )
+
+
+async def _readiness(health: Health, code: str, prefix: str) -> Response:
+    """204 when every store answers; else 500 naming each store that doesn't, and why."""
+    problems = await health.problems()
+    if not problems:
         return Response(status_code=204)
+    detail = "; ".join(f"{name}: {p}" for name, p in sorted(problems.items()))
+    return JSONResponse({"errorCode": code, "message": f"{prefix}: {detail}"}, status_code=500)
 
 
 def create_app(

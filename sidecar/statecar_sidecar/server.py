@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvicorn
@@ -73,6 +74,26 @@ def component_source(settings: SidecarSettings) -> Callable[[], loader.LoadedCom
     return lambda: loader.LoadedComponents((), "none")
 
 
+def _uvicorn(app: Any, host: str, port: int) -> uvicorn.Server:
+    """One of the sidecar's two servers, both on the running loop with httptools."""
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            # Nothing proxies these ports: X-Forwarded-* parsing would only cost time on every
+            # request (~2 µs a GET, bench/README.md "Where the time goes").
+            proxy_headers=False,
+        )
+    )
+
+
 async def serve(settings: SidecarSettings) -> int:
     """Serve until SIGINT or SIGTERM."""
     stop = asyncio.Event()
@@ -119,42 +140,10 @@ async def serve_until(
         max_body_bytes=settings.max_body_bytes,
         health=health,
     )
-    servers = [
-        uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=settings.listen_address,
-                port=settings.http_port,
-                loop="none",
-                http="httptools",
-                lifespan="off",
-                access_log=False,
-                log_config=None,
-                server_header=False,
-                limit_concurrency=None,
-                # The state API is on loopback with no proxy in front: X-Forwarded-* parsing
-                # would only cost time on every request (~2 µs a GET, bench/README.md).
-                proxy_headers=False,
-            )
-        )
-    ]
+    servers = [_uvicorn(app, settings.listen_address, settings.http_port)]
     if settings.metrics_port:
         ops = create_ops_app(health, metrics)
-        servers.append(
-            uvicorn.Server(
-                uvicorn.Config(
-                    ops,
-                    host=settings.metrics_address,
-                    port=settings.metrics_port,
-                    loop="none",
-                    http="httptools",
-                    lifespan="off",
-                    access_log=False,
-                    log_config=None,
-                    server_header=False,
-                )
-            )
-        )
+        servers.append(_uvicorn(ops, settings.metrics_address, settings.metrics_port))
     for server in servers:
         # We own the signals: both servers stop together when `stop` is set.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # uvicorn would take SIGINT/SIGTERM per server
