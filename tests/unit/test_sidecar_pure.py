@@ -106,3 +106,25 @@ def test_transaction_etag_as_object_or_string() -> None:
     body = b'{"operations":[{"operation":"upsert","request":{"key":"a","value":1,"etag":{"value":"3"}}},{"operation":"delete","request":{"key":"b","etag":"4"}}]}'
     tx = requests.parse_transaction(body, {})
     assert [op.etag for op in tx.operations] == ["3", "4"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"key":"a","value":{"z":1,"a":[1.5,"\xc3\xa9"]},"etag":"7"}]',  # canonical: orjson path
+        b'[{"key":"a", "value":{"z":1,"a":[1.5,"\xc3\xa9"]},"etag":"7"}]',  # spaced: the walker
+        b'[{"KEY":"a","Value":{"z":1,"a":[1.5,"\xc3\xa9"]},"etag":"7"}]',  # names in any case
+    ],
+)
+def test_both_save_parsers_agree_and_keep_values_exact(body: bytes) -> None:
+    (item,) = requests.parse_save(body, {})
+    assert (item.key, item.etag) == ("a", "7")
+    assert item.value == '{"z":1,"a":[1.5,"é"]}'.encode()
+
+
+def test_canonical_transaction_keeps_values_exact() -> None:
+    body = b'{"operations":[{"operation":"upsert","request":{"key":"a","value":[1,{"b":null}],"etag":{"value":"3"}}}],"metadata":{"p":"1"}}'
+    tx = requests.parse_transaction(body, {})
+    (op,) = tx.operations
+    assert isinstance(op, requests.SaveItem)
+    assert (op.key, op.value, op.etag, dict(tx.metadata)) == ("a", b'[1,{"b":null}]', "3", {"p": "1"})
