@@ -73,3 +73,8 @@ async def test_acl_user_password_and_db_are_used() -> None:
             await bad.ping()
         assert "wrong" not in str(raised.value)
         await bad.close()
+
+
+async def test_a_boolean_setting_that_is_not_a_boolean_is_refused() -> None:
+    with pytest.raises(StoreError, match="invalid enableTLS 'maybe': use true or false"):
+        await open_store("state.redis", {"redisHost": "127.0.0.1:6379", "enableTLS": "maybe"})

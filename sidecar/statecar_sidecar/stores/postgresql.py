@@ -76,7 +76,6 @@ import asyncpg
 
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
-from statecar_sidecar.stores.durations import duration
 from statecar_sidecar.stores.errors import (
     ConsistencyError,
     ETagMismatchError,
@@ -84,6 +83,7 @@ from statecar_sidecar.stores.errors import (
     StoreUnavailableError,
     TransactionError,
 )
+from statecar_sidecar.stores.metadata import duration
 from statecar_sidecar.stores.query import (
     Query,
     QueryError,

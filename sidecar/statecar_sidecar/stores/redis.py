@@ -23,7 +23,6 @@ from typing import Any, Final
 
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
-from statecar_sidecar.stores.durations import duration
 from statecar_sidecar.stores.errors import (
     ConsistencyError,
     ETagMismatchError,
@@ -31,6 +30,7 @@ from statecar_sidecar.stores.errors import (
     StoreUnavailableError,
     TransactionError,
 )
+from statecar_sidecar.stores.metadata import duration, flag
 from statecar_sidecar.stores.query import Query, QueryPage, run_query
 from statecar_sidecar.stores.resp import (
     Client,
@@ -143,10 +143,6 @@ STRONG_TIMEOUT_MS: Final = 1000  # daprd waits 1 s for replicas (components-cont
 REPLICA_COUNT_TTL: Final = 1.0  # seconds a measured replica count is reused
 
 
-def _bool(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"true", "1", "yes"}
-
-
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
     host, _, port = text.strip().rpartition(":")
     if not host:
@@ -184,8 +180,8 @@ class RedisStore(StateStore):
             ) from None
         connect_timeout = duration(metadata, ("dialTimeout",), 2.0, bare_unit=0.001)
         command_timeout = duration(metadata, ("readTimeout",), 5.0, bare_unit=0.001)
-        tls = _bool(metadata.get("enableTLS"))
-        insecure = _bool(metadata.get("insecureSkipTLSVerify"))
+        tls = flag(metadata, "enableTLS")
+        insecure = flag(metadata, "insecureSkipTLSVerify")
         first_host, first_port = _host_port(hosts.split(",")[0], default_port)
         endpoint = RedisEndpoint(
             host=first_host,
@@ -200,7 +196,7 @@ class RedisStore(StateStore):
         )
         sentinel = None
         description = f"redis at {endpoint.address}"
-        if _bool(metadata.get("failover")):
+        if flag(metadata, "failover"):
             master = metadata.get("sentinelMasterName")
             if not master:
                 raise StoreError(

@@ -56,7 +56,6 @@ from urllib.parse import parse_qsl, urlencode
 
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
-from statecar_sidecar.stores.durations import duration
 from statecar_sidecar.stores.errors import (
     ETagInvalidError,
     ETagMismatchError,
@@ -64,6 +63,7 @@ from statecar_sidecar.stores.errors import (
     StoreUnavailableError,
     TransactionError,
 )
+from statecar_sidecar.stores.metadata import duration, flag
 from statecar_sidecar.stores.query import Query, QueryPage, run_query
 
 __all__ = ["SQLiteStore"]
@@ -87,15 +87,6 @@ _FORBIDDEN_PRAGMAS: Final = {
 _SQLITE_BUSY: Final = 5  # result code (low byte) for "database is locked"
 _SQLITE_LOCKED: Final = 6
 _EXPECTED_COLUMNS: Final = {"key": "TEXT", "value": "BLOB", "etag": "INTEGER", "expire_at": "REAL"}
-
-
-def _flag(metadata: Mapping[str, str], name: str) -> bool:
-    raw = metadata.get(name, "").strip().lower()
-    if raw in ("", "false", "0", "no", "off"):
-        return False
-    if raw in ("true", "1", "yes", "on"):
-        return True
-    raise StoreError(f"invalid {name} {metadata[name]!r}: use true or false")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +242,7 @@ class SQLiteStore(StateStore):
             table=table,
             busy_timeout=max(0.0, duration(metadata, ("busyTimeout",), _DEFAULT_BUSY_TIMEOUT)),
             timeout=timeout,
-            wal=not _flag(metadata, "disableWAL"),
+            wal=not flag(metadata, "disableWAL"),
             cleanup_interval=duration(
                 metadata, ("cleanupInterval", "cleanupIntervalInSeconds"), _DEFAULT_CLEANUP_INTERVAL
             ),

@@ -1,5 +1,5 @@
 """
-Dapr component durations, parsed one way for every backend.
+Dapr component metadata values (durations, booleans), parsed one way for every backend.
 
 Dapr accepts Go duration strings (`500ms`, `1m30s`) or a bare integer whose unit the component
 decides: seconds for the SQL stores' `timeoutInSeconds`/`busyTimeout` (components-contrib's
@@ -49,3 +49,13 @@ def duration(
         total = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _GO_DURATION_PART.findall(body))
         return -total if text.startswith("-") else total
     return default
+
+
+def flag(metadata: Mapping[str, str], name: str) -> bool:
+    """A boolean setting; anything but the usual spellings is an error naming the setting."""
+    raw = (metadata.get(name) or "").strip().lower()
+    if raw in ("", "false", "0", "no", "off"):
+        return False
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    raise StoreError(f"invalid {name} {metadata[name]!r}: use true or false")
