@@ -38,6 +38,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from tests.e2e import operator_fixtures
 from tests.e2e.localcluster import REPO_ROOT, LocalCluster
 
 from statecar_contract import annotations as ann
@@ -85,23 +86,8 @@ def wait_for(
     timeout: float = REACT,
     interval: float = 0.05,
 ) -> T:
-    """Call `observe` until `until(value)`; return the value, or fail naming the last one seen."""
-    deadline = time.monotonic() + timeout
-    last: object = "<nothing>"
-    while True:
-        try:
-            value = observe()
-        except Exception as exc:  # noqa: BLE001  # an observation may fail transiently: retry
-            last = f"<{type(exc).__name__}: {exc}>"
-        else:
-            if until(value):
-                return value
-            last = value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what}; last: {last!r:.2000}"
-            )
-        time.sleep(interval)
+    """The shared bounded wait (operator_fixtures.wait_for), with this module's tighter pace."""
+    return operator_fixtures.wait_for(what, observe, until, timeout=timeout, interval=interval)
 
 
 def free_port() -> int:

@@ -549,6 +549,20 @@ def _ttl(op: Operation) -> int | None:
     return op.ttl if isinstance(op, SetOp) and op.ttl is not None and op.ttl > 0 else None
 
 
+def _write_args(ops: Sequence[Operation], *, atomic: bool, strong: bool) -> tuple[Any, ...]:
+    """The write function's arguments: one array per column, in the order of `ops`."""
+    return (
+        atomic,
+        strong,
+        [isinstance(op, DeleteOp) for op in ops],
+        [op.key for op in ops],
+        [op.value if isinstance(op, SetOp) else None for op in ops],
+        [_etag_number(op.etag) for op in ops],
+        [op.first_write for op in ops],
+        [_ttl(op) for op in ops],
+    )
+
+
 def _prefix_successor(prefix: str) -> str | None:
     """The smallest string above every string starting with `prefix` (None: unbounded)."""
     chars = list(prefix)
@@ -974,16 +988,7 @@ class PostgreSQLStore(StateStore):
 
     async def _write_many(self, ops: Sequence[Operation], *, atomic: bool) -> Any:
         """One call of the write function; returns its (r_ok, r_etag) row."""
-        args = (
-            atomic,
-            any(op.strong for op in ops),
-            [isinstance(op, DeleteOp) for op in ops],
-            [op.key for op in ops],
-            [op.value if isinstance(op, SetOp) else None for op in ops],
-            [_etag_number(op.etag) for op in ops],
-            [op.first_write for op in ops],
-            [_ttl(op) for op in ops],
-        )
+        args = _write_args(ops, atomic=atomic, strong=any(op.strong for op in ops))
 
         async def work(conn: Any) -> Any:
             return await conn.fetchrow(self._sql["write_many"], *args)
@@ -1050,16 +1055,7 @@ class PostgreSQLStore(StateStore):
 
     async def _dry_run(self, ops: Sequence[Operation]) -> None:
         """Judge `ops` as a transaction and roll it back: raises _Refused, or returns."""
-        args = (
-            True,
-            False,
-            [isinstance(op, DeleteOp) for op in ops],
-            [op.key for op in ops],
-            [op.value if isinstance(op, SetOp) else None for op in ops],
-            [_etag_number(op.etag) for op in ops],
-            [op.first_write for op in ops],
-            [_ttl(op) for op in ops],
-        )
+        args = _write_args(ops, atomic=True, strong=False)
 
         async def work(conn: Any) -> None:
             transaction = conn.transaction()
