@@ -14,6 +14,40 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from statecar_contract.errors import ComponentError
+from statecar_contract.settings import (
+    BACKENDS,
+    COMMON_METADATA,
+    COMMON_REFUSED,
+    BackendSettings,
+    read_settings,
+)
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "BACKEND_METADATA",
+    "COMMON_METADATA",
+    "CONCURRENCY_VALUES",
+    "CONSISTENCY_VALUES",
+    "DAPR_API_VERSION",
+    "KIND",
+    "PLURAL",
+    "REQUIRED_METADATA",
+    "ComponentError",
+    "ComponentSpec",
+    "Concurrency",
+    "Consistency",
+    "MetadataItem",
+    "ResolvedComponent",
+    "SecretKeyRef",
+    "is_state_component",
+    "parse_component",
+    "resolve",
+    "validate_backend_metadata",
+    "validate_key_prefix",
+]
+
 API_GROUP: Final = "statecar.io"
 API_VERSION: Final = "v1alpha1"
 KIND: Final = "StateStoreComponent"
@@ -25,59 +59,22 @@ Consistency = Literal["eventual", "strong"]
 CONCURRENCY_VALUES: Final[tuple[str, ...]] = ("first-write", "last-write")
 CONSISTENCY_VALUES: Final[tuple[str, ...]] = ("eventual", "strong")
 
-#: Backend types and the Dapr metadata names each one understands. Unknown names are an error
-#: (a typo such as `redishost` would otherwise be ignored silently, as daprd does).
+#: Backend types and the metadata names each one implements, every alias included, derived from
+#: the settings classes (`statecar_contract.settings`). Unknown names are an error (a typo such
+#: as `redishost` would otherwise be ignored silently, as daprd does).
 BACKEND_METADATA: Final[Mapping[str, frozenset[str]]] = {
-    "state.in-memory": frozenset(),
-    "state.sqlite": frozenset({"connectionString", "timeoutInSeconds", "busyTimeout", "tableName"}),
-    "state.redis": frozenset(
-        {
-            "redisHost",
-            "redisPort",
-            "redisPassword",
-            "redisUsername",
-            "redisDB",
-            "enableTLS",
-            "insecureSkipTLSVerify",
-            "failover",
-            "sentinelMasterName",
-            "sentinelUsername",
-            "sentinelPassword",
-            "dialTimeout",
-            "readTimeout",
-            "ttlInSeconds",
-            "maxRetries",
-            "redisMaxRetries",
-            "poolSize",
-            "redisType",
-        }
-    ),
-    "state.postgresql": frozenset(
-        {"connectionString", "tableName", "timeoutInSeconds", "maxConns", "connectionMaxIdleTime"}
-    ),
+    kind: frozenset(name for setting in backend.SETTINGS for name in setting.names)
+    for kind, backend in BACKENDS.items()
 }
 
-#: Metadata names that are about the component, not the backend (Dapr puts them in `metadata`).
-COMMON_METADATA: Final = frozenset({"keyPrefix", "actorStateStore", "outboxPublishPubsub"})
-
-#: Metadata a backend cannot start without.
+#: Metadata a backend cannot start without (by its main name; an alias counts too).
 REQUIRED_METADATA: Final[Mapping[str, frozenset[str]]] = {
-    "state.redis": frozenset({"redisHost"}),
-    "state.postgresql": frozenset({"connectionString"}),
+    kind: frozenset(s.name for s in backend.SETTINGS if s.required)
+    for kind, backend in BACKENDS.items()
+    if any(s.required for s in backend.SETTINGS)
 }
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|m|h)?$")
-
-
-class ComponentError(ValueError):
-    """A component document is invalid; `field` is a dotted path into the document."""
-
-    def __init__(self, field: str, message: str, *, source: str | None = None) -> None:
-        self.field = field
-        self.source = source
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}{field}: {message}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +136,10 @@ class ResolvedComponent:
 
     def in_scope(self, app_id: str) -> bool:
         return not self.scopes or app_id in self.scopes
+
+    def settings(self) -> BackendSettings:
+        """The backend's typed settings (a ComponentError when the metadata is invalid)."""
+        return read_settings(self.type, self.metadata, component=self.name)
 
 
 def _expect_mapping(value: object, field_path: str, source: str | None) -> Mapping[str, object]:
@@ -246,28 +247,37 @@ def validate_key_prefix(
 def validate_backend_metadata(
     component_type: str, names: Sequence[str], source: str | None = None
 ) -> None:
-    """Reject metadata names the backend does not know, and missing required ones."""
-    known = BACKEND_METADATA.get(component_type)
-    if known is None:
-        options = ", ".join(sorted(BACKEND_METADATA))
+    """Reject metadata names the backend does not implement, and missing required ones."""
+    backend = BACKENDS.get(component_type)
+    if backend is None:
+        options = ", ".join(sorted(BACKENDS))
         raise ComponentError(
             "spec.type",
             f"'{component_type}' is not a state store statecar serves; use one of {options}",
             source=source,
         )
+    known = BACKEND_METADATA[component_type]
+    refused = {r.name: r.reason for r in (*backend.REFUSED, *COMMON_REFUSED)}
     for index, name in enumerate(names):
-        if name not in known and name not in COMMON_METADATA:
-            hint = ", ".join(sorted(known)) or "none"
+        if name in known or name in COMMON_METADATA:
+            continue
+        if name in refused:
             raise ComponentError(
-                f"spec.metadata[{index}].name",
-                f"'{name}' is not a setting of {component_type} (known: {hint})",
-                source=source,
+                f"spec.metadata[{index}].name", f"'{name}': {refused[name]}", source=source
             )
-    missing = REQUIRED_METADATA.get(component_type, frozenset()) - set(names)
+        hint = ", ".join(sorted(known)) or "none"
+        raise ComponentError(
+            f"spec.metadata[{index}].name",
+            f"'{name}' is not a setting of {component_type} (known: {hint})",
+            source=source,
+        )
+    missing = sorted(
+        s.name for s in backend.SETTINGS if s.required and not set(s.names) & set(names)
+    )
     if missing:
         raise ComponentError(
             "spec.metadata",
-            f"{component_type} needs {', '.join(sorted(missing))}; add it as a metadata entry",
+            f"{component_type} needs {', '.join(missing)}; add it as a metadata entry",
             source=source,
         )
 
@@ -293,6 +303,15 @@ def parse_component(document: object, *, source: str | None = None) -> Component
     metadata = _parse_metadata(spec.get("metadata"), source=source)
     names = [m.name for m in metadata]
     validate_backend_metadata(component_type, names, source)
+    # The values given in the document are checked now, by the backend's settings class; a
+    # secretKeyRef's value is checked when it is resolved (`resolve`).
+    read_settings(
+        component_type,
+        {m.name: m.value for m in metadata if m.value is not None},
+        component=name,
+        source=source,
+        deferred=[m.name for m in metadata if m.secret_key_ref is not None],
+    )
     if version != "v1":
         raise ComponentError("spec.version", f"only v1 exists, got {version!r}", source=source)
 
@@ -374,7 +393,11 @@ def is_state_component(document: object) -> bool:
 
 
 def resolve(spec: ComponentSpec, secrets: Mapping[SecretKeyRef, str]) -> ResolvedComponent:
-    """Replace every secretKeyRef by its value; a missing secret raises ComponentError."""
+    """Replace every secretKeyRef by its value, then check the settings with every value known.
+
+    A missing secret, or a secret value the backend cannot use (`redisPort` set to `abc`),
+    raises ComponentError; messages never quote a value that came from a secret.
+    """
     values: dict[str, str] = {}
     for index, item in enumerate(spec.metadata):
         if item.secret_key_ref is not None:
@@ -387,6 +410,12 @@ def resolve(spec: ComponentSpec, secrets: Mapping[SecretKeyRef, str]) -> Resolve
             values[item.name] = secrets[ref]
         else:
             values[item.name] = item.value or ""
+    read_settings(
+        spec.type,
+        values,
+        component=spec.name,
+        redacted=[m.name for m in spec.metadata if m.secret_key_ref is not None],
+    )
     return ResolvedComponent(
         name=spec.name,
         type=spec.type,
