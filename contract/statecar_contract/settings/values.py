@@ -136,10 +136,8 @@ class HostPort:
 def parse_port(text: str, *, example: int) -> int:
     """A TCP port, 1 to 65535, in ASCII digits."""
     if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
-        shown = repr(text) if text else "empty"
-        raise SettingValueError(
-            f"port {shown} is not a port number; use an integer port such as {example}"
-        )
+        what = "is empty" if not text else "is not a number from 1 to 65535"
+        raise SettingValueError(f"the port {what}; use an integer port such as {example}")
     return int(text)
 
 
@@ -148,30 +146,28 @@ def parse_host_port(text: str, *, default_port: int) -> HostPort:
 
     The one splitter for every backend and program. An IPv6 address must be bracketed, as in
     URLs: `::1:6379` could be read two ways, so it is refused with the bracketed spelling.
+    Messages never quote the address (it may come from a Secret); the reader adds it when
+    it may be shown.
     """
     address = text.strip()
     if not address:
-        raise SettingValueError(f"an address is empty; write host or host:{default_port}")
+        raise SettingValueError(f"the address is empty; write host or host:{default_port}")
     if address.startswith("["):
         host, bracket, rest = address[1:].partition("]")
         if not bracket or not host:
             raise SettingValueError(
-                f"{address!r} opens '[' without a closing ']'; write [::1]:{default_port}"
+                f"the address opens '[' without a closing ']'; write [::1]:{default_port}"
             )
         if not rest:
             return HostPort(host, default_port)
         if not rest.startswith(":"):
-            raise SettingValueError(
-                f"{address!r} has text after ']'; write [{host}]:{default_port}"
-            )
+            raise SettingValueError(f"the address has text after ']'; write [::1]:{default_port}")
         return HostPort(host, parse_port(rest[1:], example=default_port))
     if address.count(":") > 1:
-        raise SettingValueError(
-            f"{address!r}: write an IPv6 address in brackets, such as [::1]:{default_port}"
-        )
+        raise SettingValueError(f"write an IPv6 address in brackets, such as [::1]:{default_port}")
     host, colon, port = address.partition(":")
     if not host:
-        raise SettingValueError(f"{address!r} has no host; write host:{default_port}")
+        raise SettingValueError(f"the address has no host; write host:{default_port}")
     if not colon:
         return HostPort(host, default_port)
     return HostPort(host, parse_port(port, example=default_port))
@@ -179,10 +175,18 @@ def parse_host_port(text: str, *, default_port: int) -> HostPort:
 
 def parse_host_list(text: str, *, default_port: int) -> tuple[HostPort, ...]:
     """A comma-separated list of addresses (blank entries skipped); at least one."""
-    hosts = tuple(parse_host_port(part, default_port=default_port) for part in _parts(text))
-    if not hosts:
+    parts = list(_parts(text))
+    if not parts:
         raise SettingValueError(f"no address given; write host:{default_port}")
-    return hosts
+    hosts: list[HostPort] = []
+    for number, part in enumerate(parts, start=1):
+        try:
+            hosts.append(parse_host_port(part, default_port=default_port))
+        except SettingValueError as exc:
+            if len(parts) == 1:
+                raise
+            raise SettingValueError(f"address {number} of {len(parts)}: {exc}") from None
+    return tuple(hosts)
 
 
 def _parts(text: str) -> Iterator[str]:
