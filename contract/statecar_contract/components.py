@@ -392,11 +392,14 @@ def is_state_component(document: object) -> bool:
     )
 
 
-def resolve(spec: ComponentSpec, secrets: Mapping[SecretKeyRef, str]) -> ResolvedComponent:
+def resolve(
+    spec: ComponentSpec, secrets: Mapping[SecretKeyRef, str], *, source: str | None = None
+) -> ResolvedComponent:
     """Replace every secretKeyRef by its value, then check the settings with every value known.
 
     A missing secret, or a secret value the backend cannot use (`redisPort` set to `abc`),
-    raises ComponentError; messages never quote a value that came from a secret.
+    raises ComponentError (naming `source`, the file, when given, else the component);
+    messages never quote a value that came from a secret.
     """
     values: dict[str, str] = {}
     for index, item in enumerate(spec.metadata):
@@ -406,6 +409,7 @@ def resolve(spec: ComponentSpec, secrets: Mapping[SecretKeyRef, str]) -> Resolve
                 raise ComponentError(
                     f"spec.metadata[{index}].secretKeyRef",
                     f"secret '{ref.name}' has no key '{ref.key}' (or does not exist); create it or fix the reference",
+                    source=source,
                 )
             values[item.name] = secrets[ref]
         else:
@@ -414,6 +418,7 @@ def resolve(spec: ComponentSpec, secrets: Mapping[SecretKeyRef, str]) -> Resolve
         spec.type,
         values,
         component=spec.name,
+        source=source,
         redacted=[m.name for m in spec.metadata if m.secret_key_ref is not None],
     )
     return ResolvedComponent(

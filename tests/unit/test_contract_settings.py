@@ -860,3 +860,18 @@ def test_the_reference_documents_every_setting_and_refusal() -> None:
             assert f"| `{setting.name}` |" in text
         for refusal in backend.REFUSED:
             assert f"| `{refusal.name}` | {refusal.reason} |" in text
+
+
+def test_resolve_names_the_file_when_given() -> None:
+    spec = parse_component(
+        document(
+            "state.redis",
+            {"name": "redisHost", "value": "r"},
+            {"name": "redisPort", "secretKeyRef": {"name": "redis", "key": "port"}},
+        )
+    )
+    ref = SecretKeyRef("redis", "port")
+    with pytest.raises(ComponentError, match=r"^orders\.yaml: spec\.metadata\.redisPort: "):
+        resolve(spec, {ref: "x"}, source="orders.yaml")
+    with pytest.raises(ComponentError, match=r"^orders\.yaml: spec\.metadata\[1\]\.secretKeyRef: "):
+        resolve(spec, {}, source="orders.yaml")

@@ -92,8 +92,9 @@ def parse_duration(text: str, *, bare_unit: float) -> float:
     """Seconds from a Go duration (`500ms`, `1m30s`) or a bare whole number of `bare_unit` s.
 
     A bare number's unit is the component's choice in daprd: seconds for the SQL stores'
-    `timeoutInSeconds`/`busyTimeout`/`cleanupInterval` (components-contrib's metadata decode
-    hook), milliseconds for Redis's `dialTimeout`/`readTimeout` (common/component/redis).
+    `timeout`/`busyTimeout`/`cleanupInterval` (components-contrib metadata/utils.go,
+    `toTimeDurationHookFunc`: "try parsing it as int64 seconds"), milliseconds for Redis's
+    `dialTimeout`/`readTimeout` (common/component/redis/settings.go).
     """
     body = text.strip()
     if _BARE.fullmatch(body):
