@@ -1,8 +1,8 @@
 """
 The contract shared by statecar's two programs (operator and sidecar).
 
-It owns the `StateStoreComponent` model, the wiring format the operator writes and the sidecar
-reads, and every pod annotation name. It must stay light: no kopf, no web framework, no
+It owns the `StateStoreComponent` model, the typed settings of every backend (`settings`), the
+wiring format the operator writes and the sidecar reads, and every pod annotation name. It must stay light: no kopf, no web framework, no
 database drivers (an import-linter contract enforces it), so either program can import it.
 """
 
