@@ -66,7 +66,7 @@ _OPTIONS_SETTING: Final = re.compile(r"(?:-c\s*|--)([A-Za-z_][A-Za-z0-9_.]*)=(\S
 _SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PostgresDSN:
     """A parsed libpq connection string."""
 

@@ -13,7 +13,7 @@ from statecar_contract.settings.schema import MetadataReader, Refused, Setting
 __all__ = ["InMemorySettings"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InMemorySettings:
     """`state.in-memory` takes no backend settings; any name given is an error."""
 

@@ -58,7 +58,7 @@ _NO_CLOUD_AUTH: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PostgreSQLSettings:
     """Everything `state.postgresql` (and the operator's reachability probe) reads."""
 

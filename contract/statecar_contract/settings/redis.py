@@ -58,7 +58,7 @@ def _ttl(text: str) -> int | None:
     return seconds if seconds > 0 else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RedisSettings:
     """Everything `state.redis` (and the operator's reachability probe) reads from metadata."""
 

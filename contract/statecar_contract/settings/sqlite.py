@@ -33,7 +33,7 @@ _FORBIDDEN_PRAGMAS: Final = {
 _seconds = partial(parse_duration, bare_unit=1.0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SQLiteTarget:
     """What `sqlite3.connect` opens, and how to name it in messages."""
 
@@ -56,7 +56,7 @@ def parse_sqlite_target(connection_string: str) -> SQLiteTarget:
     if "?" not in text and not lowered.startswith("file:"):
         # A plain path is opened as a path: no URI decoding, so '%' or '#' in a name is literal.
         return SQLiteTarget(
-            text, uri=False, label=text, in_memory=in_memory, read_only=False, pragmas=()
+            database=text, uri=False, label=text, in_memory=in_memory, read_only=False, pragmas=()
         )
     base, _, query = text.partition("?")
     if not lowered.startswith("file:"):
@@ -81,7 +81,7 @@ def parse_sqlite_target(connection_string: str) -> SQLiteTarget:
     database = base + ("?" + urlencode(kept) if kept else "")
     label = base.removeprefix("file:") or ":memory:"
     return SQLiteTarget(
-        database,
+        database=database,
         uri=True,
         label=label,
         in_memory=in_memory,
@@ -111,7 +111,7 @@ def _not_negative(text: str) -> float:
     return seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SQLiteSettings:
     """Everything `state.sqlite` reads from its metadata."""
 
@@ -205,5 +205,10 @@ class SQLiteSettings:
 
 # Stands in for a connectionString that comes from a secret, while only the document is checked.
 _PLACEHOLDER_TARGET: Final = SQLiteTarget(
-    ":memory:", uri=False, label="(from a secret)", in_memory=True, read_only=False, pragmas=()
+    database=":memory:",
+    uri=False,
+    label="(from a secret)",
+    in_memory=True,
+    read_only=False,
+    pragmas=(),
 )
