@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from statecar_sidecar import keys
-from statecar_sidecar.api import requests
+from statecar_sidecar.api import bodies
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.errors import ETagInvalidError, ETagMismatchError
@@ -71,25 +71,25 @@ def test_etag_clock_never_repeats_and_grows_past_current() -> None:
 
 @pytest.mark.parametrize(("raw", "expected"), [("60", 60), ("0", None), ("-1", None), (" 5 ", 5)])
 def test_ttl_values(raw: str, expected: int | None) -> None:
-    assert requests.parse_ttl({"ttlInSeconds": raw}, None) == expected
+    assert bodies.parse_ttl({"ttlInSeconds": raw}, None) == expected
 
 
 def test_ttl_absent_uses_the_component_default() -> None:
-    assert requests.parse_ttl({}, 30) == 30
-    assert requests.parse_ttl({"ttlInSeconds": "-1"}, 30) is None
+    assert bodies.parse_ttl({}, 30) == 30
+    assert bodies.parse_ttl({"ttlInSeconds": "-1"}, 30) is None
 
 
 @pytest.mark.parametrize("raw", ["x", "1.5", "-2", str(2**31)])
 def test_bad_ttl_is_a_clear_400(raw: str) -> None:
     with pytest.raises(DaprError) as raised:
-        requests.parse_ttl({"ttlInSeconds": raw}, None)
+        bodies.parse_ttl({"ttlInSeconds": raw}, None)
     assert raised.value.status == 400
     assert "ttlInSeconds" in raised.value.message
 
 
 def test_save_keeps_each_value_as_sent() -> None:
     body = b'[{"Key":"a","VALUE":{"z":1.50,"a":"\\u00e9"},"etag":"7","options":{"concurrency":"first-write"}}]'
-    (item,) = requests.parse_save(body, {"ttlInSeconds": "9"})
+    (item,) = bodies.parse_save(body, {"ttlInSeconds": "9"})
     assert item.key == "a"
     assert item.value == b'{"z":1.50,"a":"\\u00e9"}'
     assert item.etag == "7"
@@ -98,13 +98,13 @@ def test_save_keeps_each_value_as_sent() -> None:
 
 
 def test_save_body_as_a_json_string_is_unwrapped() -> None:
-    (item,) = requests.parse_save(b'"[{\\"key\\": \\"k\\", \\"value\\": 1}]"', {})
+    (item,) = bodies.parse_save(b'"[{\\"key\\": \\"k\\", \\"value\\": 1}]"', {})
     assert (item.key, item.value) == ("k", b"1")
 
 
 def test_transaction_etag_as_object_or_string() -> None:
     body = b'{"operations":[{"operation":"upsert","request":{"key":"a","value":1,"etag":{"value":"3"}}},{"operation":"delete","request":{"key":"b","etag":"4"}}]}'
-    tx = requests.parse_transaction(body, {})
+    tx = bodies.parse_transaction(body, {})
     assert [op.etag for op in tx.operations] == ["3", "4"]
 
 
@@ -117,14 +117,14 @@ def test_transaction_etag_as_object_or_string() -> None:
     ],
 )
 def test_both_save_parsers_agree_and_keep_values_exact(body: bytes) -> None:
-    (item,) = requests.parse_save(body, {})
+    (item,) = bodies.parse_save(body, {})
     assert (item.key, item.etag) == ("a", "7")
     assert item.value == '{"z":1,"a":[1.5,"é"]}'.encode()
 
 
 def test_canonical_transaction_keeps_values_exact() -> None:
     body = b'{"operations":[{"operation":"upsert","request":{"key":"a","value":[1,{"b":null}],"etag":{"value":"3"}}}],"metadata":{"p":"1"}}'
-    tx = requests.parse_transaction(body, {})
+    tx = bodies.parse_transaction(body, {})
     (op,) = tx.operations
-    assert isinstance(op, requests.SaveItem)
+    assert isinstance(op, bodies.SaveItem)
     assert (op.key, op.value, op.etag, dict(tx.metadata)) == ("a", b'[1,{"b":null}]', "3", {"p": "1"})

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import orjson
 
 from statecar_sidecar import keys
-from statecar_sidecar.api import errors, requests
+from statecar_sidecar.api import bodies, errors
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import BoundStore, ComponentRuntime
@@ -273,15 +273,15 @@ class StateAPI:
         return requested
 
     def _options(
-        self, bound: BoundStore, options: requests.Options, headers: _Request
+        self, bound: BoundStore, options: bodies.Options, headers: _Request
     ) -> tuple[bool, bool]:
         # Extension: the Dapr docs' snippets send these as headers; honoured only when the
         # request says nothing else.
         concurrency = options.concurrency or _header_choice(
-            headers, b"concurrency", requests.CONCURRENCY
+            headers, b"concurrency", bodies.CONCURRENCY
         )
         consistency = options.consistency or _header_choice(
-            headers, b"consistency", requests.CONSISTENCY
+            headers, b"consistency", bodies.CONSISTENCY
         )
         return (
             self._mode(bound, concurrency, "concurrency") == "first-write",
@@ -327,9 +327,9 @@ class StateAPI:
         stored = self._key(bound, key)
         params, _ = request.query()
         consistency = params.get("consistency") or _header_choice(
-            request, b"consistency", requests.CONSISTENCY
+            request, b"consistency", bodies.CONSISTENCY
         )
-        if consistency and consistency not in requests.CONSISTENCY:
+        if consistency and consistency not in bodies.CONSISTENCY:
             raise errors.malformed(
                 f"query parameter consistency must be eventual or strong, got {consistency!r}"
             )
@@ -355,7 +355,7 @@ class StateAPI:
             store_name
         )  # before the body, as daprd: unknown store wins over bad body
         _, query_metadata = request.query()
-        items = requests.parse_save(await self._body(request), query_metadata)
+        items = bodies.parse_save(await self._body(request), query_metadata)
         if not items:
             return _NO_CONTENT
         ops = []
@@ -368,7 +368,7 @@ class StateAPI:
                     etag=item.etag,
                     first_write=first_write,
                     strong=strong,
-                    ttl=requests.parse_ttl(item.metadata, bound.default_ttl),
+                    ttl=bodies.parse_ttl(item.metadata, bound.default_ttl),
                 )
             )
         started = time.perf_counter()
@@ -395,11 +395,11 @@ class StateAPI:
         bound = self._bound(store_name)
         stored = self._key(bound, key)
         params, _ = request.query()
-        options = requests.Options(
+        options = bodies.Options(
             concurrency=params.get("concurrency") or None,
             consistency=params.get("consistency") or None,
         )
-        requests.parse_options(
+        bodies.parse_options(
             {"concurrency": options.concurrency, "consistency": options.consistency}, "query"
         )
         first_write, strong = self._options(bound, options, request)
@@ -419,7 +419,7 @@ class StateAPI:
 
     async def bulk(self, request: _Request, store_name: str) -> _Reply:
         bound = self._bound(store_name)
-        user_keys, _ = requests.parse_bulk(await self._body(request))
+        user_keys, _ = bodies.parse_bulk(await self._body(request))
         if not user_keys:
             return _Reply(200, b"[]", [_JSON])
         stored = [self._key(bound, k) for k in user_keys]
@@ -454,15 +454,15 @@ class StateAPI:
         if Feature.TRANSACTIONAL not in bound.store.features:
             raise errors.transactions_not_supported(store_name)
         _, query_metadata = request.query()
-        transaction = requests.parse_transaction(await self._body(request), query_metadata)
+        transaction = bodies.parse_transaction(await self._body(request), query_metadata)
         if not transaction.operations:
             return _NO_CONTENT
         ops: list[SetOp | DeleteOp] = []
         for item in transaction.operations:
             first_write, strong = self._options(bound, item.options, request)
             key = self._key(bound, item.key)
-            if isinstance(item, requests.SaveItem):
-                ttl = requests.parse_ttl(item.metadata, bound.default_ttl)
+            if isinstance(item, bodies.SaveItem):
+                ttl = bodies.parse_ttl(item.metadata, bound.default_ttl)
                 ops.append(SetOp(key, item.value, item.etag, first_write, strong, ttl))
             else:
                 ops.append(DeleteOp(key, item.etag, first_write, strong))
