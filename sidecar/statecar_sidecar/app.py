@@ -1,6 +1,6 @@
 """
 The sidecar's ASGI application: FastAPI for health, metadata and everything off the hot path,
-with the Dapr state API served by `api.state.StateAPI` in front of it.
+with the Dapr state API served by `api.routing.StateAPI` in front of it.
 
 `create_app` is the one constructor; the runtime and metrics are passed in, so tests build an
 app over any store without a server.
@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from statecar_sidecar import __version__
-from statecar_sidecar.api.state import StateAPI
+from statecar_sidecar.api.routing import StateAPI
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime
 from statecar_sidecar.stores.base import Feature

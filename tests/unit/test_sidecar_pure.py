@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from statecar_sidecar import keys
-from statecar_sidecar.api import bodies
+from statecar_sidecar.api import bodies, policy
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.errors import ETagInvalidError, ETagMismatchError
@@ -71,18 +71,18 @@ def test_etag_clock_never_repeats_and_grows_past_current() -> None:
 
 @pytest.mark.parametrize(("raw", "expected"), [("60", 60), ("0", None), ("-1", None), (" 5 ", 5)])
 def test_ttl_values(raw: str, expected: int | None) -> None:
-    assert bodies.parse_ttl({"ttlInSeconds": raw}, None) == expected
+    assert policy.ttl({"ttlInSeconds": raw}, None) == expected
 
 
 def test_ttl_absent_uses_the_component_default() -> None:
-    assert bodies.parse_ttl({}, 30) == 30
-    assert bodies.parse_ttl({"ttlInSeconds": "-1"}, 30) is None
+    assert policy.ttl({}, 30) == 30
+    assert policy.ttl({"ttlInSeconds": "-1"}, 30) is None
 
 
 @pytest.mark.parametrize("raw", ["x", "1.5", "-2", str(2**31)])
 def test_bad_ttl_is_a_clear_400(raw: str) -> None:
     with pytest.raises(DaprError) as raised:
-        bodies.parse_ttl({"ttlInSeconds": raw}, None)
+        policy.ttl({"ttlInSeconds": raw}, None)
     assert raised.value.status == 400
     assert "ttlInSeconds" in raised.value.message
 
