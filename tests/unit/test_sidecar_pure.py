@@ -128,3 +128,36 @@ def test_canonical_transaction_keeps_values_exact() -> None:
     (op,) = tx.operations
     assert isinstance(op, bodies.SaveItem)
     assert (op.key, op.value, op.etag, dict(tx.metadata)) == ("a", b'[1,{"b":null}]', "3", {"p": "1"})
+
+
+def _compact_and_pretty(body: bytes) -> tuple[bytes, bytes]:
+    # The compact body takes the orjson fast path; the spaced one takes the walker.
+    return body, body.replace(b":", b": ")
+
+
+@pytest.mark.parametrize("options", [b'{"concurrency":{"a":1}}', b'{"consistency":["strong"]}'])
+def test_an_option_given_as_object_or_array_is_a_400_on_save_and_transaction(
+    options: bytes,
+) -> None:
+    item = b'{"key":"k","value":1,"options":' + options + b"}"
+    save = b"[" + item + b"]"
+    transaction = b'{"operations":[{"operation":"upsert","request":' + item + b"}]}"
+    for body in (*_compact_and_pretty(save), *_compact_and_pretty(transaction)):
+        parse = bodies.parse_save if body.startswith(b"[") else bodies.parse_transaction
+        with pytest.raises(DaprError) as raised:
+            parse(body, {})
+        assert (raised.value.status, raised.value.code) == (400, "ERR_MALFORMED_REQUEST")
+        assert "options.con" in raised.value.message
+
+
+@pytest.mark.parametrize("operations", [b"5", b"true", b"1.5", b'""', b"0", b"false", b"{}"])
+def test_operations_that_are_not_an_array_are_the_same_400_on_both_parsers(
+    operations: bytes,
+) -> None:
+    messages = set()
+    for body in _compact_and_pretty(b'{"operations":' + operations + b"}"):
+        with pytest.raises(DaprError) as raised:
+            bodies.parse_transaction(body, {})
+        assert (raised.value.status, raised.value.code) == (400, "ERR_MALFORMED_REQUEST")
+        messages.add(raised.value.message.split(" at offset")[0])
+    assert len(messages) == 1

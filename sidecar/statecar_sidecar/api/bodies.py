@@ -90,11 +90,16 @@ def parse_options(raw: object, where: str) -> Options:
     lowered = {str(k).lower(): v for k, v in raw.items()}
     concurrency = lowered.get("concurrency") or None
     consistency = lowered.get("consistency") or None
-    if concurrency is not None and concurrency not in CONCURRENCY:
+    # An object or an array is no choice either (and would not even hash for the set test).
+    if concurrency is not None and (
+        not isinstance(concurrency, str) or concurrency not in CONCURRENCY
+    ):
         raise malformed(
             f"{where}.options.concurrency must be first-write or last-write, got {concurrency!r}"
         )
-    if consistency is not None and consistency not in CONSISTENCY:
+    if consistency is not None and (
+        not isinstance(consistency, str) or consistency not in CONSISTENCY
+    ):
         raise malformed(
             f"{where}.options.consistency must be eventual or strong, got {consistency!r}"
         )
@@ -246,6 +251,8 @@ def _transaction_from_canonical(document: Any) -> dict[str, Any] | None:
         return None
     lowered: dict[str, Any] = {str(k).lower(): v for k, v in document.items()}
     operations = lowered.get("operations")
+    if operations is not None and not isinstance(operations, list):
+        return None  # the walker refuses it with its own 400, so both paths answer alike
     if isinstance(operations, list):
         converted = []
         for op in operations:
