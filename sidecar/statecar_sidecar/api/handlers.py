@@ -118,7 +118,13 @@ class StateHandlers:
                     "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
                 ) from exc
             return NO_CONTENT
-        results = await self._timed(bound, "bulk_set", bound.store.set_many(ops), _all_applied)
+        try:
+            results = await self._timed(bound, "bulk_set", bound.store.set_many(ops), _all_applied)
+        except StoreError as exc:
+            # A backend that writes the batch at once (SQL) fails it as a whole: locked, down.
+            raise _write_error(
+                "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
+            ) from exc
         failures = [r for r in results if r is not None]
         if failures:
             raise _write_error(
