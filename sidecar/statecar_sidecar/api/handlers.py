@@ -66,8 +66,8 @@ class StateHandlers:
     ) -> T:
         """Await one store call and record its latency and outcome under daprd's names.
 
-        A `StoreError` counts as a failure and is re-raised for the handler to map; so does a
-        result that `succeeded` refuses (a multi-item save reports failures per item).
+        A `StoreError` counts as a failure and is re-raised for the handler to map. A result
+        counts as a failure when `succeeded` refuses it (a multi-item save reports per item).
         """
         started = time.perf_counter()
         try:

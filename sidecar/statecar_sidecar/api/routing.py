@@ -94,7 +94,7 @@ class StateAPI:
     ) -> None:
         started = time.perf_counter()
         request = Request(scope, receive)
-        # A request that fails is labelled "unknown", as before the split (issue 8, item 8).
+        # Known gap, kept as it is (issue 8, item 8): a request that fails is labelled "unknown".
         route = "unknown"
         try:
             route, reply = await self._dispatch(request, segments)
