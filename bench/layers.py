@@ -91,7 +91,7 @@ async def main_async(args: argparse.Namespace, redis_port: int, work: Path) -> N
     import uvicorn.middleware.proxy_headers as proxy
 
     from floor_app import make_floor
-    from statecar_sidecar.api.state import StateAPI
+    from statecar_sidecar.api.routing import StateAPI
     from statecar_sidecar.app import create_app
     from statecar_sidecar.metrics import Metrics
     from statecar_sidecar.runtime import ComponentRuntime, Reloader

@@ -63,7 +63,7 @@ def child(variant: str, argv: list[str]) -> None:
     import uvicorn
 
     import statecar_sidecar.server as server
-    from statecar_sidecar.api.state import StateAPI
+    from statecar_sidecar.api.routing import StateAPI
     from statecar_sidecar.metrics import Metrics
 
     if level >= 1:

@@ -24,7 +24,8 @@ import uvicorn
 
 from statecar_contract.components import ComponentError
 from statecar_sidecar import loader
-from statecar_sidecar.app import Health, create_app, create_ops_app
+from statecar_sidecar.api.health import Health
+from statecar_sidecar.app import create_app, create_ops_app
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime, Reloader
 from statecar_sidecar.settings import SidecarSettings

@@ -298,3 +298,38 @@ async def test_only_the_requested_components_and_those_in_scope_are_served() -> 
     )
     assert sorted(runtime.stores) == ["a"]
     await runtime.close()
+
+
+class _BatchDownStore(_DownStore):
+    """A backend that writes a multi-item save as one batch (as the SQL stores do), and is down."""
+
+    async def set_many(self, ops: Sequence[SetOp]) -> list[Exception | None]:
+        raise StoreUnavailableError("database is locked")
+
+
+async def test_a_multi_item_save_on_a_down_backend_is_a_dapr_json_500() -> None:
+    from statecar_sidecar.runtime import BoundStore
+
+    runtime = ComponentRuntime(app_id="myapp", namespace=None)
+    runtime.stores = {
+        "down": BoundStore(
+            "down", ResolvedComponent("down", "state.sqlite"), _BatchDownStore(), "myapp||", None
+        )
+    }
+    metrics = Metrics("myapp")
+    app = create_app(runtime, metrics, api_token=None, max_body_bytes=1024)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://s"
+    ) as down:
+        answer = await down.post(
+            "/v1.0/state/down", json=[{"key": "a", "value": 1}, {"key": "b", "value": 2}]
+        )
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "errorCode": "ERR_STATE_SAVE",
+        "message": "failed saving state in state store down: database is locked",
+    }
+    assert (
+        'dapr_component_state_count_total{app_id="myapp",component="down",'
+        'operation="bulk_set",success="false"} 1.0'
+    ) in metrics.exposition().decode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from statecar_sidecar import keys
-from statecar_sidecar.api import requests
+from statecar_sidecar.api import bodies, policy
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.errors import ETagInvalidError, ETagMismatchError
@@ -71,25 +71,25 @@ def test_etag_clock_never_repeats_and_grows_past_current() -> None:
 
 @pytest.mark.parametrize(("raw", "expected"), [("60", 60), ("0", None), ("-1", None), (" 5 ", 5)])
 def test_ttl_values(raw: str, expected: int | None) -> None:
-    assert requests.parse_ttl({"ttlInSeconds": raw}, None) == expected
+    assert policy.ttl({"ttlInSeconds": raw}, None) == expected
 
 
 def test_ttl_absent_uses_the_component_default() -> None:
-    assert requests.parse_ttl({}, 30) == 30
-    assert requests.parse_ttl({"ttlInSeconds": "-1"}, 30) is None
+    assert policy.ttl({}, 30) == 30
+    assert policy.ttl({"ttlInSeconds": "-1"}, 30) is None
 
 
 @pytest.mark.parametrize("raw", ["x", "1.5", "-2", str(2**31)])
 def test_bad_ttl_is_a_clear_400(raw: str) -> None:
     with pytest.raises(DaprError) as raised:
-        requests.parse_ttl({"ttlInSeconds": raw}, None)
+        policy.ttl({"ttlInSeconds": raw}, None)
     assert raised.value.status == 400
     assert "ttlInSeconds" in raised.value.message
 
 
 def test_save_keeps_each_value_as_sent() -> None:
     body = b'[{"Key":"a","VALUE":{"z":1.50,"a":"\\u00e9"},"etag":"7","options":{"concurrency":"first-write"}}]'
-    (item,) = requests.parse_save(body, {"ttlInSeconds": "9"})
+    (item,) = bodies.parse_save(body, {"ttlInSeconds": "9"})
     assert item.key == "a"
     assert item.value == b'{"z":1.50,"a":"\\u00e9"}'
     assert item.etag == "7"
@@ -98,13 +98,13 @@ def test_save_keeps_each_value_as_sent() -> None:
 
 
 def test_save_body_as_a_json_string_is_unwrapped() -> None:
-    (item,) = requests.parse_save(b'"[{\\"key\\": \\"k\\", \\"value\\": 1}]"', {})
+    (item,) = bodies.parse_save(b'"[{\\"key\\": \\"k\\", \\"value\\": 1}]"', {})
     assert (item.key, item.value) == ("k", b"1")
 
 
 def test_transaction_etag_as_object_or_string() -> None:
     body = b'{"operations":[{"operation":"upsert","request":{"key":"a","value":1,"etag":{"value":"3"}}},{"operation":"delete","request":{"key":"b","etag":"4"}}]}'
-    tx = requests.parse_transaction(body, {})
+    tx = bodies.parse_transaction(body, {})
     assert [op.etag for op in tx.operations] == ["3", "4"]
 
 
@@ -117,14 +117,47 @@ def test_transaction_etag_as_object_or_string() -> None:
     ],
 )
 def test_both_save_parsers_agree_and_keep_values_exact(body: bytes) -> None:
-    (item,) = requests.parse_save(body, {})
+    (item,) = bodies.parse_save(body, {})
     assert (item.key, item.etag) == ("a", "7")
     assert item.value == '{"z":1,"a":[1.5,"é"]}'.encode()
 
 
 def test_canonical_transaction_keeps_values_exact() -> None:
     body = b'{"operations":[{"operation":"upsert","request":{"key":"a","value":[1,{"b":null}],"etag":{"value":"3"}}}],"metadata":{"p":"1"}}'
-    tx = requests.parse_transaction(body, {})
+    tx = bodies.parse_transaction(body, {})
     (op,) = tx.operations
-    assert isinstance(op, requests.SaveItem)
+    assert isinstance(op, bodies.SaveItem)
     assert (op.key, op.value, op.etag, dict(tx.metadata)) == ("a", b'[1,{"b":null}]', "3", {"p": "1"})
+
+
+def _compact_and_pretty(body: bytes) -> tuple[bytes, bytes]:
+    # The compact body takes the orjson fast path; the spaced one takes the walker.
+    return body, body.replace(b":", b": ")
+
+
+@pytest.mark.parametrize("options", [b'{"concurrency":{"a":1}}', b'{"consistency":["strong"]}'])
+def test_an_option_given_as_object_or_array_is_a_400_on_save_and_transaction(
+    options: bytes,
+) -> None:
+    item = b'{"key":"k","value":1,"options":' + options + b"}"
+    save = b"[" + item + b"]"
+    transaction = b'{"operations":[{"operation":"upsert","request":' + item + b"}]}"
+    for body in (*_compact_and_pretty(save), *_compact_and_pretty(transaction)):
+        parse = bodies.parse_save if body.startswith(b"[") else bodies.parse_transaction
+        with pytest.raises(DaprError) as raised:
+            parse(body, {})
+        assert (raised.value.status, raised.value.code) == (400, "ERR_MALFORMED_REQUEST")
+        assert "options.con" in raised.value.message
+
+
+@pytest.mark.parametrize("operations", [b"5", b"true", b"1.5", b'""', b"0", b"false", b"{}"])
+def test_operations_that_are_not_an_array_are_the_same_400_on_both_parsers(
+    operations: bytes,
+) -> None:
+    messages = set()
+    for body in _compact_and_pretty(b'{"operations":' + operations + b"}"):
+        with pytest.raises(DaprError) as raised:
+            bodies.parse_transaction(body, {})
+        assert (raised.value.status, raised.value.code) == (400, "ERR_MALFORMED_REQUEST")
+        messages.add(raised.value.message.split(" at offset")[0])
+    assert len(messages) == 1

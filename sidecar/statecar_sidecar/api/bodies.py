@@ -5,54 +5,39 @@ Pure functions: bytes and query parameters in, frozen items out, `DaprError` for
 client must fix (the message names the field). Shapes follow daprd's `pkg/api/http/http.go`,
 plus two documented extensions: a save body that is a JSON *string* holding the array (the
 Dapr docs' Python snippets send that), and a transaction ETag given as `{"value": "..."}`
-(the JS SDK sends that).
+(the JS SDK sends that). The items are `policy`'s vocabulary, which any transport shares.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
 from statecar_sidecar.api import rawjson
 from statecar_sidecar.api.errors import DaprError, malformed
+from statecar_sidecar.api.policy import (
+    CONCURRENCY,
+    CONSISTENCY,
+    DeleteItem,
+    Options,
+    SaveItem,
+    Transaction,
+)
 
-CONCURRENCY: Final = frozenset({"first-write", "last-write"})
-CONSISTENCY: Final = frozenset({"eventual", "strong"})
-TTL_METADATA: Final = "ttlInSeconds"
-#: The largest TTL Dapr accepts (components-contrib state/utils/ttl.go: MaxInt32).
-MAX_TTL: Final = 2**31 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    concurrency: str | None = None
-    consistency: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SaveItem:
-    key: str
-    value: bytes
-    etag: str | None
-    options: Options
-    metadata: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteItem:
-    key: str
-    etag: str | None
-    options: Options
-    metadata: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Transaction:
-    operations: list[SaveItem | DeleteItem]
-    metadata: Mapping[str, str] = field(default_factory=dict)
+__all__ = [
+    "DeleteItem",
+    "Options",
+    "SaveItem",
+    "Transaction",
+    "parse_bulk",
+    "parse_metadata",
+    "parse_options",
+    "parse_save",
+    "parse_transaction",
+    "query_options",
+]
 
 
 def _canonical(body: bytes) -> Any | None:
@@ -105,15 +90,31 @@ def parse_options(raw: object, where: str) -> Options:
     lowered = {str(k).lower(): v for k, v in raw.items()}
     concurrency = lowered.get("concurrency") or None
     consistency = lowered.get("consistency") or None
-    if concurrency is not None and concurrency not in CONCURRENCY:
+    # An object or an array is no choice either (and would not even hash for the set test).
+    if concurrency is not None and (
+        not isinstance(concurrency, str) or concurrency not in CONCURRENCY
+    ):
         raise malformed(
             f"{where}.options.concurrency must be first-write or last-write, got {concurrency!r}"
         )
-    if consistency is not None and consistency not in CONSISTENCY:
+    if consistency is not None and (
+        not isinstance(consistency, str) or consistency not in CONSISTENCY
+    ):
         raise malformed(
             f"{where}.options.consistency must be eventual or strong, got {consistency!r}"
         )
     return Options(concurrency=concurrency, consistency=consistency)
+
+
+def query_options(params: Mapping[str, str]) -> Options:
+    """`?concurrency=` and `?consistency=` of a DELETE, checked like a body's options."""
+    return parse_options(
+        {
+            "concurrency": params.get("concurrency") or None,
+            "consistency": params.get("consistency") or None,
+        },
+        "query",
+    )
 
 
 def parse_metadata(raw: object, where: str) -> dict[str, str]:
@@ -250,6 +251,8 @@ def _transaction_from_canonical(document: Any) -> dict[str, Any] | None:
         return None
     lowered: dict[str, Any] = {str(k).lower(): v for k, v in document.items()}
     operations = lowered.get("operations")
+    if operations is not None and not isinstance(operations, list):
+        return None  # the walker refuses it with its own 400, so both paths answer alike
     if isinstance(operations, list):
         converted = []
         for op in operations:
@@ -301,23 +304,3 @@ def parse_transaction(body: bytes, query_metadata: Mapping[str, str]) -> Transac
         else:
             operations.append(DeleteItem(key, etag, options, item_metadata))
     return Transaction(operations=operations, metadata=metadata)
-
-
-def parse_ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
-    """Seconds until expiry, or None for no expiry (0, -1 and absent-without-default clear it)."""
-    raw = metadata.get(TTL_METADATA)
-    if raw is None:
-        return default
-    text = raw.strip()
-    try:
-        ttl = int(text)
-    except ValueError:
-        raise malformed(
-            f"metadata.{TTL_METADATA} must be an integer number of seconds (>= -1), got {raw!r}; "
-            "nothing was written"
-        ) from None
-    if ttl < -1 or ttl > MAX_TTL:
-        raise malformed(
-            f"metadata.{TTL_METADATA} must be between -1 and {MAX_TTL}, got {ttl}; nothing was written"
-        )
-    return ttl if ttl > 0 else None

@@ -1,0 +1,270 @@
+"""
+The six Dapr state API handlers: get, save, delete, bulk get, transaction and query.
+
+Each one finds the store, has `bodies` decode the request and `policy` decide what to run, runs
+it through `_timed` (the one place that records `dapr_component_state_*`), and maps a store
+error to daprd's status and code (research/dapr-state-spec.md §1.2-1.3). Routing, the token and
+the sending of replies belong to `routing`; nothing here knows the URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import orjson
+
+from statecar_sidecar.api import bodies, errors, policy
+from statecar_sidecar.api.asgi import JSON, NO_CONTENT, Reply, Request
+from statecar_sidecar.api.errors import DaprError
+from statecar_sidecar.metrics import Metrics
+from statecar_sidecar.runtime import BoundStore, ComponentRuntime
+from statecar_sidecar.stores.base import Feature
+from statecar_sidecar.stores.errors import (
+    ETagInvalidError,
+    ETagMismatchError,
+    StoreError,
+    TransactionError,
+)
+from statecar_sidecar.stores.query import QueryError, parse_query
+
+T = TypeVar("T")
+
+
+class StateHandlers:
+    """The handlers over one runtime; each takes the request and the decoded path parameters."""
+
+    def __init__(self, runtime: ComponentRuntime, metrics: Metrics, *, max_body_bytes: int) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    def _bound(self, store_name: str) -> BoundStore:
+        bound = self.runtime.stores.get(store_name)
+        if bound is None:
+            if store_name in self.runtime.failures:
+                raise DaprError(
+                    500,
+                    "ERR_STATE_STORE_NOT_CONFIGURED",
+                    f"state store {store_name} is not ready: {self.runtime.failures[store_name]}",
+                )
+            if not self.runtime.stores:
+                raise errors.store_not_configured(store_name, self.runtime.app_id)
+            raise errors.store_not_found(store_name, self.runtime.app_id, list(self.runtime.stores))
+        return bound
+
+    async def _timed(
+        self,
+        bound: BoundStore,
+        operation: str,
+        call: Awaitable[T],
+        succeeded: Callable[[T], bool] | None = None,
+    ) -> T:
+        """Await one store call and record its latency and outcome under daprd's names.
+
+        A `StoreError` counts as a failure and is re-raised for the handler to map. A result
+        counts as a failure when `succeeded` refuses it (a multi-item save reports per item).
+        """
+        started = time.perf_counter()
+        try:
+            result = await call
+        except StoreError:
+            self.metrics.state(bound.name, operation, False, (time.perf_counter() - started) * 1000)
+            raise
+        elapsed = (time.perf_counter() - started) * 1000
+        self.metrics.state(bound.name, operation, succeeded is None or succeeded(result), elapsed)
+        return result
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    async def get(self, request: Request, store_name: str, key: str) -> Reply:
+        bound = self._bound(store_name)
+        stored = policy.stored_key(bound, key)
+        params, _ = request.query()
+        strong = policy.read_strong(
+            bound, params.get("consistency"), request.header(b"consistency")
+        )
+        try:
+            item = await self._timed(bound, "get", bound.store.get(stored, strong=strong))
+        except StoreError as exc:
+            raise DaprError(
+                500, "ERR_STATE_GET", f"fail to get {key} from state store {store_name}: {exc}"
+            ) from exc
+        if item is None:
+            return NO_CONTENT
+        headers = [JSON, (b"etag", item.etag.encode())]
+        if item.expire_at is not None:
+            headers.append((b"metadata.ttlexpiretime", _rfc3339(item.expire_at)))
+        return Reply(200, item.value, headers)
+
+    async def save(self, request: Request, store_name: str) -> Reply:
+        bound = self._bound(store_name)  # before the body, as daprd: unknown store wins
+        _, query_metadata = request.query()
+        items = bodies.parse_save(await request.body(self.max_body_bytes), query_metadata)
+        if not items:
+            return NO_CONTENT
+        ops = policy.save_operations(
+            bound, items, request.header(b"concurrency"), request.header(b"consistency")
+        )
+        if len(ops) == 1:
+            try:
+                await self._timed(bound, "set", bound.store.set(ops[0]))
+            except StoreError as exc:
+                raise _write_error(
+                    "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
+                ) from exc
+            return NO_CONTENT
+        try:
+            results = await self._timed(bound, "bulk_set", bound.store.set_many(ops), _all_applied)
+        except StoreError as exc:
+            # A backend that writes the batch at once (SQL) fails it as a whole: locked, down.
+            raise _write_error(
+                "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
+            ) from exc
+        failures = [r for r in results if r is not None]
+        if failures:
+            raise _write_error(
+                "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", failures
+            )
+        return NO_CONTENT
+
+    async def delete(self, request: Request, store_name: str, key: str) -> Reply:
+        bound = self._bound(store_name)
+        stored = policy.stored_key(bound, key)
+        params, _ = request.query()
+        op = policy.delete_operation(
+            bound,
+            stored,
+            request.header(b"if-match") or None,
+            bodies.query_options(params),
+            request.header(b"concurrency"),
+            request.header(b"consistency"),
+        )
+        try:
+            await self._timed(bound, "delete", bound.store.delete(op))
+        except StoreError as exc:
+            raise _write_error(
+                "ERR_STATE_DELETE", f"failed deleting state with key {key}", [exc]
+            ) from exc
+        return NO_CONTENT
+
+    async def bulk(self, request: Request, store_name: str) -> Reply:
+        bound = self._bound(store_name)
+        user_keys, _ = bodies.parse_bulk(await request.body(self.max_body_bytes))
+        if not user_keys:
+            return Reply(200, b"[]", [JSON])
+        stored = [policy.stored_key(bound, k) for k in user_keys]
+        try:
+            items = await self._timed(bound, "bulk_get", bound.store.bulk_get(stored))
+        except StoreError as exc:
+            raise DaprError(500, "ERR_STATE_BULK_GET", str(exc)) from exc
+        parts: list[bytes] = []
+        for key, item in zip(user_keys, items, strict=True):
+            encoded_key = orjson.dumps(key)
+            if item is None:
+                parts.append(b'{"key":' + encoded_key + b"}")
+                continue
+            part = (
+                b'{"key":'
+                + encoded_key
+                + b',"data":'
+                + item.value
+                + b',"etag":'
+                + orjson.dumps(item.etag)
+            )
+            if item.expire_at is not None:
+                part += b',"metadata":{"ttlExpireTime":"' + _rfc3339(item.expire_at) + b'"}'
+            parts.append(part + b"}")
+        return Reply(200, b"[" + b",".join(parts) + b"]", [JSON])
+
+    async def transaction(self, request: Request, store_name: str) -> Reply:
+        bound = self._bound(store_name)
+        if Feature.TRANSACTIONAL not in bound.store.features:
+            raise errors.transactions_not_supported(store_name)
+        _, query_metadata = request.query()
+        transaction = bodies.parse_transaction(
+            await request.body(self.max_body_bytes), query_metadata
+        )
+        if not transaction.operations:
+            return NO_CONTENT
+        ops = policy.transaction_operations(
+            bound,
+            transaction.operations,
+            request.header(b"concurrency"),
+            request.header(b"consistency"),
+        )
+        try:
+            await self._timed(bound, "transaction", bound.store.transact(ops))
+        except StoreError as exc:
+            message = exc
+            if isinstance(exc, TransactionError):
+                # Name the user's key, not the prefixed one.
+                user = transaction.operations[exc.index].key
+                message = StoreError(
+                    f"operation {exc.index} on key {user!r} failed, nothing was applied: {exc.cause}"
+                )
+            raise DaprError(
+                500, "ERR_STATE_TRANSACTION", f"error while executing state transaction: {message}"
+            ) from exc
+        return NO_CONTENT
+
+    async def query(self, request: Request, store_name: str) -> Reply:
+        bound = self._bound(store_name)
+        if Feature.QUERY_API not in bound.store.features:
+            raise errors.query_not_supported(store_name)
+        body = await request.body(self.max_body_bytes)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise errors.query_failed(
+                store_name, f"failed to parse JSON query body: {exc}"
+            ) from None
+        try:
+            query = parse_query(document)
+        except QueryError as exc:
+            raise errors.query_failed(store_name, str(exc)) from None
+        try:
+            page = await self._timed(
+                bound, "query", bound.store.query(query, key_prefix=bound.prefix)
+            )
+        except QueryError as exc:
+            raise errors.query_failed(store_name, str(exc)) from None
+        except StoreError as exc:
+            raise errors.query_failed(store_name, str(exc)) from exc
+        if not page.results:
+            return NO_CONTENT
+        parts = [
+            b'{"key":'
+            + orjson.dumps(r.key)
+            + b',"data":'
+            + r.data
+            + b',"etag":'
+            + orjson.dumps(r.etag)
+            + b"}"
+            for r in page.results
+        ]
+        body = b'{"results":[' + b",".join(parts) + b"]"
+        if page.token:
+            body += b',"token":' + orjson.dumps(page.token)
+        return Reply(200, body + b"}", [JSON])
+
+
+def _all_applied(results: Sequence[Exception | None]) -> bool:
+    return all(r is None for r in results)
+
+
+def _rfc3339(epoch: float) -> bytes:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+
+
+def _write_error(code: str, prefix: str, failures: Sequence[Exception]) -> DaprError:
+    """daprd's mapping: only ETag failures → 409 (400 when one is invalid); anything else 500."""
+    message = f"{prefix}: " + "; ".join(str(f) for f in failures)
+    if all(isinstance(f, ETagMismatchError | ETagInvalidError) for f in failures):
+        status = 400 if any(isinstance(f, ETagInvalidError) for f in failures) else 409
+        return DaprError(status, code, message)
+    return DaprError(500, code, message)

@@ -1,0 +1,53 @@
+"""
+The metadata route, `/v1.0/metadata`: the app id, the runtime version and each loaded store.
+
+Shaped as daprd's metadata API (Dapr docs, metadata API reference), so SDKs that read it at
+start-up keep working. Served by FastAPI, off the state API's fast path.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from statecar_sidecar import __version__
+from statecar_sidecar.runtime import ComponentRuntime
+from statecar_sidecar.stores.base import Feature
+
+
+def capabilities(features: frozenset[Feature]) -> list[str]:
+    names = sorted(str(f) for f in features)
+    # daprd adds ACTOR for stores with both ETAG and TRANSACTIONAL (pkg/runtime/runtime.go).
+    if Feature.ETAG in features and Feature.TRANSACTIONAL in features:
+        names.append("ACTOR")
+    return names
+
+
+def metadata_document(runtime: ComponentRuntime) -> dict[str, object]:
+    extended: dict[str, str] = {"daprRuntimeVersion": f"statecar-{__version__}"}
+    if runtime.last_reload_error:
+        extended["statecarLastReloadError"] = runtime.last_reload_error
+    return {
+        "id": runtime.app_id,
+        "runtimeVersion": f"statecar-{__version__}",
+        "enabledFeatures": [],
+        "components": [
+            {
+                "name": b.name,
+                "type": b.component.type,
+                "version": b.component.version,
+                "capabilities": capabilities(b.store.features),
+            }
+            for b in sorted(runtime.stores.values(), key=lambda b: b.name)
+        ],
+        "extended": extended,
+    }
+
+
+def metadata_route(app: FastAPI, runtime: ComponentRuntime) -> None:
+    """`GET /v1.0/metadata`."""
+
+    @app.get("/v1.0/metadata")
+    async def get_metadata() -> JSONResponse:
+        # The JS SDK waits for a truthy body here before its first call (never send 204).
+        return JSONResponse(metadata_document(runtime))
