@@ -36,7 +36,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.unit import pg_server
 
-from statecar_sidecar.stores import postgresql as postgresql_module
+from statecar_sidecar.stores.postgresql import dsn as postgresql_dsn
+from statecar_sidecar.stores.postgresql import store as postgresql_module
 from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp, StateStore, StoredItem
 from statecar_sidecar.stores.errors import (
     ConsistencyError,
@@ -934,7 +935,7 @@ async def test_postgresql_connection_string_forms(postgres: pg_server.PgServer) 
 
 
 def test_postgresql_keyword_value_parsing() -> None:
-    target = postgresql_module._parse_connection_string(
+    target = postgresql_dsn.parse_connection_string(
         r"host=db.example port=6543 user=app password='p w\'x' dbname=orders"
         " options='-c search_path=s1' pool_max_conns=3"
     )
@@ -943,7 +944,7 @@ def test_postgresql_keyword_value_parsing() -> None:
     assert target.max_size == 3
     assert target.server_settings == {"search_path": "s1"}
     assert "password=p%20w%27x" in target.dsn
-    url = postgresql_module._parse_connection_string(
+    url = postgresql_dsn.parse_connection_string(
         "postgres://u:s%40cret@[::1]:7000/db?sslmode=require&pool_min_conns=1"
     )
     assert (url.label, url.password) == ("[::1]:7000/db", "s@cret")
