@@ -60,7 +60,7 @@ __all__ = [
     "write_args",
 ]
 
-CLEANUP_BATCH: Final = 1000
+CLEANUP_BATCH: Final = 1000  # rows one sweep statement deletes at most
 # Unquoted identifiers, optionally schema-qualified, short enough that the derived names
 # (`<table>_statecar_write_v1`) stay within PostgreSQL's 63-byte limit.
 _TABLE_NAME: Final = re.compile(
