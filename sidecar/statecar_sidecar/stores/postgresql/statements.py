@@ -30,7 +30,8 @@ clock in microseconds when the table is created (so ETags look like every other 
 only grows, so an ETag never repeats in the table: across delete and re-create, across sidecars
 and across clock steps, which reading a clock on each write would not guarantee.
 
-This module is text and pure functions: it runs nothing.
+This module is text and pure functions: it runs nothing. Besides the SQL, it holds the arguments
+the SQL binds and how a refusal the SQL reports becomes the error every backend gives.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp
-from statecar_sidecar.stores.errors import StoreError
+from statecar_sidecar.stores.errors import ETagMismatchError, StoreError
 
 __all__ = [
     "CHECK_FAILED",
@@ -54,9 +56,12 @@ __all__ = [
     "TABLE_DDL",
     "WRITTEN",
     "Names",
+    "Refused",
     "etag_number",
+    "refused_error",
     "render",
     "ttl_of",
+    "unstorable",
     "write_args",
 ]
 
@@ -334,3 +339,47 @@ def write_args(ops: Sequence[Operation], *, atomic: bool, strong: bool) -> tuple
         [op.first_write for op in ops],
         [ttl_of(op) for op in ops],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# What the statements cannot take, and what a refusal of the write function means.
+
+
+def unstorable(key: str) -> str | None:
+    """Why PostgreSQL text cannot hold `key` (None: it can)."""
+    if "\x00" in key:
+        return "the character U+0000"
+    if not key.isascii():
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            return "a lone surrogate"  # only reachable from Python callers, not from JSON
+    return None
+
+
+def refused_error(op: Operation, observed: str | None) -> ETagMismatchError:
+    """The error `etags` gives for `op` judged against the key's live ETag `observed`."""
+    if observed == WRITTEN:
+        return ETagMismatchError(
+            op.key,
+            f"key {op.key!r} was written by an earlier operation of this transaction,"
+            f" so etag {op.etag} cannot match",
+        )
+    try:
+        if isinstance(op, SetOp):
+            etags.check_write(op.key, observed, op.etag, first_write=op.first_write)
+        else:
+            etags.check_delete(op.key, observed, op.etag, first_write=op.first_write)
+    except ETagMismatchError as exc:
+        return exc
+    # The key changed between the refused statement and the read of its ETag.
+    return ETagMismatchError(op.key, f"key {op.key!r} was changed concurrently")
+
+
+class Refused(Exception):
+    """The write function refused op `index` (0-based) of an atomic call."""
+
+    def __init__(self, index: int, observed: str | None) -> None:
+        super().__init__(index, observed)
+        self.index = index
+        self.observed = observed

@@ -56,11 +56,13 @@ from statecar_sidecar.stores.postgresql.statements import (
     SYNC_EVENTUAL,
     SYNC_STRONG,
     TABLE_DDL,
-    WRITTEN,
     Names,
+    Refused,
     etag_number,
+    refused_error,
     render,
     ttl_of,
+    unstorable,
     write_args,
 )
 from statecar_sidecar.stores.query import Query, QueryError, QueryPage, QueryResult, run_query
@@ -78,50 +80,6 @@ _DEFAULT_MAX_CONNS: Final = 8
 _DEFAULT_IDLE_LIFETIME: Final = 300.0
 _DEFAULT_CLEANUP_INTERVAL: Final = 600.0
 _ROLLBACK_RETRIES: Final = 3
-
-
-# ---------------------------------------------------------------------------------------------
-# Small pieces.
-
-
-def _unstorable(key: str) -> str | None:
-    """Why PostgreSQL text cannot hold `key` (None: it can)."""
-    if "\x00" in key:
-        return "the character U+0000"
-    if not key.isascii():
-        try:
-            key.encode()
-        except UnicodeEncodeError:
-            return "a lone surrogate"  # only reachable from Python callers, not from JSON
-    return None
-
-
-def _refused(op: Operation, observed: str | None) -> ETagMismatchError:
-    """The error `etags` gives for `op` judged against the key's live ETag `observed`."""
-    if observed == WRITTEN:
-        return ETagMismatchError(
-            op.key,
-            f"key {op.key!r} was written by an earlier operation of this transaction,"
-            f" so etag {op.etag} cannot match",
-        )
-    try:
-        if isinstance(op, SetOp):
-            etags.check_write(op.key, observed, op.etag, first_write=op.first_write)
-        else:
-            etags.check_delete(op.key, observed, op.etag, first_write=op.first_write)
-    except ETagMismatchError as exc:
-        return exc
-    # The key changed between the refused statement and the read of its ETag.
-    return ETagMismatchError(op.key, f"key {op.key!r} was changed concurrently")
-
-
-class _Refused(Exception):
-    """The write function refused op `index` (0-based) of an atomic call."""
-
-    def __init__(self, index: int, observed: str | None) -> None:
-        super().__init__(index, observed)
-        self.index = index
-        self.observed = observed
 
 
 class PostgreSQLStore(StateStore):
@@ -295,7 +253,7 @@ class PostgreSQLStore(StateStore):
             try:
                 async with asyncio.timeout_at(deadline), self._pool.connection() as conn:
                     return await work(conn)
-            except _Refused:
+            except Refused:
                 raise
             except asyncpg.exceptions.TransactionRollbackError as exc:
                 if attempt >= _ROLLBACK_RETRIES:
@@ -307,7 +265,7 @@ class PostgreSQLStore(StateStore):
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) == CHECK_FAILED:
                     index, _, observed = str(getattr(exc, "detail", "") or "").partition(" ")
-                    raise _Refused(int(index) - 1, observed or None) from exc
+                    raise Refused(int(index) - 1, observed or None) from exc
                 raise self._failed(exc) from exc
 
     async def _fetch(self, sql: str, *args: object) -> list[Any]:
@@ -322,7 +280,7 @@ class PostgreSQLStore(StateStore):
 
     async def get(self, key: str, *, strong: bool = False) -> StoredItem | None:
         # Both modes read the server of the connection string, the primary.
-        if _unstorable(key):
+        if unstorable(key):
             return None  # no such key can be stored
         rows = await self._fetch(self._sql["get"], key)
         if not rows:
@@ -331,7 +289,7 @@ class PostgreSQLStore(StateStore):
         return StoredItem(value=bytes(value), etag=str(etag), expire_at=expire_at)
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
-        wanted = list(dict.fromkeys(key for key in keys if not _unstorable(key)))
+        wanted = list(dict.fromkeys(key for key in keys if not unstorable(key)))
         if not wanted:
             return [None] * len(keys)
         rows = await self._fetch(self._sql["bulk_get"], wanted)
@@ -349,7 +307,7 @@ class PostgreSQLStore(StateStore):
         """What is refused before touching the database."""
         if op.etag:
             etags.validate_etag(op.key, op.etag)
-        reason = _unstorable(op.key)
+        reason = unstorable(op.key)
         if reason:
             raise StoreError(f"PostgreSQL cannot store a key containing {reason}: {op.key!r}")
 
@@ -387,7 +345,7 @@ class PostgreSQLStore(StateStore):
 
         outcome = await self._run(work, strong_write=op.strong)
         if outcome is not None:
-            raise _refused(op, outcome or None)
+            raise refused_error(op, outcome or None)
 
     async def _write_many(self, ops: Sequence[Operation], *, atomic: bool) -> Any:
         """One call of the write function; returns its (r_ok, r_etag) row."""
@@ -423,7 +381,7 @@ class PostgreSQLStore(StateStore):
             row = await self._write_many([ops[i] for i in sendable], atomic=False)
             for index, ok, etag in zip(sendable, row[0], row[1], strict=True):
                 if not ok:
-                    results[index] = _refused(ops[index], None if etag is None else str(etag))
+                    results[index] = refused_error(ops[index], None if etag is None else str(etag))
         return results
 
     async def transact(self, ops: Sequence[Operation]) -> None:
@@ -448,16 +406,16 @@ class PostgreSQLStore(StateStore):
                 await self._write_many(ops, atomic=True)
         except ETagMismatchError as exc:  # from the one-op path
             raise TransactionError(0, ops[0].key, exc) from exc
-        except _Refused as refused:
+        except Refused as refused:
             op = ops[refused.index]
-            mismatch = _refused(op, refused.observed)
+            mismatch = refused_error(op, refused.observed)
             raise TransactionError(refused.index, op.key, mismatch) from mismatch
         if invalid is not None:
             index, cause = invalid
             raise TransactionError(index, ops[index].key, cause) from cause
 
     async def _dry_run(self, ops: Sequence[Operation]) -> None:
-        """Judge `ops` as a transaction and roll it back: raises _Refused, or returns."""
+        """Judge `ops` as a transaction and roll it back: raises Refused, or returns."""
         args = write_args(ops, atomic=True, strong=False)
 
         async def work(conn: Any) -> None:
