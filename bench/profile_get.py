@@ -144,7 +144,7 @@ def main() -> int:
                                               "0"], {0}, bench.work, harness.clean_env())
             procs.append(seeder)
             harness.wait_http(seeder, seed_port, "/v1.0/healthz", {204})
-            from statecar_sidecar.stores.redis import SAVE
+            from statecar_sidecar.stores.redis.scripts import SAVE
 
             bench.r(*SAVE.load_command())
             prof_argv = ["floor_app.py", "--app", "floor", "--port", str(port), "--redis-port",

@@ -37,7 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
 
-from statecar_sidecar.stores.resp import Client, Connection, RedisEndpoint
+from statecar_sidecar.stores.redis.client import Client
+from statecar_sidecar.stores.redis.resp import Connection, RedisEndpoint
 
 KEY = "bench:key"
 VALUE = b"v" * 1024

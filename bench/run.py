@@ -554,7 +554,7 @@ class Bench:
         self.report.raw["rss_idle_main_mb"] = rss_mb(self.sidecar.pid)
         save_sha = None
         with contextlib.suppress(Exception):
-            from statecar_sidecar.stores.redis import SAVE
+            from statecar_sidecar.stores.redis.scripts import SAVE
 
             self.r(*SAVE.load_command())
             save_sha = SAVE.sha1.decode()

@@ -3,7 +3,9 @@ The conformance tier's world: real Redis (a primary with AOF and one replica), a
 PostgreSQL, and ONE real `statecar sidecar` process serving a store on each backend.
 
 Every test takes the `store` fixture and runs once per backend: that is the suite's promise
-that behaviour is the same everywhere (contract.md).
+that behaviour is the same everywhere (contract.md). `test_store_interface.py` runs the same
+backends one layer down, on the `StateStore` interface; its own `store` fixture opens a store
+through the registry on these servers.
 """
 
 from __future__ import annotations

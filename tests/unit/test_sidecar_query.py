@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.unit import pg_server
 
+from statecar_sidecar.stores.postgresql.query_sql import compile_postgres
 from statecar_sidecar.stores.query import (
     And,
     Eq,
@@ -35,7 +36,6 @@ from statecar_sidecar.stores.query import (
     QueryError,
     QueryPage,
     SortKey,
-    compile_postgres,
     parse_query,
     run_query,
 )

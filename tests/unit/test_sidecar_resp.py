@@ -1,5 +1,5 @@
 """
-The RESP client (`statecar_sidecar.stores.resp`) against real `redis-server` processes.
+The RESP client (`statecar_sidecar.stores.redis.resp` and `.client`) against real `redis-server` processes.
 
 Each test that disturbs its server (pause, kill, restart, password, replication) starts its own;
 the read/write tests share one per module. redis-py's synchronous client is used only as an
@@ -22,14 +22,13 @@ import pytest
 import redis
 from tests.unit.redis_server import RedisProcess, free_port, running_redis
 
-from statecar_sidecar.stores.resp import (
-    Client,
+from statecar_sidecar.stores.redis.client import Client, SentinelConfig
+from statecar_sidecar.stores.redis.resp import (
     Connection,
     RedisEndpoint,
     RedisUnavailableError,
     ReplyError,
     Script,
-    SentinelConfig,
 )
 
 pytestmark = pytest.mark.timeout(90)

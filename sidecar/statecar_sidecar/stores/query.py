@@ -1,10 +1,12 @@
 """
-Dapr's state query language: parsing, evaluation over stored rows, and translation to PostgreSQL.
+Dapr's state query language: parsing, and evaluation over stored rows. The shared engine.
 
 This module owns the one definition of what a query *means* in statecar: backends that
-evaluate in process hand their rows to `run_query`, the PostgreSQL backend runs
-`compile_postgres`'s SQL, and a property test on a real server holds the two to the same
-answers. It does no I/O and imports no framework.
+evaluate in process hand their rows to `run_query`, the PostgreSQL backend runs the SQL of
+`postgresql.query_sql.compile_postgres` (which translates this module's tree), and a property
+test on a real server holds the two to the same answers. It does no I/O and imports no
+framework. It is longer than most modules because grammar, tree and evaluation are one
+definition: each node's `matches` and the parser's rules would be harder to check apart.
 
 Grammar (components-contrib `state/query/query.go`, `filter.go`)::
 
@@ -72,7 +74,6 @@ from statecar_sidecar.stores.errors import StoreError
 
 __all__ = [
     "And",
-    "CompiledSQL",
     "Eq",
     "Filter",
     "Gt",
@@ -89,7 +90,8 @@ __all__ = [
     "QueryPage",
     "QueryResult",
     "SortKey",
-    "compile_postgres",
+    "exact_number",
+    "is_number",
     "next_page_token",
     "parse_query",
     "run_query",
@@ -126,12 +128,12 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
     # bool is a subclass of int in Python, but JSON true is not the number 1.
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _exact(number: int | float) -> int | Decimal:
+def exact_number(number: int | float) -> int | Decimal:
     """The number as the decimal it was written as (a float's shortest round-trip repr)."""
     if isinstance(number, int):
         return number
@@ -145,7 +147,7 @@ def _number_cmp(a: int | float, b: int | float) -> int:
     x: int | float | Decimal = a
     y: int | float | Decimal = b
     if type(a) is not type(b):
-        x, y = _exact(a), _exact(b)
+        x, y = exact_number(a), exact_number(b)
     return (x > y) - (x < y)
 
 
@@ -153,8 +155,8 @@ def _json_equal(a: object, b: object) -> bool:
     """JSON equality, matching jsonb's `=`."""
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a is b
-    if _is_number(a):
-        return _is_number(b) and _number_cmp(a, b) == 0  # type: ignore[arg-type]
+    if is_number(a):
+        return is_number(b) and _number_cmp(a, b) == 0  # type: ignore[arg-type]
     if a is None or isinstance(a, str):
         return type(a) is type(b) and a == b
     if isinstance(a, list):
@@ -174,7 +176,7 @@ def _json_equal(a: object, b: object) -> bool:
 
 def _json_cmp(a: object, b: object) -> int | None:
     """-1/0/1 for number-number and string-string; None for any other pair (never matches)."""
-    if _is_number(a) and _is_number(b):
+    if is_number(a) and is_number(b):
         return _number_cmp(a, b)  # type: ignore[arg-type]
     if isinstance(a, str) and isinstance(b, str):
         return (a > b) - (a < b)
@@ -202,8 +204,8 @@ _RANK_NUMBER, _RANK_STRING, _RANK_BOOL, _RANK_NULL, _RANK_ARRAY, _RANK_OBJECT, _
 def _sort_key(value: object) -> tuple[int, object]:
     if isinstance(value, bool):
         return (_RANK_BOOL, value)
-    if _is_number(value):
-        return (_RANK_NUMBER, _exact(value))  # type: ignore[arg-type]
+    if is_number(value):
+        return (_RANK_NUMBER, exact_number(value))  # type: ignore[arg-type]
     if isinstance(value, str):
         return (_RANK_STRING, value)
     if value is None:
@@ -380,7 +382,7 @@ def _json_type(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if _is_number(value):
+    if is_number(value):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -519,7 +521,7 @@ def _parse_page(raw: object) -> Page:
     if limit is None:
         limit = 0
     if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= _INT64_MAX:
-        shown = limit if _is_number(limit) else _json_type(limit)
+        shown = limit if is_number(limit) else _json_type(limit)
         raise QueryError(f"page.limit must be a whole number from 0 (no limit) up, got {shown}")
     token = fields.get("token")
     if token is None:
@@ -616,170 +618,4 @@ def run_query(query: Query, rows: Iterable[tuple[str, bytes, str]]) -> QueryPage
     return QueryPage(
         results=[QueryResult(key=key, data=raw, etag=etag) for key, _, raw, etag in chosen],
         token=next_page_token(query.page, len(chosen)),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# PostgreSQL.
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledSQL:
-    """A query as PostgreSQL fragments.
-
-    `where` is a boolean expression and `order_by` an ordering list (both without their
-    keywords). Placeholders are numbered from `first_param` and each is typed `$n::text`, so
-    `params` holds only strings. `limit` is None for no limit; `limit` and `offset` are ints,
-    safe to format into the statement or to bind as two more parameters from `next_param`.
-    """
-
-    where: str
-    order_by: str
-    params: list[object]
-    limit: int | None
-    offset: int
-    page: Page
-    first_param: int
-
-    @property
-    def next_param(self) -> int:
-        """The first placeholder number not used by `params`."""
-        return self.first_param + len(self.params)
-
-    def next_token(self, returned: int) -> str | None:
-        """The response token after the statement returned `returned` rows."""
-        return next_page_token(self.page, returned)
-
-
-# Mirrors `_sort_key`'s ranks.
-_SORT_RANK_SQL: Final = (
-    "CASE jsonb_typeof({x}) WHEN 'number' THEN 0 WHEN 'string' THEN 1 WHEN 'boolean' THEN 2"
-    " WHEN 'null' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 ELSE 6 END"
-)
-
-
-_NUL_MESSAGE: Final = "PostgreSQL cannot compare strings containing the character U+0000"
-
-
-def _has_nul(value: JSONValue) -> bool:
-    stack: list[JSONValue] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str) and "\x00" in item:
-            return True
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            if any("\x00" in k for k in item):
-                return True
-            stack.extend(item.values())
-    return False
-
-
-class _SqlBuilder:
-    def __init__(self, value_column: str, first_param: int) -> None:
-        self.value = f"({value_column})"
-        self.first_param = first_param
-        self.params: list[object] = []
-        self._positions: dict[str, int] = {}
-
-    def param(self, text: str) -> str:
-        """A text placeholder for `text` (equal texts share one)."""
-        if "\x00" in text:
-            # PostgreSQL text cannot hold NUL, and jsonb refuses \u0000.
-            raise QueryError(_NUL_MESSAGE)
-        position = self._positions.get(text)
-        if position is None:
-            position = self.first_param + len(self.params)
-            self.params.append(text)
-            self._positions[text] = position
-        return f"${position}::text"
-
-    def json_param(self, value: JSONValue) -> str:
-        if _has_nul(value):
-            raise QueryError(_NUL_MESSAGE)
-        # Python's json writes floats as their shortest repr and ints in full, which is exactly
-        # the decimal `_exact` compares with; orjson would refuse ints beyond 64 bits.
-        return f"({self.param(json.dumps(value, ensure_ascii=False, allow_nan=False))})::jsonb"
-
-    def at(self, path: tuple[str, ...]) -> str:
-        # Chained `->` with text operands only steps into objects (`jsonb -> text` on an array or
-        # scalar is NULL), which is `_resolve`; `#>` with a text[] path would also index arrays.
-        steps = "".join(f" -> {self.param(segment)}" for segment in path)
-        return f"({self.value}{steps})"
-
-    def filter(self, node: Filter) -> str:
-        if isinstance(node, And | Or):
-            joiner = f" {node.op} "
-            return "(" + joiner.join(self.filter(child) for child in node.filters) + ")"
-        if isinstance(node, In):
-            if not node.values:
-                return "FALSE"
-            options = ", ".join(self.json_param(v) for v in node.values)
-            return f"COALESCE({self.at(node.path)} IN ({options}), FALSE)"
-        if isinstance(node, Eq):
-            return f"COALESCE({self.at(node.path)} = {self.json_param(node.value)}, FALSE)"
-        if isinstance(node, Neq):
-            return f"({self.at(node.path)} IS DISTINCT FROM {self.json_param(node.value)})"
-        return self.range(node)
-
-    def range(self, node: _Range) -> str:
-        sql_op = {"GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}[node.op]
-        value = node.value
-        if not (_is_number(value) or isinstance(value, str)):
-            return "FALSE"  # booleans, null, arrays and objects are never ordered
-        x = self.at(node.path)  # (only now: every parameter registered must appear in the SQL)
-        # CASE fixes the evaluation order, so the cast only ever sees the right jsonb type.
-        if _is_number(value):
-            number = str(_exact(value))  # type: ignore[arg-type]
-            return (
-                f"(CASE WHEN jsonb_typeof({x}) = 'number'"
-                f" THEN ({x})::numeric {sql_op} ({self.param(number)})::numeric ELSE FALSE END)"
-            )
-        # COLLATE "C" compares UTF-8 bytes, i.e. code points, as Python compares str.
-        return (
-            f"(CASE WHEN jsonb_typeof({x}) = 'string' THEN ({x} #>> '{{}}'::text[])"
-            f' COLLATE "C" {sql_op} {self.param(str(value))} COLLATE "C" ELSE FALSE END)'
-        )
-
-    def order(self, sort_key: SortKey) -> list[str]:
-        x = self.at(sort_key.path)
-        direction = "DESC" if sort_key.descending else "ASC"
-        # Within one type rank the typed columns are all NULL or all non-NULL, so NULLS
-        # FIRST/LAST never decides anything.
-        return [
-            f"{_SORT_RANK_SQL.format(x=x)} {direction}",
-            f"(CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric END) {direction}",
-            f"(CASE WHEN jsonb_typeof({x}) = 'string' THEN ({x} #>> '{{}}'::text[]) END)"
-            f' COLLATE "C" {direction}',
-            f"(CASE WHEN jsonb_typeof({x}) = 'boolean' THEN ({x})::boolean END) {direction}",
-        ]
-
-
-def compile_postgres(
-    query: Query, *, value_column: str, key_column: str, first_param: int = 1
-) -> CompiledSQL:
-    """Translate `query` into PostgreSQL that selects and orders exactly what `run_query` would.
-
-    `value_column` is an SQL expression of type jsonb that is NULL for values that are not JSON
-    (such rows are skipped, as in `run_query`); `key_column` is the text key, the final
-    tiebreak. Both are trusted SQL from the backend; everything from the query is a parameter.
-    The database must use the UTF8 encoding (the "C" collation then orders by code point).
-    """
-    builder = _SqlBuilder(value_column, first_param)
-    where = f"{builder.value} IS NOT NULL"
-    if query.filter is not None:
-        where += f" AND {builder.filter(query.filter)}"
-    order: list[str] = []
-    for sort_key in query.sort:
-        order.extend(builder.order(sort_key))
-    order.append(f'({key_column}) COLLATE "C" ASC')
-    return CompiledSQL(
-        where=where,
-        order_by=", ".join(order),
-        params=builder.params,
-        limit=query.page.limit or None,
-        offset=query.page.offset,
-        page=query.page,
-        first_param=first_param,
     )

@@ -1,5 +1,5 @@
 """
-Which module serves which Dapr component type, imported only when a component asks for it.
+Which backend package serves which Dapr component type, imported only when a component asks for it.
 
 A sidecar whose components are all SQLite never imports a Redis or PostgreSQL driver; a
 missing driver is reported with the pip extra that brings it.

@@ -1,24 +1,17 @@
 """
 `state.sqlite`: state in one SQLite file (or in memory), statecar's embedded default store.
 
-This module owns the SQLite layout and how the concurrency rule of `etags` is made atomic on
-it, for one sidecar and for several processes sharing the file (two sidecars, or a sidecar and
-`statecar run`). It speaks daprd's component metadata (components-contrib
+This module owns how the concurrency rule of `etags` is made atomic on SQLite (the layout and
+its SQL are in `statements`), for one sidecar and for several processes sharing the file (two
+sidecars, or a sidecar and `statecar run`). It speaks daprd's component metadata (components-contrib
 `common/authentication/sqlite/metadata.go`, `state/sqlite/sqlite_metadata.go`):
 
-* `connectionString` (alias `url`): a file path, `:memory:`, or a `file:` URI. As in daprd, a
-  string with a `?` is read as a URI even without `file:`; `_txlock` is ignored (every write
-  here is `BEGIN IMMEDIATE` anyway) and `_pragma=name(value)` items are applied, except
-  `busy_timeout`, `journal_mode` and `foreign_keys`, which daprd refuses too.
+* `connectionString` (alias `url`): a file path, `:memory:`, or a `file:` URI (read by
+  `target`).
 * `tableName` (default `state`), `busyTimeout` (default `2s`), `timeout` (alias
   `timeoutInSeconds`, default `20s`), `disableWAL` (for network file systems), `cleanupInterval`
   (alias `cleanupIntervalInSeconds`, default `10m`, `0` disables). Durations are Go durations
   (`500ms`, `2s`, `1h30m`) or whole seconds, as daprd's metadata decoder reads them.
-
-Layout: `<table>(key TEXT PRIMARY KEY, value BLOB, etag INTEGER, expire_at REAL)`, the value
-being the exact bytes the client sent and `expire_at` epoch seconds, plus `<table>_meta`, one
-row holding the highest ETag ever issued in the file. daprd's own SQLite table has a different
-layout (TEXT values, UUID ETags), so `open` refuses a table it did not create.
 
 Concurrency: one connection per store, used only by one dedicated worker thread, so the event
 loop never waits on disk and the operations of one store run one at a time. Every write is a
@@ -44,15 +37,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Self, TypeVar
-from urllib.parse import parse_qsl, urlencode
 
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
@@ -65,6 +55,15 @@ from statecar_sidecar.stores.errors import (
 )
 from statecar_sidecar.stores.metadata import duration, flag
 from statecar_sidecar.stores.query import Query, QueryPage, run_query
+from statecar_sidecar.stores.sql_common import Sweeper, check_layout, prefix_successor
+from statecar_sidecar.stores.sqlite.statements import (
+    EXPECTED_COLUMNS,
+    IDENTIFIER,
+    SCHEMA,
+    SQL,
+    render,
+)
+from statecar_sidecar.stores.sqlite.target import Target, parse_target
 
 __all__ = ["SQLiteStore"]
 
@@ -76,123 +75,8 @@ _DEFAULT_TABLE: Final = "state"
 _DEFAULT_BUSY_TIMEOUT: Final = 2.0  # daprd's default busyTimeout
 _DEFAULT_TIMEOUT: Final = 20.0  # daprd's default timeout
 _DEFAULT_CLEANUP_INTERVAL: Final = 600.0
-# daprd's ValidIdentifier; SQLite identifiers are quoted anyway, this keeps names portable.
-_IDENTIFIER: Final = re.compile(r"[A-Za-z0-9_]+")
-_PRAGMA_ITEM: Final = re.compile(r"([A-Za-z_]+)\((-?[A-Za-z0-9_.]+)\)")
-_FORBIDDEN_PRAGMAS: Final = {
-    "busy_timeout": "use the busyTimeout metadata property instead",
-    "journal_mode": "use the disableWAL metadata property instead",
-    "foreign_keys": "statecar manages it",
-}
 _SQLITE_BUSY: Final = 5  # result code (low byte) for "database is locked"
 _SQLITE_LOCKED: Final = 6
-_EXPECTED_COLUMNS: Final = {"key": "TEXT", "value": "BLOB", "etag": "INTEGER", "expire_at": "REAL"}
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """What `sqlite3.connect` opens, and how to name it in messages."""
-
-    database: str
-    uri: bool
-    label: str
-    in_memory: bool
-    read_only: bool
-    pragmas: tuple[tuple[str, str], ...]
-
-
-def _parse_target(connection_string: str) -> _Target:
-    text = connection_string.strip()
-    if not text:
-        raise StoreError(
-            "state.sqlite needs connectionString: a file path, ':memory:' or a file: URI"
-        )
-    lowered = text.lower()
-    in_memory = lowered.startswith((":memory:", "file::memory:")) or "mode=memory" in lowered
-    if "?" not in text and not lowered.startswith("file:"):
-        # A plain path is opened as a path: no URI decoding, so '%' or '#' in a name is literal.
-        return _Target(
-            text, uri=False, label=text, in_memory=in_memory, read_only=False, pragmas=()
-        )
-    base, _, query = text.partition("?")
-    if not lowered.startswith("file:"):
-        base = "file:" + base  # as daprd does, so 'data.db?mode=ro' works
-    kept: list[tuple[str, str]] = []
-    pragmas: list[tuple[str, str]] = []
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name == "_pragma":
-            match = _PRAGMA_ITEM.fullmatch(value.strip())
-            if match is None:
-                raise StoreError(
-                    f"invalid _pragma {value!r} in connectionString: use _pragma=name(value)"
-                )
-            pragma = match.group(1).lower()
-            if pragma in _FORBIDDEN_PRAGMAS:
-                raise StoreError(
-                    f"_pragma={pragma} is not allowed in connectionString:"
-                    f" {_FORBIDDEN_PRAGMAS[pragma]}"
-                )
-            pragmas.append((pragma, match.group(2)))
-        elif not name.startswith("_"):  # _txlock and other Go-driver options mean nothing here
-            kept.append((name, value))
-    params = dict(kept)
-    read_only = params.get("mode") == "ro" or params.get("immutable") == "1"
-    database = base + ("?" + urlencode(kept) if kept else "")
-    label = base.removeprefix("file:") or ":memory:"
-    return _Target(
-        database,
-        uri=True,
-        label=label,
-        in_memory=in_memory,
-        read_only=read_only,
-        pragmas=tuple(pragmas),
-    )
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-# Statements, with {t} for the quoted table, {m} for its `_meta` table, {x} for the expiry index
-# and {live} for "not expired" (the time is a parameter). Everything a request supplies is a
-# bound parameter; only the table name (checked by _IDENTIFIER, then quoted) is pasted in.
-_SQL: Final = {
-    "current": "SELECT etag, expire_at FROM {t} WHERE key = ?",
-    "get": "SELECT value, etag, expire_at FROM {t} WHERE key = ? AND {live}",
-    "get_many": "SELECT key, value, etag, expire_at FROM {t} WHERE key IN ({{marks}}) AND {live}",
-    "upsert": (
-        "INSERT INTO {t} (key, value, etag, expire_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (key) DO UPDATE SET"
-        " value = excluded.value, etag = excluded.etag, expire_at = excluded.expire_at"
-    ),
-    "delete": "DELETE FROM {t} WHERE key = ?",
-    "hwm": "SELECT value FROM {m} WHERE name = 'etag'",
-    "set_hwm": "UPDATE {m} SET value = ? WHERE name = 'etag' AND value < ?",
-    "sweep": "DELETE FROM {t} WHERE expire_at IS NOT NULL AND expire_at <= ?",
-    # BINARY collation compares UTF-8 bytes, which is code point order, as Python compares str:
-    # the primary key's order, so a key prefix is a range scan.
-    "range": "SELECT key, value, etag FROM {t} WHERE key >= ? AND key < ? AND {live}",
-    "from": "SELECT key, value, etag FROM {t} WHERE key >= ? AND {live}",
-    "ping": "SELECT 1 FROM {t} LIMIT 1",
-    "columns": "PRAGMA table_info({t})",
-}
-_SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS {t} (key TEXT NOT NULL PRIMARY KEY, value BLOB NOT NULL,"
-    " etag INTEGER NOT NULL, expire_at REAL)",
-    # Partial index: the sweep finds expired rows without reading keys that never expire.
-    "CREATE INDEX IF NOT EXISTS {x} ON {t} (expire_at) WHERE expire_at IS NOT NULL",
-    "CREATE TABLE IF NOT EXISTS {m} (name TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO {m} (name, value) VALUES ('etag', 0)",
-)
-
-
-def _render(template: str, table: str) -> str:
-    return template.format(
-        t=_quote(table),
-        m=_quote(table + "_meta"),
-        x=_quote(table + "_expire_at"),
-        live="(expire_at IS NULL OR expire_at > ?)",
-    )
 
 
 class SQLiteStore(StateStore):
@@ -202,7 +86,7 @@ class SQLiteStore(StateStore):
 
     def __init__(
         self,
-        target: _Target,
+        target: Target,
         *,
         table: str,
         busy_timeout: float,
@@ -215,7 +99,6 @@ class SQLiteStore(StateStore):
         self._busy_timeout = busy_timeout
         self._timeout = timeout
         self._wal = wal
-        self._cleanup_interval = cleanup_interval
         # One thread: every operation of this store is serialized on it, and the sqlite3
         # connection is only ever touched by the thread that created it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statecar-sqlite")
@@ -223,16 +106,21 @@ class SQLiteStore(StateStore):
         self._full_sync = False
         self._max_variables = 999
         self._closed = False
-        self._cleanup_task: asyncio.Task[None] | None = None
-        self._sql = {name: _render(template, table) for name, template in _SQL.items()}
-        self._sql_schema = tuple(_render(template, table) for template in _SCHEMA)
+        self._sweeper = Sweeper(
+            lambda: self._call(self._sweep),
+            interval=cleanup_interval,
+            where=f"SQLite {target.label}",
+            log=_log,
+        )
+        self._sql = {name: render(template, table) for name, template in SQL.items()}
+        self._sql_schema = tuple(render(template, table) for template in SCHEMA)
 
     @classmethod
     async def open(cls, metadata: Mapping[str, str]) -> Self:
         """Open (creating if missing) the database and table named by daprd's metadata."""
-        target = _parse_target(metadata.get("connectionString") or metadata.get("url") or "")
+        target = parse_target(metadata.get("connectionString") or metadata.get("url") or "")
         table = metadata.get("tableName") or _DEFAULT_TABLE
-        if not _IDENTIFIER.fullmatch(table):
+        if not IDENTIFIER.fullmatch(table):
             raise StoreError(f"invalid tableName {table!r}: use letters, digits and '_' only")
         timeout = duration(metadata, ("timeout", "timeoutInSeconds"), _DEFAULT_TIMEOUT)
         if timeout < 1:
@@ -252,10 +140,7 @@ class SQLiteStore(StateStore):
         except BaseException:
             await store.close()
             raise
-        if store._cleanup_interval > 0:
-            store._cleanup_task = asyncio.create_task(
-                store._cleanup_loop(), name=f"statecar-sqlite-cleanup-{table}"
-            )
+        store._sweeper.start(name=f"statecar-sqlite-cleanup-{table}")
         return store
 
     # -----------------------------------------------------------------------------------------
@@ -338,16 +223,13 @@ class SQLiteStore(StateStore):
         columns = {str(row[1]): str(row[2]).upper() for row in conn.execute(self._sql["columns"])}
         if not columns:
             raise StoreError(f"SQLite database {self._target.label} has no table {self._table!r}")
-        wrong = {
-            name: kind for name, kind in _EXPECTED_COLUMNS.items() if columns.get(name) != kind
-        }
-        if wrong:
-            found = ", ".join(f"{name} {kind}" for name, kind in columns.items())
-            raise StoreError(
-                f"table {self._table!r} in {self._target.label} was not created by statecar (it has"
-                f" {found}); daprd's SQLite tables have another layout, so point tableName at a"
-                " new table"
-            )
+        check_layout(
+            columns,
+            EXPECTED_COLUMNS,
+            table=repr(self._table),
+            location=f"in {self._target.label}",
+            engine="SQLite",
+        )
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -481,12 +363,12 @@ class SQLiteStore(StateStore):
             await self._call(lambda: self._write(ops, atomic=True))
 
     # -----------------------------------------------------------------------------------------
-    # Query, TTL sweep, health.
+    # Query, TTL sweep (run by the Sweeper), health.
 
     def _query(self, query: Query, key_prefix: str) -> QueryPage:
         conn = self._connection()
         now = time.time()
-        upper = _prefix_successor(key_prefix)
+        upper = prefix_successor(key_prefix)
         if upper is None:
             cursor = conn.execute(self._sql["from"], (key_prefix, now))
         else:
@@ -504,18 +386,6 @@ class SQLiteStore(StateStore):
         conn = self._connection()
         return conn.execute(self._sql["sweep"], (time.time(),)).rowcount
 
-    async def _cleanup_loop(self) -> None:
-        # Expired rows are already invisible; this only gives their space back.
-        while True:
-            await asyncio.sleep(self._cleanup_interval)
-            try:
-                removed = await self._call(self._sweep)
-            except StoreError as exc:
-                _log.warning("SQLite %s: TTL cleanup failed: %s", self._target.label, exc)
-            else:
-                if removed:
-                    _log.debug("SQLite %s: removed %d expired keys", self._target.label, removed)
-
     def _ping(self) -> None:
         self._connection().execute(self._sql["ping"]).fetchall()
 
@@ -530,11 +400,7 @@ class SQLiteStore(StateStore):
     async def close(self) -> None:
         if self._closed:
             return
-        task, self._cleanup_task = self._cleanup_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._sweeper.stop()
         self._closed = True
         loop = asyncio.get_running_loop()
         try:
@@ -543,20 +409,3 @@ class SQLiteStore(StateStore):
             _log.warning("SQLite %s: close failed: %s", self._target.label, exc)
         finally:
             self._executor.shutdown(wait=False)
-
-
-def _prefix_successor(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with `prefix` (None: no bound).
-
-    Code points compare like their UTF-8 bytes, so this bounds a range scan of the primary key.
-    Surrogates are skipped: they cannot be encoded, and no stored key contains one.
-    """
-    chars = list(prefix)
-    while chars:
-        last = ord(chars.pop())
-        if last < 0x10FFFF:
-            successor = last + 1
-            if 0xD800 <= successor <= 0xDFFF:
-                successor = 0xE000
-            return "".join(chars) + chr(successor)
-    return None

@@ -1,0 +1,498 @@
+"""
+`state.postgresql`: the store, one table on one PostgreSQL server shared by every sidecar that
+names it.
+
+This module owns how each request becomes statements (`statements`: the layout and the SQL),
+runs them on the pool (`pool`), maps consistency onto `synchronous_commit`, and reports an
+unreachable server. It reads daprd's component metadata (components-contrib `state/postgresql`):
+
+* `connectionString`: a libpq URL or key=value DSN (read by `dsn`).
+* `tableName` (default `state`; `schema.table` allowed), `timeoutInSeconds` (or `timeout`, a
+  Go duration; default 5 s: the bound on every operation, waiting for a connection included),
+  `maxConns` (default 8), `connectionMaxIdleTime` (default 5 min), `cleanupInterval` /
+  `cleanupIntervalInSeconds` (default 10 min, 0 disables).
+
+Consistency: connections run with `synchronous_commit = local` (eventual: acknowledged once
+flushed on the primary; never weaker, whatever the server's default). A strong write sets
+`remote_apply` for its own transaction, so its commit also waits until the synchronous standbys
+named by `synchronous_standby_names`, if any, have applied it
+(https://www.postgresql.org/docs/current/runtime-config-wal.html#GUC-SYNCHRONOUS-COMMIT);
+a standby that does not confirm in time fails the request with ConsistencyError. Reads always
+go to the server of the connection string, the primary.
+
+Failures: a server that refuses connections, drops them or does not answer within the timeout
+raises StoreUnavailableError naming host:port (never the password). Dead connections are
+replaced on next use, so the store recovers by itself when the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, Self, TypeVar
+
+import asyncpg
+
+from statecar_sidecar.stores import etags
+from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
+from statecar_sidecar.stores.errors import (
+    ConsistencyError,
+    ETagMismatchError,
+    StoreError,
+    StoreUnavailableError,
+    TransactionError,
+)
+from statecar_sidecar.stores.metadata import duration
+from statecar_sidecar.stores.postgresql.dsn import ConnectTarget, parse_connection_string
+from statecar_sidecar.stores.postgresql.pool import UNAVAILABLE, Pool
+from statecar_sidecar.stores.postgresql.query_sql import compile_postgres
+from statecar_sidecar.stores.postgresql.statements import (
+    CHECK_FAILED,
+    CLEANUP_BATCH,
+    EXPECTED_COLUMNS,
+    FUNCTION_DDL,
+    STATEMENTS,
+    SYNC_EVENTUAL,
+    SYNC_STRONG,
+    TABLE_DDL,
+    Names,
+    Refused,
+    etag_number,
+    refused_error,
+    render,
+    ttl_of,
+    unstorable,
+    write_args,
+)
+from statecar_sidecar.stores.query import Query, QueryError, QueryPage, QueryResult, run_query
+from statecar_sidecar.stores.sql_common import Sweeper, check_layout, prefix_successor
+
+__all__ = ["PostgreSQLStore"]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_DEFAULT_TABLE: Final = "state"
+_DEFAULT_TIMEOUT: Final = 5.0
+_DEFAULT_MAX_CONNS: Final = 8
+_DEFAULT_IDLE_LIFETIME: Final = 300.0
+_DEFAULT_CLEANUP_INTERVAL: Final = 600.0
+_ROLLBACK_RETRIES: Final = 3
+
+
+class PostgreSQLStore(StateStore):
+    """One table on one PostgreSQL server."""
+
+    features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
+
+    def __init__(
+        self,
+        target: ConnectTarget,
+        names: Names,
+        *,
+        timeout: float,
+        max_size: int,
+        idle_lifetime: float,
+        cleanup_interval: float,
+    ) -> None:
+        self._target = target
+        self._names = names
+        self._timeout = timeout
+        self._pool = Pool(
+            self._connect, max_size=max_size, idle_lifetime=idle_lifetime, grace=timeout
+        )
+        self._closed = False
+        self._sweeper = Sweeper(
+            self._sweep,
+            interval=cleanup_interval,
+            where=f"PostgreSQL {target.label}",
+            log=_log,
+        )
+        self._sql_in_postgres = True  # False when the database is not UTF8: queries run here
+        self._sql = {name: render(template, names) for name, template in STATEMENTS.items()}
+
+    @classmethod
+    async def open(cls, metadata: Mapping[str, str]) -> Self:
+        """Connect, create the table, sequence and function if missing, check the layout."""
+        target = parse_connection_string(metadata.get("connectionString") or "")
+        for unsupported in ("useAzureAD", "useAWSIAM"):
+            if metadata.get(unsupported, "").strip().lower() == "true":
+                raise StoreError(f"{unsupported} is not supported by statecar's state.postgresql")
+        names = Names.of(metadata.get("tableName") or _DEFAULT_TABLE)
+        timeout = duration(metadata, ("timeoutInSeconds", "timeout"), _DEFAULT_TIMEOUT)
+        if timeout <= 0:
+            raise StoreError("timeoutInSeconds must be positive")
+        max_conns = metadata.get("maxConns", "").strip()
+        try:
+            max_size = int(max_conns) if max_conns else (target.max_size or _DEFAULT_MAX_CONNS)
+        except ValueError:
+            raise StoreError(f"maxConns must be a whole number, got {max_conns!r}") from None
+        if max_size < 1:
+            raise StoreError("maxConns must be at least 1")
+        store = cls(
+            target,
+            names,
+            timeout=timeout,
+            max_size=max_size,
+            idle_lifetime=duration(metadata, ("connectionMaxIdleTime",), _DEFAULT_IDLE_LIFETIME),
+            cleanup_interval=duration(
+                metadata, ("cleanupInterval", "cleanupIntervalInSeconds"), _DEFAULT_CLEANUP_INTERVAL
+            ),
+        )
+        try:
+            # Connecting, then a few DDL round trips (which may wait for another sidecar's).
+            async with asyncio.timeout(timeout * 3), store._pool.connection() as conn:
+                await store._prepare_schema(conn)
+        except UNAVAILABLE as exc:
+            await store.close()
+            raise store._unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:
+            await store.close()
+            raise store._failed(exc) from exc
+        except BaseException:
+            await store.close()
+            raise
+        store._sweeper.start(name=f"statecar-postgresql-cleanup-{names.bare}")
+        return store
+
+    async def _connect(self) -> Any:
+        settings = dict(self._target.server_settings)
+        settings.setdefault("application_name", "statecar")
+        # Eventual means "flushed on the primary": never weaker, even on a server running with
+        # synchronous_commit=off; strong raises it per transaction.
+        settings["synchronous_commit"] = SYNC_EVENTUAL
+        return await asyncpg.connect(
+            self._target.dsn,
+            timeout=self._target.connect_timeout or self._timeout,
+            command_timeout=self._timeout,
+            server_settings=settings,
+        )
+
+    async def _prepare_schema(self, conn: Any) -> None:
+        names = self._names
+        async with conn.transaction():
+            # Sidecars starting together would otherwise race on the catalogs (CREATE ... IF
+            # NOT EXISTS is not safe against a concurrent CREATE of the same name).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", names.lock_key)
+            encoding = str(await conn.fetchval("SHOW server_encoding")).upper()
+            # compile_postgres needs UTF8 (its "C" collation then orders by code point).
+            self._sql_in_postgres = encoding in ("UTF8", "UTF-8")
+            # Create only what is missing: a role without CREATE can use tables made for it.
+            if await conn.fetchval("SELECT to_regclass($1)", names.table) is None:
+                for statement in TABLE_DDL:
+                    await conn.execute(render(statement, names))
+            await self._check_layout(conn)
+            if await conn.fetchval("SELECT to_regclass($1)", names.sequence) is None:
+                start = int(await conn.fetchval(self._sql["sequence_start"]))
+                await conn.execute(
+                    f"CREATE SEQUENCE IF NOT EXISTS {names.sequence} AS bigint"
+                    f" START WITH {start} MINVALUE 1"
+                )
+            if await conn.fetchval("SELECT to_regprocedure($1)", self._sql["signature"]) is None:
+                await conn.execute(render(FUNCTION_DDL, names))
+
+    async def _check_layout(self, conn: Any) -> None:
+        columns = {str(name): str(kind) for name, kind in await conn.fetch(self._sql["columns"])}
+        check_layout(
+            columns,
+            EXPECTED_COLUMNS,
+            table=self._names.table,
+            location=f"at {self._target.label}",
+            engine="PostgreSQL",
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # Running statements.
+
+    def _scrub(self, text: str) -> str:
+        password = self._target.password
+        return text.replace(password, "***") if password else text
+
+    def _unavailable(self, exc: BaseException, *, strong_write: bool = False) -> StoreError:
+        where = f"PostgreSQL at {self._target.label}"
+        if isinstance(exc, TimeoutError):
+            if strong_write:
+                # remote_apply waits for the synchronous standbys; one that is down or lagging
+                # looks exactly like this.
+                return ConsistencyError(
+                    f"{where} did not confirm the strong write within {self._timeout:g}s: the"
+                    " synchronous standbys did not apply it in time (or the server is not"
+                    " answering); it may be committed on the primary only"
+                )
+            return StoreUnavailableError(f"{where} did not answer within {self._timeout:g}s")
+        if isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
+            return StoreUnavailableError(f"{where} is read-only (a standby?): {exc}")
+        reason = self._scrub(str(exc)) or type(exc).__name__
+        return StoreUnavailableError(f"{where} is unavailable: {reason}")
+
+    def _failed(self, exc: BaseException) -> StoreError:
+        return StoreError(f"PostgreSQL at {self._target.label}: {self._scrub(str(exc))}")
+
+    async def _run(
+        self,
+        work: Callable[[Any], Awaitable[_T]],
+        *,
+        idempotent: bool = False,
+        strong_write: bool = False,
+    ) -> _T:
+        """`work(connection)` within the timeout; errors become StoreErrors.
+
+        A read (`idempotent`) is retried once on a new connection when the pooled one turns
+        out dead (after a server restart). A write is not: it may have been applied before
+        the connection died, and running it again would be judged against its own result.
+        A deadlock or serialization failure rolled everything back, so it is retried.
+        """
+        if self._closed:
+            raise StoreUnavailableError(f"PostgreSQL store {self._target.label} is closed")
+        deadline = asyncio.get_running_loop().time() + self._timeout  # for all attempts
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with asyncio.timeout_at(deadline), self._pool.connection() as conn:
+                    return await work(conn)
+            except Refused:
+                raise
+            except asyncpg.exceptions.TransactionRollbackError as exc:
+                if attempt >= _ROLLBACK_RETRIES:
+                    raise self._failed(exc) from exc
+            except UNAVAILABLE as exc:
+                self._pool.expire()
+                if not idempotent or attempt > 1 or isinstance(exc, TimeoutError):
+                    raise self._unavailable(exc, strong_write=strong_write) from exc
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) == CHECK_FAILED:
+                    index, _, observed = str(getattr(exc, "detail", "") or "").partition(" ")
+                    raise Refused(int(index) - 1, observed or None) from exc
+                raise self._failed(exc) from exc
+
+    async def _fetch(self, sql: str, *args: object) -> list[Any]:
+        async def work(conn: Any) -> list[Any]:
+            rows: list[Any] = await conn.fetch(sql, *args)
+            return rows
+
+        return await self._run(work, idempotent=True)
+
+    # -----------------------------------------------------------------------------------------
+    # Reads.
+
+    async def get(self, key: str, *, strong: bool = False) -> StoredItem | None:
+        # Both modes read the server of the connection string, the primary.
+        if unstorable(key):
+            return None  # no such key can be stored
+        rows = await self._fetch(self._sql["get"], key)
+        if not rows:
+            return None
+        value, etag, expire_at = rows[0]
+        return StoredItem(value=bytes(value), etag=str(etag), expire_at=expire_at)
+
+    async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
+        wanted = list(dict.fromkeys(key for key in keys if not unstorable(key)))
+        if not wanted:
+            return [None] * len(keys)
+        rows = await self._fetch(self._sql["bulk_get"], wanted)
+        found = {
+            key: StoredItem(value=bytes(value), etag=str(etag), expire_at=expire_at)
+            for key, value, etag, expire_at in rows
+        }
+        return [found.get(key) for key in keys]
+
+    # -----------------------------------------------------------------------------------------
+    # Writes.
+
+    @staticmethod
+    def _validate(op: Operation) -> None:
+        """What is refused before touching the database."""
+        if op.etag:
+            etags.validate_etag(op.key, op.etag)
+        reason = unstorable(op.key)
+        if reason:
+            raise StoreError(f"PostgreSQL cannot store a key containing {reason}: {op.key!r}")
+
+    async def _write_one(self, op: Operation) -> None:
+        """One op, one statement: the ETag rule is its WHERE clause."""
+        self._validate(op)
+        mode = SYNC_STRONG if op.strong else SYNC_EVENTUAL
+        given = etag_number(op.etag)
+        args: tuple[object, ...]
+        if isinstance(op, SetOp):
+            if given is not None:
+                kind, args = "save_if", (op.key, op.value, ttl_of(op), given, mode)
+            else:
+                kind, args = "save", (op.key, op.value, ttl_of(op), op.first_write, mode)
+        elif given is not None:
+            kind, args = "delete_if", (op.key, given, mode)
+        elif op.first_write:
+            kind, args = "observe", (op.key,)  # allowed only while the key is absent
+        else:
+            kind, args = "delete", (op.key, mode)
+        sql = self._sql[kind]
+
+        async def work(conn: Any) -> str | None:
+            """None when done; else the live ETag ('' for absent) the op was refused against."""
+            if kind == "delete":
+                await conn.execute(sql, *args)
+                return None
+            row = await conn.fetchrow(sql, *args)
+            if kind == "observe":
+                return None if row is None else str(row[0])
+            if row is not None:
+                return None
+            observed = await conn.fetchval(self._sql["observe"], op.key)
+            return "" if observed is None else str(observed)
+
+        outcome = await self._run(work, strong_write=op.strong)
+        if outcome is not None:
+            raise refused_error(op, outcome or None)
+
+    async def _write_many(self, ops: Sequence[Operation], *, atomic: bool) -> Any:
+        """One call of the write function; returns its (r_ok, r_etag) row."""
+        args = write_args(ops, atomic=atomic, strong=any(op.strong for op in ops))
+
+        async def work(conn: Any) -> Any:
+            return await conn.fetchrow(self._sql["write_many"], *args)
+
+        return await self._run(work, strong_write=any(op.strong for op in ops))
+
+    async def set(self, op: SetOp) -> None:
+        await self._write_one(op)
+
+    async def delete(self, op: DeleteOp) -> None:
+        await self._write_one(op)
+
+    async def set_many(self, ops: Sequence[SetOp]) -> list[Exception | None]:
+        """Each item checked and written on its own, in order, all in one round trip."""
+        if len(ops) <= 1:
+            return await super().set_many(ops)
+        results: list[Exception | None] = [None] * len(ops)
+        sendable: list[int] = []
+        for index, op in enumerate(ops):
+            try:
+                self._validate(op)
+            except StoreError as exc:
+                # Refused before the database; it writes nothing, so leaving it out does not
+                # change what the items after it are judged against.
+                results[index] = exc
+            else:
+                sendable.append(index)
+        if sendable:
+            row = await self._write_many([ops[i] for i in sendable], atomic=False)
+            for index, ok, etag in zip(sendable, row[0], row[1], strict=True):
+                if not ok:
+                    results[index] = refused_error(ops[index], None if etag is None else str(etag))
+        return results
+
+    async def transact(self, ops: Sequence[Operation]) -> None:
+        if not ops:
+            return
+        # Ops are judged in order: an op refused before the database (an invalid ETag) fails
+        # the transaction only if every op before it passes.
+        invalid: tuple[int, StoreError] | None = None
+        for index, op in enumerate(ops):
+            try:
+                self._validate(op)
+            except StoreError as exc:
+                invalid = (index, exc)
+                break
+        try:
+            if invalid is not None:
+                if invalid[0] > 0:
+                    await self._dry_run(ops[: invalid[0]])
+            elif len(ops) == 1:
+                await self._write_one(ops[0])
+            else:
+                await self._write_many(ops, atomic=True)
+        except ETagMismatchError as exc:  # from the one-op path
+            raise TransactionError(0, ops[0].key, exc) from exc
+        except Refused as refused:
+            op = ops[refused.index]
+            mismatch = refused_error(op, refused.observed)
+            raise TransactionError(refused.index, op.key, mismatch) from mismatch
+        if invalid is not None:
+            index, cause = invalid
+            raise TransactionError(index, ops[index].key, cause) from cause
+
+    async def _dry_run(self, ops: Sequence[Operation]) -> None:
+        """Judge `ops` as a transaction and roll it back: raises Refused, or returns."""
+        args = write_args(ops, atomic=True, strong=False)
+
+        async def work(conn: Any) -> None:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await conn.fetchrow(self._sql["write_many"], *args)
+            finally:
+                await transaction.rollback()
+
+        await self._run(work)
+
+    # -----------------------------------------------------------------------------------------
+    # Query.
+
+    async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
+        upper = prefix_successor(key_prefix)
+        cut = len(key_prefix)
+        if self._sql_in_postgres:
+            try:
+                compiled = compile_postgres(
+                    query, value_column="doc", key_column="key", first_param=3
+                )
+            except QueryError:
+                compiled = None  # e.g. U+0000 in a filter string: evaluate it here instead
+            if compiled is not None:
+                limit, offset = compiled.next_param, compiled.next_param + 1
+                sql = "".join(
+                    (
+                        self._sql["query"],
+                        compiled.where,
+                        " ORDER BY ",
+                        compiled.order_by,
+                        f" LIMIT ${limit}::bigint OFFSET ${offset}::bigint",
+                    )
+                )
+                try:
+                    rows = await self._fetch(
+                        sql, key_prefix, upper, *compiled.params, compiled.limit, compiled.offset
+                    )
+                except StoreError as exc:
+                    # A stored value PostgreSQL cannot read as jsonb (not JSON, not UTF-8, a
+                    # \u0000 escape) fails the whole statement, where run_query skips it.
+                    if not isinstance(exc.__cause__, asyncpg.exceptions.DataError):
+                        raise
+                else:
+                    results = [
+                        QueryResult(key=key[cut:], data=bytes(value), etag=str(etag))
+                        for key, value, etag in rows
+                    ]
+                    return QueryPage(results=results, token=compiled.next_token(len(results)))
+        rows = await self._fetch(self._sql["rows"], key_prefix, upper)
+        plain = [(key[cut:], bytes(value), str(etag)) for key, value, etag in rows]
+        # run_query is CPU-bound: keep the event loop free for other requests meanwhile.
+        return await asyncio.to_thread(run_query, query, plain)
+
+    # -----------------------------------------------------------------------------------------
+    # TTL sweep (run by the Sweeper), health, shutdown.
+
+    async def _sweep(self) -> int:
+        async def work(conn: Any) -> int:
+            status = await conn.execute(self._sql["sweep"])
+            return int(str(status).rpartition(" ")[2] or 0)
+
+        removed = 0
+        while True:
+            count = await self._run(work)
+            removed += count
+            if count < CLEANUP_BATCH:
+                return removed
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._sweeper.stop()
+        await self._pool.close(self._timeout)
