@@ -1,24 +1,26 @@
 """
-The operator's shared state, handed to every kopf handler as its `memo` (docs/memos.rst).
+The operator's shared objects, handed to every kopf handler as its `memo` (kopf docs/memos.rst).
 
-kopf gives each object and each admission request a *shallow copy* of the memo, so `Runtime`
-is frozen and holds only shared objects; the one thing filled in after kopf starts (references
-to kopf's indexes, which a startup handler receives) lives in the mutable `Indexes` holder.
+kopf gives each object and each admission request a *shallow copy* of the memo, so `Memo` is
+frozen and holds only shared objects; the one thing filled in after kopf starts (references to
+kopf's indexes, which a startup handler receives) lives in the mutable `Indexes` holder.
+
+kopf itself is not imported here: an index is typed by its shape (kopf's `Index` is a
+`Mapping` of keys to `Store`s, and a `Store` a `Collection` of values), so only the handlers
+and the composition root depend on kopf.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from statecar_operator.catalog import ComponentEntry
-from statecar_operator.events import EventRecorder
-from statecar_operator.health import Readiness
-from statecar_operator.reconciler import Reconciler, View
+from statecar_operator.cluster.events import EventRecorder
+from statecar_operator.health_server import Readiness
+from statecar_operator.reconciliation.component_index import ComponentEntry
+from statecar_operator.reconciliation.reconciler import Reconciler, View
 from statecar_operator.settings import OperatorSettings
-
-if TYPE_CHECKING:
-    import kopf
 
 
 class Leadership(Protocol):
@@ -35,9 +37,9 @@ class Leadership(Protocol):
 class Indexes:
     """kopf's live indexes, bound by the startup handler (empty views until then)."""
 
-    components: kopf.Index[str, ComponentEntry] | None = None
-    secret_refs: kopf.Index[tuple[str, str], str] | None = None
-    wiring: kopf.Index[str, str] | None = None
+    components: Mapping[str, Collection[ComponentEntry]] | None = None
+    secret_refs: Mapping[tuple[str, str], Collection[str]] | None = None
+    wiring: Mapping[str, Collection[str]] | None = None
 
     def components_in(self, namespace: str) -> list[ComponentEntry]:
         if self.components is None or namespace not in self.components:
@@ -58,7 +60,9 @@ class Indexes:
 
 
 @dataclass(frozen=True)
-class Runtime:
+class Memo:
+    """What every kopf handler receives as `memo`; built once by the composition root."""
+
     settings: OperatorSettings
     readiness: Readiness
     events: EventRecorder

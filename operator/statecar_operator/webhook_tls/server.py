@@ -29,7 +29,7 @@ from typing import Any, cast
 import kopf
 from cryptography import x509
 
-from statecar_operator.certs import fingerprint
+from statecar_operator.webhook_tls.issuing import fingerprint
 
 
 def fill_namespace(request: Any) -> None:

@@ -1,5 +1,5 @@
 """
-`/healthz` (liveness) and `/readyz` (readiness) of the operator, on their own small HTTP server.
+The operator's own small HTTP server: `/healthz` (liveness), `/readyz` (readiness), `/metrics`.
 
 kopf's probing endpoint serves a single liveness path and no readiness (docs/probing.rst), but
 a webhook server needs readiness: kopf answers admission requests from its indexes without
@@ -7,7 +7,7 @@ waiting for them to be filled (its admission path does not wait on the `operator
 toggle that resource handlers wait on; compare kopf `reactor/processing.py` with
 `engines/admission.py`). So `/readyz` is green only when every StateStoreComponent the API
 server listed has reached the index, and the webhook server listens with a certificate loaded.
-`/metrics` serves the webhook certificate's expiry and the caBundle repairs (`certificates`).
+`/metrics` serves the webhook certificate's expiry and the caBundle repairs (`webhook_tls.sources`).
 """
 
 from __future__ import annotations

@@ -16,13 +16,13 @@ import pytest
 from cryptography import x509
 from tests.unit.redis_server import free_port
 
-from statecar_operator import health
-from statecar_operator.certs import self_signed
-from statecar_operator.webhook_server import StatecarWebhookServer, fill_namespace
+from statecar_operator import health_server
+from statecar_operator.webhook_tls.issuing import self_signed
+from statecar_operator.webhook_tls.server import StatecarWebhookServer, fill_namespace
 
 
 def test_readiness_needs_both_warm_indexes_and_a_certificate() -> None:
-    readiness = health.Readiness()
+    readiness = health_server.Readiness()
     assert not readiness.ready
     readiness.note_indexed("a")
     assert not readiness.check_warm({"a", "b"})
@@ -35,7 +35,7 @@ def test_readiness_needs_both_warm_indexes_and_a_certificate() -> None:
 
 
 async def test_wait_until_warm_relists_and_reports_problems() -> None:
-    readiness = health.Readiness()
+    readiness = health_server.Readiness()
     calls = {"n": 0}
 
     async def listing() -> set[str]:
@@ -45,16 +45,18 @@ async def test_wait_until_warm_relists_and_reports_problems() -> None:
         readiness.note_indexed("x")
         return {"x"}
 
-    await asyncio.wait_for(health.wait_until_warm(readiness, listing, interval=0.01), 5)
+    await asyncio.wait_for(health_server.wait_until_warm(readiness, listing, interval=0.01), 5)
     assert readiness.indexes_warm
     assert calls["n"] == 2
 
 
 @contextlib.asynccontextmanager
-async def serving(readiness: health.Readiness) -> AsyncIterator[int]:
+async def serving(readiness: health_server.Readiness) -> AsyncIterator[int]:
     port = free_port()
     task = asyncio.create_task(
-        health.serve(readiness, addr="127.0.0.1", port=port, details=lambda: {"leader": True})
+        health_server.serve(
+            readiness, addr="127.0.0.1", port=port, details=lambda: {"leader": True}
+        )
     )
     try:
         for _ in range(100):
@@ -71,7 +73,7 @@ async def serving(readiness: health.Readiness) -> AsyncIterator[int]:
 
 
 async def test_probe_endpoints() -> None:
-    readiness = health.Readiness()
+    readiness = health_server.Readiness()
     async with serving(readiness) as port, aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
             assert response.status == 200

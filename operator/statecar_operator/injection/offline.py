@@ -1,18 +1,17 @@
 """
-`statecar inject -f manifests.yaml`: the webhook's injection, offline (like `istioctl kube-inject`).
+The webhook's injection applied offline to manifests (like `istioctl kube-inject`); the
+`statecar inject` command (`statecar_cli.inject_cli`) reads its flags and prints the result.
 
-Reads multi-document YAML (files or `-` for stdin), injects every pod and pod template that asks
-for it with the same `plan_injection`/`apply_injection` the webhook runs, and prints the result.
-Components come from `--components-dir`/`--component-file` and from StateStoreComponents (or
-Dapr state Components) in the manifests themselves. Workload templates are injected too (the
-webhook only sees their pods), with the workload's name as the default app id. Why a pod was
-skipped goes to stderr; a bad annotation is an error (exit 1, nothing printed).
+Reads multi-document YAML (files or `-` for stdin) and injects every pod and pod template that
+asks for it with the same `plan_injection`/`apply_injection` the webhook runs. Components come
+from component files and folders and from StateStoreComponents (or Dapr state Components) in
+the manifests themselves. Workload templates are injected too (the webhook only sees their
+pods), with the workload's name as the default app id. Why a pod was skipped comes back as a
+note; a bad annotation is an error (`ManifestError` lists every one).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
 from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
@@ -26,8 +25,9 @@ from statecar_contract.components import (
     is_state_component,
     parse_component,
 )
-from statecar_operator.injection import InjectionError, Skip, apply_injection, plan_injection
-from statecar_operator.settings import InjectorSettings, SettingsError
+from statecar_operator.injection.patching import apply_injection
+from statecar_operator.injection.plan import InjectionError, Skip, plan_injection
+from statecar_operator.settings import InjectorSettings
 
 #: Where each workload kind keeps its pod template.
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
@@ -41,47 +41,8 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 
-class CliError(Exception):
-    pass
-
-
-def main(argv: Sequence[str]) -> int:
-    """Entry point of `statecar inject`; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="statecar inject",
-        description="Print manifests with the statecar sidecar injected, offline.",
-    )
-    parser.add_argument(
-        "-f", "--filename", action="append", required=True, help="manifest file, or - for stdin"
-    )
-    parser.add_argument(
-        "-n", "--namespace", help="namespace of objects that name none (default: default)"
-    )
-    parser.add_argument("--components-dir", action="append", default=[], type=Path)
-    parser.add_argument("--component-file", action="append", default=[], type=Path)
-    parser.add_argument("--image", help="sidecar image (default: STATECAR_OPERATOR_SIDECAR_IMAGE)")
-    parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
-    args = parser.parse_args(list(argv))
-    try:
-        settings = InjectorSettings.from_env()
-        if args.image:
-            settings = dataclasses.replace(settings, image=args.image)
-        documents = [d for name in args.filename for d in _load(name)]
-        components = _components(args.components_dir, args.component_file, documents)
-        injected, notes = inject_documents(
-            documents, components=components, settings=settings, namespace=args.namespace
-        )
-    except (CliError, SettingsError, InjectionError) as exc:
-        print(f"statecar inject: {exc}", file=sys.stderr)
-        return 1
-    for note in notes:
-        print(f"statecar inject: {note}", file=sys.stderr)
-    text = yaml.safe_dump_all(injected, sort_keys=False)
-    if args.output:
-        args.output.write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+class ManifestError(Exception):
+    """A manifest or component file cannot be read, or pods in it cannot be injected."""
 
 
 def inject_documents(
@@ -114,7 +75,7 @@ def inject_documents(
             notes.extend(f"{label}: warning: {w}" for w in decision.warnings)
             apply_injection(pod, decision)
     if errors:
-        raise CliError("\n".join(errors))
+        raise ManifestError("\n".join(errors))
     return list(documents), notes
 
 
@@ -145,28 +106,30 @@ def _pods(
         yield f"{kind}/{name}", template, name if name != "?" else None, ns
 
 
-def _load(name: str) -> list[Any]:
+def load_documents(name: str) -> list[Any]:
+    """The non-empty YAML documents of file `name` (`-`: standard input)."""
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text()
     except OSError as exc:
-        raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None
+        raise ManifestError(f"cannot read {name}: {exc.strerror or exc}") from None
     try:
         return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        raise CliError(f"{name} is not YAML: {exc}") from None
+        raise ManifestError(f"{name} is not YAML: {exc}") from None
 
 
-def _components(
+def load_components(
     directories: Sequence[Path], files: Sequence[Path], documents: Sequence[Any]
 ) -> list[ComponentSpec]:
+    """The state components of `files`, of the folders' YAML/JSON files, and of `documents`."""
     paths = [*files]
     for directory in directories:
         if not directory.is_dir():
-            raise CliError(f"--components-dir {directory}: not a directory")
+            raise ManifestError(f"--components-dir {directory}: not a directory")
         paths.extend(
             sorted(p for p in directory.iterdir() if p.suffix in {".yaml", ".yml", ".json"})
         )
-    found: list[tuple[str, Any]] = [(str(p), d) for p in paths for d in _load(str(p))]
+    found: list[tuple[str, Any]] = [(str(p), d) for p in paths for d in load_documents(str(p))]
     found.extend(("manifests", d) for d in documents)
     specs: list[ComponentSpec] = []
     for source, document in found:
@@ -175,5 +138,5 @@ def _components(
         try:
             specs.append(parse_component(document, source=source))
         except ComponentError as exc:
-            raise CliError(str(exc)) from None
+            raise ManifestError(str(exc)) from None
     return specs

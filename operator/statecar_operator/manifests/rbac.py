@@ -4,9 +4,9 @@ these rules to the operator's ServiceAccount (`statecar operator rbac` prints th
 
 Least privilege, rule by rule (each verb is used by the code named next to it):
 
-* StateStoreComponents: `get, list, watch` (kopf's watch feeds the indexes; `kube` lists them
+* StateStoreComponents: `get, list, watch` (kopf's watch feeds the indexes; `cluster.kube` lists them
   once to know when the index is warm) and `patch` on `/status` only (the reconciler writes
-  status; kopf writes nothing else: no finalizers, no progress annotations, see `reconciler`).
+  status; kopf writes nothing else: no finalizers, no progress annotations, see `reconciliation.reconciler`).
 * Secrets, cluster-wide `get, list, watch`: resolving `secretKeyRef`s in any namespace, and the
   watch that re-renders the wiring when a referenced Secret changes (a rotated password).
   `create`: the wiring Secret of a namespace (RBAC cannot restrict `create` by name);
@@ -17,7 +17,7 @@ Least privilege, rule by rule (each verb is used by the code named next to it):
 * Leases in the operator's namespace: `get, create`, and `update` of the one Lease it holds.
 
 Only with operator-managed webhook certificates (`webhook_secret`, the chart's default mode;
-`certificates` uses each verb):
+`webhook_tls.sources` uses each verb):
 
 * The certificate Secret in the operator's namespace: `update` of that one name (a namespaced
   Role). Reading and watching it are already covered by the cluster-wide Secret read above,
@@ -30,7 +30,7 @@ Only with operator-managed webhook certificates (`webhook_secret`, the chart's d
   configuration of the cluster is readable or writable.
 
 Nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
-so it does not list them), or kopf's peering resources (peering is off; `leader` explains why).
+so it does not list them), or kopf's peering resources (peering is off; `cluster.leader` explains why).
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ from typing import Any, Final
 
 from statecar_contract import components as contract
 from statecar_contract.wiring import WIRING_SECRET_NAME
-from statecar_operator.rendering import MUTATING_CONFIGURATION_NAME, VALIDATING_CONFIGURATION_NAME
+from statecar_operator.manifests.webhooks import (
+    MUTATING_CONFIGURATION_NAME,
+    VALIDATING_CONFIGURATION_NAME,
+)
 
 CLUSTER_ROLE_NAME: Final = "statecar-operator"
 ROLE_NAME: Final = "statecar-operator-leader-election"

@@ -1,16 +1,14 @@
-"""The wiring Secret and webhook configurations the operator renders (pure)."""
+"""The wiring Secret the operator renders (pure)."""
 
 from __future__ import annotations
 
 import base64
 from typing import Any
 
-import pytest
-
 from statecar_contract.components import ResolvedComponent
 from statecar_contract.wiring import WIRING_FILE, decode
-from statecar_operator import rendering
-from statecar_operator.rendering import ComponentOwner
+from statecar_operator.reconciliation import wiring_secret
+from statecar_operator.reconciliation.wiring_secret import ComponentOwner
 
 ORDERS = ResolvedComponent(
     name="orders",
@@ -23,7 +21,7 @@ SESSIONS = ResolvedComponent(name="sessions", type="state.in-memory")
 
 
 def secret(components: list[ResolvedComponent], salt: str = "salt") -> dict[str, Any]:
-    return rendering.build_wiring_secret(
+    return wiring_secret.build_wiring_secret(
         namespace="shop",
         components=components,
         owners=[ComponentOwner("sessions", "uid-2"), ComponentOwner("orders", "uid-1")],
@@ -53,26 +51,26 @@ def test_every_component_owns_the_secret_so_garbage_collection_removes_it_last()
 
 
 def test_the_config_hash_is_keyed_stable_and_moves_with_content() -> None:
-    one = rendering.hash_of(secret([ORDERS, SESSIONS]))
-    assert one == rendering.hash_of(secret([SESSIONS, ORDERS]))  # order does not matter
-    assert one != rendering.hash_of(secret([ORDERS, SESSIONS], salt="other"))
+    one = wiring_secret.hash_of(secret([ORDERS, SESSIONS]))
+    assert one == wiring_secret.hash_of(secret([SESSIONS, ORDERS]))  # order does not matter
+    assert one != wiring_secret.hash_of(secret([ORDERS, SESSIONS], salt="other"))
     rotated = ResolvedComponent(
         **{**ORDERS.__dict__, "metadata": {**ORDERS.metadata, "redisPassword": "new"}}
     )
-    assert one != rendering.hash_of(secret([rotated, SESSIONS]))
+    assert one != wiring_secret.hash_of(secret([rotated, SESSIONS]))
     assert one is not None
     assert len(one) == 16
     # The hash on pods is not the plain hash of the wiring (which would let pod readers test
     # password guesses offline).
-    wiring = rendering.build_wiring("shop", [ORDERS, SESSIONS])
+    wiring = wiring_secret.build_wiring("shop", [ORDERS, SESSIONS])
     assert one != wiring.config_hash
 
 
 def test_the_salt_is_kept_on_the_secret() -> None:
     body = secret([ORDERS], salt="abc")
-    assert rendering.salt_of(body) == "abc"
-    assert rendering.salt_of(None) is None
-    assert rendering.hash_of(None) is None
+    assert wiring_secret.salt_of(body) == "abc"
+    assert wiring_secret.salt_of(None) is None
+    assert wiring_secret.hash_of(None) is None
 
 
 def test_differs_and_merge_keep_what_others_added() -> None:
@@ -81,10 +79,10 @@ def test_differs_and_merge_keep_what_others_added() -> None:
     existing["metadata"]["uid"] = "u"
     existing["metadata"]["labels"]["team"] = "platform"
     existing["metadata"]["annotations"]["note"] = "hello"
-    assert not rendering.secret_differs(existing, secret([ORDERS]))
+    assert not wiring_secret.secret_differs(existing, secret([ORDERS]))
     desired = secret([ORDERS, SESSIONS])
-    assert rendering.secret_differs(existing, desired)
-    merged = rendering.merge_for_update(existing, desired)
+    assert wiring_secret.secret_differs(existing, desired)
+    merged = wiring_secret.merge_for_update(existing, desired)
     assert merged["metadata"]["resourceVersion"] == "42"
     assert merged["metadata"]["labels"]["team"] == "platform"
     assert merged["metadata"]["annotations"]["note"] == "hello"
@@ -93,53 +91,15 @@ def test_differs_and_merge_keep_what_others_added() -> None:
 
 def test_an_owner_change_alone_is_a_difference() -> None:
     existing = secret([ORDERS])
-    desired = rendering.build_wiring_secret(
+    desired = wiring_secret.build_wiring_secret(
         namespace="shop",
         components=[ORDERS],
         owners=[ComponentOwner("orders", "uid-9")],
         salt="salt",
     )
-    assert rendering.secret_differs(existing, desired)
+    assert wiring_secret.secret_differs(existing, desired)
 
 
 def test_managed_detection() -> None:
-    assert rendering.is_managed(secret([ORDERS]))
-    assert not rendering.is_managed({"metadata": {"name": "statecar-wiring"}})
-
-
-def test_webhook_configurations_by_url() -> None:
-    mutating, validating = rendering.build_webhook_configurations(
-        ca_bundle=b"CA", url="https://127.0.0.1:9443", excluded_namespaces=["kube-system", "ops"]
-    )
-    hook = mutating["webhooks"][0]
-    assert hook["clientConfig"] == {
-        "url": "https://127.0.0.1:9443/inject-pods",
-        "caBundle": base64.b64encode(b"CA").decode(),
-    }
-    assert hook["rules"][0]["operations"] == ["CREATE"]
-    assert hook["rules"][0]["resources"] == ["pods"]
-    assert hook["sideEffects"] == "NoneOnDryRun"
-    assert hook["reinvocationPolicy"] == "IfNeeded"
-    assert hook["failurePolicy"] == "Fail"
-    assert "statecar.io/" in hook["matchConditions"][0]["expression"]
-    assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", "ops"]
-    vhook = validating["webhooks"][0]
-    assert vhook["clientConfig"]["url"] == "https://127.0.0.1:9443/validate-statestorecomponents"
-    assert vhook["rules"][0]["resources"] == ["statestorecomponents"]
-
-
-def test_webhook_configurations_by_service() -> None:
-    mutating, _ = rendering.build_webhook_configurations(
-        ca_bundle=b"CA", service_name="statecar-webhook", service_namespace="statecar-system"
-    )
-    assert mutating["webhooks"][0]["clientConfig"]["service"] == {
-        "name": "statecar-webhook",
-        "namespace": "statecar-system",
-        "port": 443,
-        "path": "/inject-pods",
-    }
-
-
-def test_webhook_configurations_need_exactly_one_target() -> None:
-    with pytest.raises(ValueError, match="either url or service_name"):
-        rendering.build_webhook_configurations(ca_bundle=b"CA")
+    assert wiring_secret.is_managed(secret([ORDERS]))
+    assert not wiring_secret.is_managed({"metadata": {"name": "statecar-wiring"}})

@@ -1,5 +1,5 @@
 """
-The pure certificate logic of `statecar_operator.certs`, with real keys and real TLS handshakes.
+The pure certificate logic of `statecar_operator.webhook_tls` (pki, rotation, ca_bundle, condition), with real keys and real TLS handshakes.
 
 Handshakes run between two `ssl.SSLObject`s over memory BIOs (OpenSSL's own chain building and
 host name checks, no sockets), so "the API server trusts this certificate" is tested the way a
@@ -26,12 +26,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from statecar_operator import certs
-from statecar_operator.certs import Plan, Policy, WebhookPKI
+from statecar_operator.webhook_tls import ca_bundle, condition, issuing, rotation
+from statecar_operator.webhook_tls.rotation import Plan, Policy, WebhookPKI
 
 T0 = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)
-NAMES = certs.serving_names("sc-statecar-webhook.ops.svc", ["127.0.0.1"])
+NAMES = issuing.serving_names("sc-statecar-webhook.ops.svc", ["127.0.0.1"])
 POLICY = Policy(
     names=NAMES,
     ca_validity=datetime.timedelta(days=365),
@@ -43,7 +43,7 @@ POLICY = Policy(
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def handshake(serving: certs.Issued, bundle: bytes, hostname: str) -> str | None:
+def handshake(serving: issuing.Issued, bundle: bytes, hostname: str) -> str | None:
     """A TLS handshake of a client trusting `bundle` with a server presenting `serving`.
 
     Returns None when the client accepts the server, else OpenSSL's reason. The key and
@@ -86,13 +86,13 @@ def handshake(serving: certs.Issued, bundle: bytes, hostname: str) -> str | None
 
 
 def secret_of(pki: WebhookPKI, **metadata: Any) -> dict[str, Any]:
-    body = certs.secret_body(pki, name="tls", namespace="ops")
+    body = rotation.secret_body(pki, name="tls", namespace="ops")
     body["metadata"].update(metadata)
     return body
 
 
 def fresh(now: datetime.datetime = T0, policy: Policy = POLICY) -> WebhookPKI:
-    return certs.carry_out(Plan("create", "test"), WebhookPKI(), policy, now=now)
+    return rotation.carry_out(Plan("create", "test"), WebhookPKI(), policy, now=now)
 
 
 def configuration(*bundles: bytes | None, version: str = "7") -> dict[str, Any]:
@@ -125,12 +125,12 @@ def apply_json_patch(document: Mapping[str, Any], operations: Sequence[Mapping[s
     return result
 
 
-def ca_of(pki: WebhookPKI) -> certs.Issued:
+def ca_of(pki: WebhookPKI) -> issuing.Issued:
     assert pki.ca is not None, "the Secret holds a CA"
     return pki.ca
 
 
-def serving_of(pki: WebhookPKI) -> certs.Issued:
+def serving_of(pki: WebhookPKI) -> issuing.Issued:
     assert pki.serving is not None, "the Secret holds a serving certificate"
     return pki.serving
 
@@ -144,7 +144,7 @@ def rotating_previous(pki: WebhookPKI) -> x509.Certificate:
 
 
 def test_a_ca_is_an_ecdsa_p256_ca_valid_for_its_validity() -> None:
-    ca = certs.issue_ca(now=T0, validity=DAY * 365)
+    ca = issuing.issue_ca(now=T0, validity=DAY * 365)
     assert isinstance(ca.key, ec.EllipticCurvePrivateKey)
     assert ca.key.curve.name == "secp256r1"
     constraints = ca.cert.extensions.get_extension_for_class(x509.BasicConstraints)
@@ -153,8 +153,8 @@ def test_a_ca_is_an_ecdsa_p256_ca_valid_for_its_validity() -> None:
     assert ca.cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
     ca.cert.verify_directly_issued_by(ca.cert)  # self-signed
     assert ca.cert.not_valid_after_utc == T0 + DAY * 365
-    assert ca.cert.not_valid_before_utc == T0 - certs.BACKDATE
-    other = certs.issue_ca(now=T0 + DAY, validity=DAY)
+    assert ca.cert.not_valid_before_utc == T0 - issuing.BACKDATE
+    other = issuing.issue_ca(now=T0 + DAY, validity=DAY)
     assert other.cert.subject != ca.cert.subject, "two CAs in one bundle are told apart"
 
 
@@ -167,10 +167,10 @@ def test_the_serving_certificate_names_the_service_and_extra_sans_and_serves_tls
         "127.0.0.1",
     )
     now = datetime.datetime.now(datetime.UTC)
-    ca = certs.issue_ca(now=now, validity=DAY * 365)
-    serving = certs.issue_serving(ca, NAMES, now=now, validity=DAY * 90)
-    assert certs.sans(serving.cert) == set(NAMES)
-    assert certs.issued_by(serving.cert, ca.cert)
+    ca = issuing.issue_ca(now=now, validity=DAY * 365)
+    serving = issuing.issue_serving(ca, NAMES, now=now, validity=DAY * 90)
+    assert issuing.sans(serving.cert) == set(NAMES)
+    assert issuing.issued_by(serving.cert, ca.cert)
     usage = serving.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
     assert serving.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
@@ -181,18 +181,18 @@ def test_the_serving_certificate_names_the_service_and_extra_sans_and_serves_tls
     assert handshake(serving, ca.cert_pem, "sc-statecar-webhook.ops.svc") is None
     assert handshake(serving, ca.cert_pem, "127.0.0.1") is None
     assert "mismatch" in (handshake(serving, ca.cert_pem, "evil.ops.svc") or "")
-    stranger = certs.issue_ca(now=now, validity=DAY)
+    stranger = issuing.issue_ca(now=now, validity=DAY)
     assert "unable to get local issuer" in (
         handshake(serving, stranger.cert_pem, "sc-statecar-webhook.ops.svc") or ""
     )
 
 
 def test_a_serving_certificate_never_outlives_its_ca() -> None:
-    ca = certs.issue_ca(now=T0, validity=DAY * 10)
-    serving = certs.issue_serving(ca, ["a"], now=T0, validity=DAY * 90)
+    ca = issuing.issue_ca(now=T0, validity=DAY * 10)
+    serving = issuing.issue_serving(ca, ["a"], now=T0, validity=DAY * 90)
     assert serving.cert.not_valid_after_utc == ca.cert.not_valid_after_utc
     with pytest.raises(ValueError, match="at least one host name"):
-        certs.issue_serving(ca, ["", ""], now=T0, validity=DAY)
+        issuing.issue_serving(ca, ["", ""], now=T0, validity=DAY)
 
 
 @pytest.mark.parametrize(
@@ -210,15 +210,15 @@ def test_a_serving_certificate_never_outlives_its_ca() -> None:
     ],
 )
 def test_serving_names(host: str, extra: list[str], expected: tuple[str, ...]) -> None:
-    assert certs.serving_names(host, extra) == expected
+    assert issuing.serving_names(host, extra) == expected
 
 
 def test_the_development_pair_is_signed_by_its_ca() -> None:
-    pair = certs.self_signed(["statecar.ops.svc", "127.0.0.1"])
+    pair = issuing.self_signed(["statecar.ops.svc", "127.0.0.1"])
     ca = x509.load_pem_x509_certificate(pair.ca_pem)
     leaf = x509.load_pem_x509_certificate(pair.cert_pem)
-    assert certs.issued_by(leaf, ca)
-    assert certs.sans(leaf) == {"statecar.ops.svc", "127.0.0.1"}
+    assert issuing.issued_by(leaf, ca)
+    assert issuing.sans(leaf) == {"statecar.ops.svc", "127.0.0.1"}
 
 
 # --- the Secret ---------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_the_development_pair_is_signed_by_its_ca() -> None:
 
 def test_the_secret_round_trips_and_is_a_tls_secret() -> None:
     pki = fresh()
-    body = certs.secret_body(pki, name="sc-statecar-webhook-tls", namespace="ops")
+    body = rotation.secret_body(pki, name="sc-statecar-webhook-tls", namespace="ops")
     assert body["type"] == "kubernetes.io/tls"
     assert set(body["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
     assert body["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "statecar"
@@ -243,18 +243,18 @@ def test_an_update_keeps_foreign_metadata_and_the_resource_version() -> None:
         pki,
         resourceVersion="42",
         labels={"team": "platform"},
-        annotations={"note": "keep me", certs.ROTATE_ANNOTATION: "now"},
+        annotations={"note": "keep me", rotation.ROTATE_ANNOTATION: "now"},
     )
-    rotated = certs.carry_out(
+    rotated = rotation.carry_out(
         Plan("start-rotation", "test"), WebhookPKI.from_secret(existing), POLICY, now=T0
     )
-    body = certs.secret_body(rotated, name="tls", namespace="ops", existing=existing)
+    body = rotation.secret_body(rotated, name="tls", namespace="ops", existing=existing)
     metadata = body["metadata"]
     assert metadata["resourceVersion"] == "42"
     assert metadata["labels"]["team"] == "platform"
     assert metadata["annotations"]["note"] == "keep me"
-    assert certs.ROTATE_ANNOTATION not in metadata["annotations"], "the request was honoured"
-    assert metadata["annotations"][certs.STEP_ANNOTATION] == "2030-01-01T00:00:00.000000Z"
+    assert rotation.ROTATE_ANNOTATION not in metadata["annotations"], "the request was honoured"
+    assert metadata["annotations"][rotation.STEP_ANNOTATION] == "2030-01-01T00:00:00.000000Z"
     assert WebhookPKI.from_secret(body).step_since == T0
     assert set(body["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key", "ca-previous.crt"}
 
@@ -285,26 +285,26 @@ def test_unusable_secret_content_is_named_not_trusted() -> None:
 
 
 def test_no_secret_or_an_expired_ca_means_a_new_ca() -> None:
-    decision = certs.plan(WebhookPKI.from_secret(None), POLICY, now=T0, bundle_published=False)
+    decision = rotation.plan(WebhookPKI.from_secret(None), POLICY, now=T0, bundle_published=False)
     assert decision.action == "create"
     assert "does not exist" in decision.reason
-    expired = certs.plan(fresh(), POLICY, now=T0 + DAY * 366, bundle_published=True)
+    expired = rotation.plan(fresh(), POLICY, now=T0 + DAY * 366, bundle_published=True)
     assert expired.action == "create"
 
 
 def test_a_healthy_secret_needs_nothing_until_a_third_of_a_lifetime_is_left() -> None:
     pki = fresh()
-    decision = certs.plan(pki, POLICY, now=T0 + DAY, bundle_published=True)
-    assert decision == Plan("none", "", due=certs.renewal_time(serving_of(pki).cert))
+    decision = rotation.plan(pki, POLICY, now=T0 + DAY, bundle_published=True)
+    assert decision == Plan("none", "", due=issuing.renewal_time(serving_of(pki).cert))
     # The serving certificate (90 days) is due first: renewed by the same CA, no bundle change.
     late = T0 + DAY * 61
-    renew = certs.plan(pki, POLICY, now=late, bundle_published=True)
+    renew = rotation.plan(pki, POLICY, now=late, bundle_published=True)
     assert renew.action == "reissue-serving"
     assert "expires at 2030-04-01" in renew.reason
-    renewed = certs.carry_out(renew, pki, POLICY, now=late)
+    renewed = rotation.carry_out(renew, pki, POLICY, now=late)
     assert renewed.ca == pki.ca
     assert renewed.bundle() == pki.bundle()
-    assert certs.issued_by(serving_of(renewed).cert, ca_of(pki).cert)
+    assert issuing.issued_by(serving_of(renewed).cert, ca_of(pki).cert)
 
 
 @pytest.mark.parametrize(
@@ -324,11 +324,11 @@ def test_a_serving_certificate_that_does_not_fit_is_reissued(change: str, reason
         pki = WebhookPKI(ca=pki.ca, serving=fresh().serving)
     else:
         pki = WebhookPKI(ca=pki.ca)
-    decision = certs.plan(pki, policy, now=T0, bundle_published=True)
+    decision = rotation.plan(pki, policy, now=T0, bundle_published=True)
     assert decision.action == "reissue-serving"
     assert reason in decision.reason
-    fixed = certs.carry_out(decision, pki, policy, now=T0)
-    assert certs.plan(fixed, policy, now=T0, bundle_published=True).action == "none"
+    fixed = rotation.carry_out(decision, pki, policy, now=T0)
+    assert rotation.plan(fixed, policy, now=T0, bundle_published=True).action == "none"
 
 
 def test_a_short_lived_ca_is_rotated_with_a_third_of_its_life_left() -> None:
@@ -336,8 +336,8 @@ def test_a_short_lived_ca_is_rotated_with_a_third_of_its_life_left() -> None:
     pki = fresh(policy=short)
     lifetime = ca_of(pki).cert.not_valid_after_utc - ca_of(pki).cert.not_valid_before_utc
     before = ca_of(pki).cert.not_valid_after_utc - lifetime / 3 - datetime.timedelta(seconds=1)
-    assert certs.plan(pki, short, now=before, bundle_published=True).action == "none"
-    decision = certs.plan(
+    assert rotation.plan(pki, short, now=before, bundle_published=True).action == "none"
+    decision = rotation.plan(
         pki, short, now=before + datetime.timedelta(seconds=2), bundle_published=True
     )
     assert decision.action == "start-rotation"
@@ -351,9 +351,9 @@ def test_a_configured_window_rotates_the_ca_that_long_before_it_expires() -> Non
 
     def at(day: int) -> Plan:
         now = T0 + DAY * day
-        serving = certs.issue_serving(ca_of(pki), NAMES, now=now - DAY, validity=DAY * 90)
+        serving = issuing.issue_serving(ca_of(pki), NAMES, now=now - DAY, validity=DAY * 90)
         current = dataclasses.replace(pki, serving=serving)
-        return certs.plan(current, policy, now=now, bundle_published=True)
+        return rotation.plan(current, policy, now=now, bundle_published=True)
 
     assert at(334).action == "none"
     assert at(334).due == T0 + DAY * 335
@@ -362,11 +362,11 @@ def test_a_configured_window_rotates_the_ca_that_long_before_it_expires() -> Non
 
 def test_a_rotation_can_be_requested_by_annotation() -> None:
     requested = WebhookPKI.from_secret(
-        secret_of(fresh(), annotations={certs.ROTATE_ANNOTATION: "now"})
+        secret_of(fresh(), annotations={rotation.ROTATE_ANNOTATION: "now"})
     )
-    decision = certs.plan(requested, POLICY, now=T0, bundle_published=True)
+    decision = rotation.plan(requested, POLICY, now=T0, bundle_published=True)
     assert decision.action == "start-rotation"
-    assert certs.ROTATE_ANNOTATION in decision.reason
+    assert rotation.ROTATE_ANNOTATION in decision.reason
 
 
 def test_a_ca_rotation_keeps_every_certificate_trusted_at_every_step() -> None:
@@ -375,16 +375,16 @@ def test_a_ca_rotation_keeps_every_certificate_trusted_at_every_step() -> None:
     now = datetime.datetime.now(datetime.UTC)
     policy = Policy(names=NAMES, overlap=datetime.timedelta(minutes=1))
     host = "sc-statecar-webhook.ops.svc"
-    requested = secret_of(fresh(now, policy), annotations={certs.ROTATE_ANNOTATION: "now"})
+    requested = secret_of(fresh(now, policy), annotations={rotation.ROTATE_ANNOTATION: "now"})
     states = [WebhookPKI.from_secret(requested)]
     published = {states[0].bundle()}
     actions: list[str] = []
     clock = now
     while len(actions) < 10:
         pki = states[-1]
-        decision = certs.plan(pki, policy, now=clock, bundle_published=pki.bundle() in published)
+        decision = rotation.plan(pki, policy, now=clock, bundle_published=pki.bundle() in published)
         if decision.action != "none":
-            states.append(certs.carry_out(decision, pki, policy, now=clock))
+            states.append(rotation.carry_out(decision, pki, policy, now=clock))
             actions.append(decision.action)
         elif pki.previous_ca is None:
             break  # the rotation is over
@@ -395,9 +395,12 @@ def test_a_ca_rotation_keeps_every_certificate_trusted_at_every_step() -> None:
     assert actions == ["start-rotation", "switch-serving", "drop-previous"], actions
     old, trusting, serving_new, done = states
     assert [s.rotation_step() for s in states] == [None, "trusting-new", "serving-new", None]
-    assert certs.bundle_certificates(trusting.bundle()) == [ca_of(trusting).cert, ca_of(old).cert]
+    assert ca_bundle.bundle_certificates(trusting.bundle()) == [
+        ca_of(trusting).cert,
+        ca_of(old).cert,
+    ]
     assert trusting.serving == old.serving, "step 1 changes only the bundle"
-    assert certs.issued_by(serving_of(serving_new).cert, ca_of(trusting).cert)
+    assert issuing.issued_by(serving_of(serving_new).cert, ca_of(trusting).cert)
     assert done.bundle() == ca_of(trusting).cert_pem
     # Across each step, every certificate either side serves verifies under either bundle.
     for before, after in itertools.pairwise(states):
@@ -411,26 +414,30 @@ def test_a_ca_rotation_keeps_every_certificate_trusted_at_every_step() -> None:
 
 def rotating(now: datetime.datetime = T0) -> WebhookPKI:
     pki = fresh(now)
-    return certs.carry_out(Plan("start-rotation", "test"), pki, POLICY, now=now)
+    return rotation.carry_out(Plan("start-rotation", "test"), pki, POLICY, now=now)
 
 
 def test_the_first_rotation_step_waits_for_the_bundle_and_the_overlap() -> None:
     pki = rotating()
-    unpublished = certs.plan(pki, POLICY, now=T0 + DAY, bundle_published=False)
+    unpublished = rotation.plan(pki, POLICY, now=T0 + DAY, bundle_published=False)
     assert unpublished == Plan("none", "waiting until the caBundle with both CAs is published")
-    early = certs.plan(pki, POLICY, now=T0 + datetime.timedelta(minutes=5), bundle_published=True)
+    early = rotation.plan(
+        pki, POLICY, now=T0 + datetime.timedelta(minutes=5), bundle_published=True
+    )
     assert early.action == "none"
     assert early.due == T0 + POLICY.overlap
-    due = certs.plan(pki, POLICY, now=T0 + POLICY.overlap, bundle_published=True)
+    due = rotation.plan(pki, POLICY, now=T0 + POLICY.overlap, bundle_published=True)
     assert due.action == "switch-serving"
 
 
 def test_the_second_rotation_step_waits_for_the_overlap() -> None:
-    pki = certs.carry_out(Plan("switch-serving", "test"), rotating(), POLICY, now=T0)
-    early = certs.plan(pki, POLICY, now=T0 + datetime.timedelta(minutes=1), bundle_published=True)
+    pki = rotation.carry_out(Plan("switch-serving", "test"), rotating(), POLICY, now=T0)
+    early = rotation.plan(
+        pki, POLICY, now=T0 + datetime.timedelta(minutes=1), bundle_published=True
+    )
     assert early.action == "none"
     assert early.due == T0 + POLICY.overlap
-    assert certs.plan(pki, POLICY, now=T0 + POLICY.overlap, bundle_published=True).action == (
+    assert rotation.plan(pki, POLICY, now=T0 + POLICY.overlap, bundle_published=True).action == (
         "drop-previous"
     )
 
@@ -438,9 +445,9 @@ def test_the_second_rotation_step_waits_for_the_overlap() -> None:
 def test_a_rotation_survives_a_lost_step_time_and_an_unusable_certificate() -> None:
     lost = WebhookPKI.from_secret(secret_of(rotating(), annotations={}))
     assert lost.step_since is None
-    assert certs.plan(lost, POLICY, now=T0, bundle_published=True).action == "switch-serving"
+    assert rotation.plan(lost, POLICY, now=T0, bundle_published=True).action == "switch-serving"
     broken = WebhookPKI(ca=rotating().ca, previous_ca=rotating().previous_ca, step_since=T0)
-    decision = certs.plan(broken, POLICY, now=T0, bundle_published=False)
+    decision = rotation.plan(broken, POLICY, now=T0, bundle_published=False)
     assert decision.action == "switch-serving"
     assert "unusable" in decision.reason
 
@@ -448,13 +455,13 @@ def test_a_rotation_survives_a_lost_step_time_and_an_unusable_certificate() -> N
 def test_an_expired_previous_ca_is_dropped_with_the_certificate_it_signed() -> None:
     short = Policy(names=NAMES, ca_validity=datetime.timedelta(days=3), overlap=DAY * 30)
     old = fresh(policy=short)
-    pki = certs.carry_out(Plan("start-rotation", "test"), old, short, now=T0 + DAY * 2)
+    pki = rotation.carry_out(Plan("start-rotation", "test"), old, short, now=T0 + DAY * 2)
     later = T0 + DAY * 4
-    decision = certs.plan(pki, short, now=later, bundle_published=True)
+    decision = rotation.plan(pki, short, now=later, bundle_published=True)
     assert decision == Plan("drop-previous", "the previous CA has expired")
-    dropped = certs.carry_out(decision, pki, short, now=later)
+    dropped = rotation.carry_out(decision, pki, short, now=later)
     assert dropped.previous_ca is None
-    assert certs.issued_by(serving_of(dropped).cert, ca_of(dropped).cert)
+    assert issuing.issued_by(serving_of(dropped).cert, ca_of(dropped).cert)
 
 
 # --- the caBundle ------------------------------------------------------------------------------
@@ -464,15 +471,15 @@ def test_the_bundle_patch_fills_only_webhooks_that_lack_the_bundle() -> None:
     pki = rotating()
     bundle = pki.bundle()
     config = configuration(bundle, None, b"garbage")
-    operations = certs.ca_bundle_patch(config, bundle)
+    operations = ca_bundle.ca_bundle_patch(config, bundle)
     assert operations is not None
     assert operations[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
     paths = [o["path"] for o in operations if o["op"] == "add"]
     assert paths == ["/webhooks/1/clientConfig/caBundle", "/webhooks/2/clientConfig/caBundle"]
     patched = apply_json_patch(config, operations)
-    assert certs.ca_bundle_patch(patched, bundle) is None
-    assert certs.bundle_published([patched, None], bundle)
-    assert not certs.bundle_published([config], bundle)
+    assert ca_bundle.ca_bundle_patch(patched, bundle) is None
+    assert ca_bundle.bundle_published([patched, None], bundle)
+    assert not ca_bundle.bundle_published([config], bundle)
     # Applied to a configuration re-applied meanwhile (another version), the patch fails.
     with pytest.raises(AssertionError, match="resourceVersion"):
         apply_json_patch(configuration(None, None, None, version="8"), operations)
@@ -502,10 +509,11 @@ def test_what_was_wrong_with_a_bundle_is_said(have: str, expected: str) -> None:
         "same-reformatted": b"\n" + new,
     }
     assert (
-        certs.describe_bundle(bundles[have], new if have != "old-only" else new + old) == expected
+        ca_bundle.describe_bundle(bundles[have], new if have != "old-only" else new + old)
+        == expected
     )
-    assert certs.decode_bundle("%%%") == b""
-    assert certs.decode_bundle(None) == b""
+    assert ca_bundle.decode_bundle("%%%") == b""
+    assert ca_bundle.decode_bundle(None) == b""
 
 
 # --- the condition ----------------------------------------------------------------------------
@@ -514,22 +522,22 @@ def test_what_was_wrong_with_a_bundle_is_said(have: str, expected: str) -> None:
 def test_the_condition_reports_expiry() -> None:
     pki = fresh()
     serving, ca = serving_of(pki).cert, ca_of(pki).cert
-    assert certs.condition(None, [], now=T0)["reason"] == "NotLoaded"
-    valid = certs.condition(serving, [ca], now=T0 + DAY)
+    assert condition.condition(None, [], now=T0)["reason"] == "NotLoaded"
+    valid = condition.condition(serving, [ca], now=T0 + DAY)
     assert (valid["status"], valid["reason"]) == ("True", "Valid")
     assert valid["servingNotAfter"] == "2030-04-01T00:00:00Z"
     assert valid["caNotAfter"] == "2031-01-01T00:00:00Z"
-    soon = certs.condition(serving, [ca], now=T0 + DAY * 85)
+    soon = condition.condition(serving, [ca], now=T0 + DAY * 85)
     assert (soon["status"], soon["reason"]) == ("True", "ExpiringSoon")
-    expired = certs.condition(serving, [ca], now=T0 + DAY * 91)
+    expired = condition.condition(serving, [ca], now=T0 + DAY * 91)
     assert (expired["status"], expired["reason"]) == ("False", "Expired")
-    untrusted = certs.condition(serving, [ca_of(fresh()).cert], now=T0)
+    untrusted = condition.condition(serving, [ca_of(fresh()).cert], now=T0)
     assert untrusted["reason"] == "UntrustedCertificate"
     # From files, a certificate may chain through intermediates: its issuer is not checked.
-    chained = certs.condition(serving, [ca_of(fresh()).cert], now=T0 + DAY, check_issuer=False)
+    chained = condition.condition(serving, [ca_of(fresh()).cert], now=T0 + DAY, check_issuer=False)
     assert chained["reason"] == "Valid"
     rotation = rotating()
-    during = certs.condition(
+    during = condition.condition(
         serving_of(rotation).cert,
         rotation.trusted(),
         now=T0,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
 from statecar_contract import components as contract
-from statecar_operator.conditions import format_time
+from statecar_operator.cluster.timestamps import format_time
 
 logger = logging.getLogger(__name__)
 

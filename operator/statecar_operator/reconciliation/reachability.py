@@ -22,7 +22,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from statecar_contract.components import ResolvedComponent
-from statecar_operator.conditions import Reachability
+from statecar_operator.reconciliation.conditions import Reachability
 
 _POD_LOCAL: Final = frozenset({"state.sqlite", "state.in-memory"})
 _REDIS_DEFAULT_PORT: Final = 6379

@@ -1,91 +1,55 @@
 """
-`statecar operator`: start the operator, or print what deploying it needs.
+The operator's composition root: settings -> API client -> parts -> kopf, in one asyncio loop.
 
-    statecar operator                    run (settings from STATECAR_OPERATOR_* variables)
-    statecar operator --help-env         list those variables with defaults
-    statecar operator rbac               the ClusterRole/Role (+ bindings) it needs, as YAML
-    statecar operator webhook-config     the Mutating/Validating webhook configurations, as YAML
-
-Running means, in one asyncio loop: kopf (watches, indexes, admission webhooks over TLS; every
-replica serves admission), the Lease elector, the reconciler (acts only while holding the
-Lease), the webhook certificate loop (`certificates`: every replica serves the current
-certificate; the Lease holder keeps the operator-managed CA and the caBundle), the Event
-poster, and `/healthz` + `/readyz` + `/metrics`. When any of them stops, all stop; SIGTERM
-makes kopf exit gracefully, and the Lease is handed back on the way out.
+`run(settings)` is what `statecar operator` calls once its flags and environment are read (the
+command line lives in `statecar_cli.operator_cli`). Running means: kopf (watches, indexes,
+admission webhooks over TLS; every replica serves admission), the Lease elector, the reconciler
+(acts only while holding the Lease), the webhook certificate loop (`webhook_tls.sources`: every
+replica serves the current certificate; the Lease holder keeps the operator-managed CA and the
+caBundle), the Event poster, and `/healthz` + `/readyz` + `/metrics` (`health_server`). When any
+of them stops, all stop; SIGTERM makes kopf exit gracefully, and the Lease is handed back on
+the way out.
 
 The webhook certificate comes from one of three places, in this order: the Secret the operator
 manages (`STATECAR_OPERATOR_WEBHOOK_SECRET`, the chart's default), files
 (`STATECAR_OPERATOR_WEBHOOK_CERT`/`_KEY`, mounted by cert-manager or the user), or a throwaway
 self-signed pair (development).
+
+This is the only module that builds the parts and hands them to each other; everything else
+receives what it needs as arguments (or, in kopf handlers, as the `memo`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime
 import functools
 import logging
-import sys
 import tempfile
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import kopf
-import yaml
 
-from statecar_operator import (
-    __version__,
-    certs,
-    handlers,
-    health,
-    kube,
-    rbac,
-    reachability,
-    rendering,
-)
-from statecar_operator.certificates import FileCertificates, ManagedCertificates
-from statecar_operator.events import EventRecorder
-from statecar_operator.leader import AlwaysLeader, LeaderElector
-from statecar_operator.reconciler import Reconciler
-from statecar_operator.runtime import Indexes, Runtime
-from statecar_operator.settings import OperatorSettings, SettingsError, env_variables
-from statecar_operator.webhook_server import LiveTLS, StatecarWebhookServer
+from statecar_operator import handlers, health_server
+from statecar_operator.cluster import kube
+from statecar_operator.cluster.events import EventRecorder
+from statecar_operator.cluster.leader import AlwaysLeader, LeaderElector
+from statecar_operator.memo import Indexes, Memo
+from statecar_operator.reconciliation import reachability
+from statecar_operator.reconciliation.reconciler import Reconciler
+from statecar_operator.settings import OperatorSettings
+from statecar_operator.webhook_tls import issuing, rotation
+from statecar_operator.webhook_tls.server import LiveTLS, StatecarWebhookServer
+from statecar_operator.webhook_tls.sources import FileCertificates, ManagedCertificates
 
 logger = logging.getLogger("statecar_operator")
 
 
-def run(argv: Sequence[str]) -> int:
-    """Entry point of `statecar operator`; returns the process exit code."""
-    parser = _parser()
-    args = parser.parse_args(list(argv))
-    if args.help_env:
-        for variable, default, help_text in env_variables():
-            print(f"{variable:48} {default or '-':28} {help_text}")
-        return 0
-    if args.command == "rbac":
-        print(
-            yaml.safe_dump_all(
-                rbac.manifests(
-                    namespace=args.namespace,
-                    service_account=args.service_account,
-                    lease_name=args.lease_name,
-                    webhook_secret=args.webhook_secret,
-                ),
-                sort_keys=False,
-            ),
-            end="",
-        )
-        return 0
-    if args.command == "webhook-config":
-        return _print_webhook_config(args)
-    try:
-        settings = OperatorSettings.from_env()
-    except SettingsError as exc:
-        print(f"statecar operator: {exc}", file=sys.stderr)
-        return 2
+def run(settings: OperatorSettings) -> int:
+    """Configure logging and run the operator until SIGTERM/SIGINT; returns the exit code."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -102,55 +66,6 @@ def run(argv: Sequence[str]) -> int:
 
 class OperatorFailed(RuntimeError):
     """A component of the operator stopped unexpectedly."""
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="statecar operator",
-        description=f"statecar's operator and sidecar injector ({__version__}).",
-    )
-    parser.add_argument("--help-env", action="store_true", help="list the settings' env variables")
-    commands = parser.add_subparsers(dest="command")
-    rbac_cmd = commands.add_parser("rbac", help="print the RBAC the operator needs")
-    rbac_cmd.add_argument("--namespace", default="statecar-system")
-    rbac_cmd.add_argument("--service-account", default="statecar-operator")
-    rbac_cmd.add_argument("--lease-name", default="statecar-operator")
-    rbac_cmd.add_argument(
-        "--webhook-secret",
-        help="with operator-managed webhook certificates: the Secret's name (adds its rules)",
-    )
-    hooks = commands.add_parser("webhook-config", help="print the webhook configurations")
-    target = hooks.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="https://host:port of the operator's webhook server")
-    target.add_argument("--service", help="Service name in front of the operator")
-    hooks.add_argument("--service-namespace", default="statecar-system")
-    hooks.add_argument("--service-port", type=int, default=443)
-    hooks.add_argument("--ca-file", required=True, type=Path, help="PEM CA bundle (caBundle)")
-    hooks.add_argument(
-        "--exclude-namespace",
-        action="append",
-        default=[],
-        help="namespaces never injected (kube-system and kube-node-lease always are)",
-    )
-    hooks.add_argument("--failure-policy", choices=["Fail", "Ignore"], default="Fail")
-    return parser
-
-
-def _print_webhook_config(args: argparse.Namespace) -> int:
-    excluded = ["kube-system", "kube-node-lease", *args.exclude_namespace]
-    if args.service:
-        excluded.append(args.service_namespace)
-    mutating, validating = rendering.build_webhook_configurations(
-        ca_bundle=args.ca_file.read_bytes(),
-        url=args.url,
-        service_name=args.service,
-        service_namespace=args.service_namespace if args.service else None,
-        service_port=args.service_port,
-        excluded_namespaces=excluded,
-        inject_failure_policy=args.failure_policy,
-    )
-    print(yaml.safe_dump_all([mutating, validating], sort_keys=False), end="")
-    return 0
 
 
 def build_webhook_server(
@@ -185,8 +100,8 @@ def build_certificates(
     """Where the webhook certificate comes from: the managed Secret, files, or self-signed."""
     ca_dump = Path(settings.webhook_ca_dump) if settings.webhook_ca_dump else None
     if settings.webhook_secret:
-        policy = certs.Policy(
-            names=certs.serving_names(settings.webhook_host, settings.extra_sans),
+        policy = rotation.Policy(
+            names=issuing.serving_names(settings.webhook_host, settings.extra_sans),
             ca_validity=datetime.timedelta(seconds=settings.webhook_ca_validity),
             serving_validity=datetime.timedelta(seconds=settings.webhook_cert_validity),
             overlap=datetime.timedelta(seconds=settings.webhook_ca_overlap),
@@ -227,7 +142,7 @@ def build_certificates(
             [settings.webhook_host or "localhost", "localhost", "127.0.0.1", *settings.extra_sans]
         )
     )
-    generated = certs.self_signed(hosts)
+    generated = issuing.self_signed(hosts)
     (scratch / "tls.crt").write_bytes(generated.cert_pem)
     (scratch / "tls.key").write_bytes(generated.key_pem)
     (scratch / "ca.crt").write_bytes(generated.ca_pem)
@@ -254,7 +169,7 @@ async def operate(settings: OperatorSettings) -> None:
 
 
 async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) -> None:
-    readiness = health.Readiness()
+    readiness = health_server.Readiness()
     listening = asyncio.Event()
 
     def certificate_readiness() -> None:
@@ -306,7 +221,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
     else:
         elector = AlwaysLeader()
         reconciler.leadership_changed(True)
-    runtime = Runtime(
+    memo = Memo(
         settings=settings,
         readiness=readiness,
         events=events,
@@ -332,7 +247,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         "reconciler": reconciler.run(),
         "webhook certificate loop": certificates.run(),
         "event poster": events.run(api),
-        "health server": health.serve(
+        "health server": health_server.serve(
             readiness,
             addr=settings.health_addr,
             port=settings.health_port,
@@ -341,7 +256,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         ),
     }
     tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts.items()}
-    warmup = asyncio.create_task(health.wait_until_warm(readiness, api.list_component_uids))
+    warmup = asyncio.create_task(health_server.wait_until_warm(readiness, api.list_component_uids))
     stop = asyncio.Event()
     operator = asyncio.create_task(
         kopf.operator(
@@ -349,7 +264,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
             settings=handlers.kopf_settings(server),
             clusterwide=True,
             standalone=True,
-            memo=runtime,
+            memo=memo,
             stop_flag=stop,
         ),
         name="kopf",

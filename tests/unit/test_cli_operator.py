@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from statecar_operator.main import run
+from statecar_cli.operator_cli import run
 
 
 def test_rbac_prints_bindable_yaml(capsys: pytest.CaptureFixture[str]) -> None:

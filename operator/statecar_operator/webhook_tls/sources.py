@@ -5,8 +5,8 @@ Two sources, one interface (`run`, `condition`, `metrics`, `wake`):
 
 * `ManagedCertificates` (`STATECAR_OPERATOR_WEBHOOK_SECRET`, the chart's default mode): every
   replica serves the serving certificate of the Secret and loads a new one in place the moment
-  the Secret changes (`webhook_server.LiveTLS`: no restart, no closed port). The Lease holder
-  also runs the plan of `certs` (create, renew, rotate the CA with overlap) and keeps the
+  the Secret changes (`server.LiveTLS`: no restart, no closed port). The Lease holder
+  also runs the plan of `rotation` (create, renew, rotate the CA with overlap) and keeps the
   `caBundle` of `statecar-injector` and `statecar-validator` equal to the Secret's CAs, patching
   it whenever it differs: empty after a GitOps tool re-applied the chart's manifests (the
   failure Dapr leaves unrepaired, dapr/dapr#6467), a wrong CA, or a stale one.
@@ -39,17 +39,19 @@ from typing import Any, Final, Protocol
 
 from cryptography import x509
 
-from statecar_operator import certs, rendering
-from statecar_operator.events import EventRecorder, EventType, ObjectRef
-from statecar_operator.kube import KubeError
-from statecar_operator.webhook_server import LiveTLS
+from statecar_operator.cluster import timestamps
+from statecar_operator.cluster.events import EventRecorder, EventType, ObjectRef
+from statecar_operator.cluster.kube import KubeError
+from statecar_operator.manifests import webhooks
+from statecar_operator.webhook_tls import ca_bundle, condition, issuing, rotation
+from statecar_operator.webhook_tls.server import LiveTLS
 
 logger = logging.getLogger(__name__)
 
 #: The configurations whose caBundle the Lease holder keeps (fixed names, see rendering).
 CONFIGURATIONS: Final[tuple[tuple[str, str], ...]] = (
-    ("MutatingWebhookConfiguration", rendering.MUTATING_CONFIGURATION_NAME),
-    ("ValidatingWebhookConfiguration", rendering.VALIDATING_CONFIGURATION_NAME),
+    ("MutatingWebhookConfiguration", webhooks.MUTATING_CONFIGURATION_NAME),
+    ("ValidatingWebhookConfiguration", webhooks.VALIDATING_CONFIGURATION_NAME),
 )
 
 #: Event reasons of the Lease holder's steps (on the Secret, where `kubectl describe` shows them).
@@ -135,9 +137,9 @@ class _Serving:
             assert cert is not None  # just loaded
             logger.info(
                 "Serving webhook certificate %s (issuer %s, valid until %s)",
-                certs.fingerprint(cert_pem),
+                issuing.fingerprint(cert_pem),
                 cert.issuer.rfc4514_string(),
-                certs.format_time(cert.not_valid_after_utc),
+                timestamps.format_time(cert.not_valid_after_utc),
             )
         if self._ca_dump is not None and bundle and bundle != self._dumped:
             self._ca_dump.write_bytes(bundle)
@@ -145,7 +147,7 @@ class _Serving:
 
     def condition(self) -> dict[str, Any]:
         """`WebhookCertificateReady` for `/readyz`, with the last problem of the loop if any."""
-        result = certs.condition(
+        result = condition.condition(
             self.tls.certificate,
             self.trusted,
             now=self._clock(),
@@ -254,7 +256,7 @@ class FileCertificates(_Serving):
         try:
             cert_pem, key_pem = self._cert.read_bytes(), self._key.read_bytes()
             bundle = self._ca.read_bytes() if self._ca is not None else b""
-            self.trusted = certs.bundle_certificates(bundle)
+            self.trusted = ca_bundle.bundle_certificates(bundle)
             self._serve(cert_pem, key_pem, bundle)
         except (OSError, ValueError) as exc:
             self.problem = f"cannot load {self._cert} and {self._key}: {exc}"
@@ -281,7 +283,7 @@ class ManagedCertificates(_Serving):
         *,
         namespace: str,
         secret_name: str,
-        policy: certs.Policy,
+        policy: rotation.Policy,
         is_leader: Callable[[], bool],
         interval: float,
         events: EventRecorder | None = None,
@@ -380,7 +382,7 @@ class ManagedCertificates(_Serving):
             self._secret_ref = ObjectRef(
                 "v1", "Secret", self._name, self._namespace, metadata.get("uid") or None
             )
-        pki = certs.WebhookPKI.from_secret(secret)
+        pki = rotation.WebhookPKI.from_secret(secret)
         if pki.serving is None:
             # Keep serving what was loaded: the Lease holder repairs the Secret.
             problems = "; ".join(pki.problems) or "no serving certificate"
@@ -393,17 +395,17 @@ class ManagedCertificates(_Serving):
     async def _lead(self, secret: dict[str, Any] | None) -> tuple[dict[str, Any] | None, float]:
         """The Lease holder's part: one step of the plan, then the caBundle of both configurations."""
         now = self._clock()
-        pki = certs.WebhookPKI.from_secret(secret)
+        pki = rotation.WebhookPKI.from_secret(secret)
         configurations = [
             await self._api.read_webhook_configuration(kind, name)
             for kind, name in self._configurations
         ]
-        published = pki.ca is not None and certs.bundle_published(configurations, pki.bundle())
-        decision = certs.plan(pki, self._policy, now=now, bundle_published=published)
+        published = pki.ca is not None and ca_bundle.bundle_published(configurations, pki.bundle())
+        decision = rotation.plan(pki, self._policy, now=now, bundle_published=published)
         delay = self._interval
         if decision.action != "none":
-            pki = certs.carry_out(decision, pki, self._policy, now=now)
-            body = certs.secret_body(
+            pki = rotation.carry_out(decision, pki, self._policy, now=now)
+            body = rotation.secret_body(
                 pki, name=self._name, namespace=self._namespace, existing=secret
             )
             if secret is None:
@@ -432,29 +434,30 @@ class ManagedCertificates(_Serving):
         for (kind, name), configuration in zip(self._configurations, configurations, strict=True):
             if configuration is None:
                 continue  # not installed (development): nothing calls the webhook through it
-            operations = certs.ca_bundle_patch(configuration, bundle)
+            operations = ca_bundle.ca_bundle_patch(configuration, bundle)
             if operations is None:
                 continue
             hooks = configuration.get("webhooks") or []
             before = next(
                 (
-                    certs.decode_bundle((h.get("clientConfig") or {}).get("caBundle"))
+                    ca_bundle.decode_bundle((h.get("clientConfig") or {}).get("caBundle"))
                     for h in hooks
-                    if certs.decode_bundle((h.get("clientConfig") or {}).get("caBundle")) != bundle
+                    if ca_bundle.decode_bundle((h.get("clientConfig") or {}).get("caBundle"))
+                    != bundle
                 ),
                 b"",
             )
             await self._api.patch_webhook_configuration(kind, name, operations)
             self.bundle_patches[name] += 1
             message = (
-                f"caBundle of {kind} {name} was {certs.describe_bundle(before, bundle)}; "
-                f"set to the {len(certs.bundle_certificates(bundle))} CA(s) of this Secret"
+                f"caBundle of {kind} {name} was {ca_bundle.describe_bundle(before, bundle)}; "
+                f"set to the {len(ca_bundle.bundle_certificates(bundle))} CA(s) of this Secret"
             )
             logger.info("%s", message)
             self._record(self._secret_ref, "Normal", "CABundlePatched", message)
 
 
-def _subject(pki: certs.WebhookPKI) -> str:
+def _subject(pki: rotation.WebhookPKI) -> str:
     if pki.ca is None:
         return "-"
     return pki.ca.cert.subject.rfc4514_string()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from statecar_operator.inject_cli import main
+from statecar_cli.inject_cli import main
 
 GOLDEN = Path(__file__).parent / "golden" / "inject"
 UPDATE = os.environ.get("STATECAR_UPDATE_GOLDEN") == "1"

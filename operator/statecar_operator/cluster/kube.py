@@ -184,7 +184,7 @@ class Kube:
     def _lease_path(namespace: str, name: str) -> str:
         return _path("apis", "coordination.k8s.io", "v1", "namespaces", namespace, "leases", name)
 
-    # --- Webhook configurations (the caBundle the operator keeps; see `certificates`) ------------
+    # --- Webhook configurations (the caBundle the operator keeps; see `webhook_tls.sources`) ------------
 
     async def read_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
         try:

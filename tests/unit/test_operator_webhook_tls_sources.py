@@ -25,16 +25,22 @@ import yaml
 from cryptography import x509
 from tests.unit.redis_server import free_port
 
-from statecar_operator import certs, health, rbac
-from statecar_operator.certificates import CONFIGURATIONS, FileCertificates, ManagedCertificates
-from statecar_operator.events import EventRecorder
-from statecar_operator.kube import ConflictError, ForbiddenError, Kube, KubeError
+from statecar_operator import health_server
+from statecar_operator.cluster.events import EventRecorder
+from statecar_operator.cluster.kube import ConflictError, ForbiddenError, Kube, KubeError
+from statecar_operator.manifests import rbac
 from statecar_operator.settings import OperatorSettings, SettingsError
-from statecar_operator.webhook_server import LiveTLS, StatecarWebhookServer
+from statecar_operator.webhook_tls import ca_bundle, issuing, rotation
+from statecar_operator.webhook_tls.server import LiveTLS, StatecarWebhookServer
+from statecar_operator.webhook_tls.sources import (
+    CONFIGURATIONS,
+    FileCertificates,
+    ManagedCertificates,
+)
 
 NAMESPACE = "ops"
 SECRET = "sc-statecar-webhook-tls"
-NAMES = certs.serving_names("sc-statecar-webhook.ops.svc", ["127.0.0.1", "localhost"])
+NAMES = issuing.serving_names("sc-statecar-webhook.ops.svc", ["127.0.0.1", "localhost"])
 
 
 # --- an in-memory API server ----------------------------------------------------------------------
@@ -126,10 +132,10 @@ class FakeAPI:
 
     def bundle(self, kind: str = CONFIGURATIONS[0][0], name: str = CONFIGURATIONS[0][1]) -> bytes:
         hooks = self.configurations[kind, name]["webhooks"]
-        return certs.decode_bundle(hooks[0]["clientConfig"].get("caBundle"))
+        return ca_bundle.decode_bundle(hooks[0]["clientConfig"].get("caBundle"))
 
-    def pki(self) -> certs.WebhookPKI:
-        return certs.WebhookPKI.from_secret(self.secrets.get((NAMESPACE, SECRET)))
+    def pki(self) -> rotation.WebhookPKI:
+        return rotation.WebhookPKI.from_secret(self.secrets.get((NAMESPACE, SECRET)))
 
     async def watch_secret(self, namespace: str, name: str) -> AsyncIterator[str]:
         # One watch stream for everything: good enough to wake the loop in `run`.
@@ -169,7 +175,7 @@ def managed(
         LiveTLS(scratch),
         namespace=NAMESPACE,
         secret_name=SECRET,
-        policy=certs.Policy(names=NAMES, overlap=datetime.timedelta(seconds=overlap)),
+        policy=rotation.Policy(names=NAMES, overlap=datetime.timedelta(seconds=overlap)),
         is_leader=lambda: leader,
         interval=interval,
         events=events,
@@ -187,12 +193,12 @@ def queued_events(recorder: EventRecorder) -> list[tuple[str, str]]:
     return items
 
 
-def ca_of(pki: certs.WebhookPKI) -> certs.Issued:
+def ca_of(pki: rotation.WebhookPKI) -> issuing.Issued:
     assert pki.ca is not None, "the Secret holds a CA"
     return pki.ca
 
 
-def serving_of(pki: certs.WebhookPKI) -> certs.Issued:
+def serving_of(pki: rotation.WebhookPKI) -> issuing.Issued:
     assert pki.serving is not None, "the Secret holds a serving certificate"
     return pki.serving
 
@@ -216,7 +222,7 @@ async def test_the_leader_creates_the_secret_and_bundle_and_every_replica_serves
     pki = api.pki()
     assert pki.ca is not None
     assert pki.serving is not None
-    assert certs.sans(pki.serving.cert) == set(NAMES)
+    assert issuing.sans(pki.serving.cert) == set(NAMES)
     for kind, name in CONFIGURATIONS:
         assert api.bundle(kind, name) == pki.bundle() == pki.ca.cert_pem
     assert leader.tls.certificate == pki.serving.cert
@@ -245,9 +251,9 @@ async def test_a_reapplied_configuration_is_healed(tmp_path: Path, bundle: str) 
     await leader.sync_once()
     queued_events(events)
     kind, name = CONFIGURATIONS[0]
-    stranger = certs.self_signed(["x"]).ca_pem
+    stranger = issuing.self_signed(["x"]).ca_pem
     api.reapply(kind, name, None if bundle == "empty" else stranger)
-    assert not certs.bundle_published([api.configurations[kind, name]], api.pki().bundle())
+    assert not ca_bundle.bundle_published([api.configurations[kind, name]], api.pki().bundle())
     await leader.sync_once()
     assert api.bundle(kind, name) == api.pki().bundle()
     assert leader.bundle_patches[name] == 2
@@ -268,14 +274,16 @@ async def test_a_forced_rotation_moves_leader_and_follower_through_every_step(
     old = api.pki()
     assert old.ca is not None
     secret = api.secrets[NAMESPACE, SECRET]
-    secret["metadata"].setdefault("annotations", {})[certs.ROTATE_ANNOTATION] = "now"
+    secret["metadata"].setdefault("annotations", {})[rotation.ROTATE_ANNOTATION] = "now"
 
     await leader.sync_once()  # step 1: new CA, both trusted, old certificate still served
     trusting = api.pki()
     assert trusting.rotation_step() == "trusting-new"
     assert trusting.previous_ca == old.ca.cert
-    assert certs.bundle_certificates(api.bundle()) == [ca_of(trusting).cert, ca_of(old).cert]
-    assert certs.ROTATE_ANNOTATION not in api.secrets[NAMESPACE, SECRET]["metadata"]["annotations"]
+    assert ca_bundle.bundle_certificates(api.bundle()) == [ca_of(trusting).cert, ca_of(old).cert]
+    assert (
+        rotation.ROTATE_ANNOTATION not in api.secrets[NAMESPACE, SECRET]["metadata"]["annotations"]
+    )
     assert leader.rotations == 1
     delay = await leader.sync_once()
     assert 29 <= delay <= 30, "the next pass is when the step is due"
@@ -287,8 +295,8 @@ async def test_a_forced_rotation_moves_leader_and_follower_through_every_step(
     await leader.sync_once()  # step 2: the new CA's serving certificate
     serving_new = api.pki()
     assert serving_new.rotation_step() == "serving-new"
-    assert certs.issued_by(serving_of(serving_new).cert, ca_of(trusting).cert)
-    assert len(certs.bundle_certificates(api.bundle())) == 2
+    assert issuing.issued_by(serving_of(serving_new).cert, ca_of(trusting).cert)
+    assert len(ca_bundle.bundle_certificates(api.bundle())) == 2
     await follower.sync_once()
     assert follower.tls.certificate == serving_of(serving_new).cert
 
@@ -307,7 +315,7 @@ async def test_a_conflicting_write_is_reported_and_retried(tmp_path: Path) -> No
     api = FakeAPI()
     leader = managed(api, tmp_path, leader=True)
     await leader.sync_once()
-    api.secrets[NAMESPACE, SECRET]["metadata"]["annotations"] = {certs.ROTATE_ANNOTATION: "x"}
+    api.secrets[NAMESPACE, SECRET]["metadata"]["annotations"] = {rotation.ROTATE_ANNOTATION: "x"}
     api.fail_next_replace = True
     delay = await leader.sync_once()
     assert delay <= 2
@@ -433,7 +441,7 @@ async def test_a_named_watch_yields_event_types_and_reports_refusals() -> None:
 # --- LiveTLS and the webhook server ------------------------------------------------------------
 
 
-def write_pair(directory: Path, pair: certs.CertificateSet) -> None:
+def write_pair(directory: Path, pair: issuing.CertificateSet) -> None:
     (directory / "tls.crt").write_bytes(pair.cert_pem)
     (directory / "tls.key").write_bytes(pair.key_pem)
     (directory / "ca.crt").write_bytes(pair.ca_pem)
@@ -454,7 +462,7 @@ async def peer_certificate(port: int, ca_pem: bytes) -> x509.Certificate:
 
 
 async def test_live_tls_serves_a_new_certificate_without_a_new_listener(tmp_path: Path) -> None:
-    first, second = certs.self_signed(["localhost"]), certs.self_signed(["localhost"])
+    first, second = issuing.self_signed(["localhost"]), issuing.self_signed(["localhost"])
     changes: list[int] = []
     tls = LiveTLS(tmp_path, on_change=lambda: changes.append(1))
 
@@ -531,12 +539,12 @@ async def test_the_webhook_server_admits_over_the_live_certificate_and_never_res
     task = asyncio.create_task(run())
     try:
         await asyncio.wait_for(listening.wait(), 10)
-        first = certs.self_signed(["127.0.0.1"])
+        first = issuing.self_signed(["127.0.0.1"])
         with pytest.raises(aiohttp.ClientError):
             await admit(first.ca_pem)  # listening, but nothing to present yet
         tls.load(first.cert_pem, first.key_pem)
         assert await admit(first.ca_pem) == 200
-        second = certs.self_signed(["127.0.0.1"])
+        second = issuing.self_signed(["127.0.0.1"])
         tls.load(second.cert_pem, second.key_pem)
         assert await admit(second.ca_pem) == 200
         assert len(configs) == 1, "kopf's restart-on-new-files loop never ran"
@@ -550,7 +558,7 @@ async def test_the_webhook_server_admits_over_the_live_certificate_and_never_res
 def test_file_certificates_reload_changed_files_and_keep_a_good_pair(tmp_path: Path) -> None:
     mounted = tmp_path / "mounted"
     mounted.mkdir()
-    first = certs.self_signed(["localhost"])
+    first = issuing.self_signed(["localhost"])
     write_pair(mounted, first)
     dump = tmp_path / "ca-dump.pem"
     source = FileCertificates(
@@ -567,7 +575,7 @@ def test_file_certificates_reload_changed_files_and_keep_a_good_pair(tmp_path: P
     assert dump.read_bytes() == first.ca_pem
     assert source.condition()["reason"] == "Valid"
     assert source.condition()["mode"] == "cert-manager"
-    second = certs.self_signed(["localhost"])
+    second = issuing.self_signed(["localhost"])
     write_pair(mounted, second)
     source.sync_once()
     assert source.tls.certificate == x509.load_pem_x509_certificate(second.cert_pem)
@@ -641,7 +649,7 @@ def test_the_managed_mode_rbac_is_by_name_only() -> None:
 
 
 def test_the_rbac_command_prints_the_managed_mode_rules(capsys: pytest.CaptureFixture[str]) -> None:
-    from statecar_operator.main import run
+    from statecar_cli.operator_cli import run
 
     assert run(["rbac", "--namespace", "ops", "--webhook-secret", SECRET]) == 0
     role = list(yaml.safe_load_all(capsys.readouterr().out))[2]
@@ -656,8 +664,11 @@ def test_the_rbac_command_prints_the_managed_mode_rules(capsys: pytest.CaptureFi
 async def test_the_health_server_serves_metrics() -> None:
     port = free_port()
     task = asyncio.create_task(
-        health.serve(
-            health.Readiness(), addr="127.0.0.1", port=port, metrics=lambda: "statecar_up 1.0\n"
+        health_server.serve(
+            health_server.Readiness(),
+            addr="127.0.0.1",
+            port=port,
+            metrics=lambda: "statecar_up 1.0\n",
         )
     )
     try:

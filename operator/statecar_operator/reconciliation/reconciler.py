@@ -29,11 +29,12 @@ from typing import Any, Protocol
 
 from statecar_contract.components import ResolvedComponent, SecretKeyRef, resolve
 from statecar_contract.wiring import WIRING_SECRET_NAME
-from statecar_operator import conditions, rendering
-from statecar_operator.catalog import ComponentEntry
-from statecar_operator.conditions import ComponentFacts, Problem, Reachability
-from statecar_operator.events import EventRecorder, ObjectRef
-from statecar_operator.kube import ConflictError, ForbiddenError, KubeError
+from statecar_operator.cluster.events import EventRecorder, ObjectRef
+from statecar_operator.cluster.kube import ConflictError, ForbiddenError, KubeError
+from statecar_operator.manifests import labels
+from statecar_operator.reconciliation import conditions, wiring_secret
+from statecar_operator.reconciliation.component_index import ComponentEntry
+from statecar_operator.reconciliation.conditions import ComponentFacts, Problem, Reachability
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class Reconciler:
 
     async def _remove_wiring(self, namespace: str, existing: Mapping[str, Any] | None) -> None:
         self._written_hash.pop(namespace, None)
-        if existing is None or not rendering.is_managed(existing):
+        if existing is None or not wiring_secret.is_managed(existing):
             return
         uid = (existing.get("metadata") or {}).get("uid")
         if not self._is_leader():
@@ -284,20 +285,20 @@ class Reconciler:
         resolved: Mapping[str, ResolvedComponent],
         existing: Mapping[str, Any] | None,
     ) -> tuple[str | None, Problem | None]:
-        if existing is not None and not rendering.is_managed(existing):
+        if existing is not None and not wiring_secret.is_managed(existing):
             return None, Problem(
                 "WiringConflict",
                 f"Secret {namespace}/{WIRING_SECRET_NAME} exists but is not managed by statecar "
-                f"(no label {rendering.MANAGED_BY_LABEL}={rendering.MANAGED_BY}); move it away",
+                f"(no label {labels.MANAGED_BY_LABEL}={labels.MANAGED_BY}); move it away",
             )
-        desired = rendering.build_wiring_secret(
+        desired = wiring_secret.build_wiring_secret(
             namespace=namespace,
             components=list(resolved.values()),
-            owners=[rendering.ComponentOwner(e.name, e.uid) for e in live if e.uid],
-            salt=rendering.salt_of(existing) or secrets.token_hex(16),
+            owners=[wiring_secret.ComponentOwner(e.name, e.uid) for e in live if e.uid],
+            salt=wiring_secret.salt_of(existing) or secrets.token_hex(16),
         )
-        config_hash = rendering.hash_of(desired)
-        if existing is not None and not rendering.secret_differs(existing, desired):
+        config_hash = wiring_secret.hash_of(desired)
+        if existing is not None and not wiring_secret.secret_differs(existing, desired):
             return config_hash, None
         if not self._is_leader():
             return config_hash, None
@@ -305,7 +306,7 @@ class Reconciler:
             if existing is None:
                 await self._api.create_secret(namespace, desired)
             else:
-                body = rendering.merge_for_update(existing, desired)
+                body = wiring_secret.merge_for_update(existing, desired)
                 await self._api.replace_secret(namespace, WIRING_SECRET_NAME, body)
         except ConflictError:
             raise  # somebody wrote in between: the whole namespace again, from fresh reads

@@ -33,8 +33,10 @@ third of their lifetime is left (cert-manager's default `renewBefore`:
 https://cert-manager.io/docs/usage/certificate/#reissuance-triggered-by-expiry-renewal), or the
 CA `Policy.ca_renew_before` ahead of its expiry when that is set; and a rotation can be asked
 for at any time with `kubectl annotate secret <name> statecar.io/rotate-ca=now`
-(a suspected key compromise). Keys are ECDSA P-256: every API server version accepts them
-(Dapr forces RSA only because some refuse Ed25519, `cmd/injector/app/app.go`).
+(a suspected key compromise).
+
+The certificates themselves come from `issuing`; the caBundle of the webhook configurations
+from `ca_bundle`. Pure: `sources.ManagedCertificates` reads and writes the Secret.
 """
 
 from __future__ import annotations
@@ -42,17 +44,24 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import hashlib
-import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from statecar_operator.cluster.timestamps import format_time
+from statecar_operator.webhook_tls.issuing import (
+    Issued,
+    issue_ca,
+    issue_serving,
+    issued_by,
+    renewal_time,
+    sans,
+    valid_at,
+)
 
 CA_CERT_KEY: Final = "ca.crt"
 CA_KEY_KEY: Final = "ca.key"
@@ -72,219 +81,6 @@ SECRET_LABELS: Final[Mapping[str, str]] = {
     "app.kubernetes.io/name": "statecar",
     "app.kubernetes.io/component": "webhook-certificate",
 }
-
-#: Renew when less than this share of a certificate's lifetime is left (cert-manager's default).
-RENEW_FRACTION: Final = 1 / 3
-#: Warn (condition reason ExpiringSoon, a Warning Event) when less than this share is left: late
-#: enough that a renewal on time never warns, also under cert-manager's chart default of 1/6.
-WARN_FRACTION: Final = 1 / 10
-#: Certificates start this far in the past: an API server whose clock is a little behind the
-#: operator's still accepts a certificate issued a moment ago.
-BACKDATE: Final = datetime.timedelta(minutes=5)
-CONDITION_TYPE: Final = "WebhookCertificateReady"
-
-
-# --- issuing ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class Issued:
-    """A certificate and its private key (equal when both are: key objects compare by identity)."""
-
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Issued):
-            return NotImplemented
-        return self.cert == other.cert and self.key_pem == other.key_pem
-
-    def __hash__(self) -> int:
-        return hash(self.cert)
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-
-def _general_name(name: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
-
-
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def issue_ca(*, now: datetime.datetime, validity: datetime.timedelta) -> Issued:
-    """A new self-signed CA, valid from `now` (backdated) for `validity`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    # A distinct subject per CA: during a rotation two CAs sit in one bundle, and names that
-    # differ keep chain building unambiguous and tell a human reading the bundle which is which.
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "statecar"),
-            x509.NameAttribute(
-                NameOID.COMMON_NAME, f"statecar-webhook-ca-{now.strftime('%Y%m%dT%H%M%SZ')}"
-            ),
-        ]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Issued(cert, key)
-
-
-def issue_serving(
-    ca: Issued, names: Sequence[str], *, now: datetime.datetime, validity: datetime.timedelta
-) -> Issued:
-    """A serving certificate for `names` (DNS names or IP addresses), signed by `ca`.
-
-    It never outlives its CA: a certificate valid past its issuer's expiry would not verify then.
-    """
-    hosts = list(dict.fromkeys(n for n in names if n))
-    if not hosts:
-        raise ValueError("at least one host name is needed")
-    key = ec.generate_private_key(ec.SECP256R1())
-    not_after = min(now + validity, ca.cert.not_valid_after_utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(
-            x509.SubjectAlternativeName([_general_name(h) for h in hosts]), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
-    return Issued(cert, key)
-
-
-def service_names(host: str, *, cluster_domain: str = "cluster.local") -> list[str]:
-    """
-    Every name the API server may use for the webhook Service `host` (`<svc>.<ns>.svc`).
-
-    The API server dials `<svc>.<ns>.svc` for a `service` clientConfig, but the other forms are
-    what people type into curl and what some proxies resolve; a host of another form is kept
-    as it is.
-    """
-    parts = host.split(".")
-    if len(parts) == 3 and parts[2] == "svc" and all(parts):
-        service, namespace = parts[0], parts[1]
-        return [
-            service,
-            f"{service}.{namespace}",
-            f"{service}.{namespace}.svc",
-            f"{service}.{namespace}.svc.{cluster_domain}",
-        ]
-    return [host] if host else []
-
-
-def serving_names(host: str, extra: Sequence[str]) -> tuple[str, ...]:
-    """The SANs of the serving certificate: the Service's names, then the extra ones."""
-    names = [*service_names(host), *(e.strip() for e in extra)]
-    unique = tuple(dict.fromkeys(n for n in names if n))
-    return unique or ("localhost",)
-
-
-def sans(cert: x509.Certificate) -> set[str]:
-    """The DNS names and IP addresses a certificate is valid for."""
-    try:
-        extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return set(extension.get_values_for_type(x509.DNSName)) | {
-        str(ip) for ip in extension.get_values_for_type(x509.IPAddress)
-    }
-
-
-def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def valid_at(cert: x509.Certificate, now: datetime.datetime) -> bool:
-    return cert.not_valid_before_utc <= now < cert.not_valid_after_utc
-
-
-def renewal_time(cert: x509.Certificate) -> datetime.datetime:
-    """When a third of the certificate's lifetime is left: from then on it is renewed."""
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    return cert.not_valid_after_utc - lifetime * RENEW_FRACTION
-
-
-def fingerprint(pem: bytes) -> str:
-    """A short identity of a PEM blob (for logs and Events; never the key material itself)."""
-    return hashlib.sha256(pem).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class CertificateSet:
-    """A CA and a serving certificate made in memory (development mode)."""
-
-    ca_pem: bytes
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def self_signed(hostnames: Sequence[str], *, days: int = 365) -> CertificateSet:
-    """A throwaway CA and a serving certificate for `hostnames`, for running without a cluster CA.
-
-    kopf would self-sign with its optional `certbuilder` extra; `cryptography` is a dependency
-    anyway, and this CA's PEM is what goes into a hand-made webhook configuration's caBundle.
-    """
-    names = list(dict.fromkeys(h for h in hostnames if h))
-    if not names:
-        raise ValueError("at least one host name is needed")
-    now = datetime.datetime.now(datetime.UTC)
-    ca = issue_ca(now=now, validity=datetime.timedelta(days=days))
-    serving = issue_serving(ca, names, now=now, validity=datetime.timedelta(days=days))
-    return CertificateSet(ca_pem=ca.cert_pem, cert_pem=serving.cert_pem, key_pem=serving.key_pem)
-
-
-# --- the Secret --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -406,10 +202,6 @@ def _pair(
 def _public_numbers(cert: x509.Certificate) -> object:
     public = cert.public_key()
     return public.public_numbers() if isinstance(public, ec.EllipticCurvePublicKey) else None
-
-
-def format_time(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(value: object) -> datetime.datetime | None:
@@ -587,149 +379,3 @@ def carry_out(plan: Plan, pki: WebhookPKI, policy: Policy, *, now: datetime.date
     if serving is None or not issued_by(serving.cert, pki.ca.cert):
         serving = serving_by(pki.ca)
     return replace(pki, previous_ca=None, serving=serving, step_since=None)
-
-
-# --- the webhook configurations -------------------------------------------------------------------
-
-
-def decode_bundle(encoded: object) -> bytes:
-    """A `caBundle` as stored (base64 in JSON); anything unreadable counts as empty."""
-    if not isinstance(encoded, str) or not encoded:
-        return b""
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        return b""
-
-
-def bundle_certificates(bundle: bytes) -> list[x509.Certificate]:
-    if not bundle.strip():
-        return []
-    try:
-        return x509.load_pem_x509_certificates(bundle)
-    except ValueError:
-        return []
-
-
-def describe_bundle(bundle: bytes, wanted: bytes) -> str:
-    """Why a configuration's bundle is not `wanted`, for Events and logs."""
-    if not bundle.strip():
-        return "empty"
-    have = {c.fingerprint(hashes.SHA256()) for c in bundle_certificates(bundle)}
-    want = {c.fingerprint(hashes.SHA256()) for c in bundle_certificates(wanted)}
-    if not have:
-        return "not PEM certificates"
-    if have == want:
-        return "the right CAs, formatted differently"
-    if have < want:
-        return "missing the new CA"
-    if have > want:
-        return "still trusting a CA that was dropped"
-    return "a different CA" if not have & want else "a different set of CAs"
-
-
-def ca_bundle_patch(configuration: Mapping[str, Any], bundle: bytes) -> list[dict[str, Any]] | None:
-    """
-    A JSON patch (RFC 6902) that sets `bundle` as the caBundle of every webhook of a
-    configuration, or None when all already have it.
-
-    The `test` operations make it apply only to the version that was read (resourceVersion)
-    and to the webhooks where they were (by name): a configuration re-applied meanwhile makes
-    the patch fail instead of writing a bundle into the wrong place; the next pass re-reads.
-    Other fields are never touched, so selectors and policies stay whatever the chart (or
-    GitOps) says.
-    """
-    encoded = base64.b64encode(bundle).decode("ascii")
-    version = (configuration.get("metadata") or {}).get("resourceVersion")
-    operations: list[dict[str, Any]] = []
-    for index, hook in enumerate(configuration.get("webhooks") or []):
-        client_config = hook.get("clientConfig") or {}
-        if decode_bundle(client_config.get("caBundle")) == bundle:
-            continue
-        operations.append({"op": "test", "path": f"/webhooks/{index}/name", "value": hook["name"]})
-        # "add" sets an object member whether or not it exists (RFC 6902 section 4.1).
-        operations.append(
-            {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded}
-        )
-    if not operations:
-        return None
-    if version:
-        operations.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
-    return operations
-
-
-def bundle_published(configurations: Sequence[Mapping[str, Any] | None], bundle: bytes) -> bool:
-    """Whether every existing configuration already carries `bundle` in all its webhooks."""
-    return all(c is None or ca_bundle_patch(c, bundle) is None for c in configurations)
-
-
-# --- what a replica reports ----------------------------------------------------------------------
-
-
-def condition(
-    serving: x509.Certificate | None,
-    trusted: Sequence[x509.Certificate],
-    *,
-    now: datetime.datetime,
-    rotation: str | None = None,
-    check_issuer: bool = True,
-) -> dict[str, Any]:
-    """
-    The `WebhookCertificateReady` condition (metav1.Condition's type/status/reason/message)
-    of the certificate this replica serves, with the expiry times it is judged on.
-    `check_issuer`: whether `trusted` must hold the serving certificate's direct issuer (true
-    for the operator's own CA; a certificate from files may chain through intermediates).
-    """
-    result: dict[str, Any] = {"type": CONDITION_TYPE}
-    if serving is None:
-        return {
-            **result,
-            "status": "False",
-            "reason": "NotLoaded",
-            "message": "no webhook certificate is loaded yet",
-        }
-    not_after = serving.not_valid_after_utc
-    result["servingNotAfter"] = format_time(not_after)
-    ca_expiries = [c.not_valid_after_utc for c in trusted]
-    if ca_expiries:
-        result["caNotAfter"] = format_time(max(ca_expiries))
-    lifetime = not_after - serving.not_valid_before_utc
-    if now >= not_after:
-        return {
-            **result,
-            "status": "False",
-            "reason": "Expired",
-            "message": f"the webhook certificate expired at {format_time(not_after)}",
-        }
-    if check_issuer and trusted and not any(issued_by(serving, ca) for ca in trusted):
-        return {
-            **result,
-            "status": "False",
-            "reason": "UntrustedCertificate",
-            "message": "the served certificate is not signed by a CA of the caBundle",
-        }
-    soonest = min([not_after, *ca_expiries])
-    if now >= not_after - lifetime * WARN_FRACTION or any(
-        now
-        >= c.not_valid_after_utc - (c.not_valid_after_utc - c.not_valid_before_utc) * WARN_FRACTION
-        for c in trusted
-    ):
-        return {
-            **result,
-            "status": "True",
-            "reason": "ExpiringSoon",
-            "message": f"a webhook certificate expires at {format_time(soonest)} and has not been renewed",
-        }
-    if rotation is not None:
-        return {
-            **result,
-            "status": "True",
-            "reason": "Rotating",
-            "message": f"the CA is being rotated ({rotation}); both CAs are trusted",
-        }
-    return {
-        **result,
-        "status": "True",
-        "reason": "Valid",
-        "message": f"valid until {format_time(not_after)}",
-    }
