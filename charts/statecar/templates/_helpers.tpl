@@ -101,7 +101,7 @@ VALIDATING_CONFIGURATION_NAME), and one operator serves a cluster (the CRD is cl
 {{- define "statecar.mutatingWebhookName" -}}statecar-injector{{- end }}
 {{- define "statecar.validatingWebhookName" -}}statecar-validator{{- end }}
 
-{{/* kopf serves each admission handler at /<handler id> (rendering.INJECT_WEBHOOK_ID, VALIDATE_WEBHOOK_ID). */}}
+{{/* kopf serves each admission handler at /<handler id> (manifests.webhooks INJECT_WEBHOOK_ID, VALIDATE_WEBHOOK_ID). */}}
 {{- define "statecar.injectPath" -}}/inject-pods{{- end }}
 {{- define "statecar.validatePath" -}}/validate-statestorecomponents{{- end }}
 
