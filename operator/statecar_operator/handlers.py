@@ -110,7 +110,7 @@ def kopf_settings(server: kopf.WebhookServerProtocol) -> kopf.OperatorSettings:
 
 
 async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf authenticates like `kube.connect` (in-cluster first, then kubeconfig)."""
+    """kopf authenticates like `cluster.kube.connect` (in-cluster first, then kubeconfig)."""
     return await kopf.login_via_async_client(**kwargs)
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Literal
+
+from statecar_operator.cluster.timestamps import format_time
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -116,11 +118,6 @@ def transitions(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) 
 
 def is_ready(status: Mapping[str, Any] | None) -> bool:
     return _by_type(status).get(READY, {}).get("status") == "True"
-
-
-def format_time(moment: datetime) -> str:
-    """metav1.Time's wire format: RFC 3339, UTC, whole seconds."""
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- the four conditions -------------------------------------------------------------------

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 class ClusterAPI(Protocol):
-    """The calls the reconciler makes (implemented by `kube.Kube`; faked in tests)."""
+    """The calls the reconciler makes (implemented by `cluster.kube.Kube`; faked in tests)."""
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 

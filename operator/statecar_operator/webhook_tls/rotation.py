@@ -1,5 +1,6 @@
 """
-The webhook server's certificates as pure functions: issuing, the shared Secret, the next step.
+The operator-managed webhook certificate Secret and its CA rotation, as pure functions: what the
+Secret holds (`WebhookPKI`), its body, and what the Lease holder does next (`plan`, `carry_out`).
 
 The API server calls the webhook over TLS and checks the served certificate against the
 `caBundle` of the webhook configurations, so every replica must serve a certificate from one CA

@@ -68,7 +68,7 @@ _MIN_WATCH_SECONDS: Final = 1.0
 
 
 class CertificateAPI(Protocol):
-    """The calls `ManagedCertificates` makes (implemented by `kube.Kube`; faked in tests)."""
+    """The calls `ManagedCertificates` makes (implemented by `cluster.kube.Kube`; faked in tests)."""
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
