@@ -1,5 +1,5 @@
 """
-Helpers of the operator's e2e tests (tests/e2e/operator_e2e/ and test_helm_e2e.py); not a test module.
+Helpers of the operator's e2e tests (tests/e2e/test_operator_e2e/ and test_helm_e2e.py); not a test module.
 
 * `OperatorProcess`: `statecar operator` as a child process, configured only through its
   `STATECAR_OPERATOR_*` environment and a kubeconfig (exactly what a Deployment would give it),

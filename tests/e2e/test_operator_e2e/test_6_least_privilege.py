@@ -9,16 +9,16 @@ from __future__ import annotations
 import pytest
 import yaml
 from tests.e2e.localcluster import LocalCluster
-from tests.e2e.operator_e2e.helpers import (
+from tests.e2e.operator_fixtures import (
+    Api,
+    OperatorProcess,
+)
+from tests.e2e.test_operator_e2e.helpers import (
     SERVICE_ACCOUNT,
     SHOP,
     SYSTEM,
     WIRING,
     OperatorIdentity,
-)
-from tests.e2e.operator_fixtures import (
-    Api,
-    OperatorProcess,
 )
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,15 @@ import pytest
 import yaml
 from tests.e2e.kubelet import PodProcess
 from tests.e2e.localcluster import LocalCluster, _make_pki
-from tests.e2e.operator_e2e.helpers import (
+from tests.e2e.operator_fixtures import (
+    Api,
+    FailureContext,
+    OperatorProcess,
+    condition,
+    run_statecar,
+    wait_for,
+)
+from tests.e2e.test_operator_e2e.helpers import (
     CRD_FILE,
     CRD_NAME,
     EXAMPLES,
@@ -32,14 +40,6 @@ from tests.e2e.operator_e2e.helpers import (
     entry,
     orders_manifest,
     pod_manifest,
-)
-from tests.e2e.operator_fixtures import (
-    Api,
-    FailureContext,
-    OperatorProcess,
-    condition,
-    run_statecar,
-    wait_for,
 )
 from tests.unit.redis_server import RedisProcess, running_redis
 

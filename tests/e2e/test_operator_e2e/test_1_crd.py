@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 from tests.e2e.localcluster import LocalCluster
-from tests.e2e.operator_e2e.helpers import (
+from tests.e2e.operator_fixtures import (
+    Api,
+)
+from tests.e2e.test_operator_e2e.helpers import (
     EXAMPLES,
     SCHEMA,
     SHOP,
@@ -19,9 +22,6 @@ from tests.e2e.operator_e2e.helpers import (
     entry,
     kubectl_apply,
     orders_manifest,
-)
-from tests.e2e.operator_fixtures import (
-    Api,
 )
 from tests.unit.redis_server import RedisProcess
 

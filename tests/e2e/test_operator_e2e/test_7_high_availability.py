@@ -17,7 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from tests.e2e.localcluster import LocalCluster
-from tests.e2e.operator_e2e.helpers import (
+from tests.e2e.operator_fixtures import (
+    Api,
+    FailureContext,
+    OperatorProcess,
+    wait_for,
+)
+from tests.e2e.test_operator_e2e.helpers import (
     LEASE_DURATION,
     LEASE_TIMINGS,
     LIFECYCLE,
@@ -30,12 +36,6 @@ from tests.e2e.operator_e2e.helpers import (
     timing,
     wait_condition,
     wired,
-)
-from tests.e2e.operator_fixtures import (
-    Api,
-    FailureContext,
-    OperatorProcess,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e

@@ -15,18 +15,18 @@ import pytest
 import redis as redis_client
 from tests.e2e.kubelet import PodProcess, find_container
 from tests.e2e.localcluster import LocalCluster
-from tests.e2e.operator_e2e.helpers import (
-    PASSWORD,
-    SHOP,
-    WIRING_FILE,
-    kubectl_apply,
-    pod_manifest,
-)
 from tests.e2e.operator_fixtures import (
     Api,
     FailureContext,
     env_of,
     wait_for,
+)
+from tests.e2e.test_operator_e2e.helpers import (
+    PASSWORD,
+    SHOP,
+    WIRING_FILE,
+    kubectl_apply,
+    pod_manifest,
 )
 from tests.unit.redis_server import RedisProcess
 

@@ -14,7 +14,12 @@ import pytest
 import redis as redis_client
 from tests.e2e.kubelet import PodProcess
 from tests.e2e.localcluster import LocalCluster
-from tests.e2e.operator_e2e.helpers import (
+from tests.e2e.operator_fixtures import (
+    Api,
+    condition,
+    wait_for,
+)
+from tests.e2e.test_operator_e2e.helpers import (
     PASSWORD,
     REACT,
     SHOP,
@@ -22,11 +27,6 @@ from tests.e2e.operator_e2e.helpers import (
     serving_from,
     timing,
     wait_condition,
-)
-from tests.e2e.operator_fixtures import (
-    Api,
-    condition,
-    wait_for,
 )
 from tests.support.sidecar import free_port
 from tests.unit.redis_server import RedisProcess, running_redis

@@ -18,7 +18,15 @@ import httpx
 import pytest
 import yaml
 from tests.e2e.localcluster import LocalCluster
-from tests.e2e.operator_e2e.helpers import (
+from tests.e2e.operator_fixtures import (
+    Api,
+    OperatorProcess,
+    env_of,
+    names,
+    run_statecar,
+    subset_mismatches,
+)
+from tests.e2e.test_operator_e2e.helpers import (
     EMPTY,
     SHOP,
     WIRING,
@@ -28,14 +36,6 @@ from tests.e2e.operator_e2e.helpers import (
     orders_manifest,
     pod_manifest,
     wait_event,
-)
-from tests.e2e.operator_fixtures import (
-    Api,
-    OperatorProcess,
-    env_of,
-    names,
-    run_statecar,
-    subset_mismatches,
 )
 from tests.unit.redis_server import RedisProcess
 

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 from tests.e2e.localcluster import LocalCluster
-from tests.e2e.operator_e2e.helpers import (
+from tests.e2e.operator_fixtures import (
+    Api,
+    OperatorProcess,
+    condition,
+    wait_for,
+)
+from tests.e2e.test_operator_e2e.helpers import (
     LIFECYCLE,
     OUTAGE_NOTICED,
     PASSWORD,
@@ -25,12 +31,6 @@ from tests.e2e.operator_e2e.helpers import (
     wait_condition,
     wait_event,
     wired,
-)
-from tests.e2e.operator_fixtures import (
-    Api,
-    OperatorProcess,
-    condition,
-    wait_for,
 )
 from tests.unit.redis_server import RedisProcess
 
