@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 #: Subcommands whose own parser takes every argument after the name (argparse's REMAINDER
 #: refuses a first argument that starts with "--", e.g. `statecar operator --help-env`).
 _PASS_THROUGH = {
-    "operator": "statecar_operator.main:run",
-    "inject": "statecar_operator.inject_cli:main",
+    "operator": "statecar_cli.operator_cli:run",
+    "inject": "statecar_cli.inject_cli:main",
 }
 
 

@@ -4,8 +4,8 @@ The kopf handlers: thin adapters from kopf's calls to the pure decisions and the
 This is the only module that registers kopf handlers, all on an explicit registry
 (`register`), so importing it has no side effect and tests call the handlers directly with
 the keyword arguments kopf would pass. Watch handlers only index and mark namespaces dirty;
-admission handlers answer from the indexes, never from the API (see `leader` for why every
-replica runs kopf standalone, and `reconciler` for who writes).
+admission handlers answer from the indexes, never from the API (see `cluster.leader` for why
+every replica runs kopf standalone, and `reconciliation.reconciler` for who writes).
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ from statecar_contract import annotations as ann
 from statecar_contract import components as contract
 from statecar_contract.components import ComponentError, parse_component
 from statecar_contract.wiring import WIRING_SECRET_NAME
-from statecar_operator import rendering
-from statecar_operator.catalog import ComponentEntry, component_entry, secret_ref_keys, usable_specs
-from statecar_operator.events import pod_event_target
-from statecar_operator.injection import (
-    InjectionError,
-    InjectionPlan,
-    Skip,
-    apply_injection,
-    is_valid_app_id,
-    parse_bool,
-    plan_injection,
+from statecar_operator.cluster.events import pod_event_target
+from statecar_operator.injection.annotations import is_valid_app_id, parse_bool
+from statecar_operator.injection.patching import apply_injection
+from statecar_operator.injection.plan import InjectionError, InjectionPlan, Skip, plan_injection
+from statecar_operator.manifests import labels, webhooks
+from statecar_operator.memo import Memo
+from statecar_operator.reconciliation import wiring_secret
+from statecar_operator.reconciliation.component_index import (
+    ComponentEntry,
+    component_entry,
+    secret_ref_keys,
+    usable_specs,
 )
-from statecar_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         "v1",
         "secrets",
         id=WIRING_INDEX,
-        labels={rendering.MANAGED_BY_LABEL: rendering.MANAGED_BY},
+        labels={labels.MANAGED_BY_LABEL: labels.MANAGED_BY},
         when=is_wiring_secret,
         registry=registry,
     )(_fn(index_wiring))
@@ -72,14 +72,14 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     kopf.on.mutate(
         "v1",
         "pods",
-        id=rendering.INJECT_WEBHOOK_ID,
+        id=webhooks.INJECT_WEBHOOK_ID,
         operations=["CREATE"],
         side_effects=True,  # Events are posted for skipped pods (never for dry runs)
         registry=registry,
     )(_fn(pod_mutate))
     kopf.on.validate(
         *_COMPONENTS,
-        id=rendering.VALIDATE_WEBHOOK_ID,
+        id=webhooks.VALIDATE_WEBHOOK_ID,
         operations=["CREATE", "UPDATE"],
         registry=registry,
     )(component_validate)
@@ -89,7 +89,7 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
 def kopf_settings(server: kopf.WebhookServerProtocol) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.admission.server = server
-    # The webhook configurations are the chart's (see rendering.build_webhook_configurations):
+    # The webhook configurations are the chart's (see webhooks.build_webhook_configurations):
     # kopf's managed mode cannot express matchConditions, namespaceSelector or
     # reinvocationPolicy, and would rewrite them from every replica (nolar/kopf#889).
     settings.admission.managed = None
@@ -110,12 +110,12 @@ def kopf_settings(server: kopf.WebhookServerProtocol) -> kopf.OperatorSettings:
 
 
 async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf authenticates like `kube.connect` (in-cluster first, then kubeconfig)."""
+    """kopf authenticates like `cluster.kube.connect` (in-cluster first, then kubeconfig)."""
     return await kopf.login_via_async_client(**kwargs)
 
 
 async def bind_indexes(
-    memo: Runtime,
+    memo: Memo,
     statecar_components: kopf.Index[str, ComponentEntry],
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
     statecar_wiring: kopf.Index[str, str],
@@ -127,7 +127,7 @@ async def bind_indexes(
     memo.indexes.wiring = statecar_wiring
 
 
-async def release_lease(memo: Runtime, **_: Any) -> None:
+async def release_lease(memo: Memo, **_: Any) -> None:
     """On SIGTERM, hand the Lease over before kopf's own (slower) shutdown, not after it."""
     await memo.leadership.release()
 
@@ -135,7 +135,7 @@ async def release_lease(memo: Runtime, **_: Any) -> None:
 # --- indexes ----------------------------------------------------------------------------------
 
 
-async def index_components(body: kopf.Body, memo: Runtime, **_: Any) -> dict[str, ComponentEntry]:
+async def index_components(body: kopf.Body, memo: Memo, **_: Any) -> dict[str, ComponentEntry]:
     entry = component_entry(body)
     memo.readiness.note_indexed(entry.uid)
     return {entry.namespace: entry}
@@ -151,13 +151,13 @@ def is_wiring_secret(name: str | None, **_: Any) -> bool:
 
 
 async def index_wiring(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, str]:
-    return {namespace or "": rendering.hash_of(body) or ""}
+    return {namespace or "": wiring_secret.hash_of(body) or ""}
 
 
 # --- watch events: mark namespaces for the reconciler --------------------------------------------
 
 
-async def component_event(type: str | None, body: kopf.Body, memo: Runtime, **_: Any) -> None:
+async def component_event(type: str | None, body: kopf.Body, memo: Memo, **_: Any) -> None:
     memo.reconciler.component_changed(component_entry(body), deleted=type == "DELETED")
 
 
@@ -177,7 +177,7 @@ async def secret_event(
     body: kopf.Body,
     name: str | None,
     namespace: str | None,
-    memo: Runtime,
+    memo: Memo,
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
     **_: Any,
 ) -> None:
@@ -186,7 +186,7 @@ async def secret_event(
     if name == WIRING_SECRET_NAME:
         # Ours (or squatting on our name): someone else's edit or delete is repaired.
         memo.reconciler.wiring_secret_changed(
-            namespace, rendering.hash_of(body), deleted=type == "DELETED"
+            namespace, wiring_secret.hash_of(body), deleted=type == "DELETED"
         )
     elif (namespace, name) in statecar_secret_refs:
         # A referenced Secret was created, changed (a rotated password) or deleted.
@@ -201,7 +201,7 @@ async def pod_mutate(
     patch: kopf.Patch,
     warnings: list[str],
     dryrun: bool,
-    memo: Runtime,
+    memo: Memo,
     **_: Any,
 ) -> None:
     """Inject the sidecar into an annotated pod (CREATE), or say why not."""
@@ -257,7 +257,7 @@ def _asks_for_injection(pod: dict[str, Any]) -> bool:
 
 
 def _report(
-    memo: Runtime, pod: dict[str, Any], namespace: str, dryrun: bool, reason: str, message: str
+    memo: Memo, pod: dict[str, Any], namespace: str, dryrun: bool, reason: str, message: str
 ) -> None:
     if dryrun:
         return  # sideEffects: NoneOnDryRun

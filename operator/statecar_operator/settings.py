@@ -131,8 +131,9 @@ class OperatorSettings:
         default="",
         metadata=_env("WEBHOOK_CA_DUMP", "write the CA bundle (caBundle) of the server here"),
     )
-    # Operator-managed certificates (see `certs` and `certificates`): the Lease holder keeps a
-    # CA and the serving certificate in this Secret and the caBundle in both configurations.
+    # Operator-managed certificates (see `webhook_tls.rotation` and `webhook_tls.sources`): the
+    # Lease holder keeps a CA and the serving certificate in this Secret and the caBundle in both
+    # configurations.
     webhook_secret: str = field(
         default="",
         metadata=_env(

@@ -1,5 +1,5 @@
 """
-Helpers of the operator's e2e tests (tests/e2e/test_operator_e2e.py); not a test module.
+Helpers of the operator's e2e tests (tests/e2e/test_operator_e2e/ and test_helm_e2e.py); not a test module.
 
 * `OperatorProcess`: `statecar operator` as a child process, configured only through its
   `STATECAR_OPERATOR_*` environment and a kubeconfig (exactly what a Deployment would give it),
@@ -300,7 +300,8 @@ class OperatorProcess:
 
 
 class FailureContext:
-    """A pytest plugin: adds named log tails to the report of a failed test in `module_path`."""
+    """A pytest plugin: adds named log tails to the report of a failed test under `module_path`
+    (a test module, or a folder of them)."""
 
     def __init__(self, module_path: Path) -> None:
         self.module_path = module_path
@@ -317,7 +318,7 @@ class FailureContext:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if report.failed and item.path == self.module_path:
+        if report.failed and self.module_path in (item.path, *item.path.parents):
             for name, source in list(self.sources.items()):
                 try:
                     text = source()

@@ -42,7 +42,8 @@ from tests.e2e import operator_fixtures
 from tests.e2e.localcluster import REPO_ROOT, LocalCluster
 
 from statecar_contract import annotations as ann
-from statecar_operator import certs, rbac
+from statecar_operator.manifests import rbac
+from statecar_operator.webhook_tls import ca_bundle, issuing, rotation
 
 pytestmark = pytest.mark.e2e
 
@@ -147,7 +148,9 @@ class Api:
     def bundle(self, kind: str = "MutatingWebhookConfiguration") -> bytes:
         """The caBundle of the configuration's first webhook (b"" when absent)."""
         body = self.configuration(kind) or {"webhooks": [{}]}
-        return certs.decode_bundle((body["webhooks"][0].get("clientConfig") or {}).get("caBundle"))
+        return ca_bundle.decode_bundle(
+            (body["webhooks"][0].get("clientConfig") or {}).get("caBundle")
+        )
 
     def create_pod(self, name: str, *, annotated: bool = True) -> httpx.Response:
         annotations = {ann.ENABLED: "true", ann.APP_ID: "orders"} if annotated else {}
@@ -168,11 +171,11 @@ def injected(response: httpx.Response) -> bool:
     return any(c["name"] == ann.SIDECAR_CONTAINER_NAME for c in spec.get("initContainers") or [])
 
 
-def secret_pki(api: Api) -> certs.WebhookPKI:
-    return certs.WebhookPKI.from_secret(api.secret())
+def secret_pki(api: Api) -> rotation.WebhookPKI:
+    return rotation.WebhookPKI.from_secret(api.secret())
 
 
-def the_ca(pki: certs.WebhookPKI) -> x509.Certificate:
+def the_ca(pki: rotation.WebhookPKI) -> x509.Certificate:
     assert pki.ca is not None, f"the Secret has no usable CA: {pki.problems}"
     return pki.ca.cert
 
@@ -460,9 +463,9 @@ def test_the_leader_made_one_ca_and_every_replica_serves_its_certificate(
     assert secret is not None
     assert secret["type"] == "kubernetes.io/tls"
     assert set(secret["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
-    pki = certs.WebhookPKI.from_secret(secret)
+    pki = rotation.WebhookPKI.from_secret(secret)
     assert pki.serving is not None
-    assert certs.sans(pki.serving.cert) >= {
+    assert issuing.sans(pki.serving.cert) >= {
         f"{FULLNAME}-webhook.{NAMESPACE}.svc",
         f"{FULLNAME}-webhook.{NAMESPACE}.svc.cluster.local",
         "127.0.0.1",
@@ -612,7 +615,7 @@ def test_a_reapplied_configuration_heals_within_seconds(
         command = ["replace", "-f", "-"]
     else:
         # Server-side apply of a manifest that pins some other CA, forced over our field manager.
-        stranger = certs.self_signed(["elsewhere"]).ca_pem
+        stranger = issuing.self_signed(["elsewhere"]).ca_pem
         for hook in manifest["webhooks"]:
             hook["clientConfig"]["caBundle"] = base64.b64encode(stranger).decode()
         command = [
@@ -670,11 +673,11 @@ def test_a_ca_rotation_trusts_both_cas_during_the_overlap_and_never_refuses_a_po
     try:
         started = time.monotonic()
         cluster.kubectl(
-            "annotate", "secret", SECRET, "-n", NAMESPACE, f"{certs.ROTATE_ANNOTATION}=e2e"
+            "annotate", "secret", SECRET, "-n", NAMESPACE, f"{rotation.ROTATE_ANNOTATION}=e2e"
         )
 
         def bundle_cas() -> list[x509.Certificate]:
-            return certs.bundle_certificates(api.bundle())
+            return ca_bundle.bundle_certificates(api.bundle())
 
         both = wait_for("both CAs in the caBundle", bundle_cas, lambda cas: len(cas) == 2)
         TIMINGS["rotation step 1: old + new CA in caBundle"] = time.monotonic() - started
@@ -683,14 +686,14 @@ def test_a_ca_rotation_trusts_both_cas_during_the_overlap_and_never_refuses_a_po
         assert api.bundle("ValidatingWebhookConfiguration") == api.bundle()
         # Step 1 changes only the bundle: the replicas still serve the old CA's certificate.
         for replica in operators:
-            assert certs.issued_by(served_certificate(replica.webhook_port), old)
+            assert issuing.issued_by(served_certificate(replica.webhook_port), old)
         assert injected(api.create_pod("while-trusting-both"))
 
         for replica in operators:
             wait_for(
                 f"{replica.identity} to serve the new CA's certificate",
                 lambda replica=replica: served_certificate(replica.webhook_port),
-                lambda cert: certs.issued_by(cert, new),
+                lambda cert: issuing.issued_by(cert, new),
                 timeout=OVERLAP + REACT,
             )
         TIMINGS["rotation step 2: both replicas serve the new CA's certificate"] = (
@@ -713,7 +716,7 @@ def test_a_ca_rotation_trusts_both_cas_during_the_overlap_and_never_refuses_a_po
     secret = api.secret()
     assert secret is not None
     assert "ca-previous.crt" not in secret["data"]
-    assert certs.ROTATE_ANNOTATION not in (secret["metadata"].get("annotations") or {})
+    assert rotation.ROTATE_ANNOTATION not in (secret["metadata"].get("annotations") or {})
     assert api.bundle("ValidatingWebhookConfiguration") == api.bundle()
     for replica in operators:
         assert trusts(new.public_bytes(serialization.Encoding.PEM), replica.webhook_port)

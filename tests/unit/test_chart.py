@@ -468,9 +468,9 @@ def test_only_pods_that_mention_statecar_reach_the_injector(helm: Any) -> None:
 
 
 def operator_webhooks(service: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    from statecar_operator import rendering
+    from statecar_operator.manifests import webhooks
 
-    mutating, validating = rendering.build_webhook_configurations(
+    mutating, validating = webhooks.build_webhook_configurations(
         ca_bundle=b"-", service_name=service, service_namespace=NAMESPACE
     )
     return mutating, validating
@@ -590,7 +590,7 @@ SECRET_MODE = {
 
 @pytest.mark.parametrize("mode", ["operator", "secret"])
 def test_the_rbac_is_exactly_the_operators_documented_rbac(helm: Any, mode: str) -> None:
-    from statecar_operator import rbac
+    from statecar_operator.manifests import rbac
 
     sets: dict[str, Any] = SECRET_MODE if mode == "secret" else {}
     objects = render(helm, operator__leaderElection__leaseName="my-lease", **sets)

@@ -190,7 +190,7 @@ def test_the_entrypoint_is_the_console_script_in_exec_form() -> None:
 
 def test_the_default_command_and_the_injected_command_are_subcommands_of_that_script() -> None:
     from statecar_cli.main import build_parser
-    from statecar_operator.injection import SIDECAR_COMMAND
+    from statecar_operator.injection.patching import SIDECAR_COMMAND
 
     subcommands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     (cmd,) = RUNTIME.all("CMD")
@@ -304,8 +304,8 @@ def test_the_builder_stage_commands_build_a_venv_whose_statecar_runs(tmp_path: P
     # Both programs import from the venv's own copy of the package (not from this checkout),
     # so the wheel holds every package the image needs.
     probe = (
-        "import json, statecar_cli.main, statecar_operator.main, statecar_sidecar.server, statecar_contract;"
-        "print(json.dumps([m.__file__ for m in (statecar_cli.main, statecar_operator.main,"
+        "import json, statecar_cli.main, statecar_operator.app, statecar_sidecar.server, statecar_contract;"
+        "print(json.dumps([m.__file__ for m in (statecar_cli.main, statecar_operator.app,"
         " statecar_sidecar.server, statecar_contract)]))"
     )
     imported = subprocess.run(

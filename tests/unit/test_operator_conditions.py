@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from statecar_operator.conditions import (
+from statecar_operator.cluster.timestamps import format_time
+from statecar_operator.reconciliation.conditions import (
     ComponentFacts,
     Problem,
     Reachability,
     compute_status,
-    format_time,
     is_ready,
     transitions,
 )

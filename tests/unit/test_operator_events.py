@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from statecar_operator.events import EventRecorder, ObjectRef, build_event, pod_event_target
+from statecar_operator.cluster.events import EventRecorder, ObjectRef, build_event, pod_event_target
 
 REF = ObjectRef("apps/v1", "ReplicaSet", "web-5d4f8", "shop", "rs-uid")
 

@@ -1,6 +1,6 @@
 """
 The kopf handlers called directly, with the keyword arguments kopf passes (kopf's own tests and
-docs/testing.rst do the same), on a `Runtime` whose API server is an in-memory fake.
+docs/testing.rst do the same), on a `Memo` whose API server is an in-memory fake.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 from tests.unit.test_operator_reconciler import FakeCluster
 
 from statecar_operator import handlers
-from statecar_operator.catalog import component_entry
-from statecar_operator.events import EventRecorder, EventType, ObjectRef
-from statecar_operator.health import Readiness
-from statecar_operator.leader import AlwaysLeader
-from statecar_operator.reconciler import Reconciler
-from statecar_operator.runtime import Indexes, Runtime
+from statecar_operator.cluster.events import EventRecorder, EventType, ObjectRef
+from statecar_operator.cluster.leader import AlwaysLeader
+from statecar_operator.health_server import Readiness
+from statecar_operator.memo import Indexes, Memo
+from statecar_operator.reconciliation.component_index import component_entry
+from statecar_operator.reconciliation.reconciler import Reconciler
 from statecar_operator.settings import InjectorSettings, OperatorSettings
 
 
@@ -55,7 +55,7 @@ ORDERS = component_body(
 
 
 @pytest.fixture
-def memo() -> Runtime:
+def memo() -> Memo:
     indexes = Indexes()
     indexes.components = {"shop": [component_entry(ORDERS)]}  # type: ignore[assignment]  # a dict stands in for kopf.Index
     indexes.wiring = {"shop": ["3f2a9c0d1e4b5a6f"]}  # type: ignore[assignment]  # likewise
@@ -75,7 +75,7 @@ def memo() -> Runtime:
     settings = OperatorSettings(
         identity="test", namespace="ops", injector=InjectorSettings(image="statecar:test")
     )
-    return Runtime(
+    return Memo(
         settings=settings,
         readiness=readiness,
         events=events,
@@ -109,7 +109,7 @@ def pod(**annotations: str) -> dict[str, Any]:
 
 
 async def mutate(
-    memo: Runtime, raw: dict[str, Any], *, dryrun: bool = False
+    memo: Memo, raw: dict[str, Any], *, dryrun: bool = False
 ) -> tuple[kopf.Patch, list[str]]:
     body = kopf.Body(copy.deepcopy(raw))
     patch = kopf.Patch(body=body)
@@ -118,7 +118,7 @@ async def mutate(
     return patch, warnings
 
 
-async def test_an_annotated_pod_gets_a_patch_from_the_indexes(memo: Runtime) -> None:
+async def test_an_annotated_pod_gets_a_patch_from_the_indexes(memo: Memo) -> None:
     patch, warnings = await mutate(memo, pod(**{"statecar.io/enabled": "true"}))
     assert warnings == []
     ops = patch.as_json_patch()
@@ -130,14 +130,14 @@ async def test_an_annotated_pod_gets_a_patch_from_the_indexes(memo: Runtime) -> 
     assert '"appId":"checkout"' in status["value"]
 
 
-async def test_an_unannotated_pod_is_untouched_and_silent(memo: Runtime) -> None:
+async def test_an_unannotated_pod_is_untouched_and_silent(memo: Memo) -> None:
     patch, warnings = await mutate(memo, pod())
     assert patch.as_json_patch() == []
     assert warnings == []
     assert memo.events.recorded == []  # type: ignore[attr-defined]
 
 
-async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Runtime) -> None:
+async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None:
     patch, warnings = await mutate(
         memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"})
     )
@@ -155,7 +155,7 @@ async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Runtime) -> N
     assert message == warnings[0]
 
 
-async def test_a_dry_run_posts_no_event(memo: Runtime) -> None:
+async def test_a_dry_run_posts_no_event(memo: Memo) -> None:
     _, warnings = await mutate(
         memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"}), dryrun=True
     )
@@ -163,7 +163,7 @@ async def test_a_dry_run_posts_no_event(memo: Runtime) -> None:
     assert memo.events.recorded == []  # type: ignore[attr-defined]
 
 
-async def test_a_bad_annotation_is_rejected_with_the_message(memo: Runtime) -> None:
+async def test_a_bad_annotation_is_rejected_with_the_message(memo: Memo) -> None:
     with pytest.raises(kopf.AdmissionError) as caught:
         await mutate(memo, pod(**{"statecar.io/enabled": "true", "statecar.io/http-port": "http"}))
     assert caught.value.code == 400
@@ -171,14 +171,14 @@ async def test_a_bad_annotation_is_rejected_with_the_message(memo: Runtime) -> N
     assert memo.events.recorded[0][2] == "InjectionRejected"  # type: ignore[attr-defined]
 
 
-async def test_no_wiring_yet_is_a_warning(memo: Runtime) -> None:
+async def test_no_wiring_yet_is_a_warning(memo: Memo) -> None:
     memo.indexes.wiring = {}  # type: ignore[assignment]  # a dict stands in for kopf.Index
     patch, warnings = await mutate(memo, pod(**{"statecar.io/enabled": "true"}))
     assert patch.as_json_patch()
     assert any("not rendered yet" in w for w in warnings)
 
 
-async def test_before_the_indexes_are_warm_an_asking_pod_must_retry(memo: Runtime) -> None:
+async def test_before_the_indexes_are_warm_an_asking_pod_must_retry(memo: Memo) -> None:
     memo.readiness.indexes_warm = False
     with pytest.raises(kopf.AdmissionError) as caught:
         await mutate(memo, pod(**{"statecar.io/enabled": "true"}))
@@ -215,7 +215,7 @@ async def test_component_validation_accepts_good_ones_even_with_generate_name() 
     await handlers.component_validate(body=kopf.Body(good))
 
 
-async def test_index_handlers(memo: Runtime) -> None:
+async def test_index_handlers(memo: Memo) -> None:
     memo.readiness.indexes_warm = False
     entries = await handlers.index_components(body=kopf.Body(ORDERS), memo=memo)
     assert list(entries) == ["shop"]
@@ -231,7 +231,7 @@ async def test_index_handlers(memo: Runtime) -> None:
     assert not handlers.is_wiring_secret(name="other")
 
 
-async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Runtime) -> None:
+async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Memo) -> None:
     reconciler = memo.reconciler
     refs = memo.indexes.secret_refs
     secret = {"metadata": {"name": "redis-auth", "namespace": "shop"}}
@@ -265,7 +265,7 @@ async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Ru
     assert reconciler._dirty == {"shop"}
 
 
-def test_only_relevant_secrets_reach_the_handler(memo: Runtime) -> None:
+def test_only_relevant_secrets_reach_the_handler(memo: Memo) -> None:
     refs = memo.indexes.secret_refs
     assert handlers.secret_matters(name="redis-auth", namespace="shop", statecar_secret_refs=refs)
     assert handlers.secret_matters(
@@ -277,14 +277,14 @@ def test_only_relevant_secrets_reach_the_handler(memo: Runtime) -> None:
     assert not handlers.secret_matters(name="tls", namespace="shop", statecar_secret_refs=refs)
 
 
-async def test_component_events_mark_the_namespace(memo: Runtime) -> None:
+async def test_component_events_mark_the_namespace(memo: Memo) -> None:
     await handlers.component_event(type="ADDED", body=kopf.Body(ORDERS), memo=memo)
     assert memo.reconciler._dirty == {"shop"}
 
 
-async def test_bind_indexes_gives_the_reconciler_live_views(memo: Runtime) -> None:
+async def test_bind_indexes_gives_the_reconciler_live_views(memo: Memo) -> None:
     fresh = Indexes()
-    runtime = Runtime(
+    runtime = Memo(
         settings=memo.settings,
         readiness=memo.readiness,
         events=memo.events,

@@ -21,14 +21,8 @@ import pytest
 import yaml
 
 from statecar_contract.components import ComponentSpec, parse_component
-from statecar_operator.injection import (
-    InjectionError,
-    InjectionPlan,
-    Skip,
-    apply_injection,
-    is_injected,
-    plan_injection,
-)
+from statecar_operator.injection.patching import apply_injection, is_injected
+from statecar_operator.injection.plan import InjectionError, InjectionPlan, Skip, plan_injection
 from statecar_operator.settings import InjectorSettings
 
 GOLDEN = Path(__file__).parent / "golden" / "injection"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from statecar_operator.kube import ConflictError
-from statecar_operator.leader import LeaderElector, decide, micro_time, release_body
+from statecar_operator.cluster.kube import ConflictError
+from statecar_operator.cluster.leader import LeaderElector, decide, micro_time, release_body
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 

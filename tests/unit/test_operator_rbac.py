@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from statecar_operator import rbac
+from statecar_operator.manifests import rbac
 
 
 def rules_for(resource: str) -> list[dict[str, object]]:

@@ -18,8 +18,13 @@ from tests.unit import pg_server
 from tests.unit.redis_server import free_port, running_redis
 
 from statecar_contract.components import ResolvedComponent
-from statecar_operator import reachability
-from statecar_operator.reachability import measure, parse_libpq, postgres_target, split_host_port
+from statecar_operator.reconciliation import reachability
+from statecar_operator.reconciliation.reachability import (
+    measure,
+    parse_libpq,
+    postgres_target,
+    split_host_port,
+)
 
 Reply = Callable[[list[bytes]], bytes | None]
 

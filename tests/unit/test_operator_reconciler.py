@@ -18,11 +18,11 @@ import pytest
 
 from statecar_contract.components import ResolvedComponent
 from statecar_contract.wiring import WIRING_FILE, decode
-from statecar_operator.catalog import ComponentEntry, component_entry
-from statecar_operator.conditions import Reachability
-from statecar_operator.events import EventRecorder, EventType, ObjectRef
-from statecar_operator.kube import ConflictError
-from statecar_operator.reconciler import Reconciler, View
+from statecar_operator.cluster.events import EventRecorder, EventType, ObjectRef
+from statecar_operator.cluster.kube import ConflictError
+from statecar_operator.reconciliation.component_index import ComponentEntry, component_entry
+from statecar_operator.reconciliation.conditions import Reachability
+from statecar_operator.reconciliation.reconciler import Reconciler, View
 
 UP = Reachability("True", "Reachable", "answers PING")
 DOWN = Reachability("False", "ConnectionRefused", "refuses connections")

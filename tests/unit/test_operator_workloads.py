@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from statecar_operator.quantities import QuantityError, parse_quantity
-from statecar_operator.workloads import workload_name
+from statecar_operator.injection.quantities import QuantityError, parse_quantity
+from statecar_operator.injection.workloads import workload_name
 
 
 def owned(kind: str, name: str, **labels: str) -> dict[str, Any]:

@@ -95,13 +95,13 @@ app.kubernetes.io/component: operator
 
 {{/*
 Names of the webhook configurations. Fixed, not release-prefixed: the operator patches their
-caBundle by these names (operator/statecar_operator/rendering.py MUTATING_CONFIGURATION_NAME,
+caBundle by these names (operator/statecar_operator/manifests/webhooks.py MUTATING_CONFIGURATION_NAME,
 VALIDATING_CONFIGURATION_NAME), and one operator serves a cluster (the CRD is cluster-wide too).
 */}}
 {{- define "statecar.mutatingWebhookName" -}}statecar-injector{{- end }}
 {{- define "statecar.validatingWebhookName" -}}statecar-validator{{- end }}
 
-{{/* kopf serves each admission handler at /<handler id> (rendering.INJECT_WEBHOOK_ID, VALIDATE_WEBHOOK_ID). */}}
+{{/* kopf serves each admission handler at /<handler id> (manifests.webhooks INJECT_WEBHOOK_ID, VALIDATE_WEBHOOK_ID). */}}
 {{- define "statecar.injectPath" -}}/inject-pods{{- end }}
 {{- define "statecar.validatePath" -}}/validate-statestorecomponents{{- end }}
 

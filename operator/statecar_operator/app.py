@@ -1,0 +1,297 @@
+"""
+The operator's composition root: settings -> API client -> parts -> kopf, in one asyncio loop.
+
+`run(settings)` is what `statecar operator` calls once its flags and environment are read (the
+command line lives in `statecar_cli.operator_cli`). Running means: kopf (watches, indexes,
+admission webhooks over TLS; every replica serves admission), the Lease elector, the reconciler
+(acts only while holding the Lease), the webhook certificate loop (`webhook_tls.sources`: every
+replica serves the current certificate; the Lease holder keeps the operator-managed CA and the
+caBundle), the Event poster, and `/healthz` + `/readyz` + `/metrics` (`health_server`). When any
+of them stops, all stop; SIGTERM makes kopf exit gracefully, and the Lease is handed back on
+the way out.
+
+The webhook certificate comes from one of three places, in this order: the Secret the operator
+manages (`STATECAR_OPERATOR_WEBHOOK_SECRET`, the chart's default), files
+(`STATECAR_OPERATOR_WEBHOOK_CERT`/`_KEY`, mounted by cert-manager or the user), or a throwaway
+self-signed pair (development).
+
+This is the only module that builds the parts and hands them to each other; everything else
+receives what it needs as arguments (or, in kopf handlers, as the `memo`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import functools
+import logging
+import tempfile
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from statecar_operator import handlers, health_server
+from statecar_operator.cluster import kube
+from statecar_operator.cluster.events import EventRecorder
+from statecar_operator.cluster.leader import AlwaysLeader, LeaderElector
+from statecar_operator.memo import Indexes, Memo
+from statecar_operator.reconciliation import reachability
+from statecar_operator.reconciliation.reconciler import Reconciler
+from statecar_operator.settings import OperatorSettings
+from statecar_operator.webhook_tls import issuing, rotation
+from statecar_operator.webhook_tls.server import LiveTLS, StatecarWebhookServer
+from statecar_operator.webhook_tls.sources import FileCertificates, ManagedCertificates
+
+logger = logging.getLogger("statecar_operator")
+
+
+def run(settings: OperatorSettings) -> int:
+    """Configure logging and run the operator until SIGTERM/SIGINT; returns the exit code."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(operate(settings))
+    except KeyboardInterrupt:
+        return 0
+    except OperatorFailed as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
+
+
+class OperatorFailed(RuntimeError):
+    """A component of the operator stopped unexpectedly."""
+
+
+def build_webhook_server(
+    settings: OperatorSettings, tls: LiveTLS, on_listening: Callable[[], None]
+) -> StatecarWebhookServer:
+    """The HTTPS server; its certificate is whatever `tls` holds (see `build_certificates`)."""
+
+    def listening() -> None:
+        logger.info(
+            "Webhook server listening on %s:%d", settings.webhook_addr, settings.webhook_port
+        )
+        on_listening()
+
+    return StatecarWebhookServer(
+        on_listening=listening,
+        tls=tls,
+        addr=settings.webhook_addr,
+        port=settings.webhook_port,
+        host=settings.webhook_host or None,
+    )
+
+
+def build_certificates(
+    settings: OperatorSettings,
+    *,
+    tls: LiveTLS,
+    scratch: Path,
+    api: kube.Kube,
+    events: EventRecorder,
+    is_leader: Callable[[], bool],
+) -> ManagedCertificates | FileCertificates:
+    """Where the webhook certificate comes from: the managed Secret, files, or self-signed."""
+    ca_dump = Path(settings.webhook_ca_dump) if settings.webhook_ca_dump else None
+    if settings.webhook_secret:
+        policy = rotation.Policy(
+            names=issuing.serving_names(settings.webhook_host, settings.extra_sans),
+            ca_validity=datetime.timedelta(seconds=settings.webhook_ca_validity),
+            serving_validity=datetime.timedelta(seconds=settings.webhook_cert_validity),
+            overlap=datetime.timedelta(seconds=settings.webhook_ca_overlap),
+            ca_renew_before=(
+                datetime.timedelta(seconds=settings.webhook_ca_renew_before)
+                if settings.webhook_ca_renew_before
+                else None
+            ),
+        )
+        logger.info(
+            "Webhook certificate: operator-managed in Secret %s/%s for %s",
+            settings.namespace,
+            settings.webhook_secret,
+            ", ".join(policy.names),
+        )
+        return ManagedCertificates(
+            api,
+            tls,
+            namespace=settings.namespace,
+            secret_name=settings.webhook_secret,
+            policy=policy,
+            is_leader=is_leader,
+            interval=settings.webhook_cert_sync,
+            events=events,
+            ca_dump=ca_dump,
+        )
+    if settings.webhook_cert:
+        return FileCertificates(
+            tls,
+            cert=Path(settings.webhook_cert),
+            key=Path(settings.webhook_key),
+            ca=Path(settings.webhook_ca) if settings.webhook_ca else None,
+            interval=settings.webhook_cert_sync,
+            ca_dump=ca_dump,
+        )
+    hosts = list(
+        dict.fromkeys(
+            [settings.webhook_host or "localhost", "localhost", "127.0.0.1", *settings.extra_sans]
+        )
+    )
+    generated = issuing.self_signed(hosts)
+    (scratch / "tls.crt").write_bytes(generated.cert_pem)
+    (scratch / "tls.key").write_bytes(generated.key_pem)
+    (scratch / "ca.crt").write_bytes(generated.ca_pem)
+    logger.warning(
+        "No STATECAR_OPERATOR_WEBHOOK_SECRET or _CERT: serving a self-signed certificate for %s",
+        hosts,
+    )
+    return FileCertificates(
+        tls,
+        cert=scratch / "tls.crt",
+        key=scratch / "tls.key",
+        ca=scratch / "ca.crt",
+        interval=settings.webhook_cert_sync,
+        mode="self-signed",
+        ca_dump=ca_dump,
+    )
+
+
+async def operate(settings: OperatorSettings) -> None:
+    """Run until SIGTERM/SIGINT (returns) or until a part of the operator fails (raises)."""
+    with tempfile.TemporaryDirectory(prefix="statecar-operator-") as scratch:
+        async with kube.connect() as api:
+            await _operate(settings, Path(scratch), api)
+
+
+async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) -> None:
+    readiness = health_server.Readiness()
+    listening = asyncio.Event()
+
+    def certificate_readiness() -> None:
+        # Ready to admit only once the server listens *and* has a certificate to present.
+        readiness.cert_loaded = listening.is_set() and tls.loaded
+
+    def on_listening() -> None:
+        listening.set()
+        certificate_readiness()
+
+    tls = LiveTLS(scratch, on_change=certificate_readiness)
+    server = build_webhook_server(settings, tls, on_listening)
+    indexes = Indexes()
+    events = EventRecorder(instance=settings.identity)
+    elector: LeaderElector | AlwaysLeader
+    reconciler = Reconciler(
+        api=api,
+        view=indexes.view(),
+        measure=functools.partial(reachability.measure, timeout=settings.probe_timeout),
+        events=events,
+        is_leader=lambda: elector.is_leader,
+        is_warm=lambda: readiness.indexes_warm,
+        resync_interval=settings.resync_interval,
+    )
+    certificates = build_certificates(
+        settings,
+        tls=tls,
+        scratch=scratch,
+        api=api,
+        events=events,
+        is_leader=lambda: elector.is_leader,
+    )
+
+    def leadership_changed(leading: bool) -> None:
+        reconciler.leadership_changed(leading)
+        certificates.wake()  # a new leader checks the Secret and the caBundle at once
+
+    if settings.leader_election:
+        elector = LeaderElector(
+            api,
+            namespace=settings.namespace,
+            name=settings.lease_name,
+            identity=settings.identity,
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+            on_change=leadership_changed,
+        )
+    else:
+        elector = AlwaysLeader()
+        reconciler.leadership_changed(True)
+    memo = Memo(
+        settings=settings,
+        readiness=readiness,
+        events=events,
+        reconciler=reconciler,
+        leadership=elector,
+        indexes=indexes,
+    )
+
+    def details() -> dict[str, Any]:
+        return {
+            "identity": settings.identity,
+            "leader": elector.is_leader,
+            "leaseHolder": elector.holder,
+            "reconcilePasses": reconciler.passes,
+            "pendingEvents": events.pending(),
+            "webhookCertificate": certificates.condition(),
+        }
+
+    # Created before kopf starts: kopf.operator() treats tasks that exist when it starts as
+    # not its own, and leaves them alone when it shuts down (kopf reactor/running.py).
+    parts: dict[str, Coroutine[Any, Any, None]] = {
+        "leader election": elector.run(),
+        "reconciler": reconciler.run(),
+        "webhook certificate loop": certificates.run(),
+        "event poster": events.run(api),
+        "health server": health_server.serve(
+            readiness,
+            addr=settings.health_addr,
+            port=settings.health_port,
+            details=details,
+            metrics=certificates.metrics,
+        ),
+    }
+    tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts.items()}
+    warmup = asyncio.create_task(health_server.wait_until_warm(readiness, api.list_component_uids))
+    stop = asyncio.Event()
+    operator = asyncio.create_task(
+        kopf.operator(
+            registry=handlers.register(kopf.OperatorRegistry()),
+            settings=handlers.kopf_settings(server),
+            clusterwide=True,
+            standalone=True,
+            memo=memo,
+            stop_flag=stop,
+        ),
+        name="kopf",
+    )
+    failure: str | None = None
+    try:
+        done, _ = await asyncio.wait([operator, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not operator:
+                failure = _describe_failure(tasks[task], task)
+                logger.error("%s", failure)
+        if failure is not None:
+            stop.set()
+            await operator
+    finally:
+        for task in [*tasks, warmup]:
+            task.cancel()
+        for task in [*tasks, warmup]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await elector.release()
+    if failure is not None:
+        raise OperatorFailed(failure)
+
+
+def _describe_failure(name: str, task: asyncio.Task[None]) -> str:
+    if task.cancelled():
+        return f"the {name} was cancelled"
+    exc = task.exception()
+    return f"the {name} stopped: {exc!r}" if exc else f"the {name} stopped"

@@ -1,0 +1,332 @@
+"""
+The injector's decision, as a pure function (no kopf, no Kubernetes client).
+
+`plan_injection` reads a pod (or pod template) and the namespace's components and answers with
+an `InjectionPlan`, a `Skip` (with a reason that becomes an admission warning and an Event), or
+raises `InjectionError` (a bad `statecar.io/*` annotation, which admission turns into a rejection
+naming the annotation). `annotations` reads each annotation's value; `patching.apply_injection`
+puts a plan into the pod, the same way for the webhook and for `statecar inject` (`offline`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from statecar_contract import annotations as ann
+from statecar_contract import env
+from statecar_contract.components import ComponentSpec
+from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_operator.injection.annotations import (
+    SecretKey,
+    bool_problem,
+    parse_bool,
+    read_api_token,
+    read_app_id,
+    read_component_names,
+    read_extra_env,
+    read_log_level,
+    read_max_body,
+    read_optional_bool,
+    read_port,
+    read_resources,
+    unknown_keys,
+)
+from statecar_operator.settings import InjectorSettings
+
+#: Names the injection takes in the pod: a pod that already uses one for its own is refused.
+SIDECAR_NAME: Final = ann.SIDECAR_CONTAINER_NAME
+WIRING_VOLUME: Final = "statecar-wiring"
+TMP_VOLUME: Final = "statecar-tmp"
+DATA_VOLUME: Final = "statecar-data"
+_OUR_VOLUMES: Final = (WIRING_VOLUME, TMP_VOLUME, DATA_VOLUME)
+
+_IMAGE: Final = re.compile(r"^[a-zA-Z0-9][^\s]*$")
+
+
+#: Ports daprd binds in a pod (HTTP, public health, gRPC, internal gRPC, metrics): a pod asking
+#: for both sidecars would have two servers on 3500/9090.
+_DAPR_PORTS: Final = frozenset({3500, 3501, 50001, 50002, 9090})
+_DAPR_ENABLED: Final = "dapr.io/enabled"
+
+
+class InjectionError(ValueError):
+    """The pod asked for injection with annotations that cannot be honoured (admission rejects)."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            text = f"statecar cannot inject this pod: {self.problems[0]}"
+        else:
+            text = "statecar cannot inject this pod: " + "; ".join(
+                f"({i}) {p}" for i, p in enumerate(self.problems, 1)
+            )
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """No sidecar for this pod. `notify`: the pod asked for one, so say why (warning + Event)."""
+
+    reason: str
+    message: str
+    notify: bool
+
+
+@dataclass(frozen=True)
+class InjectionPlan:
+    """Everything `apply_injection` needs; the pod's annotations have been validated."""
+
+    app_id: str
+    image: str
+    image_pull_policy: str
+    http_port: int
+    metrics_port: int
+    log_level: str
+    run_as_user: int
+    version: str
+    #: Names of the components the sidecar will open (for the explanation and tests).
+    components_in_scope: tuple[str, ...]
+    #: The `statecar.io/components` subset, passed to the sidecar; empty = all in scope.
+    requested_components: tuple[str, ...] = ()
+    log_json: bool | None = None
+    api_token: SecretKey | None = None
+    requests: tuple[tuple[str, str], ...] = ()
+    limits: tuple[tuple[str, str], ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()
+    max_body_bytes: int | None = None
+    config_hash: str | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def status_annotation(self) -> str:
+        """The JSON stamped on the pod: what was injected, from which image, with which wiring."""
+        return json.dumps(
+            {
+                "appId": self.app_id,
+                "configHash": self.config_hash,
+                "image": self.image,
+                "version": self.version,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+def plan_injection(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    components_in_namespace: Sequence[ComponentSpec],
+    settings: InjectorSettings,
+    owner_name_hint: str | None = None,
+    config_hash: str | None = None,
+) -> InjectionPlan | Skip:
+    """
+    Decide whether and how to inject `pod` (a Pod or a pod template: `metadata` + `spec`).
+
+    `components_in_namespace` are the namespace's *valid* components (invalid ones never reach
+    the wiring); `config_hash` is the hash on the namespace's wiring Secret, if there is one yet.
+    Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations.
+    """
+    metadata: Mapping[str, Any] = pod.get("metadata") or {}
+    spec: Mapping[str, Any] = pod.get("spec") or {}
+    annotations: Mapping[str, Any] = metadata.get("annotations") or {}
+    ours = {
+        k: str(v) for k, v in annotations.items() if k.startswith(ann.PREFIX) and k != ann.STATUS
+    }
+    if not ours:
+        return Skip("NotRequested", "the pod has no statecar.io annotations", notify=False)
+    if ann.ENABLED not in ours:
+        keys = ", ".join(sorted(ours))
+        return Skip(
+            "NotEnabled",
+            f'the pod sets {keys} but not {ann.ENABLED}: "true", so no statecar sidecar was injected',
+            notify=True,
+        )
+    enabled = parse_bool(ours[ann.ENABLED])
+    if enabled is None:
+        raise InjectionError([bool_problem(ann.ENABLED, ours[ann.ENABLED])])
+    if not enabled:
+        return Skip("OptedOut", f"{ann.ENABLED} is {ours[ann.ENABLED]!r}", notify=False)
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    problems.extend(unknown_keys(ours))
+
+    app_id = read_app_id(ours, metadata, owner_name_hint, problems)
+    http_port = read_port(ours, ann.HTTP_PORT, settings.http_port, problems)
+    metrics_port = read_port(ours, ann.METRICS_PORT, settings.metrics_port, problems)
+    if http_port == metrics_port and http_port is not None:
+        problems.append(
+            f"{ann.HTTP_PORT} and {ann.METRICS_PORT} are both {http_port}; they must differ"
+        )
+    log_level = read_log_level(ours.get(ann.LOG_LEVEL, settings.log_level), problems)
+    log_json = read_optional_bool(ours, ann.LOG_AS_JSON, problems)
+    api_token = read_api_token(ours.get(ann.API_TOKEN_SECRET), problems)
+    image = ours.get(ann.SIDECAR_IMAGE, settings.image).strip()
+    if not _IMAGE.match(image):
+        problems.append(f"{ann.SIDECAR_IMAGE}: {image!r} is not an image reference")
+    requests, limits = read_resources(ours, settings, problems)
+    extra_env = read_extra_env(ours.get(ann.ENV), problems)
+    max_body = read_max_body(ours.get(ann.MAX_BODY_SIZE), problems)
+    requested = read_component_names(ours.get(ann.COMPONENTS), problems)
+
+    _check_containers(spec, http_port, metrics_port, problems)
+    if parse_bool(str(annotations.get(_DAPR_ENABLED, "false"))) and (
+        {http_port, metrics_port} & _DAPR_PORTS
+    ):
+        problems.append(
+            f"the pod also asks for the Dapr sidecar ({_DAPR_ENABLED}), which binds "
+            f"{', '.join(str(p) for p in sorted(_DAPR_PORTS))}; statecar serves the Dapr state API "
+            f"itself, so drop one of the two (or move statecar with {ann.HTTP_PORT} and "
+            f"{ann.METRICS_PORT})"
+        )
+    warnings.extend(_env_overrides(spec, http_port))
+    if spec.get("hostNetwork") is True:
+        warnings.append(
+            f"the pod uses hostNetwork, so the statecar state API port {http_port} is bound on the "
+            "node's loopback and must be unique among such pods on a node"
+        )
+    if problems or app_id is None or http_port is None or metrics_port is None:
+        raise InjectionError(problems)  # each None above came with a problem
+
+    in_scope, skip = _components_in_scope(
+        namespace=namespace,
+        app_id=app_id,
+        components=components_in_namespace,
+        requested=requested,
+        warnings=warnings,
+    )
+    if skip is not None:
+        return skip
+
+    return InjectionPlan(
+        app_id=app_id,
+        image=image,
+        image_pull_policy=settings.image_pull_policy,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        log_level=log_level,
+        run_as_user=settings.run_as_user,
+        version=settings.version,
+        components_in_scope=in_scope,
+        requested_components=requested,
+        log_json=log_json,
+        api_token=api_token,
+        requests=requests,
+        limits=limits,
+        extra_env=extra_env,
+        max_body_bytes=max_body,
+        config_hash=config_hash,
+        warnings=tuple(warnings),
+    )
+
+
+def _check_containers(
+    spec: Mapping[str, Any], http_port: int | None, metrics_port: int | None, problems: list[str]
+) -> None:
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, Mapping)]
+    init = [c for c in spec.get("initContainers") or [] if isinstance(c, Mapping)]
+    for c in containers:
+        if c.get("name") == SIDECAR_NAME:
+            problems.append(
+                f"the container name {SIDECAR_NAME!r} is reserved for the injected sidecar; rename it"
+            )
+    ours = {http_port: ann.HTTP_PORT, metrics_port: ann.METRICS_PORT}
+    # Containers of a pod share one network namespace: a port the app declares is taken.
+    for c in [*containers, *init]:
+        if c.get("name") == SIDECAR_NAME:
+            continue
+        for port in c.get("ports") or []:
+            number = port.get("containerPort") if isinstance(port, Mapping) else None
+            if number in ours and number is not None:
+                problems.append(
+                    f"port {number} is used by container {c.get('name')!r}; move the sidecar with "
+                    f"{ours[number]}"
+                )
+    # A user volume may not take one of our names (ours are recognised by their source, so an
+    # already-injected pod passes).
+    for volume in spec.get("volumes") or []:
+        if not isinstance(volume, Mapping) or volume.get("name") not in _OUR_VOLUMES:
+            continue
+        if volume["name"] == WIRING_VOLUME:
+            ours_too = (volume.get("secret") or {}).get("secretName") == WIRING_SECRET_NAME
+        else:
+            ours_too = "emptyDir" in volume
+        if not ours_too:
+            problems.append(
+                f"the volume name {volume['name']!r} is reserved for statecar; rename it"
+            )
+
+
+def _env_overrides(spec: Mapping[str, Any], http_port: int | None) -> list[str]:
+    """A container that sets the port variables itself keeps its value: say so if it differs."""
+    notes = []
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if not isinstance(c, Mapping) or c.get("name") == SIDECAR_NAME:
+            continue
+        for entry in c.get("env") or []:
+            if not isinstance(entry, Mapping) or entry.get("name") not in (
+                env.DAPR_HTTP_PORT,
+                env.HTTP_PORT,
+            ):
+                continue
+            value = entry.get("value")
+            if value is not None and value != str(http_port):
+                notes.append(
+                    f"container {c.get('name')!r} sets {entry['name']}={value}, but the statecar "
+                    f"sidecar listens on {http_port}; its own value is kept"
+                )
+    return notes
+
+
+def _components_in_scope(
+    *,
+    namespace: str,
+    app_id: str,
+    components: Sequence[ComponentSpec],
+    requested: tuple[str, ...],
+    warnings: list[str],
+) -> tuple[tuple[str, ...], Skip | None]:
+    here = [c for c in components if c.namespace in (None, namespace)]
+    if not here:
+        return (), Skip(
+            "NoComponents",
+            f"no valid StateStoreComponent in namespace {namespace!r}, so no statecar "
+            "sidecar was injected; create one (kubectl get ssc) and recreate the pod",
+            notify=True,
+        )
+    by_name = {c.name: c for c in here}
+    chosen = here
+    if requested:
+        unknown = [n for n in requested if n not in by_name]
+        if unknown:
+            warnings.append(
+                f"{ann.COMPONENTS} names {', '.join(unknown)}, which namespace {namespace!r} does "
+                "not have (yet); the sidecar opens them when they appear"
+            )
+        chosen = [by_name[n] for n in requested if n in by_name]
+    in_scope = [c for c in chosen if c.in_scope(app_id)]
+    out_of_scope = [c for c in chosen if not c.in_scope(app_id)]
+    if requested and out_of_scope:
+        warnings.append(
+            f"app id {app_id!r} is not in the scopes of {', '.join(c.name for c in out_of_scope)}"
+        )
+    if not in_scope:
+        described = (
+            ", ".join(
+                f"{c.name} (scopes: {', '.join(c.scopes)})" if c.scopes else c.name for c in chosen
+            )
+            or "none of the requested ones exist"
+        )
+        return (), Skip(
+            "NoComponentsInScope",
+            f"no StateStoreComponent of namespace {namespace!r} is in scope for app id {app_id!r} "
+            f"({described}), so no statecar sidecar was injected; add the app id to a component's "
+            f"scopes or set {ann.APP_ID}",
+            notify=True,
+        )
+    return tuple(c.name for c in in_scope), None

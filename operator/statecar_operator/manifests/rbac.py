@@ -1,0 +1,167 @@
+"""
+The exact RBAC the operator needs, as data: the chart renders it and the e2e tier binds only
+these rules to the operator's ServiceAccount (`statecar operator rbac` prints them as YAML).
+
+Least privilege, rule by rule (each verb is used by the code named next to it):
+
+* StateStoreComponents: `get, list, watch` (kopf's watch feeds the indexes; `cluster.kube` lists them
+  once to know when the index is warm) and `patch` on `/status` only (the reconciler writes
+  status; kopf writes nothing else: no finalizers, no progress annotations, see `reconciliation.reconciler`).
+* Secrets, cluster-wide `get, list, watch`: resolving `secretKeyRef`s in any namespace, and the
+  watch that re-renders the wiring when a referenced Secret changes (a rotated password).
+  `create`: the wiring Secret of a namespace (RBAC cannot restrict `create` by name);
+  `update, delete` only on Secrets named `statecar-wiring` (`resourceNames`).
+* Events `create`: skipped pods, rejected pods and condition changes (kopf's own warnings too).
+* CustomResourceDefinitions `list, watch`: kopf's resource observer notices the CRD being
+  installed or upgraded after the operator started (without it kopf only scans at startup).
+* Leases in the operator's namespace: `get, create`, and `update` of the one Lease it holds.
+
+Only with operator-managed webhook certificates (`webhook_secret`, the chart's default mode;
+`webhook_tls.sources` uses each verb):
+
+* The certificate Secret in the operator's namespace: `update` of that one name (a namespaced
+  Role). Reading and watching it are already covered by the cluster-wide Secret read above,
+  and creating it by the cluster-wide `create`: RBAC cannot restrict `create` by name
+  (https://kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-resources).
+* `statecar-injector` (mutating) and `statecar-validator` (validating), each by name and only
+  under its own kind: `get` and `watch` (a watch with a `metadata.name` field selector is
+  authorized by `resourceNames`), and `patch` of their caBundle. Not `list`, `update`,
+  `create` or `delete`: the chart creates and deletes them, and no other webhook
+  configuration of the cluster is readable or writable.
+
+Nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
+so it does not list them), or kopf's peering resources (peering is off; `cluster.leader` explains why).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from statecar_contract import components as contract
+from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_operator.manifests.webhooks import (
+    MUTATING_CONFIGURATION_NAME,
+    VALIDATING_CONFIGURATION_NAME,
+)
+
+CLUSTER_ROLE_NAME: Final = "statecar-operator"
+ROLE_NAME: Final = "statecar-operator-leader-election"
+
+CLUSTER_RULES: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "apiGroups": [contract.API_GROUP],
+        "resources": [contract.PLURAL],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": [contract.API_GROUP],
+        "resources": [f"{contract.PLURAL}/status"],
+        "verbs": ["patch"],
+    },
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": [WIRING_SECRET_NAME],
+        "verbs": ["update", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
+)
+
+
+def webhook_configuration_rules() -> tuple[dict[str, Any], ...]:
+    """Cluster rules for the caBundle of the operator's two webhook configurations."""
+    return tuple(
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": [resource],
+            "resourceNames": [name],
+            "verbs": ["get", "watch", "patch"],
+        }
+        for resource, name in (
+            ("mutatingwebhookconfigurations", MUTATING_CONFIGURATION_NAME),
+            ("validatingwebhookconfigurations", VALIDATING_CONFIGURATION_NAME),
+        )
+    )
+
+
+def webhook_secret_rules(secret_name: str) -> tuple[dict[str, Any], ...]:
+    """Namespaced rules for the Secret of the operator-managed webhook certificate."""
+    return (
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [secret_name],
+            "verbs": ["update"],
+        },
+    )
+
+
+def lease_rules(lease_name: str) -> tuple[dict[str, Any], ...]:
+    return (
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease_name],
+            "verbs": ["update"],
+        },
+    )
+
+
+def manifests(
+    *,
+    namespace: str,
+    service_account: str,
+    lease_name: str = "statecar-operator",
+    webhook_secret: str | None = None,
+) -> list[dict[str, Any]]:
+    """
+    ClusterRole + Role and their bindings to `service_account` in `namespace`; with
+    `webhook_secret` (operator-managed certificates), the rules that mode needs as well.
+    """
+    cluster_rules = [*CLUSTER_RULES, *(webhook_configuration_rules() if webhook_secret else ())]
+    namespace_rules = [
+        *lease_rules(lease_name),
+        *(webhook_secret_rules(webhook_secret) if webhook_secret else ()),
+    ]
+    labels = {"app.kubernetes.io/name": "statecar", "app.kubernetes.io/component": "operator"}
+    subject = [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": CLUSTER_ROLE_NAME, "labels": labels},
+            "rules": [dict(rule) for rule in cluster_rules],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": CLUSTER_ROLE_NAME, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": CLUSTER_ROLE_NAME,
+            },
+            "subjects": subject,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": ROLE_NAME, "namespace": namespace, "labels": labels},
+            "rules": [dict(rule) for rule in namespace_rules],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": ROLE_NAME, "namespace": namespace, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
+            "subjects": subject,
+        },
+    ]

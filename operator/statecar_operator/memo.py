@@ -1,0 +1,71 @@
+"""
+The operator's shared objects, handed to every kopf handler as its `memo` (kopf docs/memos.rst).
+
+kopf gives each object and each admission request a *shallow copy* of the memo, so `Memo` is
+frozen and holds only shared objects; the one thing filled in after kopf starts (references to
+kopf's indexes, which a startup handler receives) lives in the mutable `Indexes` holder.
+
+kopf itself is not imported here: an index is typed by its shape (kopf's `Index` is a
+`Mapping` of keys to `Store`s, and a `Store` a `Collection` of values), so only the handlers
+and the composition root depend on kopf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from statecar_operator.cluster.events import EventRecorder
+from statecar_operator.health_server import Readiness
+from statecar_operator.reconciliation.component_index import ComponentEntry
+from statecar_operator.reconciliation.reconciler import Reconciler, View
+from statecar_operator.settings import OperatorSettings
+
+
+class Leadership(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+
+    identity: str
+    holder: str | None
+
+    async def release(self) -> None: ...
+
+
+@dataclass
+class Indexes:
+    """kopf's live indexes, bound by the startup handler (empty views until then)."""
+
+    components: Mapping[str, Collection[ComponentEntry]] | None = None
+    secret_refs: Mapping[tuple[str, str], Collection[str]] | None = None
+    wiring: Mapping[str, Collection[str]] | None = None
+
+    def components_in(self, namespace: str) -> list[ComponentEntry]:
+        if self.components is None or namespace not in self.components:
+            return []
+        return list(self.components[namespace])
+
+    def config_hash(self, namespace: str) -> str | None:
+        if self.wiring is None or namespace not in self.wiring:
+            return None
+        return next((h for h in self.wiring[namespace] if h), None)
+
+    def view(self) -> View:
+        return View(
+            components=self.components_in,
+            component_namespaces=lambda: set(self.components or ()),
+            wiring_namespaces=lambda: set(self.wiring or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Memo:
+    """What every kopf handler receives as `memo`; built once by the composition root."""
+
+    settings: OperatorSettings
+    readiness: Readiness
+    events: EventRecorder
+    reconciler: Reconciler
+    leadership: Leadership
+    indexes: Indexes = field(default_factory=Indexes)
