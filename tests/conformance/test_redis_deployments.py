@@ -76,5 +76,5 @@ async def test_acl_user_password_and_db_are_used() -> None:
 
 
 async def test_a_boolean_setting_that_is_not_a_boolean_is_refused() -> None:
-    with pytest.raises(StoreError, match="invalid enableTLS 'maybe': use true or false"):
+    with pytest.raises(StoreError, match=r"enableTLS: use true or false \(got 'maybe'\)"):
         await open_store("state.redis", {"redisHost": "127.0.0.1:6379", "enableTLS": "maybe"})

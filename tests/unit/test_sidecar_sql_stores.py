@@ -31,6 +31,7 @@ import asyncpg
 import pytest
 from tests.unit import pg_server
 
+from statecar_contract.settings import PostgreSQLSettings
 from statecar_sidecar.stores.base import DeleteOp, SetOp, StateStore
 from statecar_sidecar.stores.errors import (
     ConsistencyError,
@@ -39,7 +40,6 @@ from statecar_sidecar.stores.errors import (
     StoreUnavailableError,
 )
 from statecar_sidecar.stores.postgresql import PostgreSQLStore
-from statecar_sidecar.stores.postgresql import dsn as postgresql_dsn
 from statecar_sidecar.stores.query import parse_query
 from statecar_sidecar.stores.sqlite import SQLiteStore
 
@@ -258,7 +258,7 @@ async def test_sqlite_connection_strings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("metadata", "message"),
     [
-        ({"connectionString": ""}, "needs connectionString"),
+        ({"connectionString": ""}, "connectionString: state.sqlite needs it"),
         ({"connectionString": "file:x.db?_pragma=busy_timeout(10)"}, "busyTimeout"),
         ({"connectionString": "file:x.db?_pragma=journal_mode(WAL)"}, "disableWAL"),
         ({"connectionString": ":memory:", "tableName": "bad name"}, "tableName"),
@@ -376,20 +376,25 @@ async def test_postgresql_connection_string_forms(postgres: pg_server.PgServer) 
 
 
 def test_postgresql_keyword_value_parsing() -> None:
-    target = postgresql_dsn.parse_connection_string(
-        r"host=db.example port=6543 user=app password='p w\'x' dbname=orders"
-        " options='-c search_path=s1' pool_max_conns=3"
+    # The store connects with what PostgreSQLSettings parses: `connection.to_url()` plus its
+    # server settings, and `maxConns` defaulting to the DSN's pool_max_conns.
+    settings = PostgreSQLSettings.from_metadata(
+        {
+            "connectionString": r"host=db.example port=6543 user=app password='p w\'x'"
+            " dbname=orders options='-c search_path=s1' pool_max_conns=3"
+        }
     )
+    target = settings.connection
     assert target.label == "db.example:6543/orders"
     assert target.password == "p w'x"
-    assert target.max_size == 3
+    assert settings.max_conns == 3
     assert target.server_settings == {"search_path": "s1"}
-    assert "password=p%20w%27x" in target.dsn
-    url = postgresql_dsn.parse_connection_string(
-        "postgres://u:s%40cret@[::1]:7000/db?sslmode=require&pool_min_conns=1"
-    )
+    assert "password=p%20w%27x" in target.to_url()
+    url = PostgreSQLSettings.from_metadata(
+        {"connectionString": "postgres://u:s%40cret@[::1]:7000/db?sslmode=require&pool_min_conns=1"}
+    ).connection
     assert (url.label, url.password) == ("[::1]:7000/db", "s@cret")
-    assert "pool_min_conns" not in url.dsn
+    assert "pool_min_conns" not in url.to_url()
 
 
 async def test_postgresql_unreachable_names_host_port_without_password() -> None:

@@ -54,7 +54,7 @@ def parse_integer(
 
 # --- booleans --------------------------------------------------------------------------------
 
-# The spellings statecar has always accepted (stores/metadata.py `flag`); anything else, such as
+# The spellings statecar has always accepted (the sidecar's old `flag`); anything else, such as
 # `maybe`, is an error rather than false, so a typo never silently turns TLS off.
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"", "false", "0", "no", "off"})

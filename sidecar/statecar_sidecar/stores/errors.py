@@ -7,6 +7,12 @@ ETag errors follow components-contrib's `state.ETagError` kinds: mismatch (HTTP 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
+from statecar_contract.errors import ComponentError
+from statecar_contract.settings import BackendSettings
+
 
 class StoreError(Exception):
     """A backend failed; the message is safe to show to clients (no secrets)."""
@@ -42,3 +48,18 @@ class TransactionError(StoreError):
         self.key = key
         self.cause = cause
         super().__init__(f"operation {index} on key {key!r} failed, nothing was applied: {cause}")
+
+
+_S = TypeVar("_S", bound=BackendSettings)
+
+
+def read_settings(settings: type[_S], metadata: Mapping[str, str]) -> _S:
+    """The backend's typed settings (`statecar_contract.settings`), read from `metadata`.
+
+    An invalid setting is a `StoreError` whose message names the field and the fix, as the
+    contract's `ComponentError` words it (`spec.metadata.enableTLS: use true or false ...`).
+    """
+    try:
+        return settings.from_metadata(metadata)
+    except ComponentError as exc:
+        raise StoreError(str(exc)) from None

@@ -10,9 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
+from statecar_contract.settings import InMemorySettings
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
-from statecar_sidecar.stores.errors import ETagInvalidError, ETagMismatchError, TransactionError
+from statecar_sidecar.stores.errors import (
+    ETagInvalidError,
+    ETagMismatchError,
+    TransactionError,
+    read_settings,
+)
 from statecar_sidecar.stores.query import Query, QueryPage, run_query
 
 _SWEEP_EVERY = 1024  # writes between sweeps of expired keys
@@ -28,6 +34,7 @@ class MemoryStore(StateStore):
 
     @classmethod
     async def open(cls, metadata: Mapping[str, str]) -> MemoryStore:
+        read_settings(InMemorySettings, metadata)  # it has none: any name given is refused
         return cls()
 
     def _live(self, key: str) -> StoredItem | None:

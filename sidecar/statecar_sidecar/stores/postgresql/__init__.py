@@ -3,7 +3,6 @@
 
 * `store`: `PostgreSQLStore`: its metadata, each request as statements, consistency, failures.
 * `statements`: the table layout, the SQL and DDL text, what they bind and what a refusal means.
-* `dsn`: libpq connection strings (URL or key=value) turned into what asyncpg takes.
 * `pool`: the connection pool, and which errors mean the server is gone.
 * `query_sql`: Dapr queries compiled to PostgreSQL (the shared engine is `stores.query`).
 """

@@ -36,14 +36,13 @@ the SQL binds and how a refusal the SQL reports becomes the error every backend 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp
-from statecar_sidecar.stores.errors import ETagMismatchError, StoreError
+from statecar_sidecar.stores.errors import ETagMismatchError
 
 __all__ = [
     "CHECK_FAILED",
@@ -66,11 +65,6 @@ __all__ = [
 ]
 
 CLEANUP_BATCH: Final = 1000  # rows one sweep statement deletes at most
-# Unquoted identifiers, optionally schema-qualified, short enough that the derived names
-# (`<table>_statecar_write_v1`) stay within PostgreSQL's 63-byte limit.
-_TABLE_NAME: Final = re.compile(
-    r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,40})"
-)
 _INT64_MAX: Final = 2**63 - 1
 # Stands in for a given ETag too large for bigint: valid text that can only mismatch (every
 # ETag issued here is positive).
@@ -89,7 +83,11 @@ EXPECTED_COLUMNS: Final = {
 
 @dataclass(frozen=True, slots=True)
 class Names:
-    """Quoted SQL names derived from a validated `tableName`."""
+    """Quoted SQL names derived from a `tableName` that `PostgreSQLSettings` validated.
+
+    Unquoted identifiers, optionally schema-qualified, short enough that the derived names
+    (`<table>_statecar_write_v1`) stay within PostgreSQL's 63-byte limit.
+    """
 
     table: str
     sequence: str
@@ -100,13 +98,7 @@ class Names:
 
     @classmethod
     def of(cls, table_name: str) -> Names:
-        match = _TABLE_NAME.fullmatch(table_name)
-        if match is None:
-            raise StoreError(
-                f"invalid tableName {table_name!r}: use letters, digits and '_' (at most 41),"
-                " optionally after 'schema.'"
-            )
-        schema, bare = match.group(1), match.group(2)
+        schema, _, bare = table_name.rpartition(".")
 
         def qualified(name: str) -> str:
             return f'"{schema}"."{name}"' if schema else f'"{name}"'

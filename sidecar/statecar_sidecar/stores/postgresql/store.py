@@ -4,13 +4,12 @@ names it.
 
 This module owns how each request becomes statements (`statements`: the layout and the SQL),
 runs them on the pool (`pool`), maps consistency onto `synchronous_commit`, and reports an
-unreachable server. It reads daprd's component metadata (components-contrib `state/postgresql`):
-
-* `connectionString`: a libpq URL or key=value DSN (read by `dsn`).
-* `tableName` (default `state`; `schema.table` allowed), `timeoutInSeconds` (or `timeout`, a
-  Go duration; default 5 s: the bound on every operation, waiting for a connection included),
-  `maxConns` (default 8), `connectionMaxIdleTime` (default 5 min), `cleanupInterval` /
-  `cleanupIntervalInSeconds` (default 10 min, 0 disables).
+unreachable server. It reads daprd's component metadata (components-contrib `state/postgresql`)
+through `statecar_contract.settings.PostgreSQLSettings` (names, aliases, defaults:
+docs/components.md): `connectionString` (a libpq URL or key=value DSN, parsed by
+`statecar_contract.settings.libpq` and handed to asyncpg as `to_url()` plus its server
+settings), `tableName`, `timeoutInSeconds`, `maxConns`, `connectionMaxIdleTime` and
+`cleanupInterval`.
 
 Consistency: connections run with `synchronous_commit = local` (eventual: acknowledged once
 flushed on the primary; never weaker, whatever the server's default). A strong write sets
@@ -34,6 +33,7 @@ from typing import Any, Final, Self, TypeVar
 
 import asyncpg
 
+from statecar_contract.settings import PostgreSQLSettings
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
 from statecar_sidecar.stores.errors import (
@@ -42,9 +42,8 @@ from statecar_sidecar.stores.errors import (
     StoreError,
     StoreUnavailableError,
     TransactionError,
+    read_settings,
 )
-from statecar_sidecar.stores.metadata import duration
-from statecar_sidecar.stores.postgresql.dsn import ConnectTarget, parse_connection_string
 from statecar_sidecar.stores.postgresql.pool import UNAVAILABLE, Pool
 from statecar_sidecar.stores.postgresql.query_sql import compile_postgres
 from statecar_sidecar.stores.postgresql.statements import (
@@ -74,11 +73,6 @@ _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_DEFAULT_TABLE: Final = "state"
-_DEFAULT_TIMEOUT: Final = 5.0
-_DEFAULT_MAX_CONNS: Final = 8
-_DEFAULT_IDLE_LIFETIME: Final = 300.0
-_DEFAULT_CLEANUP_INTERVAL: Final = 600.0
 _ROLLBACK_RETRIES: Final = 3
 
 
@@ -87,60 +81,33 @@ class PostgreSQLStore(StateStore):
 
     features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
 
-    def __init__(
-        self,
-        target: ConnectTarget,
-        names: Names,
-        *,
-        timeout: float,
-        max_size: int,
-        idle_lifetime: float,
-        cleanup_interval: float,
-    ) -> None:
-        self._target = target
-        self._names = names
-        self._timeout = timeout
+    def __init__(self, settings: PostgreSQLSettings) -> None:
+        self._target = settings.connection
+        self._url = settings.connection.to_url()
+        self._names = Names.of(settings.table_name)
+        self._timeout = settings.timeout
         self._pool = Pool(
-            self._connect, max_size=max_size, idle_lifetime=idle_lifetime, grace=timeout
+            self._connect,
+            max_size=settings.max_conns,
+            idle_lifetime=settings.connection_max_idle_time,
+            grace=settings.timeout,
         )
         self._closed = False
         self._sweeper = Sweeper(
             self._sweep,
-            interval=cleanup_interval,
-            where=f"PostgreSQL {target.label}",
+            interval=settings.cleanup_interval,
+            where=f"PostgreSQL {self._target.label}",
             log=_log,
         )
         self._sql_in_postgres = True  # False when the database is not UTF8: queries run here
-        self._sql = {name: render(template, names) for name, template in STATEMENTS.items()}
+        self._sql = {name: render(template, self._names) for name, template in STATEMENTS.items()}
 
     @classmethod
     async def open(cls, metadata: Mapping[str, str]) -> Self:
         """Connect, create the table, sequence and function if missing, check the layout."""
-        target = parse_connection_string(metadata.get("connectionString") or "")
-        for unsupported in ("useAzureAD", "useAWSIAM"):
-            if metadata.get(unsupported, "").strip().lower() == "true":
-                raise StoreError(f"{unsupported} is not supported by statecar's state.postgresql")
-        names = Names.of(metadata.get("tableName") or _DEFAULT_TABLE)
-        timeout = duration(metadata, ("timeoutInSeconds", "timeout"), _DEFAULT_TIMEOUT)
-        if timeout <= 0:
-            raise StoreError("timeoutInSeconds must be positive")
-        max_conns = metadata.get("maxConns", "").strip()
-        try:
-            max_size = int(max_conns) if max_conns else (target.max_size or _DEFAULT_MAX_CONNS)
-        except ValueError:
-            raise StoreError(f"maxConns must be a whole number, got {max_conns!r}") from None
-        if max_size < 1:
-            raise StoreError("maxConns must be at least 1")
-        store = cls(
-            target,
-            names,
-            timeout=timeout,
-            max_size=max_size,
-            idle_lifetime=duration(metadata, ("connectionMaxIdleTime",), _DEFAULT_IDLE_LIFETIME),
-            cleanup_interval=duration(
-                metadata, ("cleanupInterval", "cleanupIntervalInSeconds"), _DEFAULT_CLEANUP_INTERVAL
-            ),
-        )
+        settings = read_settings(PostgreSQLSettings, metadata)
+        store = cls(settings)
+        timeout = settings.timeout
         try:
             # Connecting, then a few DDL round trips (which may wait for another sidecar's).
             async with asyncio.timeout(timeout * 3), store._pool.connection() as conn:
@@ -154,7 +121,7 @@ class PostgreSQLStore(StateStore):
         except BaseException:
             await store.close()
             raise
-        store._sweeper.start(name=f"statecar-postgresql-cleanup-{names.bare}")
+        store._sweeper.start(name=f"statecar-postgresql-cleanup-{store._names.bare}")
         return store
 
     async def _connect(self) -> Any:
@@ -164,7 +131,7 @@ class PostgreSQLStore(StateStore):
         # synchronous_commit=off; strong raises it per transaction.
         settings["synchronous_commit"] = SYNC_EVENTUAL
         return await asyncpg.connect(
-            self._target.dsn,
+            self._url,
             timeout=self._target.connect_timeout or self._timeout,
             command_timeout=self._timeout,
             server_settings=settings,

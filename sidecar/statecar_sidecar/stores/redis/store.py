@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from statecar_contract.settings import RedisSettings
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
 from statecar_sidecar.stores.errors import (
@@ -29,8 +30,8 @@ from statecar_sidecar.stores.errors import (
     StoreError,
     StoreUnavailableError,
     TransactionError,
+    read_settings,
 )
-from statecar_sidecar.stores.metadata import duration, flag
 from statecar_sidecar.stores.query import Query, QueryPage, run_query
 from statecar_sidecar.stores.redis.client import Client, SentinelConfig
 from statecar_sidecar.stores.redis.resp import (
@@ -44,16 +45,6 @@ from statecar_sidecar.stores.redis.scripts import DELETE, SAVE, TRANSACT
 
 STRONG_TIMEOUT_MS: Final = 1000  # daprd waits 1 s for replicas (components-contrib state/redis)
 REPLICA_COUNT_TTL: Final = 1.0  # seconds a measured replica count is reused
-
-
-def _host_port(text: str, default_port: int) -> tuple[str, int]:
-    host, _, port = text.strip().rpartition(":")
-    if not host:
-        return text.strip(), default_port
-    try:
-        return host.strip("[]"), int(port)
-    except ValueError:
-        raise StoreError(f"redisHost {text!r}: the port must be a number") from None
 
 
 def _ttl_ms(op: SetOp) -> str:
@@ -71,48 +62,32 @@ class RedisStore(StateStore):
 
     @classmethod
     async def open(cls, metadata: Mapping[str, str]) -> RedisStore:
-        hosts = metadata.get("redisHost", "")
-        if not hosts:
-            raise StoreError("redisHost is required (host:port)")
-        default_port = int(metadata.get("redisPort") or 6379)
-        try:
-            db = int(metadata.get("redisDB") or 0)
-        except ValueError:
-            raise StoreError(
-                f"redisDB must be an integer, got {metadata.get('redisDB')!r}"
-            ) from None
-        connect_timeout = duration(metadata, ("dialTimeout",), 2.0, bare_unit=0.001)
-        command_timeout = duration(metadata, ("readTimeout",), 5.0, bare_unit=0.001)
-        tls = flag(metadata, "enableTLS")
-        insecure = flag(metadata, "insecureSkipTLSVerify")
-        first_host, first_port = _host_port(hosts.split(",")[0], default_port)
+        settings = read_settings(RedisSettings, metadata)
+        first = settings.address
         endpoint = RedisEndpoint(
-            host=first_host,
-            port=first_port,
-            username=metadata.get("redisUsername") or None,
-            password=metadata.get("redisPassword") or None,
-            db=db,
-            tls=tls,
-            tls_insecure=insecure,
-            connect_timeout=connect_timeout,
-            command_timeout=command_timeout,
+            host=first.host,
+            port=first.port,
+            username=settings.username,
+            password=settings.password,
+            db=settings.db,
+            tls=settings.enable_tls,
+            tls_insecure=settings.insecure_skip_tls_verify,
+            connect_timeout=settings.dial_timeout,
+            command_timeout=settings.read_timeout,
         )
         sentinel = None
         description = f"redis at {endpoint.address}"
-        if flag(metadata, "failover"):
-            master = metadata.get("sentinelMasterName")
-            if not master:
-                raise StoreError(
-                    "failover is true: set sentinelMasterName to the Sentinel master's name"
-                )
+        if settings.failover:
+            master = settings.sentinel_master_name or ""  # required with failover
             sentinel = SentinelConfig(
-                sentinels=[_host_port(h, 26379) for h in hosts.split(",")],
+                sentinels=[(h.host, h.port) for h in settings.hosts],
                 master_name=master,
-                username=metadata.get("sentinelUsername") or None,
-                password=metadata.get("sentinelPassword") or None,
-                tls=tls,
-                tls_insecure=insecure,
+                username=settings.sentinel_username,
+                password=settings.sentinel_password,
+                tls=settings.enable_tls,
+                tls_insecure=settings.insecure_skip_tls_verify,
             )
+            hosts = ",".join(h.address for h in settings.hosts)
             description = f"redis master {master!r} via sentinel {hosts}"
         return cls(Client(endpoint, sentinel=sentinel), description)
 

@@ -9,13 +9,10 @@ layout (TEXT values, UUID ETags), so `open` refuses a table it did not create.
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
-__all__ = ["EXPECTED_COLUMNS", "IDENTIFIER", "SCHEMA", "SQL", "render"]
+__all__ = ["EXPECTED_COLUMNS", "SCHEMA", "SQL", "render"]
 
-# daprd's ValidIdentifier; SQLite identifiers are quoted anyway, this keeps names portable.
-IDENTIFIER: Final = re.compile(r"[A-Za-z0-9_]+")
 EXPECTED_COLUMNS: Final = {"key": "TEXT", "value": "BLOB", "etag": "INTEGER", "expire_at": "REAL"}
 
 
@@ -25,7 +22,7 @@ def _quote(identifier: str) -> str:
 
 # Statements, with {t} for the quoted table, {m} for its `_meta` table, {x} for the expiry index
 # and {live} for "not expired" (the time is a parameter). Everything a request supplies is a
-# bound parameter; only the table name (checked by IDENTIFIER, then quoted) is pasted in.
+# bound parameter; only the table name (checked by SQLiteSettings, then quoted) is pasted in.
 SQL: Final = {
     "current": "SELECT etag, expire_at FROM {t} WHERE key = ?",
     "get": "SELECT value, etag, expire_at FROM {t} WHERE key = ? AND {live}",

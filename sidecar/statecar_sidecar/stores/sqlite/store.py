@@ -3,15 +3,10 @@
 
 This module owns how the concurrency rule of `etags` is made atomic on SQLite (the layout and
 its SQL are in `statements`), for one sidecar and for several processes sharing the file (two
-sidecars, or a sidecar and `statecar run`). It speaks daprd's component metadata (components-contrib
-`common/authentication/sqlite/metadata.go`, `state/sqlite/sqlite_metadata.go`):
-
-* `connectionString` (alias `url`): a file path, `:memory:`, or a `file:` URI (read by
-  `target`).
-* `tableName` (default `state`), `busyTimeout` (default `2s`), `timeout` (alias
-  `timeoutInSeconds`, default `20s`), `disableWAL` (for network file systems), `cleanupInterval`
-  (alias `cleanupIntervalInSeconds`, default `10m`, `0` disables). Durations are Go durations
-  (`500ms`, `2s`, `1h30m`) or whole seconds, as daprd's metadata decoder reads them.
+sidecars, or a sidecar and `statecar run`). It speaks daprd's component metadata, read by
+`statecar_contract.settings.SQLiteSettings` (names, aliases, defaults; docs/components.md):
+`connectionString` (a file path, `:memory:` or a `file:` URI), `tableName`, `busyTimeout`,
+`timeout`, `disableWAL` and `cleanupInterval`.
 
 Concurrency: one connection per store, used only by one dedicated worker thread, so the event
 loop never waits on disk and the operations of one store run one at a time. Every write is a
@@ -44,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, Self, TypeVar
 
+from statecar_contract.settings import SQLiteSettings
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
 from statecar_sidecar.stores.errors import (
@@ -52,18 +48,16 @@ from statecar_sidecar.stores.errors import (
     StoreError,
     StoreUnavailableError,
     TransactionError,
+    read_settings,
 )
-from statecar_sidecar.stores.metadata import duration, flag
 from statecar_sidecar.stores.query import Query, QueryPage, run_query
 from statecar_sidecar.stores.sql_common import Sweeper, check_layout, prefix_successor
 from statecar_sidecar.stores.sqlite.statements import (
     EXPECTED_COLUMNS,
-    IDENTIFIER,
     SCHEMA,
     SQL,
     render,
 )
-from statecar_sidecar.stores.sqlite.target import Target, parse_target
 
 __all__ = ["SQLiteStore"]
 
@@ -71,10 +65,6 @@ _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_DEFAULT_TABLE: Final = "state"
-_DEFAULT_BUSY_TIMEOUT: Final = 2.0  # daprd's default busyTimeout
-_DEFAULT_TIMEOUT: Final = 20.0  # daprd's default timeout
-_DEFAULT_CLEANUP_INTERVAL: Final = 600.0
 _SQLITE_BUSY: Final = 5  # result code (low byte) for "database is locked"
 _SQLITE_LOCKED: Final = 6
 
@@ -84,21 +74,14 @@ class SQLiteStore(StateStore):
 
     features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
 
-    def __init__(
-        self,
-        target: Target,
-        *,
-        table: str,
-        busy_timeout: float,
-        timeout: float,
-        wal: bool,
-        cleanup_interval: float,
-    ) -> None:
+    def __init__(self, settings: SQLiteSettings) -> None:
+        target = settings.target
+        table = settings.table_name
         self._target = target
         self._table = table
-        self._busy_timeout = busy_timeout
-        self._timeout = timeout
-        self._wal = wal
+        self._busy_timeout = settings.busy_timeout
+        self._timeout = settings.timeout
+        self._wal = not settings.disable_wal
         # One thread: every operation of this store is serialized on it, and the sqlite3
         # connection is only ever touched by the thread that created it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statecar-sqlite")
@@ -108,7 +91,7 @@ class SQLiteStore(StateStore):
         self._closed = False
         self._sweeper = Sweeper(
             lambda: self._call(self._sweep),
-            interval=cleanup_interval,
+            interval=settings.cleanup_interval,
             where=f"SQLite {target.label}",
             log=_log,
         )
@@ -118,29 +101,14 @@ class SQLiteStore(StateStore):
     @classmethod
     async def open(cls, metadata: Mapping[str, str]) -> Self:
         """Open (creating if missing) the database and table named by daprd's metadata."""
-        target = parse_target(metadata.get("connectionString") or metadata.get("url") or "")
-        table = metadata.get("tableName") or _DEFAULT_TABLE
-        if not IDENTIFIER.fullmatch(table):
-            raise StoreError(f"invalid tableName {table!r}: use letters, digits and '_' only")
-        timeout = duration(metadata, ("timeout", "timeoutInSeconds"), _DEFAULT_TIMEOUT)
-        if timeout < 1:
-            raise StoreError("invalid timeout: must be at least 1s")  # as daprd
-        store = cls(
-            target,
-            table=table,
-            busy_timeout=max(0.0, duration(metadata, ("busyTimeout",), _DEFAULT_BUSY_TIMEOUT)),
-            timeout=timeout,
-            wal=not flag(metadata, "disableWAL"),
-            cleanup_interval=duration(
-                metadata, ("cleanupInterval", "cleanupIntervalInSeconds"), _DEFAULT_CLEANUP_INTERVAL
-            ),
-        )
+        settings = read_settings(SQLiteSettings, metadata)
+        store = cls(settings)
         try:
             await store._call(store._connect)
         except BaseException:
             await store.close()
             raise
-        store._sweeper.start(name=f"statecar-sqlite-cleanup-{table}")
+        store._sweeper.start(name=f"statecar-sqlite-cleanup-{settings.table_name}")
         return store
 
     # -----------------------------------------------------------------------------------------
