@@ -108,10 +108,7 @@ def load_folder(
                     source=str(path),
                 )
             secrets = _resolve_locally(spec.secret_refs, secrets_file, environ, str(path))
-            try:
-                components[spec.name] = resolve(spec, secrets)
-            except ComponentError as exc:
-                raise ComponentError(exc.field, str(exc), source=str(path)) from exc
+            components[spec.name] = resolve(spec, secrets, source=str(path))
     if secrets_file is not None and secrets_file.exists():
         digest.update(secrets_file.read_bytes())
     return LoadedComponents(tuple(components.values()), digest.hexdigest())

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from statecar_contract.components import ResolvedComponent
+from statecar_contract.components import ComponentError, ResolvedComponent
+from statecar_contract.settings import RedisSettings
 from statecar_sidecar import keys
 from statecar_sidecar.loader import LoadedComponents
 from statecar_sidecar.stores.base import StateStore
@@ -40,14 +41,12 @@ class BoundStore:
 
 
 def _default_ttl(component: ResolvedComponent) -> int | None:
-    raw = component.metadata.get("ttlInSeconds")
+    """The component's `ttlInSeconds` (only `state.redis` has one), read by its settings class."""
     try:
-        ttl = int(raw) if raw else 0
-    except ValueError:
-        raise StoreError(
-            f"component {component.name}: metadata ttlInSeconds must be an integer, got {raw!r}"
-        ) from None
-    return ttl if ttl > 0 else None
+        settings = component.settings()
+    except ComponentError as exc:
+        raise StoreError(str(exc)) from None
+    return settings.ttl_in_seconds if isinstance(settings, RedisSettings) else None
 
 
 class ComponentRuntime:
