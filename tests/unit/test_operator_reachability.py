@@ -19,12 +19,7 @@ from tests.unit.redis_server import free_port, running_redis
 
 from statecar_contract.components import ResolvedComponent
 from statecar_operator.reconciliation import reachability
-from statecar_operator.reconciliation.reachability import (
-    measure,
-    parse_libpq,
-    postgres_target,
-    split_host_port,
-)
+from statecar_operator.reconciliation.reachability import measure
 
 Reply = Callable[[list[bytes]], bytes | None]
 
@@ -144,7 +139,12 @@ async def test_the_first_answering_host_of_a_list_wins() -> None:
         component = ResolvedComponent(
             name="x",
             type="state.redis",
-            metadata={"redisHost": f"127.0.0.1:{free_port()},127.0.0.1:{port}"},
+            metadata={
+                "redisHost": f"127.0.0.1:{free_port()},127.0.0.1:{port}",
+                # Only Sentinel takes a list of hosts: the probe PINGs the Sentinels.
+                "failover": "true",
+                "sentinelMasterName": "mymaster",
+            },
         )
         assert (await measure(component, timeout=2)).status == "True"
 
@@ -163,26 +163,37 @@ async def test_pod_local_stores_have_nothing_to_reach(kind: str) -> None:
     assert (outcome.status, outcome.reason) == ("True", "PodLocal")
 
 
-def test_host_port_forms() -> None:
-    assert split_host_port("redis:6380", 6379) == ("redis", 6380)
-    assert split_host_port("redis", 6379) == ("redis", 6379)
-    assert split_host_port("[::1]:7000", 6379) == ("::1", 7000)
-    assert split_host_port("[::1]", 6379) == ("::1", 6379)
+@pytest.mark.parametrize(
+    ("metadata", "reason", "field"),
+    [
+        ({"redisHost": "[::1"}, "BadAddress", "redisHost"),
+        ({"redisHost": "a", "redisPort": "abc"}, "BadAddress", "redisPort"),
+        ({"redisHost": "a:6379", "enableTLS": "maybe"}, "BadSettings", "enableTLS"),
+        ({"redisHost": "a:1,b:2"}, "BadAddress", "redisHost"),
+        ({"redisHost": "a", "failover": "true"}, "BadSettings", "sentinelMasterName"),
+    ],
+)
+async def test_settings_the_sidecar_refuses_are_reported_not_guessed(
+    metadata: dict[str, str], reason: str, field: str
+) -> None:
+    # The probe reads the same RedisSettings as the sidecar: `enableTLS: maybe` is not false.
+    outcome = await measure(
+        ResolvedComponent(name="x", type="state.redis", metadata=metadata), timeout=1
+    )
+    assert (outcome.status, outcome.reason) == ("False", reason)
+    assert f"spec.metadata.{field}" in outcome.message
 
 
-def test_libpq_connection_strings() -> None:
-    assert parse_libpq("host=db port=5433 user=u password='a b\\'c' dbname=x sslmode=disable") == {
-        "host": "db",
-        "port": "5433",
-        "user": "u",
-        "password": "a b'c",
-        "dbname": "x",
-        "sslmode": "disable",
-    }
-    assert postgres_target("postgres://u:p@db:5432/x") == ("postgres://u:p@db:5432/x", {})
-    dsn, kwargs = postgres_target("host=db port=5433 user=u dbname=x connect_timeout=10")
-    assert dsn is None
-    assert kwargs == {"host": "db", "port": 5433, "user": "u", "database": "x"}
+async def test_a_malformed_connection_string_is_a_bad_address() -> None:
+    component = ResolvedComponent(
+        name="x",
+        type="state.postgresql",
+        metadata={"connectionString": "host=db port=notaport password=s3cret"},
+    )
+    outcome = await measure(component, timeout=1)
+    assert (outcome.status, outcome.reason) == ("False", "BadAddress")
+    assert "spec.metadata.connectionString" in outcome.message
+    assert "s3cret" not in outcome.message
 
 
 async def test_postgres_refused() -> None:

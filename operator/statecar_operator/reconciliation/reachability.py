@@ -5,6 +5,10 @@ Redis: TCP (or TLS) connect, `AUTH` when a password is set, `PING`, spoken in RE
 operator needs no Redis client. PostgreSQL: connect with asyncpg and `SELECT 1` (a plain TCP
 connect when asyncpg is not installed, said so in the message). SQLite and in-memory stores live
 inside each pod, so there is nothing to reach from here. Every check is bounded by `timeout`.
+The settings are read by the contract's settings classes (`RedisSettings`, and
+`PostgreSQLSettings` with its parsed `PostgresDSN`), as the sidecar reads them, so both reach the
+same address; settings the sidecar would refuse are reported as BadAddress or BadSettings with
+the sidecar's message.
 Messages name the address but never a measurement, so an unchanged backend yields an unchanged
 condition (see `conditions`).
 """
@@ -14,25 +18,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import re
 import socket
 import ssl
-from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-from statecar_contract.components import ResolvedComponent
+from statecar_contract.components import ComponentError, ResolvedComponent
+from statecar_contract.settings import HostPort, PostgresDSN, PostgreSQLSettings, RedisSettings
 from statecar_operator.reconciliation.conditions import Reachability
 
 _POD_LOCAL: Final = frozenset({"state.sqlite", "state.in-memory"})
-_REDIS_DEFAULT_PORT: Final = 6379
-_POSTGRES_DEFAULT_PORT: Final = 5432
 _MAX_LINE: Final = 64 * 1024
-_LIBPQ_PAIR: Final = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+
+
+# A malformed one of these is reported as BadAddress, any other invalid setting as BadSettings.
+_ADDRESS_FIELDS: Final = frozenset(
+    f"spec.metadata.{name}" for name in ("redisHost", "redisPort", "connectionString")
+)
 
 
 async def measure(component: ResolvedComponent, *, timeout: float) -> Reachability:  # noqa: ASYNC109  # the bound is applied inside, per check, with asyncio.timeout
-    """One bounded check of `component`'s backend."""
+    """One bounded check of `component`'s backend, read through its typed settings."""
     if component.type in _POD_LOCAL:
         return Reachability(
             "True",
@@ -40,66 +45,46 @@ async def measure(component: ResolvedComponent, *, timeout: float) -> Reachabili
             f"{component.type} lives inside each pod's sidecar; nothing to reach from the operator",
         )
     try:
+        settings = component.settings()
+    except ComponentError as exc:  # the sidecar refuses the same settings with the same message
+        reason = "BadAddress" if exc.field in _ADDRESS_FIELDS else "BadSettings"
+        return Reachability("False", reason, str(exc))
+    try:
         async with asyncio.timeout(timeout):
-            if component.type == "state.redis":
-                return await _redis(component.metadata)
-            if component.type == "state.postgresql":
-                return await _postgresql(component.metadata)
+            if isinstance(settings, RedisSettings):
+                return await _redis(settings)
+            if isinstance(settings, PostgreSQLSettings):
+                return await _postgresql(settings.connection)
     except TimeoutError:
         return Reachability("False", "Timeout", f"no answer within {timeout:g}s")
-    except ValueError as exc:  # a malformed port or setting: the sidecar could not connect either
-        return Reachability("False", "BadSettings", str(exc))
     return Reachability("Unknown", "UnsupportedType", f"cannot measure {component.type}")
 
 
 # --- Redis -----------------------------------------------------------------------------------
 
 
-def split_host_port(address: str, default_port: int) -> tuple[str, int]:
-    """`host:port`, `[v6]:port`, or a bare host."""
-    address = address.strip()
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        port = rest.lstrip(":")
-        return host, int(port) if port else default_port
-    if address.count(":") == 1:
-        host, _, port = address.partition(":")
-        return host, int(port) if port else default_port
-    return address, default_port
-
-
-async def _redis(metadata: Mapping[str, str]) -> Reachability:
-    sentinel = _truthy(metadata.get("failover"))
-    if sentinel:
+async def _redis(settings: RedisSettings) -> Reachability:
+    if settings.failover:
         # With failover, redisHost lists sentinels (Dapr's state.redis), which answer PING too.
-        username, password = metadata.get("sentinelUsername"), metadata.get("sentinelPassword")
+        username, password = settings.sentinel_username, settings.sentinel_password
     else:
-        username, password = metadata.get("redisUsername"), metadata.get("redisPassword")
-    default_port = int(metadata.get("redisPort") or _REDIS_DEFAULT_PORT)
-    tls = _tls_context(metadata) if _truthy(metadata.get("enableTLS")) else None
-    hosts = [h for h in (metadata.get("redisHost") or "").split(",") if h.strip()]
-    if not hosts:
-        return Reachability("False", "NoAddress", "redisHost is empty")
+        username, password = settings.username, settings.password
+    tls = _tls_context(settings) if settings.enable_tls else None
     first_failure: Reachability | None = None
-    for raw in hosts:
-        try:
-            host, port = split_host_port(raw, default_port)
-        except ValueError:
-            return Reachability(
-                "False", "BadAddress", f"redisHost {raw.strip()!r} is not host:port"
-            )
-        outcome = await _redis_one(host, port, tls, username or None, password or None)
+    for address in settings.hosts:
+        outcome = await _redis_one(address, tls, username, password)
         if outcome.status == "True":
             return outcome
         first_failure = first_failure or outcome
-    return first_failure or Reachability("False", "NoAddress", "redisHost is empty")
+    assert first_failure is not None  # RedisSettings holds at least one host
+    return first_failure
 
 
 async def _redis_one(
-    host: str, port: int, tls: ssl.SSLContext | None, username: str | None, password: str | None
+    address: HostPort, tls: ssl.SSLContext | None, username: str | None, password: str | None
 ) -> Reachability:
-    where = f"{host}:{port}"
-    failure = await _open(host, port, tls)
+    where = address.address
+    failure = await _open(address, tls)
     if isinstance(failure, Reachability):
         return failure
     reader, writer = failure
@@ -154,9 +139,9 @@ def _error_text(reply: str) -> str:
     return reply[1:] if reply[:1] in {"-", "+"} else repr(reply[:200])
 
 
-def _tls_context(metadata: Mapping[str, str]) -> ssl.SSLContext:
+def _tls_context(settings: RedisSettings) -> ssl.SSLContext:
     context = ssl.create_default_context()
-    if _truthy(metadata.get("insecureSkipTLSVerify")):
+    if settings.insecure_skip_tls_verify:
         # The component asks for it explicitly (Dapr's insecureSkipTLSVerify), as the sidecar will.
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -166,48 +151,14 @@ def _tls_context(metadata: Mapping[str, str]) -> ssl.SSLContext:
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-def parse_libpq(connection_string: str) -> dict[str, str]:
-    """`host=db port=5432 user=u password='a b'` (libpq keyword/value form) as a dict."""
-    pairs: dict[str, str] = {}
-    for match in _LIBPQ_PAIR.finditer(connection_string):
-        key, value = match[1], match[2]
-        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        pairs[key] = value
-    return pairs
-
-
-def postgres_target(connection_string: str) -> tuple[str | None, dict[str, Any]]:
-    """(dsn, kwargs) for asyncpg.connect: URLs pass through, libpq strings become kwargs."""
-    text = connection_string.strip()
-    if text.startswith(("postgres://", "postgresql://")):
-        return text, {}
-    pairs = parse_libpq(text)
-    kwargs: dict[str, Any] = {}
-    for source, target in (("host", "host"), ("user", "user"), ("password", "password")):
-        if pairs.get(source):
-            kwargs[target] = pairs[source]
-    database = pairs.get("dbname") or pairs.get("database")
-    if database:
-        kwargs["database"] = database
-    if pairs.get("port"):
-        kwargs["port"] = int(pairs["port"])
-    if pairs.get("sslmode"):
-        kwargs["ssl"] = pairs["sslmode"]
-    return None, kwargs
-
-
-async def _postgresql(metadata: Mapping[str, str]) -> Reachability:
-    try:
-        dsn, kwargs = postgres_target(metadata.get("connectionString") or "")
-    except ValueError as exc:
-        return Reachability("False", "BadAddress", f"connectionString: {exc}")
-    where = _postgres_where(dsn, kwargs)
+async def _postgresql(connection: PostgresDSN) -> Reachability:
+    """Connect as the sidecar does (`to_url()` plus the server settings), then `SELECT 1`."""
+    address = connection.addresses[0]
+    where = address.address
     try:
         asyncpg: Any = importlib.import_module("asyncpg")
     except ImportError:
-        host, port = _postgres_host_port(dsn, kwargs)
-        opened = await _open(host, port, None)
+        opened = await _open(address, None)
         if isinstance(opened, Reachability):
             return opened
         opened[1].close()
@@ -217,7 +168,11 @@ async def _postgresql(metadata: Mapping[str, str]) -> Reachability:
             f"{where} accepts connections (asyncpg is not installed: not logged in)",
         )
     try:
-        connection = await asyncpg.connect(dsn, **kwargs)
+        conn = await asyncpg.connect(
+            connection.to_url(),
+            server_settings=dict(connection.server_settings) or None,
+            **({"timeout": connection.connect_timeout} if connection.connect_timeout else {}),
+        )
     except OSError as exc:
         return _os_failure(where, exc)
     except asyncpg.InvalidPasswordError as exc:
@@ -229,39 +184,29 @@ async def _postgresql(metadata: Mapping[str, str]) -> Reachability:
     except asyncpg.PostgresError as exc:
         return Reachability("False", "ConnectFailed", f"{where}: {exc}")
     try:
-        await connection.fetchval("SELECT 1")
+        await conn.fetchval("SELECT 1")
     except asyncpg.PostgresError as exc:
         return Reachability("False", "QueryFailed", f"{where}: SELECT 1 failed: {exc}")
     finally:
-        await connection.close()
+        await conn.close()
     return Reachability("True", "Reachable", f"{where} answers SELECT 1")
-
-
-def _postgres_host_port(dsn: str | None, kwargs: Mapping[str, Any]) -> tuple[str, int]:
-    if dsn is not None:
-        parts = urlsplit(dsn)
-        return parts.hostname or "localhost", parts.port or _POSTGRES_DEFAULT_PORT
-    return str(kwargs.get("host") or "localhost"), int(kwargs.get("port") or _POSTGRES_DEFAULT_PORT)
-
-
-def _postgres_where(dsn: str | None, kwargs: Mapping[str, Any]) -> str:
-    try:
-        host, port = _postgres_host_port(dsn, kwargs)
-    except ValueError:
-        return "postgresql"
-    return f"{host}:{port}"
 
 
 # --- shared ----------------------------------------------------------------------------------
 
 
 async def _open(
-    host: str, port: int, tls: ssl.SSLContext | None
+    address: HostPort, tls: ssl.SSLContext | None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | Reachability:
     try:
-        return await asyncio.open_connection(host, port, ssl=tls, limit=_MAX_LINE * 2)
+        if address.host.startswith("/"):  # a PostgreSQL Unix-socket directory
+            path = f"{address.host}/.s.PGSQL.{address.port}"
+            return await asyncio.open_unix_connection(path, limit=_MAX_LINE * 2)
+        return await asyncio.open_connection(
+            address.host, address.port, ssl=tls, limit=_MAX_LINE * 2
+        )
     except OSError as exc:
-        return _os_failure(f"{host}:{port}", exc)
+        return _os_failure(address.address, exc)
 
 
 def _os_failure(where: str, exc: OSError) -> Reachability:
@@ -274,7 +219,3 @@ def _os_failure(where: str, exc: OSError) -> Reachability:
     if isinstance(exc, ssl.SSLError):
         return Reachability("False", "TLSHandshakeFailed", f"{where}: {exc.reason or exc}")
     return Reachability("False", "ConnectionFailed", f"{where}: {exc.strerror or exc}")
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on", "t", "y"}
