@@ -234,6 +234,36 @@ async def test_a_missing_key_lists_the_keys_there_are(h: Harness) -> None:
     assert "(keys: pass)" in resolved["message"]
 
 
+async def test_a_secret_value_the_backend_refuses_is_that_components_problem_only(
+    h: Harness,
+) -> None:
+    # redisPort comes from a Secret holding "abc": resolve() refuses it (RedisSettings), which
+    # must not fail the namespace pass: the other component still gets its wiring and status.
+    h.cluster.put_secret("shop", "redis-auth", {"password": "s3cret", "port": "abc"})
+    spec = {
+        **ORDERS,
+        "metadata": [
+            *ORDERS["metadata"],
+            {"name": "redisPort", "secretKeyRef": {"name": "redis-auth", "key": "port"}},
+        ],
+    }
+    h.set_components(component("orders", spec), component("sessions", SESSIONS))
+    await h.reconcile()
+    resolved = h.cluster.condition("orders", "SecretsResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", "SecretValueInvalid")
+    assert "spec.metadata.redisPort" in resolved["message"]
+    assert "abc" not in resolved["message"]  # a value from a Secret is never echoed
+    assert h.cluster.condition("orders", "Ready")["status"] == "False"
+    assert [c.name for c in h.cluster.wiring()] == ["sessions"]
+    assert h.cluster.condition("sessions", "Ready")["status"] == "True"
+    assert ("orders", "Warning", "SecretValueInvalid") in [e[:3] for e in h.events.recorded]
+    # Fixing the Secret heals it on the next pass.
+    h.cluster.put_secret("shop", "redis-auth", {"password": "s3cret", "port": "6380"})
+    await h.reconcile()
+    assert h.cluster.condition("orders", "SecretsResolved")["reason"] == "Resolved"
+    assert {c.name for c in h.cluster.wiring()} == {"orders", "sessions"}
+
+
 async def test_a_rotated_password_reaches_the_wiring(h: Harness) -> None:
     h.cluster.put_secret("shop", "redis-auth", {"password": "old"})
     h.set_components(component("orders", ORDERS))

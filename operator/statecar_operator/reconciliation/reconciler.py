@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from statecar_contract.components import ResolvedComponent, SecretKeyRef, resolve
+from statecar_contract.components import (
+    ComponentError,
+    ResolvedComponent,
+    SecretKeyRef,
+    resolve,
+)
 from statecar_contract.wiring import WIRING_SECRET_NAME
 from statecar_operator.cluster.events import EventRecorder, ObjectRef
 from statecar_operator.cluster.kube import ConflictError, ForbiddenError, KubeError
@@ -212,7 +217,18 @@ class Reconciler:
                     entry.generation, secrets_problem=problem, secret_refs=refs
                 )
                 continue
-            resolved[entry.name] = resolve(entry.spec, values)
+            try:
+                resolved[entry.name] = resolve(entry.spec, values)
+            except ComponentError as exc:
+                # A Secret's value the backend cannot use (redisPort `abc`): this component's
+                # problem (the message names the setting, never the value); the others in the
+                # namespace still get their wiring and status.
+                facts[entry.name] = ComponentFacts(
+                    entry.generation,
+                    secrets_problem=Problem("SecretValueInvalid", str(exc)),
+                    secret_refs=refs,
+                )
+                continue
             facts[entry.name] = ComponentFacts(entry.generation, secret_refs=refs)
 
         config_hash, wiring_problem = await self._write_wiring(namespace, live, resolved, existing)
