@@ -2,7 +2,9 @@
 Errors a backend raises; the HTTP layer maps each to Dapr's status and errorCode.
 
 ETag errors follow components-contrib's `state.ETagError` kinds: mismatch (HTTP 409) and invalid
-(HTTP 400). Everything else is a 5xx with a message a user can act on.
+(HTTP 400). Everything else is a 5xx with a message a user can act on. `read_settings` is how
+every backend's `open()` reads its metadata: through the contract's typed settings class, an
+invalid setting becoming a StoreError that names the field and the fix.
 """
 
 from __future__ import annotations
