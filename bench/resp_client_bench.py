@@ -37,19 +37,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
 
+from run import free_port  # the harness's (this folder is on sys.path)
 from statecar_sidecar.stores.resp import Client, Connection, RedisEndpoint
 
 KEY = "bench:key"
 VALUE = b"v" * 1024
 
 Get = Callable[[], Awaitable[Any]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_redis(port: int, directory: str, cpu: int | None) -> subprocess.Popen[bytes]:

@@ -50,8 +50,8 @@ from tests.e2e.operator_fixtures import (
     subset_mismatches,
     wait_for,
 )
+from tests.support.redis_server import RedisProcess, running_redis
 from tests.support.sidecar import free_port
-from tests.unit.redis_server import RedisProcess, running_redis
 
 pytestmark = pytest.mark.e2e
 

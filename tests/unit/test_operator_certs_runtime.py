@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import yaml
 from cryptography import x509
-from tests.unit.redis_server import free_port
+from tests.support.ports import free_port
 
 from statecar_operator import certs, health, rbac
 from statecar_operator.certificates import CONFIGURATIONS, FileCertificates, ManagedCertificates

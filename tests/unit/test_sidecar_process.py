@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.support.sidecar import SidecarProcess, free_port
+from tests.support.ports import free_port
+from tests.support.sidecar import SidecarProcess
 
 from statecar_contract import wiring
 from statecar_contract.components import ResolvedComponent

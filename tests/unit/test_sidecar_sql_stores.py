@@ -34,7 +34,8 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit import pg_server
+from tests.support import pg_server
+from tests.support.require import unavailable
 
 from statecar_sidecar.stores import postgresql as postgresql_module
 from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp, StateStore, StoredItem
@@ -61,7 +62,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[pg_server.PgServer]:
-    with pg_server.server_or_skip() as server:
+    with pg_server.required_postgres() as server:
         yield server
 
 
@@ -1118,7 +1119,7 @@ class OwnPostgres:
 def own_postgres() -> Iterator[OwnPostgres]:
     bin_dir = pg_server.find_pg_bin()
     if bin_dir is None:
-        pytest.skip("initdb/postgres not found")
+        unavailable("initdb/postgres not found")
     account = None
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         for name in ("postgres", "statecar-pg"):
