@@ -7,4 +7,4 @@ neither kopf nor a Kubernetes client (an import-linter contract enforces it for 
 kopf handlers; `main` wires them together.
 """
 
-__version__ = "0.1.0"
+from statecar_contract import __version__ as __version__
