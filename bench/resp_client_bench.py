@@ -3,7 +3,7 @@ Micro-benchmark: statecar's RESP client against redis-py's asyncio client, in on
 
 Not a test. It starts its own `redis-server` (no persistence, loopback, free port; stopped by
 pid at the end) unless `--port` points at a running one, stores a 1 KB value under a key that
-exists, and measures, interleaved A, B, A, B as research/perf-anchors.md section 4 asks:
+exists, and measures, interleaved A, B, A, B (so drift on a shared machine hits both alike):
 
 * sequential GET, one call in flight: ops/s and p50/p99 latency;
 * N tasks (default 50) issuing GETs concurrently: ops/s. statecar multiplexes them over ONE

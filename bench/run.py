@@ -22,7 +22,7 @@ ours during the measurement ("foreign", in cores), so a noisy figure can be reco
 
     python bench/run.py [--quick] [--scenarios S1,S2,S3,S4,S5,M,B] [--runs 3] [--out DIR]
 
-Scenarios and targets: see bench/README.md (and research/perf-anchors.md section 4).
+Scenarios and targets: see bench/README.md.
 """
 
 from __future__ import annotations

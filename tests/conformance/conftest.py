@@ -3,7 +3,7 @@ The conformance tier's world: real Redis (a primary with AOF and one replica), a
 PostgreSQL, and ONE real `statecar sidecar` process serving a store on each backend.
 
 Every test takes the `store` fixture and runs once per backend: that is the suite's promise
-that behaviour is the same everywhere (contract.md).
+that behaviour is the same everywhere (docs/state-api.md).
 """
 
 from __future__ import annotations
