@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from statecar_contract import annotations
+from statecar_contract import annotations as ann
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -16,11 +16,11 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def _annotation_names() -> set[str]:
     return {
         value
-        for name, value in vars(annotations).items()
+        for name, value in vars(ann).items()
         if name.isupper()
         and isinstance(value, str)
-        and value.startswith(annotations.PREFIX)
-        and value != annotations.PREFIX
+        and value.startswith(ann.PREFIX)
+        and value != ann.PREFIX
     }
 
 
@@ -28,11 +28,11 @@ def test_every_annotation_is_documented() -> None:
     text = (DOCS / "annotations.md").read_text()
     documented = set(re.findall(r"`(statecar\.io/[a-z-]+)`", text))
     assert _annotation_names() - documented == set()
-    assert _annotation_names() >= annotations.USER_ANNOTATIONS
+    assert _annotation_names() >= ann.USER_ANNOTATIONS
 
 
 def test_the_annotation_table_lists_exactly_what_users_may_set() -> None:
     text = (DOCS / "annotations.md").read_text()
     section = text.split("## Annotations you set", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\| `(statecar\.io/[a-z-]+)` \|", section, re.MULTILINE))
-    assert rows == annotations.USER_ANNOTATIONS
+    assert rows == ann.USER_ANNOTATIONS
