@@ -346,13 +346,14 @@ def release(helm: Helm, webhook_port: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def operators(
     cluster: LocalCluster,
+    api: Api,
     release: dict[str, Any],
     webhook_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[Operator]]:
     """Two replicas of the chart's Deployment as local processes, on its ServiceAccount's token."""
     workdir = tmp_path_factory.mktemp("operators")
-    deployment = Api(cluster).get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{FULLNAME}")
+    deployment = api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{FULLNAME}")
     assert deployment is not None, "the chart's Deployment is installed"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
