@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from tests.support.require import require
@@ -129,9 +130,8 @@ def test_the_schema_describes_every_key_of_values_yaml() -> None:
 
 
 def validator() -> Any:
-    module = pytest.importorskip("jsonschema")
-    module.Draft7Validator.check_schema(SCHEMA)
-    return module.Draft7Validator(SCHEMA)
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    return jsonschema.Draft7Validator(SCHEMA)
 
 
 def with_value(path: str, value: Any) -> dict[str, Any]:
