@@ -1,7 +1,6 @@
 # statecar's entry points. `make test` is what CI runs (.ci/run) and what the README promises:
 # it installs what it needs, lints, type-checks, and runs every tier against real servers.
 PYTHON ?= python3
-SOURCES := $(wildcard contract sidecar operator cli tests bench)
 
 .PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench
 
@@ -11,12 +10,13 @@ test: bootstrap lint typecheck imports
 bootstrap:
 	bash scripts/bootstrap.sh
 
+# Both read what to check, and how, from pyproject.toml alone ([tool.ruff], [tool.mypy]).
 lint:
-	$(PYTHON) -m ruff check $(SOURCES)
-	$(PYTHON) -m ruff format --check contract sidecar cli
+	$(PYTHON) -m ruff check
+	$(PYTHON) -m ruff format --check
 
 typecheck:
-	MYPYPATH=contract:sidecar:operator:cli $(PYTHON) -m mypy --strict -p statecar_contract -p statecar_sidecar -p statecar_operator -p statecar_cli
+	$(PYTHON) -m mypy
 
 imports:
 	# The console script sits beside the interpreter, whatever PATH says.

@@ -3,7 +3,7 @@ Micro-benchmark: statecar's RESP client against redis-py's asyncio client, in on
 
 Not a test. It starts its own `redis-server` (no persistence, loopback, free port; stopped by
 pid at the end) unless `--port` points at a running one, stores a 1 KB value under a key that
-exists, and measures, interleaved A, B, A, B as research/perf-anchors.md section 4 asks:
+exists, and measures, interleaved A, B, A, B (so drift on a shared machine hits both alike):
 
 * sequential GET, one call in flight: ops/s and p50/p99 latency;
 * N tasks (default 50) issuing GETs concurrently: ops/s. statecar multiplexes them over ONE
@@ -37,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
 
+from run import free_port  # the harness's (this folder is on sys.path)
 from statecar_sidecar.stores.redis.client import Client
 from statecar_sidecar.stores.redis.resp import Connection, RedisEndpoint
 
@@ -44,13 +45,6 @@ KEY = "bench:key"
 VALUE = b"v" * 1024
 
 Get = Callable[[], Awaitable[Any]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_redis(port: int, directory: str, cpu: int | None) -> subprocess.Popen[bytes]:

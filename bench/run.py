@@ -22,7 +22,7 @@ ours during the measurement ("foreign", in cores), so a noisy figure can be reco
 
     python bench/run.py [--quick] [--scenarios S1,S2,S3,S4,S5,M,B] [--runs 3] [--out DIR]
 
-Scenarios and targets: see bench/README.md (and research/perf-anchors.md section 4).
+Scenarios and targets: see bench/README.md.
 """
 
 from __future__ import annotations
@@ -1060,15 +1060,10 @@ class Bench:
         with contextlib.ExitStack() as stack:
             pg = None
             try:
-                import importlib.util
+                if str(ROOT) not in sys.path:
+                    sys.path.append(str(ROOT))  # the tests' server helpers are not installed
+                from tests.support import pg_server
 
-                spec = importlib.util.spec_from_file_location(
-                    "bench_pg_server", ROOT / "tests" / "unit" / "pg_server.py")
-                assert spec is not None
-                assert spec.loader is not None
-                pg_server = importlib.util.module_from_spec(spec)
-                sys.modules["bench_pg_server"] = pg_server  # dataclasses look the module up
-                spec.loader.exec_module(pg_server)
                 pg = stack.enter_context(pg_server.running_postgres())
             except Exception as exc:  # noqa: BLE001 - information only
                 self.report.notes.append(f"B: PostgreSQL not measured: {exc}")

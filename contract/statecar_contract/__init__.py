@@ -6,4 +6,10 @@ wiring format the operator writes and the sidecar reads, and every pod annotatio
 database drivers (an import-linter contract enforces it), so either program can import it.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # pyproject.toml is the only place the version is written; every program reads it from here.
+    __version__ = version("statecar")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"

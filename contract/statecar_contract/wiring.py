@@ -9,7 +9,6 @@ the kubelet refreshes the file. This module is the only place that format is def
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -31,14 +30,10 @@ WIRING_FORMAT_VERSION: Final = 1
 
 @dataclass(frozen=True)
 class Wiring:
-    """Every component a namespace's sidecars may open, and the hash that identifies this set."""
+    """Every component a namespace's sidecars may open."""
 
     namespace: str
     components: tuple[ResolvedComponent, ...]
-
-    @property
-    def config_hash(self) -> str:
-        return hashlib.sha256(encode_bytes(self)).hexdigest()[:16]
 
 
 def _component_to_json(component: ResolvedComponent) -> dict[str, object]:
@@ -131,10 +126,6 @@ def decode(data: bytes) -> Wiring:
     return Wiring(
         namespace=_str_field(document, "namespace", "(file)"), components=tuple(components)
     )
-
-
-def empty(namespace: str) -> Wiring:
-    return Wiring(namespace=namespace, components=())
 
 
 def with_components(namespace: str, components: Sequence[ResolvedComponent]) -> Wiring:

@@ -21,4 +21,4 @@ Kubernetes client. The command line (`statecar operator`, `statecar inject`) is
 `statecar_cli`'s: this package takes typed settings, never argv.
 """
 
-__version__ = "0.1.0"
+from statecar_contract import __version__ as __version__

@@ -1,3 +1,3 @@
 """statecar's sidecar: the Dapr state HTTP API on localhost, backed by the namespace's components."""
 
-__version__ = "0.1.0"
+from statecar_contract import __version__ as __version__

@@ -142,13 +142,3 @@ def load_wiring_file(path: Path) -> LoadedComponents:
         raise ComponentError("wiring file", f"cannot be read: {exc}", source=str(path)) from exc
     document = wiring.decode(data)
     return LoadedComponents(document.components, hashlib.sha256(data).hexdigest())
-
-
-def default_sqlite_component(data_dir: Path) -> ResolvedComponent:
-    """`statecar run`'s zero-config store: SQLite named `statestore` in the user's data folder."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return ResolvedComponent(
-        name="statestore",
-        type="state.sqlite",
-        metadata={"connectionString": str(data_dir / "state.db")},
-    )

@@ -4,7 +4,7 @@ Running the sidecar: open the stores, serve the state API and the ops port, relo
 One process, one event loop (uvloop when installed), two uvicorn servers: the state API on
 loopback and the ops port (health, metrics) where the kubelet can reach it. After start-up the
 garbage collector is frozen and its first threshold raised: with default settings CPython's
-cyclic GC puts a 40-55 ms p99 tail on this workload (research/perf-anchors.md §2d, §2f).
+cyclic GC puts a 40-55 ms p99 tail on this workload (bench/README.md has the measurements).
 """
 
 from __future__ import annotations

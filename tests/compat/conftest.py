@@ -11,19 +11,17 @@ FAILS when `CI` (or `STATECAR_REQUIRE_SERVERS`) is set, and only skips, with the
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import httpx
 import pytest
 import yaml
 from tests.conformance.conftest import redis_primary  # noqa: F401  (a fixture, used by name)
+from tests.support import redis_server
+from tests.support.require import require
 from tests.support.sidecar import SidecarProcess
-from tests.unit import redis_server
 
 JS_DIR = Path(__file__).parent / "js"
 SDK_PACKAGE = "@dapr/dapr"
@@ -32,13 +30,6 @@ APP_ID = "jscompat"
 API_TOKEN = "compat-token-0123456789"  # a throwaway token for a loopback sidecar
 COMPAT_STORES = ("redis", "sqlite")
 NPM_TIMEOUT_S = 600
-
-
-def _require(reason: str) -> NoReturn:
-    # Same rule as the conformance tier: in CI a missing tool is a failure, never a silent skip.
-    if os.environ.get("CI") or os.environ.get("STATECAR_REQUIRE_SERVERS"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _installed_sdk_version() -> str | None:
@@ -51,13 +42,9 @@ def _installed_sdk_version() -> str | None:
 @pytest.fixture(scope="session")
 def node() -> str:
     """The `node` binary, with the pinned SDK installed next to scenario.js (`npm ci` if needed)."""
-    node_bin = shutil.which("node")
-    if node_bin is None:
-        _require("node is not installed: the JS SDK compat tier needs Node.js 20 and npm")
+    node_bin = require("node", hint="the JS SDK compat tier needs Node.js 20 and npm")
     if _installed_sdk_version() != SDK_VERSION:
-        npm = shutil.which("npm")
-        if npm is None:
-            _require(f"npm is not installed: cannot install {SDK_PACKAGE}@{SDK_VERSION}")
+        npm = require("npm", hint=f"it installs {SDK_PACKAGE}@{SDK_VERSION}")
         try:
             done = subprocess.run(
                 [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],

@@ -3,7 +3,7 @@ The conformance tier's world: real Redis (a primary with AOF and one replica), a
 PostgreSQL, and ONE real `statecar sidecar` process serving a store on each backend.
 
 Every test takes the `store` fixture and runs once per backend: that is the suite's promise
-that behaviour is the same everywhere (contract.md). `test_store_interface.py` runs the same
+that behaviour is the same everywhere (docs/state-api.md). `test_store_interface.py` runs the same
 backends one layer down, on the `StateStore` interface; its own `store` fixture opens a store
 through the registry on these servers.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tests.support import pg_server, redis_server
 from tests.support.sidecar import SidecarProcess
-from tests.unit import pg_server, redis_server
 
 ALL_BACKENDS = ("memory", "sqlite", "redis", "postgres")
 # A developer may narrow the run (STATECAR_TEST_BACKENDS=memory,redis); CI always runs all four.
@@ -35,17 +35,9 @@ BACKENDS = (
 APP_ID = "conformance"
 
 
-def _require(reason: str) -> None:
-    # In CI (and `make test`) a missing server is a failure, never a silent skip.
-    if os.environ.get("CI") or os.environ.get("STATECAR_REQUIRE_SERVERS"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def redis_primary() -> Iterator[redis_server.RedisProcess]:
-    if redis_server.redis_server_binary() is None:
-        _require("redis-server is not installed (make test installs it)")
+    # In CI (and `make test`) a missing server is a failure, never a silent skip.
     with redis_server.running_redis(["--appendonly", "yes", "--appendfsync", "always"]) as server:
         yield server
 
@@ -60,11 +52,8 @@ def redis_replica(redis_primary: redis_server.RedisProcess) -> Iterator[redis_se
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[pg_server.PgServer]:
-    try:
-        with pg_server.running_postgres() as server:
-            yield server
-    except pg_server.PostgresUnavailable as exc:
-        _require(str(exc))
+    with pg_server.required_postgres() as server:
+        yield server
 
 
 def _component(name: str, type_: str, metadata: dict[str, str], **spec: str) -> str:

@@ -4,7 +4,8 @@ Property tests over real HTTP, on every backend (the `store` fixture):
 1. Any key (unicode, `/`, `%`, `+`, spaces, control characters; never `||`) and any JSON value,
    written as TEXT with arbitrary whitespace, member order, duplicate names, escapes, big integers
    and long-mantissa floats, round-trips byte for byte: GET returns exactly the text sent, and
-   bulk get embeds exactly that text as the item's `data` (contract.md, "Values ★ byte-exact").
+   bulk get embeds exactly that text as the item's `data` (docs/state-api.md, "Values are
+   byte-exact").
    The text is built here, never produced by a serializer, so nothing normalises it on the way in.
    The same key's URL deletes it. A query for a stored document finds it and returns its text
    byte for byte too, including numbers beyond float64 and lone surrogate escapes.

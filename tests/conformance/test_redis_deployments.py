@@ -8,7 +8,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from tests.unit.redis_server import RedisProcess, free_port, running_redis
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisProcess, running_redis
 
 from statecar_sidecar.stores.base import SetOp
 from statecar_sidecar.stores.errors import StoreError, StoreUnavailableError

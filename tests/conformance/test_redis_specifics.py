@@ -11,8 +11,8 @@ import uuid
 import httpx
 import pytest
 import redis
+from tests.support.redis_server import RedisProcess
 from tests.support.sidecar import SidecarProcess
-from tests.unit.redis_server import RedisProcess
 
 pytestmark = pytest.mark.conformance
 

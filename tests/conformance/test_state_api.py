@@ -1,6 +1,6 @@
 """
-The conformance suite: Dapr's state scenarios and contract.md's rules, over real HTTP, on every
-backend (memory, SQLite, Redis, PostgreSQL). A ported scenario names its source in
+The conformance suite: Dapr's state scenarios and the rules of docs/state-api.md, over real
+HTTP, on every backend (memory, SQLite, Redis, PostgreSQL). A ported scenario names its source in
 components-contrib `tests/conformance/state/state.go` or dapr/dapr's integration tests.
 """
 
@@ -181,7 +181,7 @@ def test_unknown_store_is_400_before_the_body_is_read(api: httpx.Client) -> None
     assert body["details"][0]["reason"] == "DAPR_STATE_NOT_FOUND"
 
 
-# -- the concurrency table (contract.md) --------------------------------------------------------
+# -- the concurrency table (docs/state-api.md) -----------------------------------------------------
 
 
 def _prepare(api: httpx.Client, store: str, state: str) -> tuple[str, str | None]:
@@ -562,7 +562,7 @@ def test_query_filters_sorts_and_pages(api: httpx.Client, store: str) -> None:
     assert (bad.status_code, bad.json()["errorCode"]) == (500, "ERR_STATE_QUERY")
 
 
-# -- the Dapr docs' own snippets (contract.md, "Extensions") ------------------------------------
+# -- the Dapr docs' own snippets (docs/state-api.md) -----------------------------------------------
 
 
 def test_docs_snippet_json_string_body_and_option_headers(api: httpx.Client, store: str) -> None:

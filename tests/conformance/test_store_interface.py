@@ -29,8 +29,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conformance.conftest import BACKENDS
-from tests.unit import pg_server
-from tests.unit.redis_server import RedisProcess
+from tests.support import pg_server
+from tests.support.redis_server import RedisProcess
 
 from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp, StateStore, StoredItem
 from statecar_sidecar.stores.errors import (

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -32,7 +31,8 @@ from typing import Any
 
 import httpx
 from tests.e2e.localcluster import LocalCluster
-from tests.support.sidecar import free_port
+from tests.support import processes
+from tests.support.ports import free_port
 
 PORT_VARIABLES = ("STATECAR_HTTP_PORT", "STATECAR_METRICS_PORT", "DAPR_HTTP_PORT")
 #: How often the Secret volumes are refreshed (the real kubelet: its sync period plus cache TTL).
@@ -225,14 +225,7 @@ class PodProcess:
             self._sync_thread.join(timeout=5)
         returncode = 0
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            returncode = self.process.returncode
+            returncode = processes.stop(self.process)
         self._api.close()
         if os.environ.get("STATECAR_E2E_KEEP", "") in ("", "0"):
             shutil.rmtree(self.root, ignore_errors=True)

@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -54,6 +53,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.support import processes
+from tests.support.ports import free_port
 
 __all__ = [
     "REPO_ROOT",
@@ -110,13 +111,6 @@ def ensure_tools(*, timeout: float = 3600.0) -> Path:
         if not os.access(bin_dir / name, os.X_OK):
             raise RuntimeError(f"{TOOLS_SCRIPT} left no executable {bin_dir / name}")
     return bin_dir
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -270,9 +264,9 @@ class LocalCluster:
             else os.environ.get("STATECAR_E2E_KEEP", "") not in ("", "0")
         )
         self.workdir = Path(tempfile.mkdtemp(prefix="statecar-e2e-cluster-"))
-        self.port = _free_port()
-        self.etcd_port = _free_port()
-        self.etcd_peer_port = _free_port()
+        self.port = free_port()
+        self.etcd_port = free_port()
+        self.etcd_peer_port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self.token = secrets.token_urlsafe(32)
@@ -324,23 +318,13 @@ class LocalCluster:
         for attr in ("_apiserver", "_etcd"):
             proc: subprocess.Popen[bytes] | None = getattr(self, attr)
             if proc is not None:
-                self._stop(proc)
+                processes.stop(proc)
                 setattr(self, attr, None)
         for handle in self._logs:
             handle.close()
         self._logs.clear()
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @staticmethod
-    def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=grace)
 
     @property
     def running(self) -> bool:

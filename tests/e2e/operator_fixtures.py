@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from tests.e2e.localcluster import LocalCluster
-from tests.support.sidecar import free_port
+from tests.support.ports import free_port
 
 T = TypeVar("T")
 

@@ -22,7 +22,6 @@ import contextlib
 import copy
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -40,6 +39,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tests.e2e import operator_fixtures
 from tests.e2e.localcluster import REPO_ROOT, LocalCluster
+from tests.support import processes
+from tests.support.ports import free_port
 
 from statecar_contract import annotations as ann
 from statecar_operator.manifests import rbac
@@ -89,13 +90,6 @@ def wait_for(
 ) -> T:
     """The shared bounded wait (operator_fixtures.wait_for), with this module's tighter pace."""
     return operator_fixtures.wait_for(what, observe, until, timeout=timeout, interval=interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def served_certificate(port: int) -> x509.Certificate:
@@ -262,14 +256,9 @@ class Operator:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(timeout=10)
+        if self.process is None:
+            return None
+        return processes.stop(self.process, grace=30)
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -360,13 +349,14 @@ def release(helm: Helm, webhook_port: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def operators(
     cluster: LocalCluster,
+    api: Api,
     release: dict[str, Any],
     webhook_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[Operator]]:
     """Two replicas of the chart's Deployment as local processes, on its ServiceAccount's token."""
     workdir = tmp_path_factory.mktemp("operators")
-    deployment = Api(cluster).get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{FULLNAME}")
+    deployment = api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{FULLNAME}")
     assert deployment is not None, "the chart's Deployment is installed"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}

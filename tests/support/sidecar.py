@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,12 +16,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import processes
+from tests.support.ports import free_port
 
 
 class SidecarProcess:
@@ -40,7 +34,9 @@ class SidecarProcess:
         self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.ops_url = f"http://127.0.0.1:{self.metrics_port}"
-        self.log_path = Path(tempfile.mkstemp(prefix="statecar-sidecar-", suffix=".log")[1])
+        descriptor, log_name = tempfile.mkstemp(prefix="statecar-sidecar-", suffix=".log")
+        os.close(descriptor)  # the process appends to it by name
+        self.log_path = Path(log_name)
         command = [
             sys.executable,
             "-m",
@@ -93,14 +89,7 @@ class SidecarProcess:
     def stop(self) -> int:
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return processes.stop(self.process)
 
 
 @contextlib.contextmanager

@@ -5,8 +5,9 @@ operator's documented RBAC, and it renders webhooks that cannot block the operat
 namespace or kube-system.
 
 Tests that run `helm` use the binary scripts/k8s-tools.sh builds (~/.cache/statecar/bin/helm)
-or one on PATH. Without it they are skipped, except in CI (the CI variable is set), where a
-missing helm is a failure: CI runs `make test`, whose bootstrap builds it.
+or one on PATH. Without it they are skipped, except under `make test` and in CI
+(`STATECAR_REQUIRE_SERVERS` or `CI` set), where a missing helm is a failure: the bootstrap
+builds it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
+from tests.support.require import require
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "statecar"
@@ -127,9 +130,8 @@ def test_the_schema_describes_every_key_of_values_yaml() -> None:
 
 
 def validator() -> Any:
-    module = pytest.importorskip("jsonschema")
-    module.Draft7Validator.check_schema(SCHEMA)
-    return module.Draft7Validator(SCHEMA)
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    return jsonschema.Draft7Validator(SCHEMA)
 
 
 def with_value(path: str, value: Any) -> dict[str, Any]:
@@ -260,21 +262,12 @@ def test_every_cluster_wide_sidecar_default_can_be_set_from_values() -> None:
 # --- helm -------------------------------------------------------------------------------------
 
 
-def find_helm() -> str | None:
-    cache = Path(os.environ.get("STATECAR_CACHE", Path.home() / ".cache" / "statecar"))
-    candidate = cache / "bin" / "helm"
-    if candidate.exists() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    return shutil.which("helm")
-
-
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    binary = find_helm()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("helm is required in CI: scripts/k8s-tools.sh builds it (make bootstrap)")
-        pytest.skip("no helm binary (scripts/k8s-tools.sh builds one into ~/.cache/statecar/bin)")
+    cache = Path(os.environ.get("STATECAR_CACHE", Path.home() / ".cache" / "statecar"))
+    binary = require(
+        "helm", also_in=[cache / "bin"], hint="scripts/k8s-tools.sh builds it (make bootstrap)"
+    )
     home = tmp_path_factory.mktemp("helm-home")
     env = {
         **os.environ,

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import site
 import subprocess
 import sys
 import tomllib
@@ -252,6 +253,25 @@ FAST_VENV = 'python -m venv "$VIRTUAL_ENV"'
 FULL_INSTALL = '"$VIRTUAL_ENV/bin/pip" install ".[all]"'
 
 
+def _see_site_packages_of_this_python() -> str:
+    """A shell command that makes the new venv see the site-packages this test runs with.
+
+    `venv --system-site-packages` would not do: from inside a virtualenv it exposes the base
+    interpreter's site-packages, not the virtualenv's, where the dependencies are. A `.pth` file
+    in the new venv appends this interpreter's site directories after the venv's own, so the
+    venv's copy of statecar still comes first.
+    """
+    directories = [site.getusersitepackages(), *site.getsitepackages()]
+    seen = [d for d in dict.fromkeys(directories) if Path(d).is_dir()]
+    write = (
+        "import pathlib, sys, sysconfig;"
+        "pathlib.Path(sysconfig.get_path('purelib'), '_test_site_packages.pth')"
+        ".write_text(sys.argv[1])"
+    )
+    lines = "".join(f"{directory}\n" for directory in seen)
+    return f'"$VIRTUAL_ENV/bin/python" -c {shlex.quote(write)} {shlex.quote(lines)}'
+
+
 @pytest.mark.timeout(600)
 def test_the_builder_stage_commands_build_a_venv_whose_statecar_runs(tmp_path: Path) -> None:
     full = os.environ.get("STATECAR_FULL_IMAGE_BUILD", "") not in ("", "0")
@@ -283,7 +303,9 @@ def test_the_builder_stage_commands_build_a_venv_whose_statecar_runs(tmp_path: P
     assert FULL_INSTALL in command
     if not full:
         # Same commands, but the dependencies come from this interpreter's site-packages.
-        command = command.replace(FAST_VENV, 'python -m venv --system-site-packages "$VIRTUAL_ENV"')
+        command = command.replace(
+            FAST_VENV, f"{FAST_VENV} && {_see_site_packages_of_this_python()}"
+        )
         command = command.replace(
             FULL_INSTALL, FULL_INSTALL.replace(" install ", " install --no-deps ")
         )

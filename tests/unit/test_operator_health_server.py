@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography import x509
-from tests.unit.redis_server import free_port
+from tests.support.ports import free_port
 
 from statecar_operator import health_server
 from statecar_operator.webhook_tls.issuing import self_signed

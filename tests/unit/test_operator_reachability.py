@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.unit import pg_server
-from tests.unit.redis_server import free_port, running_redis
+from tests.support import pg_server
+from tests.support.ports import free_port
+from tests.support.redis_server import running_redis
 
 from statecar_contract.components import ResolvedComponent
 from statecar_operator.reconciliation import reachability
@@ -245,7 +246,7 @@ async def test_a_real_redis_flips_when_stopped_and_started() -> None:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[pg_server.PgServer]:
-    with pg_server.server_or_skip() as server:
+    with pg_server.required_postgres() as server:
         yield server
 
 

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import yaml
 from cryptography import x509
-from tests.unit.redis_server import free_port
+from tests.support.ports import free_port
 
 from statecar_operator import health_server
 from statecar_operator.cluster.events import EventRecorder

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit import pg_server
-from tests.unit.redis_server import RedisProcess, running_redis
+from tests.support import pg_server
+from tests.support.redis_server import RedisProcess, running_redis
 
 from statecar_contract.components import (
     ComponentError,

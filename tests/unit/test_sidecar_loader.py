@@ -1,17 +1,162 @@
 """
-The sidecar's component loader: a folder of YAML files, secrets resolved locally.
+Where the sidecar's components come from (statecar_sidecar.loader): a folder of YAML files, with
+local secrets from a secrets file or the environment, or the operator's wiring file. Every error
+names the file and the field.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from statecar_contract.components import ComponentError
-from statecar_sidecar.loader import load_folder
+from statecar_contract import wiring
+from statecar_contract.components import ComponentError, ResolvedComponent, SecretKeyRef
+from statecar_sidecar.loader import (
+    load_folder,
+    load_wiring_file,
+    secret_env_name,
+    stat_fingerprint,
+)
 
-COMPONENT = """\
+
+def component(name: str, type_: str = "state.in-memory", extra: str = "") -> str:
+    return (
+        "apiVersion: statecar.io/v1alpha1\nkind: StateStoreComponent\n"
+        f"metadata: {{name: {name}}}\nspec:\n  type: {type_}\n{extra}"
+    )
+
+
+SQLITE_WITH_SECRET = component(
+    "db",
+    "state.sqlite",
+    "  metadata:\n  - name: connectionString\n    secretKeyRef: {name: db-file, key: path}\n",
+)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "components"
+    path.mkdir()
+    return path
+
+
+def test_every_state_component_of_every_yaml_file(folder: Path) -> None:
+    (folder / "a.yaml").write_text(component("a") + "---\n" + component("b"))
+    (folder / "c.yml").write_text(component("c"))
+    (folder / "d.json").write_text(
+        '{"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {"name": "d"},'
+        ' "spec": {"type": "state.in-memory", "version": "v1", "metadata": []}}'
+    )
+    (folder / "notes.txt").write_text(component("ignored"))
+    (folder / "other.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    loaded = load_folder(folder)
+    assert [c.name for c in loaded.components] == ["a", "b", "c", "d"]
+
+
+def test_a_missing_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ComponentError, match="components path: is not a folder"):
+        load_folder(tmp_path / "nowhere")
+
+
+def test_invalid_yaml_names_the_file(folder: Path) -> None:
+    (folder / "broken.yaml").write_text("spec: [unclosed\n")
+    with pytest.raises(ComponentError, match=r"broken\.yaml: \(yaml\): is not valid YAML"):
+        load_folder(folder)
+
+
+def test_a_bad_field_names_the_file_the_field_and_the_fix(folder: Path) -> None:
+    (folder / "orders.yaml").write_text(component("orders", extra="  concurrency: first\n"))
+    with pytest.raises(ComponentError) as raised:
+        load_folder(folder)
+    assert raised.value.field == "spec.concurrency"
+    assert raised.value.source == str(folder / "orders.yaml")
+    assert "must be one of first-write, last-write, got 'first'" in str(raised.value)
+
+
+def test_a_name_defined_twice_is_refused(folder: Path) -> None:
+    (folder / "a.yaml").write_text(component("same"))
+    (folder / "b.yaml").write_text(component("same"))
+    with pytest.raises(ComponentError, match=r"b\.yaml: metadata\.name: .*'same' is defined twice"):
+        load_folder(folder)
+
+
+def test_secret_env_names_are_upper_case_with_underscores() -> None:
+    assert secret_env_name(SecretKeyRef("redis-auth", "password")) == "REDIS_AUTH_PASSWORD"
+    assert secret_env_name(SecretKeyRef("db.file", "the path")) == "DB_FILE_THE_PATH"
+
+
+def test_a_secret_comes_from_the_secrets_file_before_the_environment(
+    folder: Path, tmp_path: Path
+) -> None:
+    (folder / "db.yaml").write_text(SQLITE_WITH_SECRET)
+    from_env = load_folder(folder, environ={"DB_FILE_PATH": "/env.db"})
+    assert from_env.components[0].metadata["connectionString"] == "/env.db"
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("db-file: {path: /file.db}\n")
+    from_file = load_folder(folder, secrets_file=secrets, environ={"DB_FILE_PATH": "/env.db"})
+    assert from_file.components[0].metadata["connectionString"] == "/file.db"
+
+
+def test_a_missing_secret_says_where_it_was_looked_for(folder: Path, tmp_path: Path) -> None:
+    (folder / "db.yaml").write_text(SQLITE_WITH_SECRET)
+    with pytest.raises(ComponentError, match="the environment variable DB_FILE_PATH"):
+        load_folder(folder)
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("{}\n")
+    with pytest.raises(ComponentError, match=f"the secrets file {secrets} or the environment"):
+        load_folder(folder, secrets_file=secrets)
+
+
+def test_a_secrets_file_of_the_wrong_shape_is_refused(folder: Path, tmp_path: Path) -> None:
+    (folder / "db.yaml").write_text(SQLITE_WITH_SECRET)
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("db-file: /file.db\n")
+    with pytest.raises(ComponentError, match="secrets file: must map secret names to"):
+        load_folder(folder, secrets_file=secrets)
+
+
+def test_the_fingerprint_moves_with_the_files_and_the_secrets(folder: Path, tmp_path: Path) -> None:
+    (folder / "a.yaml").write_text(component("a"))
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("x: {y: '1'}\n")
+    first = load_folder(folder, secrets_file=secrets).fingerprint
+    assert load_folder(folder, secrets_file=secrets).fingerprint == first
+    secrets.write_text("x: {y: '2'}\n")
+    second = load_folder(folder, secrets_file=secrets).fingerprint
+    assert second != first
+    (folder / "a.yaml").write_text(component("a", extra="  keyPrefix: none\n"))
+    assert load_folder(folder, secrets_file=secrets).fingerprint not in (first, second)
+
+
+def test_the_wiring_file_is_read_as_the_operator_wrote_it(tmp_path: Path) -> None:
+    document = wiring.with_components(
+        "shop", [ResolvedComponent("orders", "state.redis", metadata={"redisHost": "r:6379"})]
+    )
+    path = tmp_path / wiring.WIRING_FILE
+    path.write_bytes(wiring.encode(document)[wiring.WIRING_FILE])
+    loaded = load_wiring_file(path)
+    assert loaded.components == document.components
+    assert load_wiring_file(path).fingerprint == loaded.fingerprint
+    with pytest.raises(ComponentError, match="wiring file: cannot be read"):
+        load_wiring_file(tmp_path / "missing.json")
+
+
+def test_the_stat_fingerprint_sees_a_replaced_file_without_reading_it(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "a.yaml").write_text("one")
+    before = stat_fingerprint(folder, None)
+    assert stat_fingerprint(folder, None) == before
+    replacement = tmp_path / "a.yaml.new"
+    replacement.write_text("two")
+    os.replace(replacement, folder / "a.yaml")  # as an editor or the kubelet's swap does
+    assert stat_fingerprint(folder, None) != before
+    assert stat_fingerprint(tmp_path / "gone") != stat_fingerprint(folder)
+
+
+REDIS_PORT_FROM_SECRET = """\
 apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata: {name: cache}
@@ -25,7 +170,7 @@ spec:
 
 
 def test_a_secret_value_resolves_into_the_component(tmp_path: Path) -> None:
-    (tmp_path / "cache.yaml").write_text(COMPONENT)
+    (tmp_path / "cache.yaml").write_text(REDIS_PORT_FROM_SECRET)
     loaded = load_folder(tmp_path, environ={"REDIS_PORT": "6380"})
     assert [c.metadata for c in loaded.components] == [
         {"redisHost": "localhost", "redisPort": "6380"}
@@ -34,7 +179,7 @@ def test_a_secret_value_resolves_into_the_component(tmp_path: Path) -> None:
 
 def test_a_bad_secret_value_names_the_file_and_the_field_once(tmp_path: Path) -> None:
     path = tmp_path / "cache.yaml"
-    path.write_text(COMPONENT)
+    path.write_text(REDIS_PORT_FROM_SECRET)
     with pytest.raises(ComponentError) as raised:
         load_folder(tmp_path, environ={"REDIS_PORT": "abc"})
     message = str(raised.value)

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.support.sidecar import SidecarProcess, free_port
+from tests.support.ports import free_port
+from tests.support.sidecar import SidecarProcess
 
 from statecar_contract import wiring
 from statecar_contract.components import ResolvedComponent
@@ -50,6 +51,8 @@ def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> Non
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+        assert process.stderr is not None
+        process.stderr.close()
     assert (tmp_path / "data" / "statecar" / "state.db").exists()
 
 
@@ -120,8 +123,8 @@ def test_wiring_changes_reload_make_before_break(tmp_path: Path) -> None:
     _write_wiring(wiring_file, memory_a)
     sidecar = SidecarProcess(wiring_file=wiring_file)
     sidecar.start()
+    api = httpx.Client(base_url=sidecar.url)
     try:
-        api = httpx.Client(base_url=sidecar.url)
         assert api.post("/v1.0/state/a", json=[{"key": "k", "value": 1}]).status_code == 204
         # A new component appears without a restart.
         _write_wiring(wiring_file, memory_a, ResolvedComponent("b", "state.sqlite", metadata={"connectionString": str(tmp_path / "b.db")}))
@@ -144,4 +147,5 @@ def test_wiring_changes_reload_make_before_break(tmp_path: Path) -> None:
         _wait(lambda: httpx.get(f"{sidecar.ops_url}/v1.0/healthz").status_code == 204)
         assert api.get("/v1.0/state/a/k").content == b"1"
     finally:
+        api.close()
         assert sidecar.stop() == 0

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit import pg_server
+from tests.support import pg_server
 
 from statecar_sidecar.stores.postgresql.query_sql import compile_postgres
 from statecar_sidecar.stores.query import (
@@ -689,7 +689,7 @@ def test_compile_refuses_nul_characters_postgres_cannot_hold() -> None:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[pg_server.PgServer]:
-    with pg_server.server_or_skip() as server:
+    with pg_server.required_postgres() as server:
         yield server
 
 

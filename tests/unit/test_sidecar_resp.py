@@ -9,7 +9,6 @@ independent observer (INFO, replication state), never as the thing under test.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import ssl
 import subprocess
@@ -20,7 +19,9 @@ from typing import Any
 
 import pytest
 import redis
-from tests.unit.redis_server import RedisProcess, free_port, running_redis
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisProcess, running_redis
+from tests.support.require import require
 
 from statecar_sidecar.stores.redis.client import Client, SentinelConfig
 from statecar_sidecar.stores.redis.resp import (
@@ -603,8 +604,7 @@ async def test_sentinel_resolves_the_master_and_follows_a_failover() -> None:
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not found")
+    require("openssl")
     directory = tmp_path_factory.mktemp("tls")
     subprocess.run(
         [

@@ -29,7 +29,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from tests.unit import pg_server
+from tests.support import pg_server
+from tests.support.require import unavailable
 
 from statecar_contract.settings import PostgreSQLSettings
 from statecar_sidecar.stores.base import DeleteOp, SetOp, StateStore
@@ -53,7 +54,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[pg_server.PgServer]:
-    with pg_server.server_or_skip() as server:
+    with pg_server.required_postgres() as server:
         yield server
 
 
@@ -565,7 +566,7 @@ class OwnPostgres:
 def own_postgres() -> Iterator[OwnPostgres]:
     bin_dir = pg_server.find_pg_bin()
     if bin_dir is None:
-        pytest.skip("initdb/postgres not found")
+        unavailable("initdb/postgres not found")
     account = None
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         for name in ("postgres", "statecar-pg"):

@@ -41,7 +41,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     orders_manifest,
     pod_manifest,
 )
-from tests.unit.redis_server import RedisProcess, running_redis
+from tests.support.redis_server import RedisProcess, running_redis
 
 
 @pytest.fixture(scope="package")

@@ -22,7 +22,7 @@ from tests.e2e.operator_fixtures import (
     condition,
     wait_for,
 )
-from tests.unit.redis_server import RedisProcess
+from tests.support.redis_server import RedisProcess
 
 CRD_FILE = REPO_ROOT / "crds" / "statestorecomponents.statecar.io.yaml"
 CRD_NAME = "statestorecomponents.statecar.io"

@@ -32,7 +32,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     wait_event,
     wired,
 )
-from tests.unit.redis_server import RedisProcess
+from tests.support.redis_server import RedisProcess
 
 pytestmark = pytest.mark.e2e
 

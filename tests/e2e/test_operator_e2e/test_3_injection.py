@@ -37,7 +37,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     pod_manifest,
     wait_event,
 )
-from tests.unit.redis_server import RedisProcess
+from tests.support.redis_server import RedisProcess
 
 pytestmark = pytest.mark.e2e
 

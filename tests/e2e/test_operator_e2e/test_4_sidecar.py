@@ -28,7 +28,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     kubectl_apply,
     pod_manifest,
 )
-from tests.unit.redis_server import RedisProcess
+from tests.support.redis_server import RedisProcess
 
 pytestmark = pytest.mark.e2e
 

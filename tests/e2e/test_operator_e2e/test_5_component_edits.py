@@ -28,8 +28,8 @@ from tests.e2e.test_operator_e2e.helpers import (
     timing,
     wait_condition,
 )
-from tests.support.sidecar import free_port
-from tests.unit.redis_server import RedisProcess, running_redis
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisProcess, running_redis
 
 pytestmark = pytest.mark.e2e
 

@@ -10,16 +10,18 @@ PostgreSQL refuses to run as root. When the tests run as root, the server runs a
 
 Set `STATECAR_TEST_POSTGRES_DSN` to use an existing server instead (nothing is started), and
 `STATECAR_PG_BIN` to the directory holding `initdb` and `postgres` if they are not found in
-/usr/local/bin, on PATH, or under /usr/lib/postgresql/*/bin. When no server can be had the
-tests that need one are skipped, with the reason.
+/usr/local/bin, on PATH, or under /usr/lib/postgresql/*/bin. When no server can be had,
+`running_postgres()` raises `PostgresUnavailable` (bench/run.py reports it), and
+`required_postgres()` skips the calling tests with the reason, or fails them under
+`STATECAR_REQUIRE_SERVERS` (`tests.support.require`).
 
 Use from a test module (a module-scoped fixture keeps one server per module)::
 
-    from tests.unit import pg_server
+    from tests.support import pg_server
 
     @pytest.fixture(scope="module")
     def postgres() -> Iterator[pg_server.PgServer]:
-        with pg_server.server_or_skip() as server:
+        with pg_server.required_postgres() as server:
             yield server
 """
 
@@ -38,7 +40,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.support import processes
+from tests.support.ports import free_port
+from tests.support.require import unavailable
 
 DSN_ENV = "STATECAR_TEST_POSTGRES_DSN"
 BIN_ENV = "STATECAR_PG_BIN"
@@ -79,13 +83,6 @@ def find_pg_bin() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _service_account() -> pwd.struct_passwd | None:
     """The non-root account to run postgres as, or None when we are not root."""
     if os.geteuid() != 0:
@@ -114,14 +111,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, port: int) -> None:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)  # "fast" shutdown: disconnect clients, exit
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    processes.stop(proc, sig=signal.SIGINT, grace=20)  # "fast" shutdown: disconnect clients, exit
 
 
 @contextlib.contextmanager
@@ -160,7 +150,7 @@ def running_postgres() -> Iterator[PgServer]:
             group=gid,
         )
         for attempt in range(3):
-            port = _free_port()
+            port = free_port()
             with log.open("wb") as log_file:
                 proc = subprocess.Popen(
                     [
@@ -202,18 +192,11 @@ def running_postgres() -> Iterator[PgServer]:
 
 
 @contextlib.contextmanager
-def server_or_skip() -> Iterator[PgServer]:
-    """`running_postgres()`, skipping the current test(s) when PostgreSQL is not installed."""
+def required_postgres() -> Iterator[PgServer]:
+    """`running_postgres()`; without PostgreSQL the calling tests skip (or fail, see `require`)."""
     with contextlib.ExitStack() as stack:
         try:
             server = stack.enter_context(running_postgres())
         except PostgresUnavailable as exc:
-            pytest.skip(str(exc))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[PgServer]:
-    """A PostgreSQL server for the test module (import this fixture, or wrap `server_or_skip`)."""
-    with server_or_skip() as server:
+            unavailable(str(exc))
         yield server

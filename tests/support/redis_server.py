@@ -7,11 +7,12 @@ started again on the same port, paused with SIGSTOP and resumed with SIGCONT, al
 pid. `running_redis(...)` is the context manager that starts one and always stops it.
 
 `redis-server` is looked up on PATH (Debian package `redis-server`); set `STATECAR_REDIS_SERVER`
-to another binary. When none is found, `require_redis_server()` skips the calling test.
+to another binary. When none is found, the calling test is skipped, or failed under
+`STATECAR_REQUIRE_SERVERS` (`tests.support.require`).
 
 Use from a test module::
 
-    from tests.unit.redis_server import RedisProcess, running_redis
+    from tests.support.redis_server import RedisProcess, running_redis
 """
 
 from __future__ import annotations
@@ -27,28 +28,16 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import pytest
+from tests.support import processes
+from tests.support.ports import free_port
+from tests.support.require import require
 
 BINARY_ENV = "STATECAR_REDIS_SERVER"
 _START_TIMEOUT = 15.0
 
 
-def redis_server_binary() -> str | None:
-    return os.environ.get(BINARY_ENV) or shutil.which("redis-server")
-
-
 def require_redis_server() -> str:
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.skip("redis-server not found (apt-get install redis-server)")
-    return binary
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return require("redis-server", env=BINARY_ENV, hint="apt-get install redis-server")
 
 
 class RedisProcess:
@@ -146,15 +135,7 @@ class RedisProcess:
         if process is None:
             return
         self.process = None
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, sig)
-                os.kill(process.pid, signal.SIGCONT)  # a paused server acts on SIGTERM only now
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        processes.stop(process, sig=sig)  # SIGCONT too: a paused server acts on SIGTERM only then
 
     def pause(self) -> None:
         assert self.process is not None
