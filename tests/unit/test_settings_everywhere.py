@@ -222,7 +222,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         with (
             running_redis(sentinel_config=sentinel_config) as sentinel,
-            pg_server.server_or_skip() as postgres,
+            pg_server.required_postgres() as postgres,
         ):
             yield World(tmp_path_factory.mktemp("everywhere"), redis, sentinel, postgres)
 
