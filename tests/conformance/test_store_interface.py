@@ -3,7 +3,7 @@ One behavioural suite over the `StateStore` interface, run against every backend
 a real Redis and a real PostgreSQL (the `store` fixture, opened through the registry as the
 sidecar opens them), as components-contrib's `tests/conformance/state` does for daprd's stores.
 
-Every backend must behave like the reference memory store: every row of contract.md's
+Every backend must behave like the reference memory store: every row of docs/state-api.md's
 concurrency table on every write path (single op, one-op transaction, multi-op transaction,
 multi-item save), atomic ordered transactions, TTL, byte-exact values, bulk order, ETags that
 never repeat, one winner among concurrent first writes, queries that answer as the memory store
@@ -136,7 +136,7 @@ async def value_of(store: StateStore, key: str) -> bytes | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The concurrency table (contract.md), every row, every write path.
+# The concurrency table (docs/state-api.md, "Concurrency and ETags"), every row, every write path.
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 Dapr's error responses: `{"errorCode", "message"}` plus `details` where daprd adds them.
 
 Codes and statuses follow dapr/dapr `pkg/messages` and `pkg/api/errors/state.go`
-(research/dapr-state-spec.md §1.2-1.3). Handlers raise `DaprError`; the ASGI layer renders it.
+(Dapr docs, state API reference "HTTP Response codes"; docs/state-api.md "Requests and replies"). Handlers raise `DaprError`; the ASGI layer renders it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ The six Dapr state API handlers: get, save, delete, bulk get, transaction and qu
 
 Each one finds the store, has `bodies` decode the request and `policy` decide what to run, runs
 it through `_timed` (the one place that records `dapr_component_state_*`), and maps a store
-error to daprd's status and code (research/dapr-state-spec.md §1.2-1.3). Routing, the token and
+error to daprd's status and code (Dapr docs, state API reference "HTTP Response codes"). Routing, the token and
 the sending of replies belong to `routing`; nothing here knows the URL.
 """
 

@@ -99,7 +99,7 @@ def mode(store: Store, requested: str | None, kind: str) -> str:
     """The request's mode wins over the component's default, unless the component enforces.
 
     `kind` is "concurrency" or "consistency"; the component's spec fields of the same names
-    are the defaults (contract.md, "Concurrency and ETags"; Dapr docs, state API "Concurrency").
+    are the defaults (docs/state-api.md, "Concurrency and ETags"; Dapr docs, state API "Concurrency").
     """
     default: str = getattr(store.component, kind)
     if requested is None:

@@ -1,7 +1,7 @@
 """
 A JSON walker that keeps chosen members as their exact source text.
 
-statecar returns a value byte for byte as the client sent it (contract.md, "Values"), so the
+statecar returns a value byte for byte as the client sent it (docs/state-api.md, "Values are byte-exact"), so the
 `value` of a save item must never be decoded and re-encoded (that rounds floats, re-orders keys
 and changes escapes, as daprd's stores do). The walker descends only into the levels the request
 shapes need and lets the stdlib's C scanner validate and skip every other value.

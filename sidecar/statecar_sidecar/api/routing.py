@@ -4,9 +4,9 @@ The Dapr state API's front door: a pure ASGI layer in front of the FastAPI app.
 It checks the API token, routes `/v1.0/state/...` and `/v1.0-alpha1/state/.../query` to the
 `handlers`, renders a `DaprError` as Dapr's JSON and sends the reply; every other request goes
 on to FastAPI. Serving these routes below FastAPI's request machinery is a measured choice: that
-machinery costs several times the whole GET budget (research/perf-anchors.md §3). Statuses,
-codes and bodies follow daprd (research/dapr-state-spec.md §1); deliberate differences are
-marked ★ in contract.md.
+machinery costs several times the whole GET budget (bench/README.md, "Where the time goes"). Statuses,
+codes and bodies follow daprd (Dapr docs, state API reference); deliberate differences are
+listed in docs/state-api.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 The interface every backend implements, and the request/response values that cross it.
 
 Keys arriving here are already prefixed (see `keys.py`); values are the exact JSON bytes the
-client sent. The concurrency rule is one table for every backend (contract.md, "Concurrency and
+client sent. The concurrency rule is one table for every backend (docs/state-api.md, "Concurrency and
 ETags"): backends call `etags.check_write` / `etags.check_delete` with the key's current ETag
 inside whatever makes the check-then-write atomic for them (a Lua script, a row lock, a lock).
 """

@@ -1,5 +1,5 @@
 """
-The concurrency rule (contract.md, "Concurrency and ETags"), one table for every backend.
+The concurrency rule (docs/state-api.md, "Concurrency and ETags"), one table for every backend.
 
 ETags are decimal strings. A new ETag is `max(current + 1, now in microseconds, last issued + 1)`:
 it grows on every write of a key and, being clock-based, a key deleted and re-created never gets

@@ -8,7 +8,7 @@ together do not race on the catalogs. The "C" collation orders keys by code poin
 is an index range, and the query engine's key tiebreak is the index order. daprd's own tables
 (jsonb values, xid or UUID ETags) have another layout; `open` refuses them with a clear error.
 
-The concurrency table as SQL: each row of contract.md's table is the WHERE clause of one
+The concurrency table as SQL: each row of docs/state-api.md's table is the WHERE clause of one
 conditional statement, and the row lock that statement takes makes check-then-write atomic:
 
     save, ETag given        UPDATE ... WHERE key = $k AND etag = $given AND <live>

@@ -11,7 +11,7 @@ What this module owns:
   immediately (or coalesced with the others issued in the same loop iteration) and replies are
   matched to callers first in, first out. This implicit pipelining is why the module exists:
   redis-py's asyncio client spends ~65 µs of CPU per command, while one connection driven this
-  way serves well over 100k GET/s (research/perf-anchors.md, section 2b).
+  way serves well over 100k GET/s (measured in bench/README.md).
 * ``Script``: Lua source plus its SHA1, run with exactly one ``EVALSHA`` and reloaded once on
   ``NOSCRIPT``.
 * ``RedisEndpoint``, ``ReplyError``, ``RedisUnavailableError``: the vocabulary `client` and the

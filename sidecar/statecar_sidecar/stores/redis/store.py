@@ -1,5 +1,5 @@
 """
-`state.redis`: Dapr's state semantics on Redis, with contract.md's single rule set.
+`state.redis`: Dapr's state semantics on Redis, with docs/state-api.md's single rule set.
 
 Layout is daprd's (components-contrib `state/redis`): one HASH per key with `data` (the value
 bytes) and `version` (the ETag, a decimal integer), so daprd and statecar read each other's data;
