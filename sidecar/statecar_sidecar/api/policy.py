@@ -23,6 +23,9 @@ CONSISTENCY: Final = frozenset({"eventual", "strong"})
 TTL_METADATA: Final = "ttlInSeconds"
 #: The largest TTL Dapr accepts (components-contrib state/utils/ttl.go: MaxInt32).
 MAX_TTL: Final = 2**31 - 1
+#: The longest user key, in bytes of UTF-8, on every backend (docs/state-api.md, "Keys").
+#: PostgreSQL cannot index a key over ~2.7 KB (btree); 2 KiB leaves room for the prefix.
+MAX_KEY_BYTES: Final = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +73,37 @@ class Store(Protocol):
 
 
 def stored_key(store: Store, key: str) -> str:
-    """The key as the backend stores it (daprd's key prefix), or a 400 for a key Dapr refuses."""
+    """The key as the backend stores it (daprd's key prefix), or a 400 for a key Dapr refuses
+    or some backend cannot store: a lone surrogate (not UTF-8), or over `MAX_KEY_BYTES`.
+
+    Every route's keys pass here (get, delete, save, bulk get, transaction), so the answer is
+    the same on every backend.
+    """
     try:
-        return keys.stored_key(store.prefix, key)
+        stored = keys.stored_key(store.prefix, key)
     except keys.IllegalKeyError:
         raise errors.illegal_key(store.name, key) from None
     except keys.NulInKeyError as exc:
         raise errors.malformed(str(exc)) from None
+    # An ASCII key's length is its UTF-8 size: the common key costs two C-level checks.
+    if len(key) > MAX_KEY_BYTES or not key.isascii():
+        _check_unicode_key(key)
+    return stored
+
+
+def _check_unicode_key(key: str) -> None:
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise errors.malformed(
+            f"key has a lone surrogate (\\u{ord(key[exc.start]):04x}) at character {exc.start}, "
+            "which is not Unicode text and no backend can store; send the pair, or the character"
+        ) from None
+    if size > MAX_KEY_BYTES:
+        raise errors.malformed(
+            f"key is {size} bytes of UTF-8; keys are limited to {MAX_KEY_BYTES} bytes on every "
+            "backend (PostgreSQL cannot index longer ones)"
+        )
 
 
 def header_choice(raw: str | None, name: str, allowed: frozenset[str]) -> str | None:
