@@ -9,6 +9,7 @@ transaction build their operations with the same `operation()`, so the two route
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol, overload
@@ -26,6 +27,9 @@ MAX_TTL: Final = 2**31 - 1
 #: The longest user key, in bytes of UTF-8, on every backend (docs/state-api.md, "Keys").
 #: PostgreSQL cannot index a key over ~2.7 KB (btree); 2 KiB leaves room for the prefix.
 MAX_KEY_BYTES: Final = 2048
+#: `ttlInSeconds`: an optional '-' then ASCII digits, nothing else (no spaces, '+', '_' or
+#: non-ASCII digits, all of which Python's int() would take).
+_TTL_GRAMMAR: Final = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,17 +178,17 @@ def ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
     raw = metadata.get(TTL_METADATA)
     if raw is None:
         return default
-    text = raw.strip()
-    try:
-        seconds = int(text)
-    except ValueError:
+    if _TTL_GRAMMAR.fullmatch(raw) is None:
         raise errors.malformed(
-            f"metadata.{TTL_METADATA} must be an integer number of seconds (>= -1), got {raw!r}; "
-            "nothing was written"
-        ) from None
+            f"metadata.{TTL_METADATA} must be an integer number of seconds (>= -1), written as "
+            f"an optional '-' and the digits 0-9, got {raw!r}; nothing was written"
+        )
+    # Past 10 digits (leading zeros aside) it is out of range; int() would refuse 4300+.
+    digits = raw.lstrip("-").lstrip("0")
+    seconds = int(raw) if len(digits) <= 10 else MAX_TTL + 1
     if seconds < -1 or seconds > MAX_TTL:
         raise errors.malformed(
-            f"metadata.{TTL_METADATA} must be between -1 and {MAX_TTL}, got {seconds}; "
+            f"metadata.{TTL_METADATA} must be between -1 and {MAX_TTL}, got {raw}; "
             "nothing was written"
         )
     return seconds if seconds > 0 else None
