@@ -46,6 +46,14 @@ _UNMATCHED: Final = "unknown"
 _ALLOW_WRITE: Final = ("POST", "PUT")
 _ALLOW_KEY: Final = ("DELETE", "GET")
 _ALLOW_ALL: Final = ("DELETE", "GET", "POST", "PUT")
+# `_route`'s answers, built once: matching allocates nothing per request.
+_QUERY: Final = (ROUTE_QUERY, _ALLOW_WRITE)
+_SAVE: Final = (ROUTE_SAVE, _ALLOW_WRITE)
+_KEY: Final = (ROUTE_KEY, _ALLOW_KEY)
+_KEY_NAMED_LIKE_A_ROUTE: Final = (ROUTE_KEY, _ALLOW_ALL)
+_BULK: Final = (ROUTE_BULK, _ALLOW_ALL)
+_TRANSACTION: Final = (ROUTE_TRANSACTION, _ALLOW_ALL)
+_NO_ROUTE: Final[tuple[str, tuple[str, ...]]] = (_UNMATCHED, ())
 
 
 class StateAPI:
@@ -153,18 +161,18 @@ def _route(method: str, segments: list[bytes]) -> tuple[str, tuple[str, ...]]:
     count = len(segments)
     if segments[0] == b"v1.0-alpha1":
         if count == 4 and segments[3] == b"query":
-            return ROUTE_QUERY, _ALLOW_WRITE
-        return _UNMATCHED, ()
+            return _QUERY
+        return _NO_ROUTE
     if count == 3:
-        return ROUTE_SAVE, _ALLOW_WRITE
+        return _SAVE
     if count == 4:
         last = segments[3]
         if last == b"bulk" or last == b"transaction":
             if method == "GET" or method == "DELETE":
-                return ROUTE_KEY, _ALLOW_ALL
-            return (ROUTE_BULK if last == b"bulk" else ROUTE_TRANSACTION), _ALLOW_ALL
-        return ROUTE_KEY, _ALLOW_KEY
-    return _UNMATCHED, ()
+                return _KEY_NAMED_LIKE_A_ROUTE
+            return _BULK if last == b"bulk" else _TRANSACTION
+        return _KEY
+    return _NO_ROUTE
 
 
 def _refusal(method: str, route: str, allowed: tuple[str, ...], segments: list[bytes]) -> DaprError:
