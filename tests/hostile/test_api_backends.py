@@ -208,3 +208,28 @@ def test_a_known_route_with_another_method_is_a_405_over_real_http(api: httpx.Cl
     assert answer.headers["allow"] == "DELETE, GET"
     assert answer.json()["errorCode"] == "ERR_METHOD_NOT_ALLOWED"
     assert api.get("/v1.0/state/memory/k/more").status_code == 404
+
+
+QUERY_BODIES = [
+    f'{{"filter":{{"EQ":{{"a":"{SURROGATE}"}}}}}}',
+    f'{{"filter":{{"EQ":{{"{SURROGATE}":1}}}}}}',
+    f'{{"filter":{{"IN":{{"a":["{SURROGATE}"]}}}}}}',
+    f'{{"sort":[{{"key":"{SURROGATE}"}}]}}',
+    '{"filter":{"EQ":{"a":[1,{"b":2}]}}}',
+    '{"page":{"limit":"x"}}',
+    "[]",
+    "5",
+]
+
+
+@pytest.mark.parametrize("index", range(len(QUERY_BODIES)))
+def test_hostile_queries_always_get_json_and_never_crash(api: httpx.Client, index: int) -> None:
+    # The query engine's own answers may differ by backend (its bounds are another item of
+    # issue 8); what holds here is that each answer is JSON and none is an unforeseen crash.
+    for backend in BACKENDS:
+        answer = api.post(
+            f"/v1.0-alpha1/state/{backend}/query", content=QUERY_BODIES[index].encode()
+        )
+        status, code = _answer(answer)
+        assert code != "ERR_INTERNAL", (backend, answer.text)
+        assert status in (200, 204) or code is not None, (backend, answer.text)

@@ -2,8 +2,10 @@
 The Dapr state API's front door: a pure ASGI layer in front of the FastAPI app.
 
 It checks the API token, routes `/v1.0/state/...` and `/v1.0-alpha1/state/.../query` to the
-`handlers`, renders a `DaprError` as Dapr's JSON and sends the reply; every other request goes
-on to FastAPI. Serving these routes below FastAPI's request machinery is a measured choice: that
+`handlers` (404 for a path no route matches, 405 for a route called with another method),
+renders a `DaprError` as Dapr's JSON, turns any other exception into a JSON 500 `ERR_INTERNAL`
+(logged with its traceback), records `dapr_http_server_*` under the matched route whatever the
+outcome, and sends the reply; every other request goes on to FastAPI. Serving these routes below FastAPI's request machinery is a measured choice: that
 machinery costs several times the whole GET budget (research/perf-anchors.md §3). Statuses,
 codes and bodies follow daprd (research/dapr-state-spec.md §1); deliberate differences are
 marked ★ in contract.md.
