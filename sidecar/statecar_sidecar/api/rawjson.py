@@ -69,9 +69,10 @@ def _scan_deep(s: str, i: int) -> tuple[Any, int]:
     """A value nested deeper than the interpreter's recursion limit lets the C scanner go.
 
     The fast path (orjson) takes nesting up to `MAX_DEPTH` levels, so the walker must too, or
-    the same document would be accepted compact and refused pretty-printed. Deeper is refused
-    here as orjson refuses it. Rare (only hostile bodies nest this deep), so the limit is
-    raised for this one scan only.
+    the same document would be accepted compact and refused pretty-printed. A body orjson
+    refuses takes the walker on both paths, so the walker may go a little deeper; past the
+    headroom it is a 400. Rare (only hostile bodies nest this deep), so the limit is raised for
+    this one scan only.
     """
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(limit + _DEPTH_HEADROOM)
