@@ -50,6 +50,7 @@ def create_app(
     health_routes(app, health)
     metadata_route(app, runtime)
     app.add_exception_handler(StarletteHTTPException, _dapr_style_errors)
+    app.add_exception_handler(Exception, _internal_error)
     return StateAPI(
         app, runtime=runtime, metrics=metrics, api_token=api_token, max_body_bytes=max_body_bytes
     )
@@ -71,7 +72,7 @@ def create_ops_app(health: Health, metrics: Metrics) -> FastAPI:
 async def _dapr_style_errors(request: Request, exc: Exception) -> Response:
     """FastAPI's own 404/405 and HTTP errors, answered in Dapr's error JSON."""
     assert isinstance(exc, StarletteHTTPException)  # registered for this type only
-    if exc.status_code in (404, 405):
+    if exc.status_code == 404:
         return JSONResponse(
             {
                 "errorCode": "ERR_DIRECT_INVOKE",
@@ -79,6 +80,31 @@ async def _dapr_style_errors(request: Request, exc: Exception) -> Response:
             },
             status_code=404,
         )
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        return JSONResponse(
+            {
+                "errorCode": "ERR_METHOD_NOT_ALLOWED",
+                "message": f"{request.url.path} does not take {request.method}; it takes {allow}",
+            },
+            status_code=405,
+            headers={"Allow": allow},
+        )
     return JSONResponse(
         {"errorCode": "ERR_HTTP", "message": str(exc.detail)}, status_code=exc.status_code
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Any other failure on these routes: Dapr's error JSON, never a plain-text traceback page.
+
+    Starlette's outermost middleware calls this, then re-raises, so the server logs the traceback.
+    """
+    return JSONResponse(
+        {
+            "errorCode": "ERR_INTERNAL",
+            "message": f"internal error serving {request.method} {request.url.path} "
+            f"({type(exc).__name__}); the sidecar logged the details. Please report it",
+        },
+        status_code=500,
     )

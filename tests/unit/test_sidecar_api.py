@@ -66,13 +66,31 @@ async def test_trailing_slash_and_double_slashes_route_like_daprd(
 
 async def test_unknown_route_is_a_dapr_style_404(client: httpx.AsyncClient) -> None:
     for method, path in [
-        ("GET", "/v1.0/state/statestore"),
         ("GET", "/nowhere"),
-        ("PATCH", "/v1.0/state/statestore/k"),
+        ("GET", "/v1.0/state/statestore/a/b"),
+        ("POST", "/v1.0-alpha1/state/statestore/other"),
     ]:
         answer = await client.request(method, path)
         assert answer.status_code == 404
-        assert answer.json()["errorCode"] in {"ERR_DIRECT_INVOKE", "ERR_NOT_FOUND"}
+        assert answer.json()["errorCode"] == "ERR_DIRECT_INVOKE"
+
+
+async def test_a_known_route_with_another_method_is_a_dapr_style_405(
+    client: httpx.AsyncClient,
+) -> None:
+    for method, path, allow in [
+        ("GET", "/v1.0/state/statestore", "POST, PUT"),
+        ("PATCH", "/v1.0/state/statestore/k", "DELETE, GET"),
+        ("POST", "/v1.0/state/statestore/k", "DELETE, GET"),
+        ("PATCH", "/v1.0/state/statestore/bulk", "DELETE, GET, POST, PUT"),
+        ("GET", "/v1.0-alpha1/state/statestore/query", "POST, PUT"),
+        ("POST", "/v1.0/metadata", "GET"),
+    ]:
+        answer = await client.request(method, path)
+        assert answer.status_code == 405, (method, path)
+        assert answer.headers["allow"] == allow
+        assert answer.json()["errorCode"] == "ERR_METHOD_NOT_ALLOWED"
+        assert method in answer.json()["message"]
 
 
 async def test_no_store_configured_is_500_not_configured() -> None:

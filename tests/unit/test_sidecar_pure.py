@@ -69,7 +69,7 @@ def test_etag_clock_never_repeats_and_grows_past_current() -> None:
     assert int(clock.next("99999999999999999")) == 10**17
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("60", 60), ("0", None), ("-1", None), (" 5 ", 5)])
+@pytest.mark.parametrize(("raw", "expected"), [("60", 60), ("0", None), ("-1", None), ("007", 7)])
 def test_ttl_values(raw: str, expected: int | None) -> None:
     assert policy.ttl({"ttlInSeconds": raw}, None) == expected
 
@@ -79,7 +79,12 @@ def test_ttl_absent_uses_the_component_default() -> None:
     assert policy.ttl({"ttlInSeconds": "-1"}, 30) is None
 
 
-@pytest.mark.parametrize("raw", ["x", "1.5", "-2", str(2**31)])
+# Exactly the integer grammar: daprd's strconv parse refuses spaces, and Python's int() would
+# take the spaces, "+", "_" and non-ASCII digits below.
+@pytest.mark.parametrize(
+    "raw",
+    ["x", "1.5", "-2", str(2**31), " 5 ", " 5", "5\n", "+5", "\u0665", "1_0", "", "9" * 5000],
+)
 def test_bad_ttl_is_a_clear_400(raw: str) -> None:
     with pytest.raises(DaprError) as raised:
         policy.ttl({"ttlInSeconds": raw}, None)

@@ -50,9 +50,10 @@ def _canonical(body: bytes) -> Any | None:
     """
     try:
         document = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        # orjson encodes less deeply than it decodes: such a body takes the walker.
+        return document if orjson.dumps(document) == body else None
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return None
-    return document if orjson.dumps(document) == body else None
 
 
 class _Exact:
@@ -79,7 +80,11 @@ def _decode_text(body: bytes) -> str:
 
 
 def _item_object(s: str, i: int) -> tuple[Any, int]:
-    return rawjson.scan_object(s, i, {"value": rawjson.scan_raw})
+    # Only an object is descended into; any other value is kept as decoded, for the shared
+    # checks to refuse with the same message the fast path gives (the two parsers agree).
+    if i < len(s) and s[i] == "{":
+        return rawjson.scan_object(s, i, {"value": rawjson.scan_raw})
+    return rawjson.scan_value(s, i)
 
 
 def parse_options(raw: object, where: str) -> Options:
@@ -237,13 +242,15 @@ def parse_bulk(body: bytes) -> tuple[list[str], dict[str, str]]:
 
 
 def _operation(s: str, i: int) -> tuple[Any, int]:
-    return rawjson.scan_object(s, i, {"request": _item_object})
+    if i < len(s) and s[i] == "{":
+        return rawjson.scan_object(s, i, {"request": _item_object})
+    return rawjson.scan_value(s, i)  # not an operation: the shared checks refuse it
 
 
 def _operations(s: str, i: int) -> tuple[Any, int]:
-    if i < len(s) and s[i] == "n":
-        return rawjson.scan_value(s, i)  # null
-    return rawjson.scan_array(s, i, _operation)
+    if i < len(s) and s[i] == "[":
+        return rawjson.scan_array(s, i, _operation)
+    return rawjson.scan_value(s, i)  # null, or a value the shared checks refuse
 
 
 def _transaction_from_canonical(document: Any) -> dict[str, Any] | None:
@@ -251,8 +258,6 @@ def _transaction_from_canonical(document: Any) -> dict[str, Any] | None:
         return None
     lowered: dict[str, Any] = {str(k).lower(): v for k, v in document.items()}
     operations = lowered.get("operations")
-    if operations is not None and not isinstance(operations, list):
-        return None  # the walker refuses it with its own 400, so both paths answer alike
     if isinstance(operations, list):
         converted = []
         for op in operations:
@@ -277,10 +282,18 @@ def parse_transaction(body: bytes, query_metadata: Mapping[str, str]) -> Transac
             )
         except rawjson.JSONShapeError as exc:
             raise malformed(f"failed deserializing HTTP body: {exc}") from None
+    raw_operations = document.get("operations")
+    if raw_operations is None:
+        raw_operations = []
+    elif not isinstance(raw_operations, list):
+        raise malformed(
+            'failed deserializing HTTP body: "operations" must be an array of '
+            "{operation, request} objects"
+        )
     metadata = parse_metadata(document.get("metadata"), "body")
     metadata.update(query_metadata)
     operations: list[SaveItem | DeleteItem] = []
-    for index, op in enumerate(document.get("operations") or []):
+    for index, op in enumerate(raw_operations):
         where = f"operations[{index}]"
         if not isinstance(op, dict):
             raise malformed(f"{where} must be an object with operation and request")

@@ -7,6 +7,7 @@ Codes and statuses follow dapr/dapr `pkg/messages` and `pkg/api/errors/state.go`
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +22,19 @@ class DaprError(Exception):
     code: str
     message: str
     details: list[dict[str, Any]] = field(default_factory=list)
+    #: Extra response headers (`Allow` on a 405).
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def body(self) -> bytes:
         document: dict[str, Any] = {"errorCode": self.code, "message": self.message}
         if self.details:
             document["details"] = self.details
-        return orjson.dumps(document)
+        try:
+            return orjson.dumps(document)
+        except TypeError:
+            # A message quoting the client's text may hold a lone surrogate, which orjson
+            # refuses; the stdlib writes it as a \uXXXX escape, so the error is still JSON.
+            return json.dumps(document).encode()
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
@@ -67,6 +75,29 @@ def store_not_configured(store: str, app_id: str) -> DaprError:
         "ERR_STATE_STORE_NOT_CONFIGURED",
         f"state store {store} is not configured",
         [_error_info("DAPR_STATE_NOT_CONFIGURED", {"appID": app_id})],
+    )
+
+
+def internal(method: str, route: str, exc: BaseException) -> DaprError:
+    """A request that failed in a way no handler foresaw: the sidecar's bug, never the client's.
+
+    The message names the route and the exception's type only; the traceback goes to the log.
+    """
+    return DaprError(
+        500,
+        "ERR_INTERNAL",
+        f"internal error serving {method} {route} ({type(exc).__name__}); the sidecar logged "
+        "the details. Please report it",
+    )
+
+
+def method_not_allowed(method: str, route: str, allowed: tuple[str, ...]) -> DaprError:
+    allow = ", ".join(allowed)
+    return DaprError(
+        405,
+        "ERR_METHOD_NOT_ALLOWED",
+        f"{route} does not take {method}; it takes {allow}",
+        headers=[(b"allow", allow.encode())],
     )
 
 

@@ -9,6 +9,7 @@ transaction build their operations with the same `operation()`, so the two route
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol, overload
@@ -23,6 +24,12 @@ CONSISTENCY: Final = frozenset({"eventual", "strong"})
 TTL_METADATA: Final = "ttlInSeconds"
 #: The largest TTL Dapr accepts (components-contrib state/utils/ttl.go: MaxInt32).
 MAX_TTL: Final = 2**31 - 1
+#: The longest user key, in bytes of UTF-8, on every backend (docs/state-api.md, "Keys").
+#: PostgreSQL cannot index a key over ~2.7 KB (btree); 2 KiB leaves room for the prefix.
+MAX_KEY_BYTES: Final = 2048
+#: `ttlInSeconds`: an optional '-' then ASCII digits, nothing else (no spaces, '+', '_' or
+#: non-ASCII digits, all of which Python's int() would take).
+_TTL_GRAMMAR: Final = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +77,37 @@ class Store(Protocol):
 
 
 def stored_key(store: Store, key: str) -> str:
-    """The key as the backend stores it (daprd's key prefix), or a 400 for a key Dapr refuses."""
+    """The key as the backend stores it (daprd's key prefix), or a 400 for a key Dapr refuses
+    or some backend cannot store: a lone surrogate (not UTF-8), or over `MAX_KEY_BYTES`.
+
+    Every route's keys pass here (get, delete, save, bulk get, transaction), so the answer is
+    the same on every backend.
+    """
     try:
-        return keys.stored_key(store.prefix, key)
+        stored = keys.stored_key(store.prefix, key)
     except keys.IllegalKeyError:
         raise errors.illegal_key(store.name, key) from None
     except keys.NulInKeyError as exc:
         raise errors.malformed(str(exc)) from None
+    # An ASCII key's length is its UTF-8 size: the common key costs two C-level checks.
+    if len(key) > MAX_KEY_BYTES or not key.isascii():
+        _check_unicode_key(key)
+    return stored
+
+
+def _check_unicode_key(key: str) -> None:
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise errors.malformed(
+            f"key has a lone surrogate (\\u{ord(key[exc.start]):04x}) at character {exc.start}, "
+            "which is not Unicode text and no backend can store; send the pair, or the character"
+        ) from None
+    if size > MAX_KEY_BYTES:
+        raise errors.malformed(
+            f"key is {size} bytes of UTF-8; keys are limited to {MAX_KEY_BYTES} bytes on every "
+            "backend (PostgreSQL cannot index longer ones)"
+        )
 
 
 def header_choice(raw: str | None, name: str, allowed: frozenset[str]) -> str | None:
@@ -147,17 +178,17 @@ def ttl(metadata: Mapping[str, str], default: int | None) -> int | None:
     raw = metadata.get(TTL_METADATA)
     if raw is None:
         return default
-    text = raw.strip()
-    try:
-        seconds = int(text)
-    except ValueError:
+    if _TTL_GRAMMAR.fullmatch(raw) is None:
         raise errors.malformed(
-            f"metadata.{TTL_METADATA} must be an integer number of seconds (>= -1), got {raw!r}; "
-            "nothing was written"
-        ) from None
+            f"metadata.{TTL_METADATA} must be an integer number of seconds (>= -1), written as "
+            f"an optional '-' and the digits 0-9, got {raw!r}; nothing was written"
+        )
+    # Past 10 digits (leading zeros aside) it is out of range; int() would refuse 4300+.
+    digits = raw.lstrip("-").lstrip("0")
+    seconds = int(raw) if len(digits) <= 10 else MAX_TTL + 1
     if seconds < -1 or seconds > MAX_TTL:
         raise errors.malformed(
-            f"metadata.{TTL_METADATA} must be between -1 and {MAX_TTL}, got {seconds}; "
+            f"metadata.{TTL_METADATA} must be between -1 and {MAX_TTL}, got {raw}; "
             "nothing was written"
         )
     return seconds if seconds > 0 else None

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 _WS: Final = re.compile(r"[ \t\n\r]*")
+#: orjson's nesting limit (the fast path's); the walker accepts at least as deep.
+MAX_DEPTH: Final = 1024
+_DEPTH_HEADROOM: Final = MAX_DEPTH + 200
 
 
 def _reject_constant(name: str) -> Any:
@@ -55,8 +59,38 @@ def scan_value(s: str, i: int) -> tuple[Any, int]:
         raise JSONShapeError(f"expected a JSON value at offset {exc.value}") from None
     except json.JSONDecodeError as exc:
         raise JSONShapeError(f"{exc.msg} at offset {exc.pos}") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        return _scan_deep(s, i)
+    except ValueError as exc:
         raise JSONShapeError(f"{exc} at offset {i}") from None
+
+
+def _scan_deep(s: str, i: int) -> tuple[Any, int]:
+    """A value nested deeper than the interpreter's recursion limit lets the C scanner go.
+
+    The fast path (orjson) takes nesting up to `MAX_DEPTH` levels, so the walker must too, or
+    the same document would be accepted compact and refused pretty-printed. A body orjson
+    refuses takes the walker on both paths, so the walker may go a little deeper; past the
+    headroom it is a 400. Rare (only hostile bodies nest this deep), so the limit is raised for
+    this one scan only.
+    """
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + _DEPTH_HEADROOM)
+    try:
+        value, end = _scan_once(s, i)
+    except RecursionError:
+        raise JSONShapeError(
+            f"the JSON nests deeper than {MAX_DEPTH} levels at offset {i}"
+        ) from None
+    except StopIteration as exc:
+        raise JSONShapeError(f"expected a JSON value at offset {exc.value}") from None
+    except json.JSONDecodeError as exc:
+        raise JSONShapeError(f"{exc.msg} at offset {exc.pos}") from None
+    except ValueError as exc:
+        raise JSONShapeError(f"{exc} at offset {i}") from None
+    finally:
+        sys.setrecursionlimit(limit)
+    return value, end
 
 
 def scan_raw(s: str, i: int) -> tuple[Raw, int]:

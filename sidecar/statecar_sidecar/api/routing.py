@@ -2,9 +2,12 @@
 The Dapr state API's front door: a pure ASGI layer in front of the FastAPI app.
 
 It checks the API token, routes `/v1.0/state/...` and `/v1.0-alpha1/state/.../query` to the
-`handlers`, renders a `DaprError` as Dapr's JSON and sends the reply; every other request goes
-on to FastAPI. Serving these routes below FastAPI's request machinery is a measured choice: that
-machinery costs several times the whole GET budget (bench/README.md, "Where the time goes"). Statuses,
+`handlers` (404 for a path no route matches, 405 for a route called with another method),
+renders a `DaprError` as Dapr's JSON, turns any other exception into a JSON 500 `ERR_INTERNAL`
+(logged with its traceback), records `dapr_http_server_*` under the matched route whatever the
+outcome, and sends the reply; every other request goes on to FastAPI.
+
+Serving these routes below FastAPI's request machinery is a measured choice: that machinery costs several times the whole GET budget (bench/README.md, "Where the time goes"). Statuses,
 codes and bodies follow daprd (Dapr docs, state API reference); deliberate differences are
 listed in docs/state-api.md.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
@@ -40,6 +44,19 @@ ROUTE_KEY: Final = "/v1.0/state/{storeName}/{key}"
 ROUTE_BULK: Final = "/v1.0/state/{storeName}/bulk"
 ROUTE_TRANSACTION: Final = "/v1.0/state/{storeName}/transaction"
 ROUTE_QUERY: Final = "/v1.0-alpha1/state/{storeName}/query"
+#: The label of a request whose path matches no route.
+_UNMATCHED: Final = "unknown"
+_ALLOW_WRITE: Final = ("POST", "PUT")
+_ALLOW_KEY: Final = ("DELETE", "GET")
+_ALLOW_ALL: Final = ("DELETE", "GET", "POST", "PUT")
+# `_route`'s answers, built once: matching allocates nothing per request.
+_QUERY: Final = (ROUTE_QUERY, _ALLOW_WRITE)
+_SAVE: Final = (ROUTE_SAVE, _ALLOW_WRITE)
+_KEY: Final = (ROUTE_KEY, _ALLOW_KEY)
+_KEY_NAMED_LIKE_A_ROUTE: Final = (ROUTE_KEY, _ALLOW_ALL)
+_BULK: Final = (ROUTE_BULK, _ALLOW_ALL)
+_TRANSACTION: Final = (ROUTE_TRANSACTION, _ALLOW_ALL)
+_NO_ROUTE: Final[tuple[str, tuple[str, ...]]] = (_UNMATCHED, ())
 
 
 class StateAPI:
@@ -78,13 +95,13 @@ class StateAPI:
                 }
             )
             await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+            segments = _state_segments(raw_path)
+            if segments is not None:
+                route, _ = _route(scope["method"], segments)
+                self.metrics.http(scope["method"], route, 401, 0.0)
             return
-        segments = [s for s in raw_path.split(b"/") if s]
-        if (
-            len(segments) >= 3
-            and segments[1] == b"state"
-            and segments[0] in (b"v1.0", b"v1.0-alpha1")
-        ):
+        segments = _state_segments(raw_path)
+        if segments is not None:
             await self._serve(scope, receive, send, segments)
             return
         await self.app(scope, receive, send)
@@ -94,14 +111,22 @@ class StateAPI:
     ) -> None:
         started = time.perf_counter()
         request = Request(scope, receive)
-        # Known gap, kept as it is (issue 8, item 8): a request that fails is labelled "unknown".
-        route = "unknown"
+        # The label is the route the path matched, whatever the outcome (daprd labels a request
+        # by its path, not by its status); a path no route matches is "unknown".
+        route = _UNMATCHED
         try:
-            route, reply = await self._dispatch(request, segments)
+            route, allowed = _route(request.method, segments)
+            if request.method not in allowed:
+                raise _refusal(request.method, route, allowed, segments)
+            reply = await self._dispatch(route, request, segments)
         except DaprError as exc:
-            reply = Reply(exc.status, exc.body(), [JSON])
+            reply = Reply(exc.status, exc.body(), [JSON, *exc.headers] if exc.headers else [JSON])
             if exc.status >= 500:
                 log.warning("%s %s: %s", request.method, route, exc)
+        except Exception as exc:  # the one catch-all: no request may get a non-JSON error
+            log.exception("%s %s: unexpected error", request.method, route)
+            crash = errors.internal(request.method, route, exc)
+            reply = Reply(crash.status, crash.body(), [JSON])
         headers = reply.headers
         if reply.body:
             # An explicit length spares the client chunked decoding on every response.
@@ -112,31 +137,61 @@ class StateAPI:
             request.method, route, reply.status, (time.perf_counter() - started) * 1000
         )
 
-    async def _dispatch(self, request: Request, segments: list[bytes]) -> tuple[str, Reply]:
-        """The route template and the handler's reply; Dapr's routes (state API reference)."""
-        method = request.method
+    def _dispatch(self, route: str, request: Request, segments: list[bytes]) -> Awaitable[Reply]:
+        """The handler call for a matched route (Dapr's routes, state API reference)."""
         handlers = self.handlers
         store_name = _decode_segment(segments[2])
-        if segments[0] == b"v1.0-alpha1":
-            if len(segments) == 4 and segments[3] == b"query" and method in _WRITE_METHODS:
-                return ROUTE_QUERY, await handlers.query(request, store_name)
-            raise _no_route(request, segments)
-        if len(segments) == 3 and method in _WRITE_METHODS:
-            return ROUTE_SAVE, await handlers.save(request, store_name)
-        if len(segments) == 4:
-            if method == "GET":
-                return ROUTE_KEY, await handlers.get(
-                    request, store_name, _decode_segment(segments[3])
-                )
-            if method == "DELETE":
-                return ROUTE_KEY, await handlers.delete(
-                    request, store_name, _decode_segment(segments[3])
-                )
-            if method in _WRITE_METHODS and segments[3] == b"bulk":
-                return ROUTE_BULK, await handlers.bulk(request, store_name)
-            if method in _WRITE_METHODS and segments[3] == b"transaction":
-                return ROUTE_TRANSACTION, await handlers.transaction(request, store_name)
-        raise _no_route(request, segments)
+        if route is ROUTE_KEY:
+            key = _decode_segment(segments[3])
+            if request.method == "GET":
+                return handlers.get(request, store_name, key)
+            return handlers.delete(request, store_name, key)
+        if route is ROUTE_SAVE:
+            return handlers.save(request, store_name)
+        if route is ROUTE_BULK:
+            return handlers.bulk(request, store_name)
+        if route is ROUTE_TRANSACTION:
+            return handlers.transaction(request, store_name)
+        return handlers.query(request, store_name)
+
+
+def _route(method: str, segments: list[bytes]) -> tuple[str, tuple[str, ...]]:
+    """The route template the path (and, for `/bulk` and `/transaction`, the method) matches,
+    with the methods that path takes; `_UNMATCHED` and no methods when no route matches.
+
+    GET and DELETE of a key called "bulk" or "transaction" are key routes, as in daprd.
+    """
+    count = len(segments)
+    if segments[0] == b"v1.0-alpha1":
+        if count == 4 and segments[3] == b"query":
+            return _QUERY
+        return _NO_ROUTE
+    if count == 3:
+        return _SAVE
+    if count == 4:
+        last = segments[3]
+        if last == b"bulk" or last == b"transaction":
+            if method == "GET" or method == "DELETE":
+                return _KEY_NAMED_LIKE_A_ROUTE
+            return _BULK if last == b"bulk" else _TRANSACTION
+        return _KEY
+    return _NO_ROUTE
+
+
+def _refusal(method: str, route: str, allowed: tuple[str, ...], segments: list[bytes]) -> DaprError:
+    """A path no route matches is a 404; a route called with another method is a 405 with an
+    `Allow` header (RFC 9110 §15.5.6)."""
+    if route is _UNMATCHED:
+        return _no_route(method, segments)
+    return errors.method_not_allowed(method, route, allowed)
+
+
+def _state_segments(raw_path: bytes) -> list[bytes] | None:
+    """The path's non-empty segments when it is a state API path, else None."""
+    segments = [s for s in raw_path.split(b"/") if s]
+    if len(segments) >= 3 and segments[1] == b"state" and segments[0] in (b"v1.0", b"v1.0-alpha1"):
+        return segments
+    return None
 
 
 def authorized(scope: Scope, raw_path: bytes, token: bytes) -> bool:
@@ -166,12 +221,12 @@ def _decode_segment(segment: bytes) -> str:
         raise errors.malformed("the key is not UTF-8 once percent-decoded") from None
 
 
-def _no_route(request: Request, segments: list[bytes]) -> DaprError:
+def _no_route(method: str, segments: list[bytes]) -> DaprError:
     path = "/" + "/".join(s.decode("latin-1") for s in segments)
     return DaprError(
         404,
-        "ERR_DIRECT_INVOKE" if request.method != "GET" or len(segments) != 3 else "ERR_NOT_FOUND",
-        f"no state API route for {request.method} {path}: keys containing '/' must be "
+        "ERR_DIRECT_INVOKE",
+        f"no state API route for {method} {path}: keys containing '/' must be "
         "percent-encoded (%2F); see /v1.0/state/{store}/{key}, /bulk, /transaction and "
         "/v1.0-alpha1/state/{store}/query",
     )
