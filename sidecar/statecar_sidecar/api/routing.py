@@ -7,7 +7,8 @@ renders a `DaprError` as Dapr's JSON, turns any other exception into a JSON 500 
 (logged with its traceback), records `dapr_http_server_*` under the matched route whatever the
 outcome, and sends the reply; every other request goes on to FastAPI.
 
-Serving these routes below FastAPI's request machinery is a measured choice: that machinery costs several times the whole GET budget (bench/README.md, "Where the time goes"). Statuses,
+Serving these routes below FastAPI's request machinery is a measured choice: that machinery
+costs several times the whole GET budget (bench/README.md, "Where the time goes"). Statuses,
 codes and bodies follow daprd (Dapr docs, state API reference); deliberate differences are
 listed in docs/state-api.md.
 """
