@@ -130,8 +130,14 @@ def make_floor(redis_host: str, redis_port: int, key_prefix: str, save_sha: str 
                 more = message.get("more_body", False)
             (item,) = orjson.loads(body)
             await redis.call(  # type: ignore[union-attr]
-                b"EVALSHA", sha, 1, prefix + item["key"].encode(), b"", b"0",
-                orjson.dumps(item["value"]), b"0",
+                b"EVALSHA",
+                sha,
+                1,
+                prefix + item["key"].encode(),
+                b"",
+                b"0",
+                orjson.dumps(item["value"]),
+                b"0",
             )
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})

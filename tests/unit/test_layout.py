@@ -16,13 +16,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_source_folders_are_not_packages() -> None:
     for folder in ("operator", "sidecar", "contract", "cli"):
-        assert not (ROOT / folder / "__init__.py").exists(), f"{folder}/__init__.py would shadow or confuse imports"
+        assert not (ROOT / folder / "__init__.py").exists(), (
+            f"{folder}/__init__.py would shadow or confuse imports"
+        )
 
 
 def test_import_operator_is_the_standard_library() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "import operator, statecar_operator; print(operator.__file__); print(operator.itemgetter)"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import operator, statecar_operator; print(operator.__file__); print(operator.itemgetter)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "lib/python3" in result.stdout.splitlines()[0]
 
@@ -41,5 +50,10 @@ def test_the_sidecar_does_not_load_kopf_and_the_operator_does_not_load_fastapi()
         "import sys, statecar_sidecar.server; assert 'kopf' not in sys.modules;"
         "import statecar_contract.components; print('ok')"
     )
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "ok"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "ok"
+    )
     importlib.import_module("statecar_contract.wiring")
