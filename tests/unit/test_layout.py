@@ -5,6 +5,7 @@ packages, so `import operator` stays the standard library's; one console script.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import subprocess
 import sys
@@ -41,7 +42,9 @@ def test_one_console_script_with_subcommands() -> None:
     assert project["scripts"] == {"statecar": "statecar_cli.main:main"}
     from statecar_cli.main import build_parser
 
-    subcommands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    subcommands = next(
+        a.choices for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
     assert {"sidecar", "run", "operator", "inject", "version"} <= set(subcommands)
 
 
