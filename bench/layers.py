@@ -35,8 +35,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -125,12 +129,14 @@ async def main_async(args: argparse.Namespace, redis_port: int, work: Path) -> N
             + b",".join(b'{"key":"k%d","value":%s}' % (i, VALUE) for i in range(start, start + 100))
             + b"]"
         )
-        sent: list[dict[str, Any]] = []
+        sent: list[MutableMapping[str, Any]] = []
 
         async def recv(body: bytes = body) -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def snd(m: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+        async def snd(
+            m: MutableMapping[str, Any], sent: list[MutableMapping[str, Any]] = sent
+        ) -> None:
             sent.append(m)
 
         await app(
@@ -153,7 +159,8 @@ async def main_async(args: argparse.Namespace, redis_port: int, work: Path) -> N
         )
         assert sent[0]["status"] == 204, sent
     floor = make_floor("127.0.0.1", redis_port, "bench||", None)
-    startup = asyncio.Queue()  # drive the floor app's lifespan to open its connection
+    # Drive the floor app's lifespan to open its connection.
+    startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await startup.put({"type": "lifespan.startup"})
     done: list[str] = []
 
@@ -172,12 +179,13 @@ async def main_async(args: argparse.Namespace, redis_port: int, work: Path) -> N
         app, runtime=runtime, metrics=metrics, api_token=None, max_body_bytes=4 << 20
     )
     quiet_metrics = Metrics("bench")
-    quiet_metrics.http = lambda *a: None  # type: ignore[method-assign,assignment]
-    quiet_metrics.state = lambda *a: None  # type: ignore[method-assign,assignment]
+    quiet_metrics.http = lambda *a: None  # type: ignore[method-assign]  # observations made no-ops
+    quiet_metrics.state = lambda *a: None  # type: ignore[method-assign]  # likewise
     state_quiet = StateAPI(
         app, runtime=runtime, metrics=quiet_metrics, api_token=None, max_body_bytes=4 << 20
     )
-    proxied = proxy.ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")
+    # StateAPI is an ASGI 3 app; uvicorn types one with its own (narrower) message TypedDicts.
+    proxied = proxy.ProxyHeadersMiddleware(cast("ASGI3Application", app), trusted_hosts="127.0.0.1")
     layers = [
         ("null", null),
         ("floor", floor),

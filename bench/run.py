@@ -401,7 +401,7 @@ def run_wrk(
     mode: str,
     base: str,
     connections: int,
-    duration: int,
+    duration: float,
     cpu: set[int],
     value_file: Path | None = None,
     nkeys: int = NKEYS,
@@ -480,7 +480,7 @@ def run_ratepace(
     )
     if result.returncode != 0:
         raise RuntimeError(f"ratepace failed: {result.stderr}")
-    d = json.loads(result.stdout.strip().splitlines()[-1])
+    d: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     ok = d["status"].get("2xx", 0)
     d["ok_share"] = ok / max(1, d["expected"])
     d["rate_share"] = d["achieved_rate"] / rate
@@ -791,16 +791,17 @@ class Bench:
 
     def saturated_rounds(self, want_s1: bool, want_s4: bool) -> None:
         d = self.durations["S1"]
-        fl, sc = (self.floor_port, self.floor.pid), (self.sidecar_port, self.sidecar.pid)
+        floor = (self.floor_port, self.floor.pid)
+        sidecar = (self.sidecar_port, self.sidecar.pid)
         targets: list[tuple[str, tuple[int, int], str]] = []
         if want_s1:
-            targets += [("floor GET", fl, "get"), ("sidecar GET", sc, "get")]
+            targets += [("floor GET", floor, "get"), ("sidecar GET", sidecar, "get")]
         if want_s4:
             if not want_s1:
-                targets += [("sidecar GET", sc, "get")]
-            targets += [("sidecar save", sc, "save")]
+                targets += [("sidecar GET", sidecar, "get")]
+            targets += [("sidecar save", sidecar, "save")]
             if self.floor_save:
-                targets += [("floor save", fl, "save")]
+                targets += [("floor save", floor, "save")]
         runs: dict[str, list[Run]] = {t[0]: [] for t in targets}
         for i in range(self.runs):
             for name, (port, pid), mode in targets:
@@ -1098,7 +1099,7 @@ class Bench:
             (f"transaction of {BATCH}", txn, "EVALSHA×1, 1 round trip", None),
             ("delete", delete, "EVALSHA×1 (info)", None),
         ]
-        results = {}
+        results: dict[str, dict[str, Any]] = {}
         baseline_reads = 0.0
         stats_addr = f"127.0.0.1:{self.r.sock.getsockname()[1]}"
 

@@ -11,7 +11,8 @@ Variants (cumulative):
                 instead of a FastAPI middleware: state requests skip FastAPI.__call__ (its
                 per-request OpenTelemetry `enabled()` check), Starlette's ServerErrorMiddleware
                 (and its `_send` wrapper on every message), ExceptionTelemetryMiddleware and
-                AppBodyLimitMiddleware.
+                AppBodyLimitMiddleware. `create_app` now builds exactly this, so nothing is
+                patched: the step is the same code as ``as-is``, kept so the ladder stays put.
 * ``+noproxy``  also uvicorn `proxy_headers=False` (the sidecar listens on loopback; the
                 X-Forwarded-* rewrite middleware runs on every request for nothing).
 * ``noreload``  (not cumulative) as-is with the component folder poll switched off: every
@@ -37,6 +38,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -54,47 +56,28 @@ def child(variant: str, argv: list[str]) -> None:
 
         from statecar_sidecar.runtime import Reloader
 
-        async def idle(self):  # type: ignore[no-untyped-def]
+        async def idle(self: Reloader) -> None:
             await asyncio.Event().wait()
 
-        Reloader.run = idle  # type: ignore[method-assign]
+        Reloader.run = idle  # type: ignore[method-assign]  # the folder poll switched off
         base_name = "as-is"
     level = VARIANTS.index(base_name)
     import uvicorn
 
-    import statecar_sidecar.server as server
-    from statecar_sidecar.api.routing import StateAPI
     from statecar_sidecar.metrics import Metrics
 
-    if level >= 1:
-        original = server.create_app
-
-        def create_app(runtime, metrics, *, api_token, max_body_bytes):  # type: ignore[no-untyped-def]
-            app = original(runtime, metrics, api_token=api_token, max_body_bytes=max_body_bytes)
-            app.user_middleware = [m for m in app.user_middleware if m.cls is not StateAPI]
-            outer = StateAPI(
-                app,
-                runtime=runtime,
-                metrics=metrics,
-                api_token=api_token,
-                max_body_bytes=max_body_bytes,
-            )
-            outer.state = app.state  # type: ignore[attr-defined]  # server.py reads app.state.health
-            return outer
-
-        server.create_app = create_app  # type: ignore[assignment]
+    # level 1, "outer": what `statecar_sidecar.app.create_app` builds already; nothing to patch.
     if level >= 2:
-        base = uvicorn.Config
 
-        class Config(base):  # type: ignore[misc,valid-type]
-            def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        class Config(uvicorn.Config):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
                 kwargs["proxy_headers"] = False
                 super().__init__(*args, **kwargs)
 
-        uvicorn.Config = Config  # type: ignore[misc]
+        uvicorn.Config = Config  # type: ignore[misc]  # the server builds this subclass instead
     if level >= 3:
-        Metrics.http = lambda self, *a: None  # type: ignore[method-assign,assignment]
-        Metrics.state = lambda self, *a: None  # type: ignore[method-assign,assignment]
+        Metrics.http = lambda self, *a: None  # type: ignore[method-assign]  # observations made no-ops
+        Metrics.state = lambda self, *a: None  # type: ignore[method-assign]  # likewise
     sys.argv = argv
     from statecar_cli.main import main
 
