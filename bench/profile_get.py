@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -32,7 +33,7 @@ sys.path.insert(0, str(BENCH))
 
 def child(argv: list[str], profiler: str, out: Path, target: str) -> None:
     """Run the sidecar (or floor app) in this process; profile between SIGUSR1 and SIGUSR2."""
-    state: dict[str, object] = {}
+    state: dict[str, Any] = {}  # "prof": a cProfile or a pyinstrument profiler; "t0": a float
 
     def start(*_: object) -> None:
         if profiler == "cprofile":
@@ -52,19 +53,19 @@ def child(argv: list[str], profiler: str, out: Path, target: str) -> None:
         prof = state.pop("prof", None)
         if prof is None:
             return
-        elapsed = time.perf_counter() - state["t0"]  # type: ignore[operator]
+        elapsed = time.perf_counter() - state["t0"]
         if profiler == "cprofile":
             import pstats
 
-            prof.disable()  # type: ignore[attr-defined]
-            prof.dump_stats(out / f"{target}.prof")  # type: ignore[attr-defined]
+            prof.disable()
+            prof.dump_stats(out / f"{target}.prof")
             with (out / f"{target}-cprofile.txt").open("w") as f:
                 f.write(f"profiled window: {elapsed:.2f} s\n")
                 stats = pstats.Stats(str(out / f"{target}.prof"), stream=f)
                 stats.sort_stats("tottime").print_stats(45)
                 stats.sort_stats("cumulative").print_stats(60)
         else:
-            session = prof.stop()  # type: ignore[attr-defined]
+            session = prof.stop()
             from pyinstrument.renderers import ConsoleRenderer
 
             tree = ConsoleRenderer(
@@ -80,7 +81,7 @@ def child(argv: list[str], profiler: str, out: Path, target: str) -> None:
                 f"profiled window: {elapsed:.2f} s\n" + flat
             )
             session.save(str(out / f"{target}.pyisession"))
-            (out / f"{target}-pyinstrument.html").write_text(prof.output_html())  # type: ignore[attr-defined]
+            (out / f"{target}-pyinstrument.html").write_text(prof.output_html())
         (out / "done").write_text("ok")
 
     signal.signal(signal.SIGUSR1, start)
