@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -151,9 +152,9 @@ def _write_wiring(path: Path, *components: ResolvedComponent) -> None:
     temporary.replace(path)  # atomic, as the kubelet's symlink swap is
 
 
-def _wait(condition: object, timeout: float = 10) -> None:
+def _wait(condition: Callable[[], object], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
 
