@@ -29,7 +29,7 @@ import asyncio
 import gc
 from collections import deque
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import orjson
@@ -50,7 +50,7 @@ class FloorRedis(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a TCP connection's: a Transport
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -68,7 +68,7 @@ class FloorRedis(asyncio.Protocol):
     def call(self, *args: Any) -> asyncio.Future[Any]:
         future = self.loop.create_future()
         self.waiters.append(future)
-        self.transport.write(hiredis.pack_command(args))  # type: ignore[union-attr]
+        self.transport.write(hiredis.pack_command(args))  # type: ignore[union-attr]  # only called once connected
         return future
 
 
@@ -101,7 +101,7 @@ def make_floor(redis_host: str, redis_port: int, key_prefix: str, save_sha: str 
         path: str = scope["path"]
         method: str = scope["method"]
         if method == "GET" and path.startswith(STATE_PREFIX):
-            data, version = await redis.call(  # type: ignore[union-attr]
+            data, version = await redis.call(  # type: ignore[union-attr]  # the lifespan connected it
                 b"HMGET", prefix + path[14:].encode(), b"data", b"version"
             )
             if data is None:
@@ -129,9 +129,15 @@ def make_floor(redis_host: str, redis_port: int, key_prefix: str, save_sha: str 
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
             (item,) = orjson.loads(body)
-            await redis.call(  # type: ignore[union-attr]
-                b"EVALSHA", sha, 1, prefix + item["key"].encode(), b"", b"0",
-                orjson.dumps(item["value"]), b"0",
+            await redis.call(  # type: ignore[union-attr]  # the lifespan connected it
+                b"EVALSHA",
+                sha,
+                1,
+                prefix + item["key"].encode(),
+                b"",
+                b"0",
+                orjson.dumps(item["value"]),
+                b"0",
             )
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})

@@ -35,13 +35,17 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-VALUE = (b'{"data":"' + (b"abcdefghijklmnopqrstuvwxyz" * 40)[:1013] + b'"}')
+VALUE = b'{"data":"' + (b"abcdefghijklmnopqrstuvwxyz" * 40)[:1013] + b'"}'
 NKEYS = 1000
 
 
@@ -68,11 +72,19 @@ async def drive(app: Any, total: int, concurrency: int = 50) -> float:
         for n in range(per_task):
             i = (offset + n) % NKEYS
             scope = {
-                "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-                "http_version": "1.1", "server": ("127.0.0.1", 3500),
-                "client": ("127.0.0.1", 50000 + offset), "scheme": "http", "method": "GET",
-                "root_path": "", "path": paths[i], "raw_path": raws[i], "query_string": b"",
-                "headers": headers, "state": {},
+                "type": "http",
+                "asgi": {"version": "3.0", "spec_version": "2.4"},
+                "http_version": "1.1",
+                "server": ("127.0.0.1", 3500),
+                "client": ("127.0.0.1", 50000 + offset),
+                "scheme": "http",
+                "method": "GET",
+                "root_path": "",
+                "path": paths[i],
+                "raw_path": raws[i],
+                "query_string": b"",
+                "headers": headers,
+                "state": {},
             }
             await app(scope, receive, send)
         statuses.append(status)
@@ -103,7 +115,8 @@ async def main_async(args: argparse.Namespace, redis_port: int, work: Path) -> N
     (components / "s.yaml").write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n"
         f"  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n"
-        f"    value: 127.0.0.1:{redis_port}\n")
+        f"    value: 127.0.0.1:{redis_port}\n"
+    )
     settings = SidecarSettings(app_id="bench", components_path=components)
     runtime = ComponentRuntime(app_id="bench", namespace=None)
     metrics = Metrics("bench")
@@ -111,24 +124,43 @@ async def main_async(args: argparse.Namespace, redis_port: int, work: Path) -> N
     app = create_app(runtime, metrics, api_token=None, max_body_bytes=4 << 20)
     # Seed through the app itself.
     for start in range(0, NKEYS, 100):
-        body = b"[" + b",".join(b'{"key":"k%d","value":%s}' % (i, VALUE)
-                                for i in range(start, start + 100)) + b"]"
-        sent: list[dict[str, Any]] = []
+        body = (
+            b"["
+            + b",".join(b'{"key":"k%d","value":%s}' % (i, VALUE) for i in range(start, start + 100))
+            + b"]"
+        )
+        sent: list[MutableMapping[str, Any]] = []
 
         async def recv(body: bytes = body) -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def snd(m: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+        async def snd(
+            m: MutableMapping[str, Any], sent: list[MutableMapping[str, Any]] = sent
+        ) -> None:
             sent.append(m)
 
-        await app({"type": "http", "method": "POST", "path": "/v1.0/state/s",
-                   "raw_path": b"/v1.0/state/s", "query_string": b"", "headers": [],
-                   "scheme": "http", "root_path": "", "server": ("127.0.0.1", 3500),
-                   "client": ("127.0.0.1", 1), "http_version": "1.1", "state": {}},
-                  recv, snd)
+        await app(
+            {
+                "type": "http",
+                "method": "POST",
+                "path": "/v1.0/state/s",
+                "raw_path": b"/v1.0/state/s",
+                "query_string": b"",
+                "headers": [],
+                "scheme": "http",
+                "root_path": "",
+                "server": ("127.0.0.1", 3500),
+                "client": ("127.0.0.1", 1),
+                "http_version": "1.1",
+                "state": {},
+            },
+            recv,
+            snd,
+        )
         assert sent[0]["status"] == 204, sent
     floor = make_floor("127.0.0.1", redis_port, "bench||", None)
-    startup = asyncio.Queue()  # drive the floor app's lifespan to open its connection
+    # Drive the floor app's lifespan to open its connection.
+    startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await startup.put({"type": "lifespan.startup"})
     done: list[str] = []
 
@@ -143,16 +175,25 @@ async def main_async(args: argparse.Namespace, redis_port: int, work: Path) -> N
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    state_only = StateAPI(app, runtime=runtime, metrics=metrics, api_token=None,
-                          max_body_bytes=4 << 20)
+    state_only = StateAPI(
+        app, runtime=runtime, metrics=metrics, api_token=None, max_body_bytes=4 << 20
+    )
     quiet_metrics = Metrics("bench")
-    quiet_metrics.http = lambda *a: None  # type: ignore[method-assign,assignment]
-    quiet_metrics.state = lambda *a: None  # type: ignore[method-assign,assignment]
-    state_quiet = StateAPI(app, runtime=runtime, metrics=quiet_metrics, api_token=None,
-                           max_body_bytes=4 << 20)
-    proxied = proxy.ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")
-    layers = [("null", null), ("floor", floor), ("StateAPI -metrics", state_quiet),
-              ("StateAPI", state_only), ("FastAPI(app)", app), ("+proxy_headers", proxied)]
+    quiet_metrics.http = lambda *a: None  # type: ignore[method-assign]  # observations made no-ops
+    quiet_metrics.state = lambda *a: None  # type: ignore[method-assign]  # likewise
+    state_quiet = StateAPI(
+        app, runtime=runtime, metrics=quiet_metrics, api_token=None, max_body_bytes=4 << 20
+    )
+    # StateAPI is an ASGI 3 app; uvicorn types one with its own (narrower) message TypedDicts.
+    proxied = proxy.ProxyHeadersMiddleware(cast("ASGI3Application", app), trusted_hosts="127.0.0.1")
+    layers = [
+        ("null", null),
+        ("floor", floor),
+        ("StateAPI -metrics", state_quiet),
+        ("StateAPI", state_only),
+        ("FastAPI(app)", app),
+        ("+proxy_headers", proxied),
+    ]
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
@@ -163,16 +204,20 @@ async def main_async(args: argparse.Namespace, redis_port: int, work: Path) -> N
         for name, layer in layers:
             results[name].append(await drive(layer, args.requests))
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\nCPU µs per GET in-process (median of {args.rounds} rounds × {args.requests} "
-          f"requests, 50 tasks, uvloop; load {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    print(
+        f"\nCPU µs per GET in-process (median of {args.rounds} rounds × {args.requests} "
+        f"requests, 50 tasks, uvloop; load {' '.join(f'{x:.2f}' for x in os.getloadavg())})"
+    )
     print("| layer | CPU µs/GET | minus driver (null) | Δ vs row above | range |")
     print("|---|---|---|---|---|")
     names = [name for name, _ in layers]
     for k, name in enumerate(names):
         v = results[name]
         delta = f"+{med[name] - med[names[k - 1]]:.1f}" if k >= 2 else ""
-        print(f"| {name} | {med[name]:.1f} | {med[name] - med['null']:.1f} | {delta} | "
-              f"{min(v):.1f}–{max(v):.1f} |")
+        print(
+            f"| {name} | {med[name]:.1f} | {med[name] - med['null']:.1f} | {delta} | "
+            f"{min(v):.1f}–{max(v):.1f} |"
+        )
     await runtime.close()
     lifespan.cancel()
 
@@ -181,7 +226,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=60000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cpu", type=int, default=0, help="CPU for this process; redis gets the other")
+    parser.add_argument(
+        "--cpu", type=int, default=0, help="CPU for this process; redis gets the other"
+    )
     args = parser.parse_args()
     import subprocess
 
@@ -192,9 +239,21 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="statecar-layers-"))
     port = harness.free_port()
     other = {1 - args.cpu} if (os.cpu_count() or 1) > 1 else {args.cpu}
-    redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port),
-                              "--save", "", "--appendonly", "no", "--dir", str(work)],
-                             stdout=subprocess.DEVNULL, preexec_fn=harness.affinity(other))
+    redis = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+        preexec_fn=harness.affinity(other),
+    )
     os.sched_setaffinity(0, {args.cpu})
     try:
         time.sleep(0.3)

@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -32,7 +33,7 @@ sys.path.insert(0, str(BENCH))
 
 def child(argv: list[str], profiler: str, out: Path, target: str) -> None:
     """Run the sidecar (or floor app) in this process; profile between SIGUSR1 and SIGUSR2."""
-    state: dict[str, object] = {}
+    state: dict[str, Any] = {}  # "prof": a cProfile or a pyinstrument profiler; "t0": a float
 
     def start(*_: object) -> None:
         if profiler == "cprofile":
@@ -52,31 +53,35 @@ def child(argv: list[str], profiler: str, out: Path, target: str) -> None:
         prof = state.pop("prof", None)
         if prof is None:
             return
-        elapsed = time.perf_counter() - state["t0"]  # type: ignore[operator]
+        elapsed = time.perf_counter() - state["t0"]
         if profiler == "cprofile":
             import pstats
 
-            prof.disable()  # type: ignore[attr-defined]
-            prof.dump_stats(out / f"{target}.prof")  # type: ignore[attr-defined]
+            prof.disable()
+            prof.dump_stats(out / f"{target}.prof")
             with (out / f"{target}-cprofile.txt").open("w") as f:
                 f.write(f"profiled window: {elapsed:.2f} s\n")
                 stats = pstats.Stats(str(out / f"{target}.prof"), stream=f)
                 stats.sort_stats("tottime").print_stats(45)
                 stats.sort_stats("cumulative").print_stats(60)
         else:
-            session = prof.stop()  # type: ignore[attr-defined]
+            session = prof.stop()
             from pyinstrument.renderers import ConsoleRenderer
 
-            tree = ConsoleRenderer(unicode=False, color=False, show_all=True,
-                                   short_mode=False).render(session)
-            flat = ConsoleRenderer(unicode=False, color=False, flat=True,
-                                   show_all=True).render(session)
+            tree = ConsoleRenderer(
+                unicode=False, color=False, show_all=True, short_mode=False
+            ).render(session)
+            flat = ConsoleRenderer(unicode=False, color=False, flat=True, show_all=True).render(
+                session
+            )
             (out / f"{target}-pyinstrument.txt").write_text(
-                f"profiled window: {elapsed:.2f} s\n" + tree)
+                f"profiled window: {elapsed:.2f} s\n" + tree
+            )
             (out / f"{target}-pyinstrument-flat.txt").write_text(
-                f"profiled window: {elapsed:.2f} s\n" + flat)
+                f"profiled window: {elapsed:.2f} s\n" + flat
+            )
             session.save(str(out / f"{target}.pyisession"))
-            (out / f"{target}-pyinstrument.html").write_text(prof.output_html())  # type: ignore[attr-defined]
+            (out / f"{target}-pyinstrument.html").write_text(prof.output_html())
         (out / "done").write_text("ok")
 
     signal.signal(signal.SIGUSR1, start)
@@ -117,61 +122,126 @@ def main() -> int:
         import shutil
 
         bench.redis_port = harness.free_port()
-        bench.redis = harness.spawn("redis", [shutil.which("redis-server") or "redis-server",
-                                              "--port", str(bench.redis_port), "--save", "",
-                                              "--appendonly", "no", "--dir", str(bench.work)],
-                                    {1}, bench.work)
+        bench.redis = harness.spawn(
+            "redis",
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(bench.redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(bench.work),
+            ],
+            {1},
+            bench.work,
+        )
         procs.append(bench.redis)
         time.sleep(0.3)
         bench.r = harness.Redis(bench.redis_port)
         components = bench.work / "components"
         components.mkdir()
-        (components / "s.yaml").write_text(harness.component_yaml(
-            "s", "state.redis", {"redisHost": f"127.0.0.1:{bench.redis_port}"}))
+        (components / "s.yaml").write_text(
+            harness.component_yaml(
+                "s", "state.redis", {"redisHost": f"127.0.0.1:{bench.redis_port}"}
+            )
+        )
         port = harness.free_port()
-        sidecar_argv = ["statecar", "sidecar", "--app-id", "bench", "--components-path",
-                        str(components), "--http-port", str(port), "--metrics-port",
-                        str(harness.free_port()), "--log-level", "warning"]
+        sidecar_argv = [
+            "statecar",
+            "sidecar",
+            "--app-id",
+            "bench",
+            "--components-path",
+            str(components),
+            "--http-port",
+            str(port),
+            "--metrics-port",
+            str(harness.free_port()),
+            "--log-level",
+            "warning",
+        ]
         # The sidecar seeds the keys (statecar's own hash layout), profiled or not.
         if args.target == "sidecar":
             prof_argv = sidecar_argv
             seed_port = port
         else:
             seed_port = harness.free_port()
-            seeder = harness.spawn("seeder", [*harness.sidecar_command(), "sidecar", "--app-id",
-                                              "bench", "--components-path", str(components),
-                                              "--http-port", str(seed_port), "--metrics-port",
-                                              "0"], {0}, bench.work, harness.clean_env())
+            seeder = harness.spawn(
+                "seeder",
+                [
+                    *harness.sidecar_command(),
+                    "sidecar",
+                    "--app-id",
+                    "bench",
+                    "--components-path",
+                    str(components),
+                    "--http-port",
+                    str(seed_port),
+                    "--metrics-port",
+                    "0",
+                ],
+                {0},
+                bench.work,
+                harness.clean_env(),
+            )
             procs.append(seeder)
             harness.wait_http(seeder, seed_port, "/v1.0/healthz", {204})
             from statecar_sidecar.stores.redis.scripts import SAVE
 
             bench.r(*SAVE.load_command())
-            prof_argv = ["floor_app.py", "--app", "floor", "--port", str(port), "--redis-port",
-                         str(bench.redis_port), "--save-sha", SAVE.sha1.decode()]
-        proc = harness.spawn(args.target, [sys.executable, __file__, "--child", args.profiler,
-                                           str(args.out), args.target, *prof_argv],
-                             {0}, bench.work, harness.clean_env())
+            prof_argv = [
+                "floor_app.py",
+                "--app",
+                "floor",
+                "--port",
+                str(port),
+                "--redis-port",
+                str(bench.redis_port),
+                "--save-sha",
+                SAVE.sha1.decode(),
+            ]
+        proc = harness.spawn(
+            args.target,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                args.profiler,
+                str(args.out),
+                args.target,
+                *prof_argv,
+            ],
+            {0},
+            bench.work,
+            harness.clean_env(),
+        )
         procs.append(proc)
         ready = "/v1.0/healthz" if args.target == "sidecar" else "/v1.0/state/s/none"
         harness.wait_http(proc, port, ready, {204}, timeout=60)
         bench.seed(seed_port, "s", ["k", "w"])
-        harness.run_wrk(port, args.mode, "/v1.0/state/s", args.connections, 2, {1},
-                        bench.value_file)  # warm-up
+        harness.run_wrk(
+            port, args.mode, "/v1.0/state/s", args.connections, 2, {1}, bench.value_file
+        )  # warm-up
         os.kill(proc.pid, signal.SIGUSR1)
         time.sleep(0.2)
         t0 = time.monotonic()
         before = harness.schedstat_ns(proc.pid)
-        result = harness.run_wrk(port, args.mode, "/v1.0/state/s", args.connections,
-                                 args.seconds, {1}, bench.value_file)
+        result = harness.run_wrk(
+            port, args.mode, "/v1.0/state/s", args.connections, args.seconds, {1}, bench.value_file
+        )
         cpu = (harness.schedstat_ns(proc.pid) - before) / 1e3 / max(1, result["requests"])
         os.kill(proc.pid, signal.SIGUSR2)
         deadline = time.monotonic() + 120
         while not (args.out / "done").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        print(f"{args.target} {args.mode} under {args.profiler}: {result['rps']:.0f} req/s, "
-              f"p50 {result['p50']:.2f} ms, {cpu:.0f} µs CPU/request (profiler overhead "
-              f"included), {time.monotonic() - t0:.0f} s; output in {args.out}")
+        print(
+            f"{args.target} {args.mode} under {args.profiler}: {result['rps']:.0f} req/s, "
+            f"p50 {result['p50']:.2f} ms, {cpu:.0f} µs CPU/request (profiler overhead "
+            f"included), {time.monotonic() - t0:.0f} s; output in {args.out}"
+        )
     finally:
         for p in reversed(procs):
             p.stop()

@@ -55,7 +55,7 @@ class _Itimerspec(ctypes.Structure):
 
 def _timerfd(start_ns: int, interval_ns: int) -> int:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fd = libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+    fd: int = libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "timerfd_create")
     spec = _Itimerspec(

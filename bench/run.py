@@ -59,7 +59,7 @@ APP_ID = "bench"
 STORE = "s"
 NKEYS = 1000
 BATCH = 10
-VALUE = (b'{"data":"' + (b"abcdefghijklmnopqrstuvwxyz" * 40)[:1013] + b'"}')
+VALUE = b'{"data":"' + (b"abcdefghijklmnopqrstuvwxyz" * 40)[:1013] + b'"}'
 assert len(VALUE) == 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "M", "B")
@@ -270,9 +270,14 @@ class Monitor:
 # ------------------------------------------------------------------------------- HTTP (sync)
 
 
-def http_call(port: int, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None, conn: http.client.HTTPConnection | None = None
-         ) -> tuple[int, dict[str, str], bytes]:
+def http_call(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    conn: http.client.HTTPConnection | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     own = conn is None
     conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     hdrs = dict(headers or {})
@@ -331,12 +336,17 @@ class Proc:
         return ""
 
 
-def spawn(name: str, argv: list[str], cpus: set[int], workdir: Path,
-          env: dict[str, str] | None = None) -> Proc:
+def spawn(
+    name: str, argv: list[str], cpus: set[int], workdir: Path, env: dict[str, str] | None = None
+) -> Proc:
     log_path = workdir / f"{name}.log"
     with log_path.open("ab") as out:
         popen = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=affinity(cpus), env=env,
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=affinity(cpus),
+            env=env,
             cwd=workdir,
         )
     return Proc(name, popen, log_path)
@@ -367,9 +377,7 @@ def clean_env() -> dict[str, str]:
 
 
 def component_yaml(name: str, kind: str, metadata: dict[str, str]) -> str:
-    items = "".join(
-        f"  - name: {k}\n    value: {json.dumps(v)}\n" for k, v in metadata.items()
-    )
+    items = "".join(f"  - name: {k}\n    value: {json.dumps(v)}\n" for k, v in metadata.items())
     return (
         "apiVersion: dapr.io/v1alpha1\nkind: Component\n"
         f"metadata:\n  name: {name}\nspec:\n  type: {kind}\n  version: v1\n  metadata:\n{items}"
@@ -388,13 +396,36 @@ class Run:
     load: str
 
 
-def run_wrk(port: int, mode: str, base: str, connections: int, duration: int, cpu: set[int],
-            value_file: Path | None = None, nkeys: int = NKEYS) -> dict[str, float]:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
-            "-s", str(LUA), f"http://127.0.0.1:{port}", "--", mode, base, str(nkeys),
-            str(value_file or ""), str(BATCH)]
-    result = subprocess.run(argv, capture_output=True, text=True, preexec_fn=affinity(cpu),
-                            timeout=duration + 60)
+def run_wrk(
+    port: int,
+    mode: str,
+    base: str,
+    connections: int,
+    duration: float,
+    cpu: set[int],
+    value_file: Path | None = None,
+    nkeys: int = NKEYS,
+) -> dict[str, float]:
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        f"http://127.0.0.1:{port}",
+        "--",
+        mode,
+        base,
+        str(nkeys),
+        str(value_file or ""),
+        str(BATCH),
+    ]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, preexec_fn=affinity(cpu), timeout=duration + 60
+    )
     line = next((x for x in result.stdout.splitlines() if x.startswith("BENCHJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {result.stdout}\n{result.stderr}")
@@ -402,23 +433,54 @@ def run_wrk(port: int, mode: str, base: str, connections: int, duration: int, cp
     errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
     return {
         "rps": d["requests"] / (d["duration_us"] / 1e6),
-        "p50": d["p50_us"] / 1000, "p90": d["p90_us"] / 1000, "p99": d["p99_us"] / 1000,
-        "p999": d["p999_us"] / 1000, "max": d["max_us"] / 1000, "requests": d["requests"],
+        "p50": d["p50_us"] / 1000,
+        "p90": d["p90_us"] / 1000,
+        "p99": d["p99_us"] / 1000,
+        "p999": d["p999_us"] / 1000,
+        "max": d["max_us"] / 1000,
+        "requests": d["requests"],
         "errors": errors,
     }
 
 
-def run_ratepace(port: int, path: str, nkeys: int, duration: float, warmup: float,
-                 cpu: set[int], rate: float = 1000, connections: int = 16) -> dict[str, float]:
-    argv = [sys.executable, str(BENCH / "ratepace.py"), "--url-base", f"http://127.0.0.1:{port}",
-            "--path", path, "--keys", str(nkeys), "--rate", str(rate),
-            "--connections", str(connections), "--duration", str(duration),
-            "--warmup", str(warmup)]
-    result = subprocess.run(argv, capture_output=True, text=True, preexec_fn=affinity(cpu),
-                            timeout=duration + warmup + 60)
+def run_ratepace(
+    port: int,
+    path: str,
+    nkeys: int,
+    duration: float,
+    warmup: float,
+    cpu: set[int],
+    rate: float = 1000,
+    connections: int = 16,
+) -> dict[str, float]:
+    argv = [
+        sys.executable,
+        str(BENCH / "ratepace.py"),
+        "--url-base",
+        f"http://127.0.0.1:{port}",
+        "--path",
+        path,
+        "--keys",
+        str(nkeys),
+        "--rate",
+        str(rate),
+        "--connections",
+        str(connections),
+        "--duration",
+        str(duration),
+        "--warmup",
+        str(warmup),
+    ]
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        preexec_fn=affinity(cpu),
+        timeout=duration + warmup + 60,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"ratepace failed: {result.stderr}")
-    d = json.loads(result.stdout.strip().splitlines()[-1])
+    d: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     ok = d["status"].get("2xx", 0)
     d["ok_share"] = ok / max(1, d["expected"])
     d["rate_share"] = d["achieved_rate"] / rate
@@ -489,9 +551,11 @@ def paired(a: list[Run], b: list[Run], key: str, op: Callable[[float, float], fl
 
 
 def summarize_noise(runs: list[Run]) -> str:
-    return (f"foreign CPU {median([r.foreign for r in runs]):.2f} cores (max "
-            f"{max(r.foreign for r in runs):.2f}), steal {median([r.steal for r in runs]):.2f}, "
-            f"load {runs[0].load} → {runs[-1].load}")
+    return (
+        f"foreign CPU {median([r.foreign for r in runs]):.2f} cores (max "
+        f"{max(r.foreign for r in runs):.2f}), steal {median([r.steal for r in runs]):.2f}, "
+        f"load {runs[0].load} → {runs[-1].load}"
+    )
 
 
 # ------------------------------------------------------------------------------------ harness
@@ -530,9 +594,24 @@ class Bench:
         if shutil.which("wrk") is None:
             sys.exit("wrk not found (apt-get install wrk)")
         self.redis_port = free_port()
-        self.redis = spawn("redis", [binary, "--port", str(self.redis_port), "--bind",
-                                     "127.0.0.1", "--save", "", "--appendonly", "no",
-                                     "--dir", str(self.work)], self.load_cpu, self.work)
+        self.redis = spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.work),
+            ],
+            self.load_cpu,
+            self.work,
+        )
         self.procs.append(self.redis)
         deadline = time.monotonic() + 10
         while True:
@@ -546,8 +625,9 @@ class Bench:
                 time.sleep(0.02)
         components = self.work / "components"
         components.mkdir()
-        (components / "s.yaml").write_text(component_yaml(
-            STORE, "state.redis", {"redisHost": f"127.0.0.1:{self.redis_port}"}))
+        (components / "s.yaml").write_text(
+            component_yaml(STORE, "state.redis", {"redisHost": f"127.0.0.1:{self.redis_port}"})
+        )
         self.components = components
         self.sidecar_port = free_port()
         self.sidecar = self.start_sidecar("sidecar", components, self.sidecar_port)
@@ -559,15 +639,34 @@ class Bench:
             self.r(*SAVE.load_command())
             save_sha = SAVE.sha1.decode()
         self.floor_port = free_port()
-        argv = [sys.executable, str(BENCH / "floor_app.py"), "--app", "floor", "--port",
-                str(self.floor_port), "--redis-port", str(self.redis_port), "--key-prefix",
-                f"{APP_ID}||"] + (["--save-sha", save_sha] if save_sha else [])
+        argv = [
+            sys.executable,
+            str(BENCH / "floor_app.py"),
+            "--app",
+            "floor",
+            "--port",
+            str(self.floor_port),
+            "--redis-port",
+            str(self.redis_port),
+            "--key-prefix",
+            f"{APP_ID}||",
+        ] + (["--save-sha", save_sha] if save_sha else [])
         self.floor = spawn("floor", argv, self.server_cpu, self.work)
         self.procs.append(self.floor)
         self.hello_port = free_port()
-        self.hello = spawn("hello", [sys.executable, str(BENCH / "floor_app.py"), "--app",
-                                     "hello", "--port", str(self.hello_port)],
-                           self.server_cpu, self.work)
+        self.hello = spawn(
+            "hello",
+            [
+                sys.executable,
+                str(BENCH / "floor_app.py"),
+                "--app",
+                "hello",
+                "--port",
+                str(self.hello_port),
+            ],
+            self.server_cpu,
+            self.work,
+        )
         self.procs.append(self.hello)
         wait_http(self.floor, self.floor_port, "/v1.0/state/s/nothing", {204})
         wait_http(self.hello, self.hello_port, "/", {200})
@@ -577,11 +676,21 @@ class Bench:
         self.verify()
         self.record_environment()
 
-    def start_sidecar(self, name: str, components: Path, port: int,
-                      app_id: str = APP_ID) -> Proc:
-        argv = [*sidecar_command(), "sidecar", "--app-id", app_id, "--components-path",
-                str(components), "--http-port", str(port), "--metrics-port", str(free_port()),
-                "--log-level", "warning"]
+    def start_sidecar(self, name: str, components: Path, port: int, app_id: str = APP_ID) -> Proc:
+        argv = [
+            *sidecar_command(),
+            "sidecar",
+            "--app-id",
+            app_id,
+            "--components-path",
+            str(components),
+            "--http-port",
+            str(port),
+            "--metrics-port",
+            str(free_port()),
+            "--log-level",
+            "warning",
+        ]
         proc = spawn(name, argv, self.server_cpu, self.work, clean_env())
         self.procs.append(proc)
         wait_http(proc, port, "/v1.0/healthz", {204}, timeout=60)
@@ -591,10 +700,14 @@ class Bench:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for prefix in prefixes:
             for start in range(0, NKEYS, 100):
-                body = b"[" + b",".join(
-                    b'{"key":"%s%d","value":%s}' % (prefix.encode(), i, VALUE)
-                    for i in range(start, start + 100)
-                ) + b"]"
+                body = (
+                    b"["
+                    + b",".join(
+                        b'{"key":"%s%d","value":%s}' % (prefix.encode(), i, VALUE)
+                        for i in range(start, start + 100)
+                    )
+                    + b"]"
+                )
                 status, _, data = http_call(port, "POST", f"/v1.0/state/{store}", body, conn=conn)
                 if status != 204:
                     raise RuntimeError(f"seeding {store} failed: {status} {data[:300]!r}")
@@ -603,17 +716,22 @@ class Bench:
     def verify(self) -> None:
         s_status, s_headers, s_body = http_call(self.sidecar_port, "GET", "/v1.0/state/s/k7")
         f_status, f_headers, f_body = http_call(self.floor_port, "GET", "/v1.0/state/s/k7")
-        if not (s_status == f_status == 200 and s_body == f_body == VALUE
-                and s_headers.get("etag") == f_headers.get("etag")):
+        if not (
+            s_status == f_status == 200
+            and s_body == f_body == VALUE
+            and s_headers.get("etag") == f_headers.get("etag")
+        ):
             raise RuntimeError(
                 f"sidecar and floor disagree: {s_status} {s_headers} {s_body[:60]!r} / "
-                f"{f_status} {f_headers} {f_body[:60]!r}")
+                f"{f_status} {f_headers} {f_body[:60]!r}"
+            )
         kind = self.r(b"TYPE", f"{APP_ID}||k7".encode())
         if kind != b"hash":
             raise RuntimeError(f"seeded key is a {kind!r}, not a hash")
         if self.floor_save:
-            status, _, _ = http_call(self.floor_port, "POST", "/v1.0/state/s",
-                                b'[{"key":"w0","value":' + VALUE + b"}]")
+            status, _, _ = http_call(
+                self.floor_port, "POST", "/v1.0/state/s", b'[{"key":"w0","value":' + VALUE + b"}]"
+            )
             s2, _, body = http_call(self.sidecar_port, "GET", "/v1.0/state/s/w0")
             if status != 204 or s2 != 200 or body != VALUE:
                 self.floor_save = False
@@ -622,13 +740,13 @@ class Bench:
     def record_environment(self) -> None:
         def run(cmd: list[str]) -> str:
             with contextlib.suppress(Exception):
-                return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                                      timeout=10).stdout.strip()
+                return subprocess.run(
+                    cmd, capture_output=True, text=True, cwd=ROOT, timeout=10
+                ).stdout.strip()
             return "?"
 
         versions = {}
-        for pkg in ("uvicorn", "uvloop", "httptools", "hiredis", "fastapi", "starlette",
-                    "orjson"):
+        for pkg in ("uvicorn", "uvloop", "httptools", "hiredis", "fastapi", "starlette", "orjson"):
             with contextlib.suppress(Exception):
                 from importlib.metadata import version
 
@@ -673,22 +791,37 @@ class Bench:
 
     def saturated_rounds(self, want_s1: bool, want_s4: bool) -> None:
         d = self.durations["S1"]
-        fl, sc = (self.floor_port, self.floor.pid), (self.sidecar_port, self.sidecar.pid)
+        floor = (self.floor_port, self.floor.pid)
+        sidecar = (self.sidecar_port, self.sidecar.pid)
         targets: list[tuple[str, tuple[int, int], str]] = []
         if want_s1:
-            targets += [("floor GET", fl, "get"), ("sidecar GET", sc, "get")]
+            targets += [("floor GET", floor, "get"), ("sidecar GET", sidecar, "get")]
         if want_s4:
             if not want_s1:
-                targets += [("sidecar GET", sc, "get")]
-            targets += [("sidecar save", sc, "save")]
+                targets += [("sidecar GET", sidecar, "get")]
+            targets += [("sidecar save", sidecar, "save")]
             if self.floor_save:
-                targets += [("floor save", fl, "save")]
+                targets += [("floor save", floor, "save")]
         runs: dict[str, list[Run]] = {t[0]: [] for t in targets}
         for i in range(self.runs):
             for name, (port, pid), mode in targets:
                 log(f"S1/S4a round {i + 1}/{self.runs}: {name}, wrk -t1 -c50 -d{d}s")
-                runs[name].append(measured(name, partial(run_wrk,
-                    port, mode, "/v1.0/state/s", 50, d, self.load_cpu, self.value_file), pid))
+                runs[name].append(
+                    measured(
+                        name,
+                        partial(
+                            run_wrk,
+                            port,
+                            mode,
+                            "/v1.0/state/s",
+                            50,
+                            d,
+                            self.load_cpu,
+                            self.value_file,
+                        ),
+                        pid,
+                    )
+                )
         self.report.raw["saturated"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
         self.saturated = runs
         sc = median([r.values["rps"] for r in runs["sidecar GET"]])
@@ -696,48 +829,82 @@ class Bench:
         if want_s1:
             fl = median([r.values["rps"] for r in runs["floor GET"]])
             ratio = paired(runs["sidecar GET"], runs["floor GET"], "rps", lambda a, b: a / b)
-            self.report.add("S1", "saturated GET/s, 50 conns, 1 process",
-                            spread(runs["sidecar GET"], "rps"), spread(runs["floor GET"], "rps"),
-                            f"{ratio:.2f}× (ratio of medians {sc / fl:.2f})", "≥ 0.50× floor",
-                            verdict(ratio >= 0.5 and errors == 0))
+            self.report.add(
+                "S1",
+                "saturated GET/s, 50 conns, 1 process",
+                spread(runs["sidecar GET"], "rps"),
+                spread(runs["floor GET"], "rps"),
+                f"{ratio:.2f}× (ratio of medians {sc / fl:.2f})",
+                "≥ 0.50× floor",
+                verdict(ratio >= 0.5 and errors == 0),
+            )
             cpu_ratio = paired(runs["floor GET"], runs["sidecar GET"], "cpu_us", lambda a, b: a / b)
-            self.report.add("S1", "server CPU per GET at saturation (µs; less noise-prone)",
-                            spread(runs["sidecar GET"], "cpu_us"), spread(runs["floor GET"], "cpu_us"),
-                            f"{cpu_ratio:.2f}× (floor/sidecar)", "≥ 0.50×",
-                            "info: " + ("ok" if cpu_ratio >= 0.5 else "under"))
-            self.report.add("S1", "p50 / p99 latency at saturation (ms)",
-                            f"{median([r.values['p50'] for r in runs['sidecar GET']]):.2f} / "
-                            f"{median([r.values['p99'] for r in runs['sidecar GET']]):.2f}",
-                            f"{median([r.values['p50'] for r in runs['floor GET']]):.2f} / "
-                            f"{median([r.values['p99'] for r in runs['floor GET']]):.2f}",
-                            "", "", "info")
-            self.report.notes.append(f"S1 noise: {summarize_noise(runs['sidecar GET'] + runs['floor GET'])}")
+            self.report.add(
+                "S1",
+                "server CPU per GET at saturation (µs; less noise-prone)",
+                spread(runs["sidecar GET"], "cpu_us"),
+                spread(runs["floor GET"], "cpu_us"),
+                f"{cpu_ratio:.2f}× (floor/sidecar)",
+                "≥ 0.50×",
+                "info: " + ("ok" if cpu_ratio >= 0.5 else "under"),
+            )
+            self.report.add(
+                "S1",
+                "p50 / p99 latency at saturation (ms)",
+                f"{median([r.values['p50'] for r in runs['sidecar GET']]):.2f} / "
+                f"{median([r.values['p99'] for r in runs['sidecar GET']]):.2f}",
+                f"{median([r.values['p50'] for r in runs['floor GET']]):.2f} / "
+                f"{median([r.values['p99'] for r in runs['floor GET']]):.2f}",
+                "",
+                "",
+                "info",
+            )
+            self.report.notes.append(
+                f"S1 noise: {summarize_noise(runs['sidecar GET'] + runs['floor GET'])}"
+            )
         if want_s4:
             ratio = paired(runs["sidecar save"], runs["sidecar GET"], "rps", lambda a, b: a / b)
-            floor_txt = spread(runs["floor save"], "rps") + " (floor save)" if self.floor_save else ""
-            self.report.add("S4a", "saturated save/s (1 item, 1 KB) vs sidecar GET/s",
-                            spread(runs["sidecar save"], "rps"), floor_txt, f"{ratio:.2f}× GET",
-                            "≥ 0.90× GET", verdict(ratio >= 0.9 and errors == 0))
+            floor_txt = (
+                spread(runs["floor save"], "rps") + " (floor save)" if self.floor_save else ""
+            )
+            self.report.add(
+                "S4a",
+                "saturated save/s (1 item, 1 KB) vs sidecar GET/s",
+                spread(runs["sidecar save"], "rps"),
+                floor_txt,
+                f"{ratio:.2f}× GET",
+                "≥ 0.90× GET",
+                verdict(ratio >= 0.9 and errors == 0),
+            )
             cs = median([r.values["cpu_us"] for r in runs["sidecar save"]])
             cg = median([r.values["cpu_us"] for r in runs["sidecar GET"]])
             cf = (spread(runs["floor save"], "cpu_us") + " (floor save)") if self.floor_save else ""
-            self.report.add("S4a", "server CPU per save (µs)", spread(runs["sidecar save"], "cpu_us"),
-                            cf, f"{cg / cs:.2f}× (GET/save CPU)", "", "info")
+            self.report.add(
+                "S4a",
+                "server CPU per save (µs)",
+                spread(runs["sidecar save"], "cpu_us"),
+                cf,
+                f"{cg / cs:.2f}× (GET/save CPU)",
+                "",
+                "info",
+            )
         if errors:
             self.report.notes.append(f"S1/S4a: {errors} wrk errors (non-2xx, timeouts)")
 
     def s2(self) -> None:
         d, w = self.durations["S2"], self.durations["S2w"]
-        targets = [("hello", self.hello_port, "/hello", 1, self.hello.pid),
-                   ("floor GET", self.floor_port, "/v1.0/state/s/k{i}", NKEYS, self.floor.pid),
-                   ("sidecar GET", self.sidecar_port, "/v1.0/state/s/k{i}", NKEYS,
-                    self.sidecar.pid)]
+        targets = [
+            ("hello", self.hello_port, "/hello", 1, self.hello.pid),
+            ("floor GET", self.floor_port, "/v1.0/state/s/k{i}", NKEYS, self.floor.pid),
+            ("sidecar GET", self.sidecar_port, "/v1.0/state/s/k{i}", NKEYS, self.sidecar.pid),
+        ]
         runs: dict[str, list[Run]] = {t[0]: [] for t in targets}
         for i in range(self.runs):
             for name, port, path, n, pid in targets:
                 log(f"S2 round {i + 1}/{self.runs}: {name}, 16 conns at 1000 QPS for {d}s")
-                runs[name].append(measured(name, partial(run_ratepace,
-                    port, path, n, d, w, self.load_cpu), pid))
+                runs[name].append(
+                    measured(name, partial(run_ratepace, port, path, n, d, w, self.load_cpu), pid)
+                )
         self.report.raw["S2"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
 
         def m(name: str, key: str) -> float:
@@ -746,39 +913,68 @@ class Bench:
         def diff(a: float, b: float) -> float:
             return a - b
 
-        added = {p: paired(runs["sidecar GET"], runs["hello"], p, diff) for p in ("p50", "p90", "p99")}
-        floor_added = {p: paired(runs["floor GET"], runs["hello"], p, diff)
-                       for p in ("p50", "p90", "p99")}
+        added = {
+            p: paired(runs["sidecar GET"], runs["hello"], p, diff) for p in ("p50", "p90", "p99")
+        }
+        floor_added = {
+            p: paired(runs["floor GET"], runs["hello"], p, diff) for p in ("p50", "p90", "p99")
+        }
         limits = {"p50": 0.3, "p90": 0.7, "p99": 1.0}
         rate = min(r.values["rate_share"] for r in runs["sidecar GET"])
         ok_share = min(r.values["ok_share"] for r in runs["sidecar GET"])
         self.report.add(
-            "S2", "p50 / p90 / p99 at 1000 QPS, 16 conns (ms)",
+            "S2",
+            "p50 / p90 / p99 at 1000 QPS, 16 conns (ms)",
             " / ".join(f"{m('sidecar GET', p):.2f}" for p in ("p50", "p90", "p99")),
             " / ".join(f"{m('hello', p):.2f}" for p in ("p50", "p90", "p99")) + " (hello)",
             " / ".join(f"+{added[p]:.2f}" for p in ("p50", "p90", "p99")),
-            "≤ +0.30 / +0.70 / +1.00", verdict(all(added[p] <= limits[p] for p in limits)))
+            "≤ +0.30 / +0.70 / +1.00",
+            verdict(all(added[p] <= limits[p] for p in limits)),
+        )
         self.report.add(
-            "S2", "floor app at the same load (ms), for reference",
-            " / ".join(f"{m('floor GET', p):.2f}" for p in ("p50", "p90", "p99")), "",
-            " / ".join(f"+{floor_added[p]:.2f}" for p in ("p50", "p90", "p99")), "", "info")
-        self.report.add("S2", "achieved rate (worst run), 2xx share",
-                        f"{rate * 100:.1f} %, {ok_share * 100:.2f} % 2xx", "", "",
-                        "≥ 99 %, 100 % 2xx", verdict(rate >= 0.99 and ok_share >= 0.9999))
+            "S2",
+            "floor app at the same load (ms), for reference",
+            " / ".join(f"{m('floor GET', p):.2f}" for p in ("p50", "p90", "p99")),
+            "",
+            " / ".join(f"+{floor_added[p]:.2f}" for p in ("p50", "p90", "p99")),
+            "",
+            "info",
+        )
+        self.report.add(
+            "S2",
+            "achieved rate (worst run), 2xx share",
+            f"{rate * 100:.1f} %, {ok_share * 100:.2f} % 2xx",
+            "",
+            "",
+            "≥ 99 %, 100 % 2xx",
+            verdict(rate >= 0.99 and ok_share >= 0.9999),
+        )
         p99_ratio = paired(runs["sidecar GET"], runs["hello"], "p99", lambda a, b: a / b)
-        self.report.add("S2", "p99 ratio sidecar/hello; max; share > 20 ms",
-                        f"{p99_ratio:.2f}×; max {m('sidecar GET', 'max'):.1f} ms; "
-                        f"{m('sidecar GET', 'over_20ms') * 100:.2f} %", "", "",
-                        "≤ 1.5× (anchors); none > 20 ms",
-                        "info: " + ("ok" if p99_ratio <= 1.5 and m('sidecar GET', 'over_20ms') == 0
-                                    else "over"))
-        self.report.add("S2", "server CPU at 1000 QPS (mCPU = µs per request)",
-                        f"{m('sidecar GET', 'cpu_us'):.0f}", f"{m('hello', 'cpu_us'):.0f} (hello), "
-                        f"{m('floor GET', 'cpu_us'):.0f} (floor)", "", "daprd: 57 mCPU", "info")
+        self.report.add(
+            "S2",
+            "p99 ratio sidecar/hello; max; share > 20 ms",
+            f"{p99_ratio:.2f}×; max {m('sidecar GET', 'max'):.1f} ms; "
+            f"{m('sidecar GET', 'over_20ms') * 100:.2f} %",
+            "",
+            "",
+            "≤ 1.5× (anchors); none > 20 ms",
+            "info: "
+            + ("ok" if p99_ratio <= 1.5 and m("sidecar GET", "over_20ms") == 0 else "over"),
+        )
+        self.report.add(
+            "S2",
+            "server CPU at 1000 QPS (mCPU = µs per request)",
+            f"{m('sidecar GET', 'cpu_us'):.0f}",
+            f"{m('hello', 'cpu_us'):.0f} (hello), {m('floor GET', 'cpu_us'):.0f} (floor)",
+            "",
+            "daprd: 57 mCPU",
+            "info",
+        )
         self.report.notes.append(
             f"S2 noise: {summarize_noise([r for v in runs.values() for r in v])}; generator send lag p50/p99 "
             f"{m('sidecar GET', 'send_lag_p50') * 1000:.0f}/"
-            f"{m('sidecar GET', 'send_lag_p99') * 1000:.0f} µs")
+            f"{m('sidecar GET', 'send_lag_p99') * 1000:.0f} µs"
+        )
 
     def s3(self) -> None:
         d = self.durations["S3"]
@@ -786,35 +982,58 @@ class Bench:
         pinned = [self.redis.pid, self.sidecar.pid, self.floor.pid]
         for pid in pinned:
             pin_tree(pid, everything)
-        self.report.raw["S3_pinning"] = {n: allowed_cpus(p) for n, p in
-                                         zip(("redis", "sidecar", "floor"), pinned, strict=True)}
+        self.report.raw["S3_pinning"] = {
+            n: allowed_cpus(p) for n, p in zip(("redis", "sidecar", "floor"), pinned, strict=True)
+        }
         runs: dict[str, list[Run]] = {"floor GET": [], "sidecar GET": []}
         rounds = max(self.runs, 5)  # short runs; more rounds make the paired median robust
         try:
             for i in range(rounds):
-                for name, port, pid in (("floor GET", self.floor_port, self.floor.pid),
-                                        ("sidecar GET", self.sidecar_port, self.sidecar.pid)):
-                    log(f"S3 round {i + 1}/{rounds}: {name}, wrk -t1 -c1 -d{d}s, all on "
-                        f"CPU {sorted(everything)}")
-                    runs[name].append(measured(name, partial(run_wrk,
-                        port, "get", "/v1.0/state/s", 1, d, everything), pid))
+                for name, port, pid in (
+                    ("floor GET", self.floor_port, self.floor.pid),
+                    ("sidecar GET", self.sidecar_port, self.sidecar.pid),
+                ):
+                    log(
+                        f"S3 round {i + 1}/{rounds}: {name}, wrk -t1 -c1 -d{d}s, all on "
+                        f"CPU {sorted(everything)}"
+                    )
+                    runs[name].append(
+                        measured(
+                            name,
+                            partial(run_wrk, port, "get", "/v1.0/state/s", 1, d, everything),
+                            pid,
+                        )
+                    )
         finally:
             pin_tree(self.redis.pid, self.load_cpu)
         self.report.raw["S3"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
         sc = median([r.values["p50"] for r in runs["sidecar GET"]])
         fl = median([r.values["p50"] for r in runs["floor GET"]])
         s3_ratio = paired(runs["sidecar GET"], runs["floor GET"], "p50", lambda a, b: a / b)
-        self.report.add("S3", "unloaded GET p50, 1 conn, all on one core (µs)",
-                        f"{sc * 1000:.0f}", f"{fl * 1000:.0f}", f"{s3_ratio:.2f}× (ratio of "
-                        f"medians {sc / fl:.2f})", "≤ 1.50× floor", verdict(s3_ratio <= 1.5))
+        self.report.add(
+            "S3",
+            "unloaded GET p50, 1 conn, all on one core (µs)",
+            f"{sc * 1000:.0f}",
+            f"{fl * 1000:.0f}",
+            f"{s3_ratio:.2f}× (ratio of medians {sc / fl:.2f})",
+            "≤ 1.50× floor",
+            verdict(s3_ratio <= 1.5),
+        )
         sp99 = median([r.values["p99"] for r in runs["sidecar GET"]])
-        self.report.add("S3", "p99 (µs); p99/p50; serial GET/s",
-                        f"{sp99 * 1000:.0f}; {sp99 / sc:.2f}; "
-                        f"{median([r.values['rps'] for r in runs['sidecar GET']]):.0f}/s",
-                        f"{median([r.values['p99'] for r in runs['floor GET']]) * 1000:.0f}; ; "
-                        f"{median([r.values['rps'] for r in runs['floor GET']]):.0f}/s",
-                        "", "p99/p50 ≤ 2.5 (anchors)", "info: " + ("ok" if sp99 / sc <= 2.5 else "over"))
-        self.report.notes.append(f"S3 noise: {summarize_noise(runs['floor GET'] + runs['sidecar GET'])}")
+        self.report.add(
+            "S3",
+            "p99 (µs); p99/p50; serial GET/s",
+            f"{sp99 * 1000:.0f}; {sp99 / sc:.2f}; "
+            f"{median([r.values['rps'] for r in runs['sidecar GET']]):.0f}/s",
+            f"{median([r.values['p99'] for r in runs['floor GET']]) * 1000:.0f}; ; "
+            f"{median([r.values['rps'] for r in runs['floor GET']]):.0f}/s",
+            "",
+            "p99/p50 ≤ 2.5 (anchors)",
+            "info: " + ("ok" if sp99 / sc <= 2.5 else "over"),
+        )
+        self.report.notes.append(
+            f"S3 noise: {summarize_noise(runs['floor GET'] + runs['sidecar GET'])}"
+        )
 
     def s4_counts(self) -> None:
         """Redis commands and reads (≈ round trips) per API call, from INFO deltas."""
@@ -843,17 +1062,25 @@ class Bench:
 
         def bulk(i: int) -> None:
             keys = ",".join(f'"k{(i * BATCH + j) % NKEYS}"' for j in range(BATCH))
-            status, _, data = http_call(port, "POST", "/v1.0/state/s/bulk",
-                                   f'{{"keys":[{keys}]}}'.encode(), conn=conn)
+            status, _, data = http_call(
+                port, "POST", "/v1.0/state/s/bulk", f'{{"keys":[{keys}]}}'.encode(), conn=conn
+            )
             assert status == 200, (status, data[:200])
             assert data.count(b'"key"') == BATCH, data[:200]
 
         def txn(i: int) -> None:
             ops = ",".join(
                 f'{{"operation":"upsert","request":{{"key":"t{(i * BATCH + j) % NKEYS}",'
-                f'"value":{value.decode()}}}}}' for j in range(BATCH))
-            status, _, data = http_call(port, "POST", "/v1.0/state/s/transaction",
-                                   f'{{"operations":[{ops}]}}'.encode(), conn=conn)
+                f'"value":{value.decode()}}}}}'
+                for j in range(BATCH)
+            )
+            status, _, data = http_call(
+                port,
+                "POST",
+                "/v1.0/state/s/transaction",
+                f'{{"operations":[{ops}]}}'.encode(),
+                conn=conn,
+            )
             assert status == 204, (status, data)
 
         def delete(i: int) -> None:
@@ -872,13 +1099,16 @@ class Bench:
             (f"transaction of {BATCH}", txn, "EVALSHA×1, 1 round trip", None),
             ("delete", delete, "EVALSHA×1 (info)", None),
         ]
-        results = {}
+        results: dict[str, dict[str, Any]] = {}
         baseline_reads = 0.0
         stats_addr = f"127.0.0.1:{self.r.sock.getsockname()[1]}"
 
         def counts(info: dict[str, str], field: str) -> dict[str, int]:
-            return {k[8:].upper(): int(v.split(field + "=")[1].split(",")[0])
-                    for k, v in info.items() if k.startswith("cmdstat_")}
+            return {
+                k[8:].upper(): int(v.split(field + "=")[1].split(",")[0])
+                for k, v in info.items()
+                if k.startswith("cmdstat_")
+            }
 
         for name, fn, _, prep in ops:
             # Pass 1, under MONITOR: which commands come from the client and which from inside
@@ -907,8 +1137,11 @@ class Bench:
             after = self.r.info()
             c0, c1 = counts(before, "calls"), counts(after, "calls")
             u0, u1 = counts(before, "usec"), counts(after, "usec")
-            cmdstats = {k: n - c0.get(k, 0) for k, n in c1.items()
-                        if n - c0.get(k, 0) and k not in ("INFO", "ECHO")}
+            cmdstats = {
+                k: n - c0.get(k, 0)
+                for k, n in c1.items()
+                if n - c0.get(k, 0) and k not in ("INFO", "ECHO")
+            }
             # commandstats counts the calls scripts make too: top level = total - script-issued.
             derived = {k: n - inner.get(k, 0) for k, n in cmdstats.items() if n - inner.get(k, 0)}
             usec = sum(u1[k] - u0.get(k, 0) for k in derived)  # a script's time is its EVALSHA's
@@ -921,7 +1154,9 @@ class Bench:
                 "monitor_top_level_per_call": {k: v / calls for k, v in sorted(top.items())},
                 "inside_scripts_per_call": {k: v / calls for k, v in sorted(inner.items())},
                 "redis_reads_per_call": (reads - baseline_reads) / calls,
-                "commandstats_top_level_per_call": {k: v / calls for k, v in sorted(derived.items())},
+                "commandstats_top_level_per_call": {
+                    k: v / calls for k, v in sorted(derived.items())
+                },
                 "redis_usec_per_call": usec / calls,
             }
         conn.close()
@@ -930,8 +1165,10 @@ class Bench:
             res = results[name]
             top = res["commandstats_top_level_per_call"]
             if top != res["monitor_top_level_per_call"]:
-                self.report.notes.append(f"S4 {name}: commandstats {top} and MONITOR "
-                                         f"{res['monitor_top_level_per_call']} disagree")
+                self.report.notes.append(
+                    f"S4 {name}: commandstats {top} and MONITOR "
+                    f"{res['monitor_top_level_per_call']} disagree"
+                )
             shown = ", ".join(f"{k}×{v:g}" for k, v in top.items()) or "none"
             rt = res["redis_reads_per_call"]
             inner_txt = ", ".join(f"{k}×{v:g}" for k, v in res["inside_scripts_per_call"].items())
@@ -945,25 +1182,46 @@ class Bench:
                 ok = top == {"EVALSHA": 1.0}
             ok_rt = abs(rt - 1.0) < 0.05
             self.report.add(
-                "S4", f"redis commands per {name}",
+                "S4",
+                f"redis commands per {name}",
                 f"{shown}; {rt:.2f} round trips; {res['redis_usec_per_call']:.0f} µs in redis",
-                "", f"in script: {inner_txt}" if inner_txt else "", expect,
-                "info" if ok is None else verdict(ok and ok_rt))
+                "",
+                f"in script: {inner_txt}" if inner_txt else "",
+                expect,
+                "info" if ok is None else verdict(ok and ok_rt),
+            )
         idle = results["(idle, calibration)"]["commandstats_top_level_per_call"]
         if idle:
             self.report.notes.append(f"S4: commands seen while idle (per {calls} s/a): {idle}")
 
     def s4_latency(self) -> None:
         d = self.durations["S4"]
-        targets = [("GET", "get"), ("save", "save"), (f"bulk({BATCH})", "bulk"),
-                   (f"txn({BATCH})", "txn")]
+        targets = [
+            ("GET", "get"),
+            ("save", "save"),
+            (f"bulk({BATCH})", "bulk"),
+            (f"txn({BATCH})", "txn"),
+        ]
         runs: dict[str, list[Run]] = {t[0]: [] for t in targets}
         for i in range(self.runs):
             for name, mode in targets:
                 log(f"S4 round {i + 1}/{self.runs}: sidecar {name}, wrk -t1 -c1 -d{d}s")
-                runs[name].append(measured(name, partial(run_wrk,
-                    self.sidecar_port, mode, "/v1.0/state/s", 1, d, self.load_cpu,
-                    self.value_file), self.sidecar.pid))
+                runs[name].append(
+                    measured(
+                        name,
+                        partial(
+                            run_wrk,
+                            self.sidecar_port,
+                            mode,
+                            "/v1.0/state/s",
+                            1,
+                            d,
+                            self.load_cpu,
+                            self.value_file,
+                        ),
+                        self.sidecar.pid,
+                    )
+                )
         self.report.raw["S4_latency"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
 
         def p50(name: str) -> float:
@@ -971,49 +1229,88 @@ class Bench:
 
         t_ratio = paired(runs[f"txn({BATCH})"], runs["save"], "p50", lambda a, b: a / b)
         b_ratio = paired(runs[f"bulk({BATCH})"], runs["GET"], "p50", lambda a, b: a / b)
-        self.report.add("S4b", f"transaction({BATCH} upserts) p50 vs save(1) p50, 1 conn (µs)",
-                        f"{p50(f'txn({BATCH})') * 1000:.0f}", f"{p50('save') * 1000:.0f} (save)",
-                        f"{t_ratio:.2f}×", "≤ 2.0×", verdict(t_ratio <= 2.0))
-        self.report.add("S4c", f"bulk({BATCH} keys) p50 vs GET p50, 1 conn (µs)",
-                        f"{p50(f'bulk({BATCH})') * 1000:.0f}", f"{p50('GET') * 1000:.0f} (GET)",
-                        f"{b_ratio:.2f}×", "≤ 2.5×", verdict(b_ratio <= 2.5))
-        self.report.add("S4b", "server CPU per call (µs): GET / save / bulk / txn",
-                        " / ".join(f"{median([r.values['cpu_us'] for r in runs[n]]):.0f}"
-                                   for n in runs), "", "", "", "info")
+        self.report.add(
+            "S4b",
+            f"transaction({BATCH} upserts) p50 vs save(1) p50, 1 conn (µs)",
+            f"{p50(f'txn({BATCH})') * 1000:.0f}",
+            f"{p50('save') * 1000:.0f} (save)",
+            f"{t_ratio:.2f}×",
+            "≤ 2.0×",
+            verdict(t_ratio <= 2.0),
+        )
+        self.report.add(
+            "S4c",
+            f"bulk({BATCH} keys) p50 vs GET p50, 1 conn (µs)",
+            f"{p50(f'bulk({BATCH})') * 1000:.0f}",
+            f"{p50('GET') * 1000:.0f} (GET)",
+            f"{b_ratio:.2f}×",
+            "≤ 2.5×",
+            verdict(b_ratio <= 2.5),
+        )
+        self.report.add(
+            "S4b",
+            "server CPU per call (µs): GET / save / bulk / txn",
+            " / ".join(f"{median([r.values['cpu_us'] for r in runs[n]]):.0f}" for n in runs),
+            "",
+            "",
+            "",
+            "info",
+        )
         errors = sum(r.values["errors"] for v in runs.values() for r in v)
         if errors:
             self.report.notes.append(f"S4 latency runs: {errors} wrk errors")
-        self.report.notes.append(f"S4 noise: {summarize_noise([r for v in runs.values() for r in v])}")
+        self.report.notes.append(
+            f"S4 noise: {summarize_noise([r for v in runs.values() for r in v])}"
+        )
 
     def s5(self) -> None:
         """Sustained saturation, sidecar then floor app (the floor's own tail says how much of
         the sidecar's tail is the machine's: wrk and redis share a CPU, neighbours preempt)."""
         d = self.durations["S5"]
         runs = {}
-        for name, port, pid in (("sidecar GET", self.sidecar_port, self.sidecar.pid),
-                                ("floor GET", self.floor_port, self.floor.pid)):
+        for name, port, pid in (
+            ("sidecar GET", self.sidecar_port, self.sidecar.pid),
+            ("floor GET", self.floor_port, self.floor.pid),
+        ):
             log(f"S5: {name}, wrk -t1 -c50 -d{d}s")
-            runs[name] = measured(name, partial(run_wrk,
-                port, "get", "/v1.0/state/s", 50, d, self.load_cpu), pid)
+            runs[name] = measured(
+                name, partial(run_wrk, port, "get", "/v1.0/state/s", 50, d, self.load_cpu), pid
+            )
         self.report.raw["S5"] = {k: v.__dict__ for k, v in runs.items()}
         v, f = runs["sidecar GET"].values, runs["floor GET"].values
         ratio, floor_ratio = v["p99"] / v["p50"], f["p99"] / f["p50"]
-        self.report.add("S5", f"{d} s saturated GET: p50 / p99 / max (ms); GET/s",
-                        f"{v['p50']:.2f} / {v['p99']:.2f} / {v['max']:.1f}; {v['rps']:.0f}/s",
-                        f"{f['p50']:.2f} / {f['p99']:.2f} / {f['max']:.1f}; {f['rps']:.0f}/s",
-                        f"p99/p50 {ratio:.2f} (floor {floor_ratio:.2f})", "p99 ≤ 1.5× p50",
-                        verdict(ratio <= 1.5 and v["errors"] == 0))
+        self.report.add(
+            "S5",
+            f"{d} s saturated GET: p50 / p99 / max (ms); GET/s",
+            f"{v['p50']:.2f} / {v['p99']:.2f} / {v['max']:.1f}; {v['rps']:.0f}/s",
+            f"{f['p50']:.2f} / {f['p99']:.2f} / {f['max']:.1f}; {f['rps']:.0f}/s",
+            f"p99/p50 {ratio:.2f} (floor {floor_ratio:.2f})",
+            "p99 ≤ 1.5× p50",
+            verdict(ratio <= 1.5 and v["errors"] == 0),
+        )
         self.report.notes.append(
             f"S5 noise: sidecar run {summarize_noise([runs['sidecar GET']])}; floor run "
-            f"{summarize_noise([runs['floor GET']])}")
+            f"{summarize_noise([runs['floor GET']])}"
+        )
 
     def cold_start(self) -> None:
         times, listen_times, rss = [], [], []
         for i in range(3):
             port = free_port()
-            argv = [*sidecar_command(), "sidecar", "--app-id", APP_ID, "--components-path",
-                    str(self.components), "--http-port", str(port), "--metrics-port",
-                    str(free_port()), "--log-level", "warning"]
+            argv = [
+                *sidecar_command(),
+                "sidecar",
+                "--app-id",
+                APP_ID,
+                "--components-path",
+                str(self.components),
+                "--http-port",
+                str(port),
+                "--metrics-port",
+                str(free_port()),
+                "--log-level",
+                "warning",
+            ]
             t0 = time.monotonic()
             proc = spawn(f"cold{i}", argv, self.server_cpu, self.work, clean_env())
             first_listen = None
@@ -1039,23 +1336,37 @@ class Bench:
         self.report.raw["cold_start_s"] = times
         self.report.raw["rss_idle_cold_mb"] = rss
         cs = median(times)
-        self.report.add("M", "cold start: exec → first 200 on GET (s), median of 3",
-                        f"{cs:.3f} ({min(times):.3f}–{max(times):.3f})", "", "", "≤ 0.5 s",
-                        verdict(cs <= 0.5))
+        self.report.add(
+            "M",
+            "cold start: exec → first 200 on GET (s), median of 3",
+            f"{cs:.3f} ({min(times):.3f}–{max(times):.3f})",
+            "",
+            "",
+            "≤ 0.5 s",
+            verdict(cs <= 0.5),
+        )
         self.idle_rss = median(rss)
         floor_idle = self.report.raw.get("rss_idle_floor_mb", float("nan"))
-        self.report.add("M", "RSS idle (MiB): fresh sidecar 1 s after its first GET",
-                        f"{self.idle_rss:.1f}", f"{floor_idle:.1f} (floor app)",
-                        f"{self.idle_rss / floor_idle:.2f}×", "≤ 45 MiB (≤ 1.4× floor)",
-                        verdict(self.idle_rss <= 45))
+        self.report.add(
+            "M",
+            "RSS idle (MiB): fresh sidecar 1 s after its first GET",
+            f"{self.idle_rss:.1f}",
+            f"{floor_idle:.1f} (floor app)",
+            f"{self.idle_rss / floor_idle:.2f}×",
+            "≤ 45 MiB (≤ 1.4× floor)",
+            verdict(self.idle_rss <= 45),
+        )
 
     def backends(self) -> None:
         d = self.durations["B"]
         folder = self.work / "components-other"
         folder.mkdir()
         (folder / "memory.yaml").write_text(component_yaml("memory", "state.in-memory", {}))
-        (folder / "sqlite.yaml").write_text(component_yaml(
-            "sqlite", "state.sqlite", {"connectionString": str(self.work / "bench.db")}))
+        (folder / "sqlite.yaml").write_text(
+            component_yaml(
+                "sqlite", "state.sqlite", {"connectionString": str(self.work / "bench.db")}
+            )
+        )
         names = ["memory", "sqlite"]
         with contextlib.ExitStack() as stack:
             pg = None
@@ -1072,8 +1383,9 @@ class Bench:
                     with contextlib.suppress(OSError):
                         if b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes():
                             pin_tree(pid, self.load_cpu)
-                (folder / "postgres.yaml").write_text(component_yaml(
-                    "postgres", "state.postgresql", {"connectionString": pg.dsn}))
+                (folder / "postgres.yaml").write_text(
+                    component_yaml("postgres", "state.postgresql", {"connectionString": pg.dsn})
+                )
                 names.append("postgres")
             port = free_port()
             proc = self.start_sidecar("sidecar-other", folder, port)
@@ -1086,9 +1398,22 @@ class Bench:
                         for mode in ("get", "save"):
                             label = f"{name} {mode}"
                             log(f"B round {i + 1}/{self.runs}: {label}, wrk -t1 -c50 -d{d}s")
-                            runs.setdefault(label, []).append(measured(label, partial(run_wrk,
-                                port, mode, f"/v1.0/state/{name}", 50, d, self.load_cpu,
-                                self.value_file), proc.pid))
+                            runs.setdefault(label, []).append(
+                                measured(
+                                    label,
+                                    partial(
+                                        run_wrk,
+                                        port,
+                                        mode,
+                                        f"/v1.0/state/{name}",
+                                        50,
+                                        d,
+                                        self.load_cpu,
+                                        self.value_file,
+                                    ),
+                                    proc.pid,
+                                )
+                            )
                 self.report.raw["B"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
                 self.report.raw["rss_other_backends_mb"] = rss_mb(proc.pid)
             finally:
@@ -1101,15 +1426,18 @@ class Bench:
             gr = median([r.values["rps"] for r in g])
             errors = sum(r.values["errors"] for r in g + s)
             self.report.add(
-                "B", f"{name}: GET/s; save/s (GET p50 / p99 ms; CPU µs per GET / save)",
+                "B",
+                f"{name}: GET/s; save/s (GET p50 / p99 ms; CPU µs per GET / save)",
                 f"{gr:.0f}; {median([r.values['rps'] for r in s]):.0f} "
                 f"({median([r.values['p50'] for r in g]):.2f} / "
                 f"{median([r.values['p99'] for r in g]):.2f}; "
                 f"{median([r.values['cpu_us'] for r in g]):.0f} / "
                 f"{median([r.values['cpu_us'] for r in s]):.0f})",
                 f"{floor:.0f} (redis floor GET)" if floor else "",
-                f"{gr / floor:.2f}× GET" if floor else "", "none (information)",
-                "info" + (f", {errors} errors" if errors else ""))
+                f"{gr / floor:.2f}× GET" if floor else "",
+                "none (information)",
+                "info" + (f", {errors} errors" if errors else ""),
+            )
 
     # -- driver --------------------------------------------------------------------------------
 
@@ -1117,15 +1445,23 @@ class Bench:
         value = rss_mb(self.sidecar.pid)
         self.report.raw[key] = value
         idle = getattr(self, "idle_rss", None) or self.report.raw["rss_idle_main_mb"]
-        self.report.add("M", f"RSS (MiB) {label}", f"{value:.1f}",
-                        f"{rss_mb(self.floor.pid):.1f} (floor app)", f"+{value - idle:.1f} vs idle",
-                        "≤ idle + 5 MiB, ≤ 48 MiB", verdict(value <= idle + 5 and value <= 48))
+        self.report.add(
+            "M",
+            f"RSS (MiB) {label}",
+            f"{value:.1f}",
+            f"{rss_mb(self.floor.pid):.1f} (floor app)",
+            f"+{value - idle:.1f} vs idle",
+            "≤ idle + 5 MiB, ≤ 48 MiB",
+            verdict(value <= idle + 5 and value <= 48),
+        )
 
     def main(self, scenarios: set[str]) -> Report:
         started = time.monotonic()
         self.start()
-        log(f"started: redis :{self.redis_port}, sidecar :{self.sidecar_port}, floor "
-            f":{self.floor_port}, hello :{self.hello_port}; work dir {self.work}")
+        log(
+            f"started: redis :{self.redis_port}, sidecar :{self.sidecar_port}, floor "
+            f":{self.floor_port}, hello :{self.hello_port}; work dir {self.work}"
+        )
         if "M" in scenarios:
             self.cold_start()
         if "S4" in scenarios:
@@ -1147,14 +1483,17 @@ class Bench:
         if "B" in scenarios:
             self.backends()
         self.report.raw["environment"]["uptime_at_end"] = subprocess.run(
-            ["uptime"], capture_output=True, text=True).stdout.strip()
+            ["uptime"], capture_output=True, text=True
+        ).stdout.strip()
         self.report.raw["elapsed_s"] = time.monotonic() - started
         return self.report
 
 
 def render(report: Report) -> str:
     env = report.raw.get("environment", {})
-    order = {s: i for i, s in enumerate(("S1", "S2", "S3", "S4", "S4a", "S4b", "S4c", "S5", "M", "B"))}
+    order = {
+        s: i for i, s in enumerate(("S1", "S2", "S3", "S4", "S4a", "S4b", "S4c", "S5", "M", "B"))
+    }
     report.rows.sort(key=lambda r: order.get(r.scenario, 99))
     lines = [
         f"statecar bench @ {env.get('commit')} ({env.get('modified_tracked_files')} tracked files "
@@ -1175,13 +1514,17 @@ def render(report: Report) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (~3 min in all)")
-    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
-                        help="comma-separated subset of " + ",".join(ALL_SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(ALL_SCENARIOS),
+        help="comma-separated subset of " + ",".join(ALL_SCENARIOS),
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per target (>= 3)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=BENCH / "results",
-                        help="where last-run.json / last-run.md go")
+    parser.add_argument(
+        "--out", type=Path, default=BENCH / "results", help="where last-run.json / last-run.md go"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args()
     scenarios = {s.strip().upper() for s in args.scenarios.split(",") if s.strip()}
@@ -1205,9 +1548,14 @@ def main() -> int:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "last-run.md").write_text(text + "\n")
-    (args.out / "last-run.json").write_text(json.dumps(
-        {"rows": [r.__dict__ for r in report.rows], "notes": report.notes, **report.raw},
-        indent=1, default=str) + "\n")
+    (args.out / "last-run.json").write_text(
+        json.dumps(
+            {"rows": [r.__dict__ for r in report.rows], "notes": report.notes, **report.raw},
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
     return 0
 
 

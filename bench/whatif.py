@@ -11,7 +11,8 @@ Variants (cumulative):
                 instead of a FastAPI middleware: state requests skip FastAPI.__call__ (its
                 per-request OpenTelemetry `enabled()` check), Starlette's ServerErrorMiddleware
                 (and its `_send` wrapper on every message), ExceptionTelemetryMiddleware and
-                AppBodyLimitMiddleware.
+                AppBodyLimitMiddleware. `create_app` now builds exactly this, so nothing is
+                patched: the step is the same code as ``as-is``, kept so the ladder stays put.
 * ``+noproxy``  also uvicorn `proxy_headers=False` (the sidecar listens on loopback; the
                 X-Forwarded-* rewrite middleware runs on every request for nothing).
 * ``noreload``  (not cumulative) as-is with the component folder poll switched off: every
@@ -37,6 +38,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -54,42 +56,28 @@ def child(variant: str, argv: list[str]) -> None:
 
         from statecar_sidecar.runtime import Reloader
 
-        async def idle(self):  # type: ignore[no-untyped-def]
+        async def idle(self: Reloader) -> None:
             await asyncio.Event().wait()
 
-        Reloader.run = idle  # type: ignore[method-assign]
+        Reloader.run = idle  # type: ignore[method-assign]  # the folder poll switched off
         base_name = "as-is"
     level = VARIANTS.index(base_name)
     import uvicorn
 
-    import statecar_sidecar.server as server
-    from statecar_sidecar.api.routing import StateAPI
     from statecar_sidecar.metrics import Metrics
 
-    if level >= 1:
-        original = server.create_app
-
-        def create_app(runtime, metrics, *, api_token, max_body_bytes):  # type: ignore[no-untyped-def]
-            app = original(runtime, metrics, api_token=api_token, max_body_bytes=max_body_bytes)
-            app.user_middleware = [m for m in app.user_middleware if m.cls is not StateAPI]
-            outer = StateAPI(app, runtime=runtime, metrics=metrics, api_token=api_token,
-                             max_body_bytes=max_body_bytes)
-            outer.state = app.state  # type: ignore[attr-defined]  # server.py reads app.state.health
-            return outer
-
-        server.create_app = create_app  # type: ignore[assignment]
+    # level 1, "outer": what `statecar_sidecar.app.create_app` builds already; nothing to patch.
     if level >= 2:
-        base = uvicorn.Config
 
-        class Config(base):  # type: ignore[misc,valid-type]
-            def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        class Config(uvicorn.Config):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
                 kwargs["proxy_headers"] = False
                 super().__init__(*args, **kwargs)
 
-        uvicorn.Config = Config  # type: ignore[misc]
+        uvicorn.Config = Config  # type: ignore[misc]  # the server builds this subclass instead
     if level >= 3:
-        Metrics.http = lambda self, *a: None  # type: ignore[method-assign,assignment]
-        Metrics.state = lambda self, *a: None  # type: ignore[method-assign,assignment]
+        Metrics.http = lambda self, *a: None  # type: ignore[method-assign]  # observations made no-ops
+        Metrics.state = lambda self, *a: None  # type: ignore[method-assign]  # likewise
     sys.argv = argv
     from statecar_cli.main import main
 
@@ -107,11 +95,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--rate", type=float, default=0,
-                        help="instead of wrk at saturation: S2's fixed rate (e.g. 1000 QPS over "
-                        "16 connections, bench/ratepace.py)")
-    parser.add_argument("--one-core", action="store_true",
-                        help="S3's layout: redis, servers and wrk all on CPU 0 (use -c1)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="instead of wrk at saturation: S2's fixed rate (e.g. 1000 QPS over "
+        "16 connections, bench/ratepace.py)",
+    )
+    parser.add_argument(
+        "--one-core",
+        action="store_true",
+        help="S3's layout: redis, servers and wrk all on CPU 0 (use -c1)",
+    )
     args = parser.parse_args()
     load_cpu = {0} if args.one_core else {1}
     variants = [v for v in args.variants.split(",") if v]
@@ -121,38 +116,81 @@ def main() -> int:
     procs: list[harness.Proc] = []
     try:
         bench.redis_port = harness.free_port()
-        redis = harness.spawn("redis", [shutil.which("redis-server") or "redis-server",
-                                        "--port", str(bench.redis_port), "--save", "",
-                                        "--appendonly", "no", "--dir", str(bench.work)],
-                              load_cpu, bench.work)
+        redis = harness.spawn(
+            "redis",
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(bench.redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(bench.work),
+            ],
+            load_cpu,
+            bench.work,
+        )
         procs.append(redis)
         time.sleep(0.3)
         bench.r = harness.Redis(bench.redis_port)
         components = bench.work / "components"
         components.mkdir()
-        (components / "s.yaml").write_text(harness.component_yaml(
-            "s", "state.redis", {"redisHost": f"127.0.0.1:{bench.redis_port}"}))
+        (components / "s.yaml").write_text(
+            harness.component_yaml(
+                "s", "state.redis", {"redisHost": f"127.0.0.1:{bench.redis_port}"}
+            )
+        )
         targets: dict[str, tuple[int, harness.Proc]] = {}
         for variant in variants:
             port = harness.free_port()
-            argv = ["statecar", "sidecar", "--app-id", "bench", "--components-path",
-                    str(components), "--http-port", str(port), "--metrics-port",
-                    str(harness.free_port()), "--log-level", "warning"]
-            proc = harness.spawn(f"whatif-{variant}", [sys.executable, __file__, "--child",
-                                                       variant, *argv], {0}, bench.work,
-                                 harness.clean_env())
+            argv = [
+                "statecar",
+                "sidecar",
+                "--app-id",
+                "bench",
+                "--components-path",
+                str(components),
+                "--http-port",
+                str(port),
+                "--metrics-port",
+                str(harness.free_port()),
+                "--log-level",
+                "warning",
+            ]
+            proc = harness.spawn(
+                f"whatif-{variant}",
+                [sys.executable, __file__, "--child", variant, *argv],
+                {0},
+                bench.work,
+                harness.clean_env(),
+            )
             procs.append(proc)
             harness.wait_http(proc, port, "/v1.0/healthz", {204}, timeout=60)
             targets[variant] = (port, proc)
         bench.seed(targets[variants[0]][0], "s", ["k"])
         floor_port = harness.free_port()
-        floor = harness.spawn("floor", [sys.executable, str(BENCH / "floor_app.py"), "--app",
-                                        "floor", "--port", str(floor_port), "--redis-port",
-                                        str(bench.redis_port)], {0}, bench.work)
+        floor = harness.spawn(
+            "floor",
+            [
+                sys.executable,
+                str(BENCH / "floor_app.py"),
+                "--app",
+                "floor",
+                "--port",
+                str(floor_port),
+                "--redis-port",
+                str(bench.redis_port),
+            ],
+            {0},
+            bench.work,
+        )
         procs.append(floor)
         harness.wait_http(floor, floor_port, "/v1.0/state/s/none", {204})
         order = [("floor", floor_port, floor.pid)] + [
-            (v, port, proc.pid) for v, (port, proc) in targets.items()]
+            (v, port, proc.pid) for v, (port, proc) in targets.items()
+        ]
         for name, port, _ in order:  # warm-up, and the same bytes from everyone
             status, _, body = harness.http_call(port, "GET", "/v1.0/state/s/k3")
             assert status == 200, (name, status)
@@ -163,33 +201,69 @@ def main() -> int:
             for name, port, pid in order:
                 harness.log(f"what-if round {i + 1}/{args.runs}: {name}")
                 if args.rate:
-                    results[name].append(harness.measured(name, partial(harness.run_ratepace,
-                        port, "/v1.0/state/s/k{i}", harness.NKEYS, args.seconds, 1.0, load_cpu,
-                        rate=args.rate, connections=args.connections), pid))
+                    results[name].append(
+                        harness.measured(
+                            name,
+                            partial(
+                                harness.run_ratepace,
+                                port,
+                                "/v1.0/state/s/k{i}",
+                                harness.NKEYS,
+                                args.seconds,
+                                1.0,
+                                load_cpu,
+                                rate=args.rate,
+                                connections=args.connections,
+                            ),
+                            pid,
+                        )
+                    )
                 else:
-                    results[name].append(harness.measured(name, partial(harness.run_wrk,
-                        port, "get", "/v1.0/state/s", args.connections, args.seconds,
-                        load_cpu), pid))
+                    results[name].append(
+                        harness.measured(
+                            name,
+                            partial(
+                                harness.run_wrk,
+                                port,
+                                "get",
+                                "/v1.0/state/s",
+                                args.connections,
+                                args.seconds,
+                                load_cpu,
+                            ),
+                            pid,
+                        )
+                    )
         med = harness.median
-        floor_rps = med([r.values.get("rps", r.values.get("achieved_rate", 0))
-                         for r in results["floor"]])
+        floor_rps = med(
+            [r.values.get("rps", r.values.get("achieved_rate", 0)) for r in results["floor"]]
+        )
         floor_cpu = med([r.values["cpu_us"] for r in results["floor"]])
         layout = "all on CPU 0" if args.one_core else "servers CPU 0, wrk+redis CPU 1"
-        load = (f"{args.rate:.0f} QPS over {args.connections} connections (ratepace)"
-                if args.rate else f"wrk -t1 -c{args.connections}")
-        print(f"\nwhat-if, {load} -d{args.seconds}s GET x {args.runs} "
-              f"(interleaved; {layout}), load: {harness.loadavg()}")
-        print("| variant | GET/s | ratio to floor | CPU µs/GET | floor CPU / CPU | p50 ms | p90 ms "
-              "| p99 ms | foreign cores |")
+        load = (
+            f"{args.rate:.0f} QPS over {args.connections} connections (ratepace)"
+            if args.rate
+            else f"wrk -t1 -c{args.connections}"
+        )
+        print(
+            f"\nwhat-if, {load} -d{args.seconds}s GET x {args.runs} "
+            f"(interleaved; {layout}), load: {harness.loadavg()}"
+        )
+        print(
+            "| variant | GET/s | ratio to floor | CPU µs/GET | floor CPU / CPU | p50 ms | p90 ms "
+            "| p99 ms | foreign cores |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for name, runs in results.items():
             rps = med([r.values.get("rps", r.values.get("achieved_rate", 0)) for r in runs])
             cpu = med([r.values["cpu_us"] for r in runs])
-            print(f"| {name} | {rps:.0f} | {rps / floor_rps:.2f} | {cpu:.1f} | "
-                  f"{floor_cpu / cpu:.2f} | {med([r.values['p50'] for r in runs]):.3f} | "
-                  f"{med([r.values['p90'] for r in runs]):.3f} | "
-                  f"{med([r.values['p99'] for r in runs]):.2f} | "
-                  f"{med([r.foreign for r in runs]):.2f} |")
+            print(
+                f"| {name} | {rps:.0f} | {rps / floor_rps:.2f} | {cpu:.1f} | "
+                f"{floor_cpu / cpu:.2f} | {med([r.values['p50'] for r in runs]):.3f} | "
+                f"{med([r.values['p90'] for r in runs]):.3f} | "
+                f"{med([r.values['p99'] for r in runs]):.2f} | "
+                f"{med([r.foreign for r in runs]):.2f} |"
+            )
     finally:
         for p in reversed(procs):
             p.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -357,6 +358,7 @@ def test_bulk_get_returns_items_in_request_order_with_missing_keys(
     assert items[1] == {"key": "does-not-exist"}
     assert items[0]["data"] == {"i": 3}
     assert items[0]["etag"] == etag_of(api, store, keys[3])
+    empty: Mapping[str, Sequence[str]]
     for empty in ({}, {"keys": []}):
         assert api.put(f"/v1.0/state/{store}/bulk", json=empty).json() == []
 
@@ -364,7 +366,9 @@ def test_bulk_get_returns_items_in_request_order_with_missing_keys(
 # -- transactions ★ atomic ----------------------------------------------------------------------
 
 
-def transact(api: httpx.Client, store: str, operations: list[dict[str, object]]) -> httpx.Response:
+def transact(
+    api: httpx.Client, store: str, operations: Sequence[Mapping[str, object]]
+) -> httpx.Response:
     return api.post(f"/v1.0/state/{store}/transaction", json={"operations": operations})
 
 

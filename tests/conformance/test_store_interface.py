@@ -42,7 +42,7 @@ from statecar_sidecar.stores.errors import (
 from statecar_sidecar.stores.memory import MemoryStore
 from statecar_sidecar.stores.postgresql import PostgreSQLStore
 from statecar_sidecar.stores.postgresql import store as postgresql_module
-from statecar_sidecar.stores.query import parse_query
+from statecar_sidecar.stores.query import parse_query, run_query
 from statecar_sidecar.stores.registry import open_store
 
 pytestmark = pytest.mark.conformance
@@ -582,7 +582,7 @@ async def test_postgresql_query_runs_in_sql_and_falls_back_for_unreadable_values
     try:
         await _fill(store, "app||")
         calls: list[int] = []
-        real_run_query = postgresql_module.run_query
+        real_run_query = run_query  # what postgresql_module imported
 
         def counting_run_query(*args: Any) -> Any:
             calls.append(1)

@@ -6,7 +6,8 @@ Helpers of the operator's e2e tests (tests/e2e/test_operator_e2e/ and test_helm_
   with its log in a file and `/readyz` as the readiness gate.
 * `Api`: fast reads of the local API server over HTTPS (polling with kubectl would fork a Go
   binary several times a second on a two-core machine); writes stay with kubectl, as a user's.
-* `wait_for`: a bounded wait whose failure names what was awaited and what was last seen.
+* `wait_for`: a bounded wait whose failure names what was awaited and what was last seen;
+  `wait_for_object` waits the same way for an object that must exist.
 * `FailureContext`: a pytest plugin, registered by a fixture, that appends the tails of the
   operator's and sidecars' logs to the report of every failed test of one module.
 """
@@ -65,6 +66,27 @@ def wait_for(
                 f"last observed: {shown[:3000]}"
             )
         time.sleep(interval)
+
+
+def wait_for_object(
+    what: str,
+    observe: Callable[[], dict[str, Any] | None],
+    until: Callable[[dict[str, Any]], bool] = bool,
+    *,
+    timeout: float,
+    interval: float = 0.25,
+) -> dict[str, Any]:
+    """`wait_for` an object read from the API server (None while absent) to exist and pass
+    `until`; what it returns is typed as present."""
+    found = wait_for(
+        what,
+        observe,
+        lambda value: value is not None and until(value),
+        timeout=timeout,
+        interval=interval,
+    )
+    assert found is not None  # the predicate above passes no None
+    return found
 
 
 def run_statecar(*args: str, input: str | None = None, timeout: float = 60) -> str:

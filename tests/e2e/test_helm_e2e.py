@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import functools
 import json
 import os
 import socket
@@ -682,7 +683,7 @@ def test_a_ca_rotation_trusts_both_cas_during_the_overlap_and_never_refuses_a_po
         for replica in operators:
             wait_for(
                 f"{replica.identity} to serve the new CA's certificate",
-                lambda replica=replica: served_certificate(replica.webhook_port),
+                functools.partial(served_certificate, replica.webhook_port),
                 lambda cert: issuing.issued_by(cert, new),
                 timeout=OVERLAP + REACT,
             )
@@ -806,7 +807,7 @@ def test_helm_upgrade_updates_the_crd_and_values_and_keeps_the_ca_bundle(
                 f"/apis/statecar.io/v1alpha1/namespaces/{APP}/statestorecomponents/statestore"
             )
         ),
-        lambda body: bool(body) and body["spec"].get("owner") == "team-orders",
+        lambda body: bool(body and body["spec"].get("owner") == "team-orders"),
     )
     table = cluster.kubectl("get", "ssc", "-n", APP).stdout
     assert "OWNER" in table.splitlines()[0]

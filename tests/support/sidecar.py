@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 from tests.support import processes
@@ -93,8 +94,8 @@ class SidecarProcess:
 
 
 @contextlib.contextmanager
-def running_sidecar(**kwargs: object) -> Iterator[SidecarProcess]:
-    sidecar = SidecarProcess(**kwargs)  # type: ignore[arg-type]
+def running_sidecar(**kwargs: Any) -> Iterator[SidecarProcess]:  # SidecarProcess's keywords
+    sidecar = SidecarProcess(**kwargs)
     try:
         sidecar.start()
         yield sidecar

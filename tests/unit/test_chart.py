@@ -136,7 +136,7 @@ def validator() -> Any:
 
 def with_value(path: str, value: Any) -> dict[str, Any]:
     """A deep copy of the defaults with one dotted path set."""
-    values = json.loads(json.dumps(VALUES))
+    values: dict[str, Any] = json.loads(json.dumps(VALUES))
     node = values
     *parents, last = path.split(".")
     for key in parents:

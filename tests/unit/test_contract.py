@@ -18,20 +18,46 @@ from statecar_contract.components import (
 
 
 def component(**spec: object) -> dict[str, object]:
-    base: dict[str, object] = {"type": "state.redis", "metadata": [{"name": "redisHost", "value": "r:6379"}]}
+    base: dict[str, object] = {
+        "type": "state.redis",
+        "metadata": [{"name": "redisHost", "value": "r:6379"}],
+    }
     base.update(spec)
-    return {"apiVersion": "statecar.io/v1alpha1", "kind": "StateStoreComponent", "metadata": {"name": "orders"}, "spec": base}
+    return {
+        "apiVersion": "statecar.io/v1alpha1",
+        "kind": "StateStoreComponent",
+        "metadata": {"name": "orders"},
+        "spec": base,
+    }
 
 
 def test_defaults_are_daprs() -> None:
     spec = parse_component(component())
-    assert (spec.concurrency, spec.consistency, spec.key_prefix, spec.enforce) == ("last-write", "eventual", "appid", False)
+    assert (spec.concurrency, spec.consistency, spec.key_prefix, spec.enforce) == (
+        "last-write",
+        "eventual",
+        "appid",
+        False,
+    )
 
 
 def test_policy_fields_parse() -> None:
-    spec = parse_component(component(concurrency="first-write", consistency="strong", enforce=True, keyPrefix="MyPrefix", scopes=["a"]))
+    spec = parse_component(
+        component(
+            concurrency="first-write",
+            consistency="strong",
+            enforce=True,
+            keyPrefix="MyPrefix",
+            scopes=["a"],
+        )
+    )
     assert (spec.concurrency, spec.consistency, spec.enforce, spec.key_prefix, spec.scopes) == (
-        "first-write", "strong", True, "myprefix", ("a",))
+        "first-write",
+        "strong",
+        True,
+        "myprefix",
+        ("a",),
+    )
     assert spec.in_scope("a")
     assert not spec.in_scope("b")
 
@@ -43,12 +69,26 @@ def test_policy_fields_parse() -> None:
         ({"concurrency": "first"}, "spec.concurrency", "first-write, last-write"),
         ({"metadata": [{"name": "redishost", "value": "x"}]}, "spec.metadata[0].name", "known: "),
         ({"metadata": []}, "spec.metadata", "needs redisHost"),
-        ({"metadata": [{"name": "redisHost", "value": "x", "secretKeyRef": {"name": "s", "key": "k"}}]}, "spec.metadata[0]", "exactly one"),
-        ({"metadata": [{"name": "redisHost"}]}, "spec.metadata[0]", "needs a value or a secretKeyRef"),
+        (
+            {
+                "metadata": [
+                    {"name": "redisHost", "value": "x", "secretKeyRef": {"name": "s", "key": "k"}}
+                ]
+            },
+            "spec.metadata[0]",
+            "exactly one",
+        ),
+        (
+            {"metadata": [{"name": "redisHost"}]},
+            "spec.metadata[0]",
+            "needs a value or a secretKeyRef",
+        ),
         ({"keyPrefix": "a||b"}, "spec.keyPrefix", "must not contain '||'"),
     ],
 )
-def test_errors_name_the_field_and_the_fix(spec: dict[str, object], field: str, fragment: str) -> None:
+def test_errors_name_the_field_and_the_fix(
+    spec: dict[str, object], field: str, fragment: str
+) -> None:
     with pytest.raises(ComponentError) as raised:
         parse_component(component(**spec), source="orders.yaml")
     assert raised.value.field == field
@@ -61,12 +101,16 @@ def test_dapr_component_files_carry_over() -> None:
         "apiVersion": "dapr.io/v1alpha1",
         "kind": "Component",
         "metadata": {"name": "statestore"},
-        "spec": {"type": "state.redis", "version": "v1", "metadata": [
-            {"name": "redisHost", "value": "localhost:6379"},
-            {"name": "redisPassword", "value": ""},
-            {"name": "actorStateStore", "value": "true"},
-            {"name": "keyPrefix", "value": "name"},
-        ]},
+        "spec": {
+            "type": "state.redis",
+            "version": "v1",
+            "metadata": [
+                {"name": "redisHost", "value": "localhost:6379"},
+                {"name": "redisPassword", "value": ""},
+                {"name": "actorStateStore", "value": "true"},
+                {"name": "keyPrefix", "value": "name"},
+            ],
+        },
         "scopes": ["checkout"],
     }
     spec = parse_component(document)
@@ -76,10 +120,17 @@ def test_dapr_component_files_carry_over() -> None:
 
 
 def test_resolve_needs_every_secret() -> None:
-    spec = parse_component(component(metadata=[
-        {"name": "redisHost", "value": "r:6379"},
-        {"name": "redisPassword", "secretKeyRef": {"name": "redis-auth", "key": "password"}},
-    ]))
+    spec = parse_component(
+        component(
+            metadata=[
+                {"name": "redisHost", "value": "r:6379"},
+                {
+                    "name": "redisPassword",
+                    "secretKeyRef": {"name": "redis-auth", "key": "password"},
+                },
+            ]
+        )
+    )
     ref = SecretKeyRef("redis-auth", "password")
     assert resolve(spec, {ref: "pw"}).metadata == {"redisHost": "r:6379", "redisPassword": "pw"}
     with pytest.raises(ComponentError, match="secret 'redis-auth' has no key 'password'"):
@@ -88,7 +139,13 @@ def test_resolve_needs_every_secret() -> None:
 
 def test_wiring_round_trips_and_its_encoding_is_canonical() -> None:
     components = (
-        ResolvedComponent("b", "state.redis", metadata={"redisHost": "r", "redisPassword": "p"}, concurrency="first-write", scopes=("x",)),
+        ResolvedComponent(
+            "b",
+            "state.redis",
+            metadata={"redisHost": "r", "redisPassword": "p"},
+            concurrency="first-write",
+            scopes=("x",),
+        ),
         ResolvedComponent("a", "state.in-memory", enforce=True, key_prefix="none"),
     )
     document = wiring.with_components("shop", components)
@@ -103,7 +160,11 @@ def test_wiring_round_trips_and_its_encoding_is_canonical() -> None:
 
 @pytest.mark.parametrize(
     ("data", "fragment"),
-    [(b"not json", "not valid JSON"), (b'{"formatVersion": 99}', "different releases"), (b'{"formatVersion": 1, "namespace": "x", "components": [{"name": 1}]}', "name")],
+    [
+        (b"not json", "not valid JSON"),
+        (b'{"formatVersion": 99}', "different releases"),
+        (b'{"formatVersion": 1, "namespace": "x", "components": [{"name": 1}]}', "name"),
+    ],
 )
 def test_a_corrupt_wiring_file_is_a_clear_error(data: bytes, fragment: str) -> None:
     with pytest.raises(ComponentError, match=fragment):

@@ -10,6 +10,7 @@ minute). Set STATECAR_FULL_IMAGE_BUILD=1 to replay the builder's commands unchan
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -193,7 +194,8 @@ def test_the_default_command_and_the_injected_command_are_subcommands_of_that_sc
     from statecar_cli.main import build_parser
     from statecar_operator.injection.patching import SIDECAR_COMMAND
 
-    subcommands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    actions = build_parser()._actions
+    subcommands = set(next(a.choices for a in actions if isinstance(a, argparse._SubParsersAction)))
     (cmd,) = RUNTIME.all("CMD")
     assert cmd.exec_form is not None
     assert cmd.exec_form[0] in subcommands

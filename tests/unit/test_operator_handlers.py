@@ -6,7 +6,8 @@ docs/testing.rst do the same), on a `Memo` whose API server is an in-memory fake
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, TypeVar, cast
 
 import kopf
 import pytest
@@ -17,9 +18,24 @@ from statecar_operator.cluster.events import EventRecorder, EventType, ObjectRef
 from statecar_operator.cluster.leader import AlwaysLeader
 from statecar_operator.health_server import Readiness
 from statecar_operator.memo import Indexes, Memo
-from statecar_operator.reconciliation.component_index import component_entry
+from statecar_operator.reconciliation.component_index import ComponentEntry, component_entry
 from statecar_operator.reconciliation.reconciler import Reconciler
 from statecar_operator.settings import InjectorSettings, OperatorSettings
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def body_of(raw: Mapping[str, Any]) -> kopf.Body:
+    """kopf.Body over a plain dict: kopf types its source as its RawBody TypedDict."""
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def as_index(mapping: Mapping[K, Collection[V]] | None) -> kopf.Index[K, V]:
+    """A dict of lists stands in for kopf's Index, which the handlers read only as a Mapping of
+    Collections (kopf's `Index` and `Store` are abstract interfaces of exactly that shape)."""
+    assert mapping is not None, "the memo fixture binds every index"
+    return cast("kopf.Index[K, V]", mapping)
 
 
 class RecordingEvents(EventRecorder):
@@ -57,9 +73,9 @@ ORDERS = component_body(
 @pytest.fixture
 def memo() -> Memo:
     indexes = Indexes()
-    indexes.components = {"shop": [component_entry(ORDERS)]}  # type: ignore[assignment]  # a dict stands in for kopf.Index
-    indexes.wiring = {"shop": ["3f2a9c0d1e4b5a6f"]}  # type: ignore[assignment]  # likewise
-    indexes.secret_refs = {("shop", "redis-auth"): ["orders"]}  # type: ignore[assignment]  # likewise
+    indexes.components = {"shop": [component_entry(ORDERS)]}
+    indexes.wiring = {"shop": ["3f2a9c0d1e4b5a6f"]}
+    indexes.secret_refs = {("shop", "redis-auth"): ["orders"]}
     readiness = Readiness()
     readiness.check_warm(set())
     readiness.cert_loaded = True
@@ -111,7 +127,7 @@ def pod(**annotations: str) -> dict[str, Any]:
 async def mutate(
     memo: Memo, raw: dict[str, Any], *, dryrun: bool = False
 ) -> tuple[kopf.Patch, list[str]]:
-    body = kopf.Body(copy.deepcopy(raw))
+    body = body_of(copy.deepcopy(raw))
     patch = kopf.Patch(body=body)
     warnings: list[str] = []
     await handlers.pod_mutate(body=body, patch=patch, warnings=warnings, dryrun=dryrun, memo=memo)
@@ -122,10 +138,12 @@ async def test_an_annotated_pod_gets_a_patch_from_the_indexes(memo: Memo) -> Non
     patch, warnings = await mutate(memo, pod(**{"statecar.io/enabled": "true"}))
     assert warnings == []
     ops = patch.as_json_patch()
-    init = next(op for op in ops if op["path"] == "/spec/initContainers")
+    init: Mapping[str, Any] = next(op for op in ops if op["path"] == "/spec/initContainers")
     assert init["value"][0]["name"] == "statecar"
     assert init["value"][0]["image"] == "statecar:test"
-    status = next(op for op in ops if op["path"] == "/metadata/annotations/statecar.io~1status")
+    status: Mapping[str, Any] = next(
+        op for op in ops if op["path"] == "/metadata/annotations/statecar.io~1status"
+    )
     assert '"configHash":"3f2a9c0d1e4b5a6f"' in status["value"]
     assert '"appId":"checkout"' in status["value"]
 
@@ -134,7 +152,7 @@ async def test_an_unannotated_pod_is_untouched_and_silent(memo: Memo) -> None:
     patch, warnings = await mutate(memo, pod())
     assert patch.as_json_patch() == []
     assert warnings == []
-    assert memo.events.recorded == []  # type: ignore[attr-defined]
+    assert memo.events.recorded == []  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
 
 
 async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None:
@@ -144,7 +162,7 @@ async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None
     assert patch.as_json_patch() == []
     assert len(warnings) == 1
     assert "in scope for app id 'billing'" in warnings[0]
-    ((ref, type_, reason, message),) = memo.events.recorded  # type: ignore[attr-defined]
+    ((ref, type_, reason, message),) = memo.events.recorded  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
     assert (ref.kind, ref.name, ref.uid, ref.namespace) == (
         "ReplicaSet",
         "checkout-5d4f8b",
@@ -160,7 +178,7 @@ async def test_a_dry_run_posts_no_event(memo: Memo) -> None:
         memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"}), dryrun=True
     )
     assert warnings
-    assert memo.events.recorded == []  # type: ignore[attr-defined]
+    assert memo.events.recorded == []  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
 
 
 async def test_a_bad_annotation_is_rejected_with_the_message(memo: Memo) -> None:
@@ -168,11 +186,11 @@ async def test_a_bad_annotation_is_rejected_with_the_message(memo: Memo) -> None
         await mutate(memo, pod(**{"statecar.io/enabled": "true", "statecar.io/http-port": "http"}))
     assert caught.value.code == 400
     assert "statecar.io/http-port: 'http' is not a port number" in str(caught.value)
-    assert memo.events.recorded[0][2] == "InjectionRejected"  # type: ignore[attr-defined]
+    assert memo.events.recorded[0][2] == "InjectionRejected"  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
 
 
 async def test_no_wiring_yet_is_a_warning(memo: Memo) -> None:
-    memo.indexes.wiring = {}  # type: ignore[assignment]  # a dict stands in for kopf.Index
+    memo.indexes.wiring = {}
     patch, warnings = await mutate(memo, pod(**{"statecar.io/enabled": "true"}))
     assert patch.as_json_patch()
     assert any("not rendered yet" in w for w in warnings)
@@ -192,7 +210,7 @@ async def test_component_validation_rejects_unknown_settings_with_the_field() ->
         "x", {"type": "state.redis", "metadata": [{"name": "redisHots", "value": "a"}]}
     )
     with pytest.raises(kopf.AdmissionError) as caught:
-        await handlers.component_validate(body=kopf.Body(bad))
+        await handlers.component_validate(body=body_of(bad))
     assert caught.value.code == 422
     assert "spec.metadata[0].name: 'redisHots' is not a setting of state.redis" in str(caught.value)
 
@@ -200,44 +218,44 @@ async def test_component_validation_rejects_unknown_settings_with_the_field() ->
 async def test_component_validation_rejects_impossible_scopes_and_objects_as_values() -> None:
     scoped = component_body("x", {"type": "state.in-memory", "scopes": ["not an app"]})
     with pytest.raises(kopf.AdmissionError, match=r"spec.scopes\[0\]"):
-        await handlers.component_validate(body=kopf.Body(scoped))
+        await handlers.component_validate(body=body_of(scoped))
     nested = component_body(
         "x", {"type": "state.redis", "metadata": [{"name": "redisHost", "value": {"a": 1}}]}
     )
     with pytest.raises(kopf.AdmissionError, match=r"spec.metadata\[0\].value"):
-        await handlers.component_validate(body=kopf.Body(nested))
+        await handlers.component_validate(body=body_of(nested))
 
 
 async def test_component_validation_accepts_good_ones_even_with_generate_name() -> None:
     good = component_body("x", {"type": "state.in-memory"})
     del good["metadata"]["name"]
     good["metadata"]["generateName"] = "cache-"
-    await handlers.component_validate(body=kopf.Body(good))
+    await handlers.component_validate(body=body_of(good))
 
 
 async def test_index_handlers(memo: Memo) -> None:
     memo.readiness.indexes_warm = False
-    entries = await handlers.index_components(body=kopf.Body(ORDERS), memo=memo)
+    entries = await handlers.index_components(body=body_of(ORDERS), memo=memo)
     assert list(entries) == ["shop"]
     assert entries["shop"].spec is not None
     assert memo.readiness.check_warm({"uid-orders"})
-    refs = await handlers.index_secret_refs(body=kopf.Body(ORDERS))
+    refs = await handlers.index_secret_refs(body=body_of(ORDERS))
     assert refs == {("shop", "redis-auth"): "orders"}
     wiring = {
         "metadata": {"name": "statecar-wiring", "annotations": {"statecar.io/config-hash": "h"}}
     }
-    assert await handlers.index_wiring(body=kopf.Body(wiring), namespace="shop") == {"shop": "h"}
+    assert await handlers.index_wiring(body=body_of(wiring), namespace="shop") == {"shop": "h"}
     assert handlers.is_wiring_secret(name="statecar-wiring")
     assert not handlers.is_wiring_secret(name="other")
 
 
 async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Memo) -> None:
     reconciler = memo.reconciler
-    refs = memo.indexes.secret_refs
+    refs = as_index(memo.indexes.secret_refs)
     secret = {"metadata": {"name": "redis-auth", "namespace": "shop"}}
     await handlers.secret_event(
         type="MODIFIED",
-        body=kopf.Body(secret),
+        body=body_of(secret),
         name="redis-auth",
         namespace="shop",
         memo=memo,
@@ -247,7 +265,7 @@ async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Me
     reconciler._dirty.clear()
     await handlers.secret_event(
         type="MODIFIED",
-        body=kopf.Body(secret),
+        body=body_of(secret),
         name="unrelated",
         namespace="shop",
         memo=memo,
@@ -256,7 +274,7 @@ async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Me
     assert reconciler._dirty == set()
     await handlers.secret_event(
         type="DELETED",
-        body=kopf.Body({}),
+        body=body_of({}),
         name="statecar-wiring",
         namespace="shop",
         memo=memo,
@@ -266,7 +284,7 @@ async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Me
 
 
 def test_only_relevant_secrets_reach_the_handler(memo: Memo) -> None:
-    refs = memo.indexes.secret_refs
+    refs = as_index(memo.indexes.secret_refs)
     assert handlers.secret_matters(name="redis-auth", namespace="shop", statecar_secret_refs=refs)
     assert handlers.secret_matters(
         name="statecar-wiring", namespace="any", statecar_secret_refs=refs
@@ -278,7 +296,7 @@ def test_only_relevant_secrets_reach_the_handler(memo: Memo) -> None:
 
 
 async def test_component_events_mark_the_namespace(memo: Memo) -> None:
-    await handlers.component_event(type="ADDED", body=kopf.Body(ORDERS), memo=memo)
+    await handlers.component_event(type="ADDED", body=body_of(ORDERS), memo=memo)
     assert memo.reconciler._dirty == {"shop"}
 
 
@@ -292,9 +310,12 @@ async def test_bind_indexes_gives_the_reconciler_live_views(memo: Memo) -> None:
         leadership=memo.leadership,
         indexes=fresh,
     )
-    live: dict[str, Any] = {"shop": [component_entry(ORDERS)]}
+    live: dict[str, list[ComponentEntry]] = {"shop": [component_entry(ORDERS)]}
     await handlers.bind_indexes(
-        memo=runtime, statecar_components=live, statecar_secret_refs={}, statecar_wiring={}
+        memo=runtime,
+        statecar_components=as_index(live),
+        statecar_secret_refs=as_index({}),
+        statecar_wiring=as_index({}),
     )
     assert [e.name for e in fresh.components_in("shop")] == ["orders"]
     live["other"] = [component_entry(component_body("x", {"type": "state.in-memory"}, "other"))]

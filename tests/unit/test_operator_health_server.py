@@ -147,7 +147,7 @@ async def test_the_webhook_server_serves_tls_fills_the_namespace_and_reports_rea
         }
 
     async def run() -> None:
-        async for config in server(fn):  # type: ignore[arg-type]  # a plain coroutine stands in for kopf's
+        async for config in server(fn):
             assert "caBundle" in config
 
     task = asyncio.create_task(run())

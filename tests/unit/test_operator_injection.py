@@ -14,7 +14,7 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -160,8 +160,9 @@ def annotated_pod(**annotations: str) -> dict[str, Any]:
 def test_kopf_turns_the_transformation_into_a_json_patch_and_a_second_pass_into_none() -> None:
     pod = annotated_pod(**{"statecar.io/app-id": "cart"})
     plan = plan_for(pod)
-    patch = kopf.Patch(body=kopf.Body(copy.deepcopy(pod)))
-    patch.fns.append(lambda body: apply_injection(body, plan))
+    # kopf types a body as its RawBody TypedDict; to the injector it is the pod's plain dict.
+    patch = kopf.Patch(body=kopf.Body(cast(kopf.RawBody, copy.deepcopy(pod))))
+    patch.fns.append(lambda body: apply_injection(cast(dict[str, Any], body), plan))
     ops = patch.as_json_patch()
     paths = {op["path"] for op in ops}
     # Keys with '/' are escaped as '~1' (RFC 6901), the bug nolar/kopf#866 was about.
@@ -171,8 +172,8 @@ def test_kopf_turns_the_transformation_into_a_json_patch_and_a_second_pass_into_
 
     injected = copy.deepcopy(pod)
     apply_injection(injected, plan)
-    again = kopf.Patch(body=kopf.Body(injected))
-    again.fns.append(lambda body: apply_injection(body, plan_for(injected)))
+    again = kopf.Patch(body=kopf.Body(cast(kopf.RawBody, injected)))
+    again.fns.append(lambda body: apply_injection(cast(dict[str, Any], body), plan_for(injected)))
     assert again.as_json_patch() == []
 
 

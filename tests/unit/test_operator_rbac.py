@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from statecar_operator.manifests import rbac
 
 
-def rules_for(resource: str) -> list[dict[str, object]]:
+def rules_for(resource: str) -> list[dict[str, Any]]:
     return [r for r in rbac.CLUSTER_RULES if resource in r["resources"]]
 
 
 def test_secrets_can_only_be_changed_when_named_statecar_wiring() -> None:
     for rule in rules_for("secrets"):
-        verbs = set(rule["verbs"])  # type: ignore[call-overload]
+        verbs = set(rule["verbs"])
         if verbs & {"update", "patch", "delete"}:
             assert rule["resourceNames"] == ["statecar-wiring"]
         else:
@@ -27,9 +29,9 @@ def test_components_are_read_and_only_their_status_written() -> None:
 
 def test_no_rule_on_pods_webhooks_or_wildcards() -> None:
     for rule in rbac.CLUSTER_RULES:
-        assert "*" not in rule["verbs"]  # type: ignore[operator]
-        assert "*" not in rule["resources"]  # type: ignore[operator]
-        assert not {"pods", "mutatingwebhookconfigurations", "namespaces"} & set(rule["resources"])  # type: ignore[call-overload]
+        assert "*" not in rule["verbs"]
+        assert "*" not in rule["resources"]
+        assert not {"pods", "mutatingwebhookconfigurations", "namespaces"} & set(rule["resources"])
 
 
 def test_manifests_bind_the_rules_to_the_service_account() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,6 @@ from tests.support.ports import free_port
 from tests.support.redis_server import running_redis
 
 from statecar_contract.components import ResolvedComponent
-from statecar_operator.reconciliation import reachability
 from statecar_operator.reconciliation.reachability import measure
 
 Reply = Callable[[list[bytes]], bytes | None]
@@ -208,14 +208,15 @@ async def test_postgres_refused() -> None:
 
 
 async def test_postgres_without_asyncpg_falls_back_to_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_import = reachability.importlib.import_module
+    # reachability imports asyncpg through `importlib.import_module`, looked up at call time.
+    real_import = importlib.import_module
 
     def no_asyncpg(name: str, *args: Any) -> Any:
         if name == "asyncpg":
             raise ImportError(name)
         return real_import(name, *args)
 
-    monkeypatch.setattr(reachability.importlib, "import_module", no_asyncpg)
+    monkeypatch.setattr(importlib, "import_module", no_asyncpg)
     async with resp_server(lambda args: b"") as port:
         component = ResolvedComponent(
             name="x",

@@ -237,7 +237,8 @@ async def test_oversized_bodies_are_413_and_the_app_keeps_serving() -> None:
     assert answer.status_code == 413
     assert "larger than the limit of 1000 bytes" in answer.json()["message"]
 
-    async def chunks():  # no Content-Length: the limit holds while streaming too
+    # No Content-Length: the limit holds while streaming too.
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b"x" * 200
 

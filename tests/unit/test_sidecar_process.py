@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,8 +30,12 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> None:
     port = free_port()
-    process = subprocess.Popen([*STATECAR, "run", "--http-port", str(port), "--metrics-port", "0"],
-                               env=_env(tmp_path), cwd=tmp_path, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [*STATECAR, "run", "--http-port", str(port), "--metrics-port", "0"],
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
@@ -43,8 +48,11 @@ def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> Non
             assert time.monotonic() < deadline, "statecar run did not start"
             time.sleep(0.05)
         # The README's first promise, as curl sends it.
-        saved = httpx.post(f"{url}/v1.0/state/statestore", content=b'[{"key":"k","value":1}]',
-                           headers={"content-type": "application/x-www-form-urlencoded"})
+        saved = httpx.post(
+            f"{url}/v1.0/state/statestore",
+            content=b'[{"key":"k","value":1}]',
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         assert saved.status_code == 204
         assert httpx.get(f"{url}/v1.0/state/statestore/k").text == "1"
         assert httpx.get(f"{url}/v1.0/metadata").json()["components"][0]["type"] == "state.sqlite"
@@ -61,14 +69,32 @@ def test_statecar_run_exports_the_port_and_exits_with_the_apps_code(tmp_path: Pa
         "import os, sys, urllib.request\n"
         "port = os.environ['DAPR_HTTP_PORT']\n"
         "assert os.environ['STATECAR_HTTP_PORT'] == port\n"
-        "req = urllib.request.Request(f'http://127.0.0.1:{port}/v1.0/state/statestore', data=b'[{\"key\":\"from-app\",\"value\":\"hi\"}]', method='POST')\n"
+        'req = urllib.request.Request(f\'http://127.0.0.1:{port}/v1.0/state/statestore\', data=b\'[{"key":"from-app","value":"hi"}]\', method=\'POST\')\n'
         "assert urllib.request.urlopen(req).status == 204\n"
         "body = urllib.request.urlopen(f'http://127.0.0.1:{port}/v1.0/state/statestore/from-app').read()\n"
         "sys.exit(3 if body == b'\"hi\"' else 1)\n"
     )
-    result = subprocess.run([*STATECAR, "run", "--app-id", "demo", "--http-port", str(free_port()), "--metrics-port", "0",
-                             "--", sys.executable, "-c", app], env=_env(tmp_path), cwd=tmp_path, timeout=60,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            *STATECAR,
+            "run",
+            "--app-id",
+            "demo",
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            "0",
+            "--",
+            sys.executable,
+            "-c",
+            app,
+        ],
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 3, result.stderr
 
 
@@ -79,10 +105,18 @@ def test_a_bad_component_file_names_the_file_the_field_and_the_fix(tmp_path: Pat
         "apiVersion: statecar.io/v1alpha1\nkind: StateStoreComponent\nmetadata: {name: orders}\n"
         "spec:\n  type: state.redis\n  concurrency: first\n  metadata:\n  - {name: redisHost, value: 'r:1'}\n"
     )
-    result = subprocess.run([*STATECAR, "sidecar", "--components-path", str(folder), "--http-port", str(free_port())],
-                            env=_env(tmp_path), timeout=30, capture_output=True, text=True)
+    result = subprocess.run(
+        [*STATECAR, "sidecar", "--components-path", str(folder), "--http-port", str(free_port())],
+        env=_env(tmp_path),
+        timeout=30,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
-    assert "orders.yaml: spec.concurrency: must be one of first-write, last-write, got 'first'" in result.stderr
+    assert (
+        "orders.yaml: spec.concurrency: must be one of first-write, last-write, got 'first'"
+        in result.stderr
+    )
 
 
 def test_local_secret_refs_resolve_from_the_environment(tmp_path: Path) -> None:
@@ -92,13 +126,21 @@ def test_local_secret_refs_resolve_from_the_environment(tmp_path: Path) -> None:
         "apiVersion: statecar.io/v1alpha1\nkind: StateStoreComponent\nmetadata: {name: s}\n"
         "spec:\n  type: state.sqlite\n  metadata:\n  - name: connectionString\n    secretKeyRef: {name: db-file, key: path}\n"
     )
-    missing = subprocess.run([*STATECAR, "sidecar", "--components-path", str(folder), "--http-port", str(free_port())],
-                             env=_env(tmp_path), timeout=30, capture_output=True, text=True)
+    missing = subprocess.run(
+        [*STATECAR, "sidecar", "--components-path", str(folder), "--http-port", str(free_port())],
+        env=_env(tmp_path),
+        timeout=30,
+        capture_output=True,
+        text=True,
+    )
     assert "DB_FILE_PATH" in missing.stderr
     sidecar = SidecarProcess(components_path=folder, env={"DB_FILE_PATH": str(tmp_path / "x.db")})
     sidecar.start()
     try:
-        assert httpx.post(f"{sidecar.url}/v1.0/state/s", json=[{"key": "k", "value": 1}]).status_code == 204
+        assert (
+            httpx.post(f"{sidecar.url}/v1.0/state/s", json=[{"key": "k", "value": 1}]).status_code
+            == 204
+        )
     finally:
         sidecar.stop()
 
@@ -110,9 +152,9 @@ def _write_wiring(path: Path, *components: ResolvedComponent) -> None:
     temporary.replace(path)  # atomic, as the kubelet's symlink swap is
 
 
-def _wait(condition: object, timeout: float = 10) -> None:
+def _wait(condition: Callable[[], object], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
 
@@ -127,10 +169,20 @@ def test_wiring_changes_reload_make_before_break(tmp_path: Path) -> None:
     try:
         assert api.post("/v1.0/state/a", json=[{"key": "k", "value": 1}]).status_code == 204
         # A new component appears without a restart.
-        _write_wiring(wiring_file, memory_a, ResolvedComponent("b", "state.sqlite", metadata={"connectionString": str(tmp_path / "b.db")}))
+        _write_wiring(
+            wiring_file,
+            memory_a,
+            ResolvedComponent(
+                "b", "state.sqlite", metadata={"connectionString": str(tmp_path / "b.db")}
+            ),
+        )
         _wait(lambda: api.get("/v1.0/state/b/k").status_code == 204)
         # A change to `a` that cannot open keeps the old `a` serving, and says why.
-        broken = ResolvedComponent("a", "state.redis", metadata={"redisHost": f"127.0.0.1:{free_port()}", "dialTimeout": "200ms"})
+        broken = ResolvedComponent(
+            "a",
+            "state.redis",
+            metadata={"redisHost": f"127.0.0.1:{free_port()}", "dialTimeout": "200ms"},
+        )
         _write_wiring(wiring_file, broken)
         _wait(lambda: "statecarLastReloadError" in api.get("/v1.0/metadata").json()["extended"])
         assert api.get("/v1.0/state/a/k").content == b"1"

@@ -36,14 +36,21 @@ def test_separator_in_a_key_is_illegal() -> None:
 @pytest.mark.parametrize(
     ("current", "given", "first_write", "allowed"),
     [
-        (None, "5", False, False), (None, "5", True, False),
-        ("5", "5", False, True), ("5", "5", True, True),
-        ("5", "6", False, False), ("5", "6", True, False),
-        (None, None, False, True), ("5", None, False, True),
-        (None, None, True, True), ("5", None, True, False),
+        (None, "5", False, False),
+        (None, "5", True, False),
+        ("5", "5", False, True),
+        ("5", "5", True, True),
+        ("5", "6", False, False),
+        ("5", "6", True, False),
+        (None, None, False, True),
+        ("5", None, False, True),
+        (None, None, True, True),
+        ("5", None, True, False),
     ],
 )
-def test_concurrency_table(current: str | None, given: str | None, first_write: bool, allowed: bool) -> None:
+def test_concurrency_table(
+    current: str | None, given: str | None, first_write: bool, allowed: bool
+) -> None:
     if allowed:
         etags.check_write("k", current, given, first_write=first_write)
     else:
@@ -132,7 +139,12 @@ def test_canonical_transaction_keeps_values_exact() -> None:
     tx = bodies.parse_transaction(body, {})
     (op,) = tx.operations
     assert isinstance(op, bodies.SaveItem)
-    assert (op.key, op.value, op.etag, dict(tx.metadata)) == ("a", b'[1,{"b":null}]', "3", {"p": "1"})
+    assert (op.key, op.value, op.etag, dict(tx.metadata)) == (
+        "a",
+        b'[1,{"b":null}]',
+        "3",
+        {"p": "1"},
+    )
 
 
 def _compact_and_pretty(body: bytes) -> tuple[bytes, bytes]:

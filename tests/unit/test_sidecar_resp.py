@@ -58,7 +58,7 @@ def count_writes(conn: Connection) -> list[bytes]:
         writes.append(bytes(data))
         original(data)
 
-    conn._transport = _WriteSpy(transport, write)  # type: ignore[assignment]
+    conn._transport = _WriteSpy(transport, write)  # type: ignore[assignment]  # a spy in the transport's place
     return writes
 
 
@@ -130,7 +130,7 @@ async def test_bad_arguments_are_refused_before_sending(conn: Connection) -> Non
     with pytest.raises(TypeError):
         await conn.execute("SET", "k", True)  # bool is an int to the type checker, not to us
     with pytest.raises(TypeError):
-        await conn.execute("SET", "k", None)  # type: ignore[arg-type]
+        await conn.execute("SET", "k", None)  # type: ignore[arg-type]  # the wrong type is the point
     assert await conn.execute("PING") == b"PONG"
 
 
@@ -582,7 +582,7 @@ async def test_sentinel_resolves_the_master_and_follows_a_failover() -> None:
 
             async def failover() -> None:
                 # NOGOODSLAVE until Sentinel has discovered the replica and seen it healthy.
-                watcher.execute_command("SENTINEL", "FAILOVER", "mymaster")  # type: ignore[no-untyped-call]
+                watcher.execute_command("SENTINEL", "FAILOVER", "mymaster")  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
 
             await eventually(failover, timeout=30, interval=0.2)
             started = time.monotonic()

@@ -114,7 +114,7 @@ def test_tokens_are_not_among_the_local_secrets_and_not_in_the_repr() -> None:
 def test_settings_are_frozen_and_overrides_make_a_new_object() -> None:
     settings = from_environ({"STATECAR_HTTP_PORT": "4000", "STATECAR_APP_ID": "orders"})
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.http_port = 1  # type: ignore[misc]
+        settings.http_port = 1  # type: ignore[misc]  # writing a frozen field is the point
     changed = settings.with_overrides(http_port=5000, app_id=None)
     assert (changed.http_port, changed.app_id) == (5000, "orders"), "None means not given"
     assert settings.http_port == 4000

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,7 +141,7 @@ async def test_etags_keep_growing_in_a_reopened_sqlite_file(tmp_path: Path) -> N
         await second.close()
 
 
-async def _cas_increments(stores: list[StateStore], key: str, workers: int, each: int) -> int:
+async def _cas_increments(stores: Sequence[StateStore], key: str, workers: int, each: int) -> int:
     """Workers increment a counter by compare-and-swap on the ETag; returns conflicts seen."""
     conflicts = 0
 

@@ -22,6 +22,7 @@ from tests.e2e.operator_fixtures import (
     condition,
     run_statecar,
     wait_for,
+    wait_for_object,
 )
 from tests.e2e.test_operator_e2e.helpers import (
     CRD_FILE,
@@ -70,7 +71,7 @@ def namespaces(cluster: LocalCluster) -> tuple[str, ...]:
 def crd(cluster: LocalCluster, api: Api, namespaces: tuple[str, ...]) -> Iterator[dict[str, Any]]:
     """The CRD, applied from crds/ and Established; deleted again (with its objects) at the end."""
     cluster.kubectl("apply", "-f", str(CRD_FILE))
-    installed = wait_for(
+    installed = wait_for_object(
         "the CRD to be Established",
         lambda: api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"),
         lambda body: condition(body, "Established").get("status") == "True",
@@ -219,7 +220,7 @@ def orders(cluster: LocalCluster, api: Api, webhooks: str, redis: RedisProcess) 
     secret["stringData"]["password"] = PASSWORD
     cluster.apply(secret)
     cluster.apply(orders_manifest(redis.address))
-    return wait_for(
+    return wait_for_object(
         "orders to be Ready",
         lambda: api.component(SHOP, "orders"),
         lambda c: condition(c, "Ready").get("status") == "True",

@@ -21,6 +21,7 @@ from tests.e2e.operator_fixtures import (
     Api,
     condition,
     wait_for,
+    wait_for_object,
 )
 from tests.support.redis_server import RedisProcess
 
@@ -136,7 +137,7 @@ def wait_condition(
     api: Api, namespace: str, name: str, kind: str, status: str, *, timeout: float = REACT
 ) -> dict[str, Any]:
     """Wait until condition `kind` of a component has `status`; return the component."""
-    return wait_for(
+    return wait_for_object(
         f"{kind}={status} on StateStoreComponent {namespace}/{name}",
         lambda: api.component(namespace, name),
         lambda c: condition(c, kind).get("status") == status,

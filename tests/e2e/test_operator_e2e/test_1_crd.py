@@ -55,7 +55,7 @@ def test_crd_installs_and_its_examples_apply_with_defaults(
     assert components["orders"]["enforce"] is False
 
 
-INVALID_COMPONENTS = {
+INVALID_COMPONENTS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "value-and-secretKeyRef": (
         {
             "type": "state.redis",

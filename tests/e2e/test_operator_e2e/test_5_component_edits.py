@@ -18,6 +18,7 @@ from tests.e2e.operator_fixtures import (
     Api,
     condition,
     wait_for,
+    wait_for_object,
 )
 from tests.e2e.test_operator_e2e.helpers import (
     PASSWORD,
@@ -125,7 +126,7 @@ def test_component_edit_reaches_the_running_sidecar_without_a_failed_request(
             assert new.exists("checkout||after-switch")
             assert not old.exists("checkout||after-switch")
 
-        edited = wait_for(
+        edited = wait_for_object(
             "orders' status to describe the new Redis",
             lambda: api.component(SHOP, "orders"),
             lambda c: second.address in condition(c, "BackendReachable").get("message", ""),
