@@ -158,11 +158,12 @@ async def serve_until(
         stop.set()
     else:
         log.info(
-            "statecar sidecar %s serving the state API on http://%s:%d (stores: %s)",
+            "statecar sidecar %s serving the state API on http://%s:%d (stores: %s%s)",
             settings.app_id or "(no app id)",
             settings.listen_address,
             settings.http_port,
             ", ".join(sorted(runtime.stores)) or "none",
+            f"; not ready: {', '.join(sorted(runtime.failed))}" if runtime.failed else "",
         )
         # Objects alive now live for the whole process: take them out of the GC's sight.
         gc.collect()
