@@ -300,3 +300,40 @@ async def _eventually(condition: Callable[[], bool], timeout: float = 5) -> None
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+# --- the operator's probe reads the same typed settings: no unguarded int() ------------------
+
+
+@pytest.mark.parametrize(
+    ("component_type", "metadata", "field"),
+    [
+        ("state.redis", {"redisHost": "127.0.0.1", "redisPort": "abc"}, "redisPort"),
+        ("state.redis", {"redisHost": "[::1:6379"}, "redisHost"),
+        (
+            "state.postgresql",
+            {"connectionString": "postgres://u:p@127.0.0.1:abc/db"},
+            "connectionString",
+        ),
+        (
+            "state.postgresql",
+            {"connectionString": "host=127.0.0.1 port=abc user=u"},
+            "connectionString",
+        ),
+        ("state.postgresql", {"connectionString": "postgres://u:p@[::1/db"}, "connectionString"),
+        (
+            "state.postgresql",
+            {"connectionString": "postgres://u:p@::1:5432/db"},
+            "connectionString",
+        ),
+    ],
+)
+async def test_the_operator_probe_reports_a_bad_address_instead_of_raising(
+    component_type: str, metadata: dict[str, str], field: str
+) -> None:
+    from statecar_operator.reconciliation.reachability import measure
+
+    outcome = await measure(ResolvedComponent("bad", component_type, metadata=metadata), timeout=1)
+    assert (outcome.status, outcome.reason) == ("False", "BadAddress")
+    assert f"spec.metadata.{field}" in outcome.message
+    assert "invalid literal" not in outcome.message
