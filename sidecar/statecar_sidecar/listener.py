@@ -162,12 +162,14 @@ def bounded_protocol(limits: ListenerLimits) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._in_headers = False
             self._in_body = True
-            self._disarm()
+            if self._read_timer is not None:  # tested inline: this runs on every request
+                self._disarm()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             self._in_body = False
-            self._disarm()
+            if self._read_timer is not None:
+                self._disarm()
             super().on_message_complete()
 
         def _arm(self, seconds: float, answer: bytes) -> None:
