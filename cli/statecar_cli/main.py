@@ -53,6 +53,11 @@ def _sidecar_flags(parser: argparse.ArgumentParser, *, local: bool) -> None:
     parser.add_argument(
         "--listen-address", help="state API address (default 127.0.0.1: loopback only)"
     )
+    parser.add_argument(
+        "--metrics-address",
+        help="health + Prometheus address (default 0.0.0.0, for the kubelet and Prometheus;"
+        " env STATECAR_METRICS_ADDRESS)",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
         "--log-json", action="store_true", default=None, help="structured JSON logs"
@@ -71,6 +76,7 @@ def _settings(args: argparse.Namespace) -> object:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         listen_address=args.listen_address,
+        metrics_address=args.metrics_address,
         log_level=args.log_level,
         log_json=args.log_json,
     )

@@ -18,6 +18,15 @@ API_TOKEN: Final = "STATECAR_API_TOKEN"
 LOG_LEVEL: Final = "STATECAR_LOG_LEVEL"
 LOG_JSON: Final = "STATECAR_LOG_JSON"
 LISTEN_ADDRESS: Final = "STATECAR_LISTEN_ADDRESS"
+#: Where the health and metrics port listens (default 0.0.0.0: the kubelet and Prometheus reach
+#: it on the pod IP; `::` for IPv6 pods).
+METRICS_ADDRESS: Final = "STATECAR_METRICS_ADDRESS"
+#: Seconds a client has to send a request's headers, then its body (slow clients are closed).
+READ_HEADER_TIMEOUT: Final = "STATECAR_READ_HEADER_TIMEOUT"
+READ_BODY_TIMEOUT: Final = "STATECAR_READ_BODY_TIMEOUT"
+#: Open connections each listener accepts; more are answered 503 and closed.
+MAX_CONNECTIONS: Final = "STATECAR_MAX_CONNECTIONS"
+METRICS_MAX_CONNECTIONS: Final = "STATECAR_METRICS_MAX_CONNECTIONS"
 MAX_BODY_BYTES: Final = "STATECAR_MAX_BODY_BYTES"
 SECRETS_FILE: Final = "STATECAR_SECRETS_FILE"
 #: Comma-separated component names the sidecar opens (from `statecar.io/components`); unset = every

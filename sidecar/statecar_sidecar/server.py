@@ -5,6 +5,11 @@ One process, one event loop (uvloop when installed), two uvicorn servers: the st
 loopback and the ops port (health, metrics) where the kubelet can reach it. After start-up the
 garbage collector is frozen and its first threshold raised: with default settings CPython's
 cyclic GC puts a 40-55 ms p99 tail on this workload (bench/README.md has the measurements).
+
+Each server bounds its slow and idle clients (`listener`): header and body read timeouts and
+a connection cap. The two caps are lowered at start-up, if need be, so that both listeners
+full together still leave descriptors for the stores: 300 idle connections to the metrics
+port cannot make the state API refuse or reset the app's connections.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -26,6 +32,7 @@ from statecar_contract.components import ComponentError
 from statecar_sidecar import loader
 from statecar_sidecar.api.health import Health
 from statecar_sidecar.app import create_app, create_ops_app
+from statecar_sidecar.listener import ListenerLimits, bounded_protocol
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime, Reloader
 from statecar_sidecar.settings import SidecarSettings
@@ -75,7 +82,39 @@ def component_source(settings: SidecarSettings) -> Callable[[], loader.LoadedCom
     return lambda: loader.LoadedComponents((), "none")
 
 
-def _uvicorn(app: Any, host: str, port: int) -> uvicorn.Server:
+#: Descriptors kept for everything but the listeners' connections: the stores' connection pools,
+#: SQLite files, the loop's own, logs, and the connections being refused.
+RESERVED_DESCRIPTORS = 64
+
+
+def listener_limits(
+    settings: SidecarSettings, descriptor_limit: int | None = None
+) -> tuple[ListenerLimits, ListenerLimits]:
+    """The state API's and the ops port's bounds, the caps lowered to fit the descriptor limit."""
+    if descriptor_limit is None:
+        descriptor_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    state_cap, ops_cap = settings.max_connections, settings.metrics_max_connections
+    if descriptor_limit != resource.RLIM_INFINITY:
+        budget = max(descriptor_limit - RESERVED_DESCRIPTORS, 16)
+        # The metrics port gets at most an eighth: a few probes and scrapes need no more.
+        ops_cap = max(1, min(ops_cap, budget // 8))
+        state_cap = max(1, min(state_cap, budget - ops_cap))
+        if (state_cap, ops_cap) != (settings.max_connections, settings.metrics_max_connections):
+            log.info(
+                "the descriptor limit is %d: at most %d connections to the state API and %d to "
+                "the metrics port (raise `ulimit -n` for more)",
+                descriptor_limit,
+                state_cap,
+                ops_cap,
+            )
+    timeouts = (settings.read_header_timeout, settings.read_body_timeout)
+    return (
+        ListenerLimits("state API", *timeouts, state_cap, "STATECAR_MAX_CONNECTIONS"),
+        ListenerLimits("metrics", *timeouts, ops_cap, "STATECAR_METRICS_MAX_CONNECTIONS"),
+    )
+
+
+def _uvicorn(app: Any, host: str, port: int, limits: ListenerLimits) -> uvicorn.Server:
     """One of the sidecar's two servers, both on the running loop with httptools."""
     return uvicorn.Server(
         uvicorn.Config(
@@ -83,7 +122,8 @@ def _uvicorn(app: Any, host: str, port: int) -> uvicorn.Server:
             host=host,
             port=port,
             loop="none",
-            http="httptools",
+            # httptools, with read timeouts and a connection cap (`listener`).
+            http=bounded_protocol(limits),
             lifespan="off",
             access_log=False,
             log_config=None,
@@ -141,10 +181,11 @@ async def serve_until(
         max_body_bytes=settings.max_body_bytes,
         health=health,
     )
-    servers = [_uvicorn(app, settings.listen_address, settings.http_port)]
+    state_limits, ops_limits = listener_limits(settings)
+    servers = [_uvicorn(app, settings.listen_address, settings.http_port, state_limits)]
     if settings.metrics_port:
         ops = create_ops_app(health, metrics)
-        servers.append(_uvicorn(ops, settings.metrics_address, settings.metrics_port))
+        servers.append(_uvicorn(ops, settings.metrics_address, settings.metrics_port, ops_limits))
     for server in servers:
         # We own the signals: both servers stop together when `stop` is set.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # uvicorn would take SIGINT/SIGTERM per server
@@ -158,11 +199,12 @@ async def serve_until(
         stop.set()
     else:
         log.info(
-            "statecar sidecar %s serving the state API on http://%s:%d (stores: %s)",
+            "statecar sidecar %s serving the state API on http://%s:%d (stores: %s%s)",
             settings.app_id or "(no app id)",
             settings.listen_address,
             settings.http_port,
             ", ".join(sorted(runtime.stores)) or "none",
+            f"; not ready: {', '.join(sorted(runtime.failed))}" if runtime.failed else "",
         )
         # Objects alive now live for the whole process: take them out of the GC's sight.
         gc.collect()

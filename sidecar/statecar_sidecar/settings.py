@@ -17,6 +17,14 @@ from typing import Any
 from statecar_contract import env
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # daprd's default --max-body-size (4 MiB)
+# Slow clients (docs/state-api.md, "Slow and idle clients"). The header timeout is Go's common
+# ReadHeaderTimeout; the body timeout lets a 4 MiB body cross a slow link but not a trickle.
+DEFAULT_READ_HEADER_TIMEOUT = 10.0
+DEFAULT_READ_BODY_TIMEOUT = 30.0
+# The state API serves the app's own pooled connections; the metrics port, the kubelet's probes
+# and Prometheus: a handful each. Both are lowered to fit the descriptor limit (server.py).
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_METRICS_MAX_CONNECTIONS = 64
 
 
 class SettingsError(ValueError):
@@ -36,6 +44,10 @@ class SidecarSettings:
     secrets_file: Path | None = None
     api_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT
+    read_body_timeout: float = DEFAULT_READ_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    metrics_max_connections: int = DEFAULT_METRICS_MAX_CONNECTIONS
     log_level: str = "info"
     log_json: bool = False
     reload_interval: float = 1.0
@@ -61,6 +73,28 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw) if raw.isascii() else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:  # also refuses nan and inf
+        raise SettingsError(
+            f"{name} must be a number of seconds above 0 (at most 86400), such as 10; got {raw!r}"
+        )
+    return value
+
+
+def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(environ, name, default)
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _bool(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -78,11 +112,18 @@ def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
         http_port=http_port,
         listen_address=environ.get(env.LISTEN_ADDRESS) or "127.0.0.1",
         metrics_port=_int(environ, env.METRICS_PORT, 9090),
+        metrics_address=environ.get(env.METRICS_ADDRESS) or "0.0.0.0",  # noqa: S104 -- see the field
         components_path=Path(components) if components else None,
         wiring_file=Path(wiring) if wiring else None,
         secrets_file=Path(secrets_file) if secrets_file else None,
         api_token=token,
         max_body_bytes=_int(environ, env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
+        read_header_timeout=_seconds(environ, env.READ_HEADER_TIMEOUT, DEFAULT_READ_HEADER_TIMEOUT),
+        read_body_timeout=_seconds(environ, env.READ_BODY_TIMEOUT, DEFAULT_READ_BODY_TIMEOUT),
+        max_connections=_positive(environ, env.MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS),
+        metrics_max_connections=_positive(
+            environ, env.METRICS_MAX_CONNECTIONS, DEFAULT_METRICS_MAX_CONNECTIONS
+        ),
         log_level=(environ.get(env.LOG_LEVEL) or "info").lower(),
         log_json=_bool(environ, env.LOG_JSON),
         components=tuple(

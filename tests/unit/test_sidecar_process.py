@@ -105,18 +105,20 @@ def test_a_bad_component_file_names_the_file_the_field_and_the_fix(tmp_path: Pat
         "apiVersion: statecar.io/v1alpha1\nkind: StateStoreComponent\nmetadata: {name: orders}\n"
         "spec:\n  type: state.redis\n  concurrency: first\n  metadata:\n  - {name: redisHost, value: 'r:1'}\n"
     )
-    result = subprocess.run(
-        [*STATECAR, "sidecar", "--components-path", str(folder), "--http-port", str(free_port())],
-        env=_env(tmp_path),
-        timeout=30,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2
-    assert (
-        "orders.yaml: spec.concurrency: must be one of first-write, last-write, got 'first'"
-        in result.stderr
-    )
+    # The sidecar serves on (the other components would), not ready, and says what to fix.
+    sidecar = SidecarProcess(components_path=folder)
+    sidecar.start(wait_healthy=False)
+    try:
+        health = httpx.get(f"{sidecar.ops_url}/v1.0/healthz")
+        assert health.status_code == 500
+        reason = health.json()["components"]["orders"]
+        assert (
+            "orders.yaml: spec.concurrency: must be one of first-write, last-write, got 'first'"
+            in reason
+        )
+        assert "component orders is not ready" in sidecar.log
+    finally:
+        assert sidecar.stop() == 0
 
 
 def test_local_secret_refs_resolve_from_the_environment(tmp_path: Path) -> None:
@@ -126,14 +128,12 @@ def test_local_secret_refs_resolve_from_the_environment(tmp_path: Path) -> None:
         "apiVersion: statecar.io/v1alpha1\nkind: StateStoreComponent\nmetadata: {name: s}\n"
         "spec:\n  type: state.sqlite\n  metadata:\n  - name: connectionString\n    secretKeyRef: {name: db-file, key: path}\n"
     )
-    missing = subprocess.run(
-        [*STATECAR, "sidecar", "--components-path", str(folder), "--http-port", str(free_port())],
-        env=_env(tmp_path),
-        timeout=30,
-        capture_output=True,
-        text=True,
-    )
-    assert "DB_FILE_PATH" in missing.stderr
+    missing = SidecarProcess(components_path=folder)
+    missing.start(wait_healthy=False)
+    try:
+        assert "DB_FILE_PATH" in httpx.get(f"{missing.ops_url}/v1.0/healthz").json()["message"]
+    finally:
+        missing.stop()
     sidecar = SidecarProcess(components_path=folder, env={"DB_FILE_PATH": str(tmp_path / "x.db")})
     sidecar.start()
     try:

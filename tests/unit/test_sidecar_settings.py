@@ -118,3 +118,40 @@ def test_settings_are_frozen_and_overrides_make_a_new_object() -> None:
     changed = settings.with_overrides(http_port=5000, app_id=None)
     assert (changed.http_port, changed.app_id) == (5000, "orders"), "None means not given"
     assert settings.http_port == 4000
+
+
+def test_slow_client_bounds_and_the_metrics_address_come_from_the_environment() -> None:
+    settings = from_environ(
+        {
+            "STATECAR_READ_HEADER_TIMEOUT": "2.5",
+            "STATECAR_READ_BODY_TIMEOUT": "7",
+            "STATECAR_MAX_CONNECTIONS": "100",
+            "STATECAR_METRICS_MAX_CONNECTIONS": "8",
+            "STATECAR_METRICS_ADDRESS": "::",
+        }
+    )
+    assert (settings.read_header_timeout, settings.read_body_timeout) == (2.5, 7.0)
+    assert (settings.max_connections, settings.metrics_max_connections) == (100, 8)
+    assert settings.metrics_address == "::"
+    defaults = from_environ({})
+    assert (defaults.read_header_timeout, defaults.read_body_timeout) == (10.0, 30.0)
+    assert (defaults.max_connections, defaults.metrics_max_connections) == (1024, 64)
+    assert defaults.metrics_address == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("STATECAR_READ_HEADER_TIMEOUT", "0"),
+        ("STATECAR_READ_HEADER_TIMEOUT", "-1"),
+        ("STATECAR_READ_BODY_TIMEOUT", "nan"),
+        ("STATECAR_READ_BODY_TIMEOUT", "inf"),
+        ("STATECAR_READ_BODY_TIMEOUT", "ten"),
+        ("STATECAR_READ_HEADER_TIMEOUT", "٥"),
+        ("STATECAR_MAX_CONNECTIONS", "0"),
+        ("STATECAR_METRICS_MAX_CONNECTIONS", "many"),
+    ],
+)
+def test_a_bad_slow_client_bound_names_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        from_environ({name: raw})

@@ -1,9 +1,18 @@
 """
-Health routes: `/v1.0/healthz`, `/v1.0/healthz/outbound` and the ops port's liveness `/healthz`.
+Health routes: `/v1.0/healthz`, `/v1.0/healthz/outbound`, `/v1.0/healthz/{store}` and the ops
+port's liveness `/healthz`.
 
 Served by FastAPI, off the state API's fast path. Readiness is measured (one ping per store)
 and cached briefly, so kubelet probes stay cheap; it answers as daprd does (Dapr docs, health
 API reference): 204 when ready, else 500 with Dapr's error JSON naming each store and why.
+
+Not ready means: some declared component is not serving as declared. That is a store whose
+backend does not answer, and also a component that could not be loaded or opened (`redisPort:
+abc`, a missing secret, an unreachable host) while the other stores keep serving. The 500's
+body lists them under `components` (name -> reason, the reason naming the file and the field),
+so a probe failure says what to fix. `/v1.0/healthz/{store}` answers the same for one store:
+204, 500 with its reason, or 404 when no such component is declared for this app. Liveness
+(`/healthz`) stays 204 whatever the stores say: restarting the sidecar fixes none of this.
 """
 
 from __future__ import annotations
@@ -29,19 +38,23 @@ class Health:
         self._problems: dict[str, str] = {}
 
     async def problems(self) -> dict[str, str]:
+        """Every declared component that is not serving as declared, with the reason."""
         now = time.monotonic()
         if now - self._checked_at > HEALTH_CACHE_SECONDS:
             results = await self.runtime.check_health()
-            for name, problem in results.items():
-                self.metrics.store_up.labels(self.runtime.app_id, name).set(0 if problem else 1)
-            self._problems = {name: p for name, p in results.items() if p is not None}
-            self._problems.update(self.runtime.failures)
+            problems = {name: p for name, p in results.items() if p is not None}
+            problems.update(self.runtime.failures)
+            for name in results.keys() | problems.keys():
+                self.metrics.store_up.labels(self.runtime.app_id, name).set(
+                    0 if name in problems else 1
+                )
+            self._problems = problems
             self._checked_at = time.monotonic()
         return self._problems
 
 
 def health_routes(app: FastAPI, health: Health) -> None:
-    """`/v1.0/healthz` and `/v1.0/healthz/outbound`: 204 only when every store answers."""
+    """`/v1.0/healthz`, `/v1.0/healthz/outbound`, `/v1.0/healthz/{store}`: 204 when serving."""
 
     @app.get("/v1.0/healthz", status_code=204, response_class=Response)
     async def healthz(appid: str | None = None) -> Response:
@@ -61,6 +74,29 @@ def health_routes(app: FastAPI, health: Health) -> None:
             health, "ERR_OUTBOUND_HEALTH_NOT_READY", "statecar outbound is not ready"
         )
 
+    @app.get("/v1.0/healthz/{store}", status_code=204, response_class=Response)
+    async def healthz_store(store: str) -> Response:
+        problems = await health.problems()
+        if store in problems:
+            return JSONResponse(
+                {
+                    "errorCode": "ERR_HEALTH_NOT_READY",
+                    "message": f"state store {store} is not ready: {problems[store]}",
+                    "components": {store: problems[store]},
+                },
+                status_code=500,
+            )
+        if store in health.runtime.stores:
+            return Response(status_code=204)
+        known = ", ".join(sorted(health.runtime.stores.keys() | problems.keys())) or "none"
+        return JSONResponse(
+            {
+                "errorCode": "ERR_STATE_STORE_NOT_FOUND",
+                "message": f"state store {store} is not declared for this app (declared: {known})",
+            },
+            status_code=404,
+        )
+
 
 def liveness_route(app: FastAPI) -> None:
     """`/healthz` on the ops port: the process answers, whatever the stores say."""
@@ -76,4 +112,11 @@ async def _readiness(health: Health, code: str, prefix: str) -> Response:
     if not problems:
         return Response(status_code=204)
     detail = "; ".join(f"{name}: {p}" for name, p in sorted(problems.items()))
-    return JSONResponse({"errorCode": code, "message": f"{prefix}: {detail}"}, status_code=500)
+    return JSONResponse(
+        {
+            "errorCode": code,
+            "message": f"{prefix}: {detail}",
+            "components": dict(sorted(problems.items())),
+        },
+        status_code=500,
+    )

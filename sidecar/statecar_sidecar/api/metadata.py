@@ -3,6 +3,10 @@ The metadata route, `/v1.0/metadata`: the app id, the runtime version and each l
 
 Shaped as daprd's metadata API (Dapr docs, metadata API reference), so SDKs that read it at
 start-up keep working. Served by FastAPI, off the state API's fast path.
+
+`components` lists the stores that serve. A declared component that failed (it could not be
+read or opened) is listed under `statecarFailedComponents` with its type, file and error, and
+whether an earlier version of it still serves; `extended.statecarLastReloadError` sums them up.
 """
 
 from __future__ import annotations
@@ -39,6 +43,16 @@ def metadata_document(runtime: ComponentRuntime) -> dict[str, object]:
                 "capabilities": capabilities(b.store.features),
             }
             for b in sorted(runtime.stores.values(), key=lambda b: b.name)
+        ],
+        "statecarFailedComponents": [
+            {
+                "name": f.name,
+                "type": f.type,
+                "source": f.source,
+                "error": f.reason,
+                "previousVersionServing": f.previous_serving,
+            }
+            for f in sorted(runtime.failed.values(), key=lambda f: f.name)
         ],
         "extended": extended,
     }
