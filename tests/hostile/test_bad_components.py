@@ -274,8 +274,7 @@ async def test_an_opener_that_raises_anything_fails_only_its_component(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from statecar_sidecar import runtime as runtime_module
-
-    real_open = runtime_module.open_store
+    from statecar_sidecar.stores.registry import open_store as real_open
 
     async def open_store(component_type: str, metadata: object) -> object:
         if metadata:
