@@ -49,8 +49,9 @@ def apply_injection(pod: MutableMapping[str, Any], plan: InjectionPlan) -> None:
     before the user's init containers and app containers, which start only once its startup
     probe passes (its stores are reachable), and it no longer keeps Jobs from completing.
     """
-    metadata = pod.setdefault("metadata", {})
-    spec = pod.setdefault("spec", {})
+    # `or`: a manifest may say `spec: null` (the API server would have dropped it).
+    metadata = pod["metadata"] = pod.get("metadata") or {}
+    spec = pod["spec"] = pod.get("spec") or {}
 
     init = list(spec.get("initContainers") or [])
     current = next((c for c in init if c.get("name") == SIDECAR_NAME), None)

@@ -136,9 +136,12 @@ def plan_injection(
     """
     metadata: Any = pod.get("metadata") or {}
     annotations: Any = metadata.get("annotations") or {} if isinstance(metadata, Mapping) else {}
-    if not isinstance(metadata, Mapping) or not isinstance(annotations, Mapping):
-        where = "metadata" if not isinstance(metadata, Mapping) else "metadata.annotations"
-        raise InjectionError([f"{where}: must be a map (name: value), not {_kind(annotations)}"])
+    if not isinstance(metadata, Mapping):
+        raise InjectionError([f"metadata: must be a map, not {_kind(metadata)}"])
+    if not isinstance(annotations, Mapping):
+        raise InjectionError(
+            [f"metadata.annotations: must be a map (name: value), not {_kind(annotations)}"]
+        )
     ours, not_strings = _our_annotations(annotations)
     if not ours and not not_strings:
         return Skip("NotRequested", "the pod has no statecar.io annotations", notify=False)
@@ -330,6 +333,9 @@ def _check_shape(pod: Mapping[str, Any]) -> Mapping[str, Any]:
                         if not isinstance(entries, list)
                         else f"{where}.{field_name}: every entry must be a map"
                     )
+                    continue
+                for number, entry in enumerate(entries):
+                    problems.extend(_entry_problems(f"{where}.{field_name}[{number}]", entry))
     if problems:
         raise InjectionError(problems)
     return spec
@@ -339,6 +345,18 @@ def _is_our_sidecar(container: Mapping[str, Any], annotations: Mapping[str, Any]
     """A `statecar` init container from an earlier injection (re-invocation, `statecar inject`
     on its own output): the pod carries our status, and the container runs the sidecar."""
     return ann.STATUS in annotations and container.get("command") == list(SIDECAR_COMMAND)
+
+
+def _entry_problems(where: str, entry: Mapping[str, Any]) -> list[str]:
+    """What is wrong with an env, port or mount entry's fields the injector compares."""
+    problems = []
+    name = entry.get("name")
+    if name is not None and not isinstance(name, str):
+        problems.append(f"{where}.name: must be a string, not {_kind(name)}")
+    port = entry.get("containerPort")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+        problems.append(f"{where}.containerPort: must be a number, not {_kind(port)}")
+    return problems
 
 
 def _check_containers(
