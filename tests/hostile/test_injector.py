@@ -26,6 +26,7 @@ from tests.unit.test_operator_handlers import memo, mutate  # noqa: F401  # `mem
 from statecar_cli.inject_cli import main
 from statecar_contract.components import parse_component
 from statecar_operator.injection.offline import MAX_DEPTH, ManifestError, inject_documents
+from statecar_operator.injection.plan import InjectionError, plan_injection
 from statecar_operator.memo import Memo
 from statecar_operator.settings import InjectorSettings
 
@@ -303,3 +304,27 @@ def test_any_mangled_pod_is_injected_or_refused_with_a_manifest_error(
     except ManifestError:
         return
     yaml.safe_dump_all(injected)  # what the command prints
+
+
+def test_a_pod_with_thousands_of_problems_is_refused_fast_with_a_bounded_message() -> None:
+    """The annotations' 256 KiB of hostile items: linear time, the first 20 problems and a count
+    (the message becomes an admission denial and an Event)."""
+    annotations = {
+        "statecar.io/enabled": "true",
+        "statecar.io/env": ",".join(f"X{i}=1" for i in range(15_000)),
+        "statecar.io/components": ",".join(f"c{i}" for i in range(15_000)),
+        **{f"statecar.io/zz{i}": "1" for i in range(2_000)},
+    }
+    started = time.monotonic()
+    with pytest.raises(InjectionError) as refused:
+        plan_injection(
+            pod(annotations),
+            namespace="shop",
+            components_in_namespace=[parse_component(COMPONENT)],
+            settings=SETTINGS,
+        )
+    assert time.monotonic() - started < 2
+    assert len(refused.value.problems) == 17_000
+    message = str(refused.value)
+    assert message.endswith("; and 16980 more problems")
+    assert len(message) < 10_000

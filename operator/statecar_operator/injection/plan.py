@@ -56,6 +56,10 @@ _DAPR_PORTS: Final = frozenset({3500, 3501, 50001, 50002, 9090})
 _DAPR_ENABLED: Final = "dapr.io/enabled"
 
 
+#: Problems listed in a refusal's message (all of them stay in `InjectionError.problems`).
+MAX_PROBLEMS_SHOWN: Final = 20
+
+
 class InjectionError(ValueError):
     """The pod asked for injection with annotations that cannot be honoured (admission rejects)."""
 
@@ -64,9 +68,14 @@ class InjectionError(ValueError):
         if len(self.problems) == 1:
             text = f"statecar cannot inject this pod: {self.problems[0]}"
         else:
+            # The message becomes an admission denial and an Event: a hostile pod with thousands
+            # of problems gets the first ones and a count, not megabytes.
+            shown = self.problems[:MAX_PROBLEMS_SHOWN]
             text = "statecar cannot inject this pod: " + "; ".join(
-                f"({i}) {p}" for i, p in enumerate(self.problems, 1)
+                f"({i}) {p}" for i, p in enumerate(shown, 1)
             )
+            if len(self.problems) > len(shown):
+                text += f"; and {len(self.problems) - len(shown)} more problems"
         super().__init__(text)
 
 
