@@ -435,3 +435,15 @@ def test_host_network_is_allowed_with_an_api_token() -> None:
         InjectionError, match=r"spec\.hostNetwork: .* set statecar\.io/api-token-secret"
     ):
         plan_for(pod)
+
+
+def test_the_operators_default_ports_are_bounded_too() -> None:
+    with pytest.raises(
+        InjectionError, match=r"the operator's default for statecar\.io/metrics-port"
+    ):
+        plan_injection(
+            annotated_pod(),
+            namespace="shop",
+            components_in_namespace=[parse_component(d) for d in DEFAULT_COMPONENTS],
+            settings=InjectorSettings(metrics_port=80),
+        )

@@ -195,6 +195,12 @@ def read_app_id(
 def read_port(ours: Mapping[str, str], key: str, default: int, problems: list[str]) -> int | None:
     raw = ours.get(key)
     if raw is None:
+        if not MIN_PORT <= default <= MAX_PORT:
+            problems.append(
+                f"the operator's default for {key} is {default}, outside {MIN_PORT}-{MAX_PORT}; "
+                f"set {key}, or fix the operator's STATECAR_OPERATOR_SIDECAR_* setting"
+            )
+            return None
         return default
     text = raw.strip()
     if not _DIGITS.match(text):
