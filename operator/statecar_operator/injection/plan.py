@@ -3,8 +3,9 @@ The injector's decision, as a pure function (no kopf, no Kubernetes client).
 
 `plan_injection` reads a pod (or pod template) and the namespace's components and answers with
 an `InjectionPlan`, a `Skip` (with a reason that becomes an admission warning and an Event), or
-raises `InjectionError` (a bad `statecar.io/*` annotation, which admission turns into a rejection
-naming the annotation). `annotations` reads each annotation's value; `patching.apply_injection`
+raises `InjectionError` (what it cannot make safe: a bad `statecar.io/*` annotation, hostNetwork
+without an API token, a name the injection takes, or, offline, a malformed pod), which admission
+turns into a rejection naming the annotation or field and the fix. `annotations` reads each annotation's value; `patching.apply_injection`
 puts a plan into the pod, the same way for the webhook and for `statecar inject` (`offline`).
 """
 
@@ -141,7 +142,8 @@ def plan_injection(
 
     `components_in_namespace` are the namespace's *valid* components (invalid ones never reach
     the wiring); `config_hash` is the hash on the namespace's wiring Secret, if there is one yet.
-    Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations.
+    Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations and
+    with the pod itself (hostNetwork without a token, reserved names, a malformed shape).
     """
     metadata: Any = pod.get("metadata") or {}
     annotations: Any = metadata.get("annotations") or {} if isinstance(metadata, Mapping) else {}
