@@ -2,7 +2,8 @@
 `statecar inject -f manifests.yaml`: print manifests with the sidecar injected, offline.
 
 The flags only; the injection is the webhook's own (`statecar_operator.injection.offline`).
-Why a pod was skipped goes to stderr; a bad annotation is an error (exit 1, nothing printed).
+Why a pod was skipped goes to stderr; a bad annotation or a malformed manifest is an error of one
+line per object (exit 1, nothing printed), never a traceback.
 """
 
 from __future__ import annotations
@@ -58,11 +59,22 @@ def main(argv: Sequence[str]) -> int:
     except (ManifestError, SettingsError, InjectionError) as exc:
         print(f"statecar inject: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001  # hostile input gets one line, never a traceback
+        print(
+            f"statecar inject: cannot inject these manifests ({type(exc).__name__}: {exc}); "
+            "if they are valid Kubernetes objects, please report it",
+            file=sys.stderr,
+        )
+        return 1
     for note in notes:
         print(f"statecar inject: {note}", file=sys.stderr)
     text = yaml.safe_dump_all(injected, sort_keys=False)
-    if args.output:
-        args.output.write_text(text)
-    else:
-        sys.stdout.write(text)
+    try:
+        if args.output:
+            args.output.write_text(text)
+        else:
+            sys.stdout.write(text)
+    except OSError as exc:
+        print(f"statecar inject: cannot write {args.output or 'stdout'}: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -38,3 +38,18 @@ DAPR_API_TOKEN: Final = "DAPR_API_TOKEN"
 # daprd reads the namespace from NAMESPACE (dapr/dapr#7267); keyPrefix "namespace" needs it.
 DAPR_NAMESPACE: Final = "NAMESPACE"
 DAPR_APP_ID: Final = "APP_ID"
+
+#: What `statecar.io/env` may set on the sidecar: an allow-list, because nearly every other
+#: variable the sidecar, Python or its drivers read changes how it is wired or secured
+#: (STATECAR_LISTEN_ADDRESS would put the tokenless state API on the pod IP; a components path or
+#: secrets file bypasses the operator's wiring). Only diagnostics that change neither belong here;
+#: a new sidecar tunable a pod may set is added here and to docs/annotations.md.
+USER_SETTABLE: Final = frozenset(
+    {
+        "TZ",
+        "PYTHONASYNCIODEBUG",
+        "PYTHONFAULTHANDLER",
+        "PYTHONTRACEMALLOC",
+        "PYTHONUNBUFFERED",
+    }
+)

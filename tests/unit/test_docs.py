@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from statecar_contract import annotations as ann
+from statecar_contract import env
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -36,3 +37,10 @@ def test_the_annotation_table_lists_exactly_what_users_may_set() -> None:
     section = text.split("## Annotations you set", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\| `(statecar\.io/[a-z-]+)` \|", section, re.MULTILINE))
     assert rows == ann.USER_ANNOTATIONS
+
+
+def test_the_env_allow_list_is_documented_exactly() -> None:
+    text = (DOCS / "annotations.md").read_text()
+    section = text.split("### What `statecar.io/env` may set", 1)[1].split("\n#", 1)[0]
+    rows = set(re.findall(r"^\| `([A-Z_]+)` \|", section, re.MULTILINE))
+    assert rows == env.USER_SETTABLE

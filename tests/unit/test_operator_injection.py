@@ -283,7 +283,25 @@ def test_an_unknown_key_far_from_any_known_one_lists_them() -> None:
 @pytest.mark.parametrize(
     ("annotation", "value", "fragment"),
     [
-        ("statecar.io/http-port", "0", "not a port number (1-65535)"),
+        ("statecar.io/http-port", "0", "is outside 1024-65535"),
+        ("statecar.io/http-port", "+3500", "write it in digits 0-9"),
+        ("statecar.io/metrics-port", "443", "ports below 1024 are privileged"),
+        ("statecar.io/metrics-port", "65536", "is outside 1024-65535"),
+        ("statecar.io/http-max-request-size", "\u0664", "neither a number of megabytes"),
+        ("statecar.io/http-max-request-size", "\u00b2", "neither a number of megabytes"),
+        ("statecar.io/sidecar-cpu-limit", "65", "above 64 cores"),
+        ("statecar.io/sidecar-cpu-limit", "1e999999999", "out of range"),
+        ("statecar.io/sidecar-cpu-request", "0.0001", "finer than 1m"),
+        ("statecar.io/sidecar-memory-limit", "64m", "not a whole number of bytes"),
+        ("statecar.io/sidecar-memory-limit", "100", "below 1Mi"),
+        ("statecar.io/sidecar-memory-limit", "65Gi", "above 64Gi"),
+        ("statecar.io/env", "STATECAR_LISTEN_ADDRESS=0.0.0.0", "off the pod's loopback"),
+        ("statecar.io/env", "APP_ID=x", "use statecar.io/app-id"),
+        ("statecar.io/env", "DAPR_APP_ID=x", "use statecar.io/app-id"),
+        ("statecar.io/env", "STATECAR_SECRETS_FILE=/x", "secretKeyRef"),
+        ("statecar.io/env", "STATECAR_COMPONENTS_PATH=/x", "StateStoreComponents"),
+        ("statecar.io/env", "LD_PRELOAD=/x.so", "not one a pod may set"),
+        ("statecar.io/env", "TZ=UTC,TZ=CET", "TZ is given twice"),
         ("statecar.io/metrics-port", "3500", "must differ"),
         ("statecar.io/api-token-secret", "Not_A_Secret", "must name a Secret"),
         ("statecar.io/api-token-secret", "tok:bad key", "not a valid Secret key"),
@@ -368,3 +386,65 @@ def test_reserved_names_are_rejected() -> None:
     with pytest.raises(InjectionError) as caught:
         plan_for(pod)
     assert len(caught.value.problems) == 2
+
+
+def test_a_huge_value_is_not_echoed_back_whole() -> None:
+    with pytest.raises(InjectionError) as caught:
+        plan_for(annotated_pod(**{"statecar.io/log-level": "x" * 100_000}))
+    assert len(str(caught.value)) < 300
+    assert "100000 characters" in str(caught.value)
+
+
+def test_the_allowed_env_reaches_the_sidecar() -> None:
+    plan = plan_for(annotated_pod(**{"statecar.io/env": "TZ=UTC, PYTHONFAULTHANDLER=1"}))
+    assert plan.extra_env == (("TZ", "UTC"), ("PYTHONFAULTHANDLER", "1"))
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (None, "statecar.io/app-id: has no value (null)"),
+        (True, 'quote it (statecar.io/app-id: "true")'),
+        (3500, 'quote it (statecar.io/app-id: "3500")'),
+        (["a"], "statecar.io/app-id: is a list, but annotation values are strings"),
+    ],
+)
+def test_an_annotation_value_that_is_no_string_is_refused(value: Any, fragment: str) -> None:
+    pod = annotated_pod()
+    pod["metadata"]["annotations"]["statecar.io/app-id"] = value
+    with pytest.raises(InjectionError) as caught:
+        plan_for(pod)
+    assert fragment in str(caught.value)
+
+
+def test_a_statecar_init_container_from_an_earlier_injection_is_ours() -> None:
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    apply_injection(pod, plan_for(pod))
+    again = plan_for(pod)  # re-invocation: no refusal
+    assert again.app_id == "cart"
+    del pod["metadata"]["annotations"]["statecar.io/status"]
+    with pytest.raises(InjectionError, match=r"spec.initContainers\[0\]: the name 'statecar'"):
+        plan_for(pod)
+
+
+def test_host_network_is_allowed_with_an_api_token() -> None:
+    pod = annotated_pod(**{"statecar.io/api-token-secret": "tok"})
+    pod["spec"]["hostNetwork"] = True
+    assert any("hostNetwork" in w for w in plan_for(pod).warnings)
+    del pod["metadata"]["annotations"]["statecar.io/api-token-secret"]
+    with pytest.raises(
+        InjectionError, match=r"spec\.hostNetwork: .* set statecar\.io/api-token-secret"
+    ):
+        plan_for(pod)
+
+
+def test_the_operators_default_ports_are_bounded_too() -> None:
+    with pytest.raises(
+        InjectionError, match=r"the operator's default for statecar\.io/metrics-port"
+    ):
+        plan_injection(
+            annotated_pod(),
+            namespace="shop",
+            components_in_namespace=[parse_component(d) for d in DEFAULT_COMPONENTS],
+            settings=InjectorSettings(metrics_port=80),
+        )

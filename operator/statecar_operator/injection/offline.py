@@ -13,9 +13,9 @@ note; a bad annotation is an error (`ManifestError` lists every one).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -39,6 +39,11 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "Job": ("spec", "template"),
     "CronJob": ("spec", "jobTemplate", "spec", "template"),
 }
+
+
+#: Deeper than any Kubernetes object nests (a CRD's schema reaches ~30): a deeper document is
+#: hostile or broken, and would exhaust the stack of the YAML reader, the injector or the printer.
+MAX_DEPTH: Final = 100
 
 
 class ManifestError(Exception):
@@ -87,10 +92,15 @@ def _pods(
         return
     kind = document.get("kind")
     metadata = document.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        metadata = {}  # plan_injection names the problem, for the kinds that have pods
     name = str(metadata.get("name") or metadata.get("generateName") or "?")
     ns = namespace or str(metadata.get("namespace") or "default")
     if kind == "List":
-        for item in document.get("items") or []:
+        items = document.get("items") or []
+        if not isinstance(items, list):
+            raise ManifestError(f"List/{name}: items must be a list of objects")
+        for item in items:
             yield from _pods(item, namespace)
         return
     if kind == "Pod":
@@ -107,15 +117,81 @@ def _pods(
 
 
 def load_documents(name: str) -> list[Any]:
-    """The non-empty YAML documents of file `name` (`-`: standard input)."""
+    """
+    The non-empty YAML documents of file `name` (`-`: standard input).
+
+    Whatever is wrong with the file is a one-line `ManifestError`: unreadable, not UTF-8, not
+    YAML (with the line and column), nested deeper than `MAX_DEPTH` or holding itself.
+    """
+    label = "standard input" if name == "-" else name
     try:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text()
+        if name == "-":
+            # Bytes, so bad UTF-8 is our error; a text stream (a test's StringIO) is taken as is.
+            stream = getattr(sys.stdin, "buffer", None)
+            data = stream.read() if stream is not None else sys.stdin.read().encode()
+        else:
+            data = Path(name).read_bytes()
     except OSError as exc:
-        raise ManifestError(f"cannot read {name}: {exc.strerror or exc}") from None
+        raise ManifestError(f"cannot read {label}: {exc.strerror or exc}") from None
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{label} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{name} is not YAML: {exc}") from None
+        raise ManifestError(f"{label} is not YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ManifestError(f"{label} nests deeper than {MAX_DEPTH} levels") from None
+    for index, document in enumerate(documents, 1):
+        problem = _nesting_problem(document)
+        if problem is not None:
+            raise ManifestError(f"{label}: document {index} {problem}")
+    return documents
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The YAML error on one line: where, and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
+def _nesting_problem(document: Any) -> str | None:
+    """
+    Why `document` is too deep to handle (None if it is not).
+
+    YAML aliases make a document a graph: each node's depth is computed once (a "billion laughs"
+    document costs its size, not its expansion), and a node inside itself is a cycle.
+    """
+    depths: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def depth(node: Any, level: int) -> int:
+        if not isinstance(node, (Mapping, list)):
+            return 0
+        key = id(node)
+        if key in depths:
+            return depths[key]
+        if key in open_nodes:
+            raise ManifestError("")  # a cycle: caught below
+        if level > MAX_DEPTH:
+            raise RecursionError
+        open_nodes.add(key)
+        children = node.values() if isinstance(node, Mapping) else node
+        deepest = 1 + max((depth(child, level + 1) for child in children), default=0)
+        open_nodes.discard(key)
+        depths[key] = deepest
+        return deepest
+
+    try:
+        deepest = depth(document, 1)
+    except RecursionError:
+        return f"nests deeper than {MAX_DEPTH} levels"
+    except ManifestError:
+        return "contains itself (a YAML alias to one of its own parents)"
+    return f"nests deeper than {MAX_DEPTH} levels" if deepest > MAX_DEPTH else None
 
 
 def load_components(

@@ -20,6 +20,7 @@ from statecar_contract.wiring import WIRING_FILE, WIRING_MOUNT_PATH, WIRING_SECR
 from statecar_operator.injection.annotations import SecretKey
 from statecar_operator.injection.plan import (
     DATA_VOLUME,
+    SIDECAR_COMMAND,
     SIDECAR_NAME,
     TMP_VOLUME,
     WIRING_VOLUME,
@@ -27,7 +28,6 @@ from statecar_operator.injection.plan import (
 )
 from statecar_operator.injection.quantities import QuantityError, parse_quantity
 
-SIDECAR_COMMAND: Final = ("statecar", "sidecar")
 #: Port names are at most 15 characters (IANA_SVC_NAME); "statecar-metrics" would be 16.
 METRICS_PORT_NAME: Final = "statecar-metric"
 #: Served on the metrics port: 204 only when every store of the sidecar is reachable.
@@ -49,8 +49,9 @@ def apply_injection(pod: MutableMapping[str, Any], plan: InjectionPlan) -> None:
     before the user's init containers and app containers, which start only once its startup
     probe passes (its stores are reachable), and it no longer keeps Jobs from completing.
     """
-    metadata = pod.setdefault("metadata", {})
-    spec = pod.setdefault("spec", {})
+    # `or`: a manifest may say `spec: null` (the API server would have dropped it).
+    metadata = pod["metadata"] = pod.get("metadata") or {}
+    spec = pod["spec"] = pod.get("spec") or {}
 
     init = list(spec.get("initContainers") or [])
     current = next((c for c in init if c.get("name") == SIDECAR_NAME), None)

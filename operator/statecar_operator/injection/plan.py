@@ -3,8 +3,9 @@ The injector's decision, as a pure function (no kopf, no Kubernetes client).
 
 `plan_injection` reads a pod (or pod template) and the namespace's components and answers with
 an `InjectionPlan`, a `Skip` (with a reason that becomes an admission warning and an Event), or
-raises `InjectionError` (a bad `statecar.io/*` annotation, which admission turns into a rejection
-naming the annotation). `annotations` reads each annotation's value; `patching.apply_injection`
+raises `InjectionError` (what it cannot make safe: a bad `statecar.io/*` annotation, hostNetwork
+without an API token, a name the injection takes, or, offline, a malformed pod), which admission
+turns into a rejection naming the annotation or field and the fix. `annotations` reads each annotation's value; `patching.apply_injection`
 puts a plan into the pod, the same way for the webhook and for `statecar inject` (`offline`).
 """
 
@@ -33,12 +34,15 @@ from statecar_operator.injection.annotations import (
     read_optional_bool,
     read_port,
     read_resources,
+    shown,
     unknown_keys,
 )
 from statecar_operator.settings import InjectorSettings
 
 #: Names the injection takes in the pod: a pod that already uses one for its own is refused.
 SIDECAR_NAME: Final = ann.SIDECAR_CONTAINER_NAME
+#: The injected container's command (a `statecar` init container running it is ours).
+SIDECAR_COMMAND: Final = ("statecar", "sidecar")
 WIRING_VOLUME: Final = "statecar-wiring"
 TMP_VOLUME: Final = "statecar-tmp"
 DATA_VOLUME: Final = "statecar-data"
@@ -53,6 +57,10 @@ _DAPR_PORTS: Final = frozenset({3500, 3501, 50001, 50002, 9090})
 _DAPR_ENABLED: Final = "dapr.io/enabled"
 
 
+#: Problems listed in a refusal's message (all of them stay in `InjectionError.problems`).
+MAX_PROBLEMS_SHOWN: Final = 20
+
+
 class InjectionError(ValueError):
     """The pod asked for injection with annotations that cannot be honoured (admission rejects)."""
 
@@ -61,9 +69,14 @@ class InjectionError(ValueError):
         if len(self.problems) == 1:
             text = f"statecar cannot inject this pod: {self.problems[0]}"
         else:
+            # The message becomes an admission denial and an Event: a hostile pod with thousands
+            # of problems gets the first ones and a count, not megabytes.
+            shown = self.problems[:MAX_PROBLEMS_SHOWN]
             text = "statecar cannot inject this pod: " + "; ".join(
-                f"({i}) {p}" for i, p in enumerate(self.problems, 1)
+                f"({i}) {p}" for i, p in enumerate(shown, 1)
             )
+            if len(self.problems) > len(shown):
+                text += f"; and {len(self.problems) - len(shown)} more problems"
         super().__init__(text)
 
 
@@ -129,16 +142,23 @@ def plan_injection(
 
     `components_in_namespace` are the namespace's *valid* components (invalid ones never reach
     the wiring); `config_hash` is the hash on the namespace's wiring Secret, if there is one yet.
-    Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations.
+    Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations and
+    with the pod itself (hostNetwork without a token, reserved names, a malformed shape).
     """
-    metadata: Mapping[str, Any] = pod.get("metadata") or {}
-    spec: Mapping[str, Any] = pod.get("spec") or {}
-    annotations: Mapping[str, Any] = metadata.get("annotations") or {}
-    ours = {
-        k: str(v) for k, v in annotations.items() if k.startswith(ann.PREFIX) and k != ann.STATUS
-    }
-    if not ours:
+    metadata: Any = pod.get("metadata") or {}
+    annotations: Any = metadata.get("annotations") or {} if isinstance(metadata, Mapping) else {}
+    if not isinstance(metadata, Mapping):
+        raise InjectionError([f"metadata: must be a map, not {_kind(metadata)}"])
+    if not isinstance(annotations, Mapping):
+        raise InjectionError(
+            [f"metadata.annotations: must be a map (name: value), not {_kind(annotations)}"]
+        )
+    ours, not_strings = _our_annotations(annotations)
+    if not ours and not not_strings:
         return Skip("NotRequested", "the pod has no statecar.io annotations", notify=False)
+    if not_strings:
+        # Kubernetes stores annotation values as strings: the API server refuses the rest.
+        raise InjectionError(not_strings)
     if ann.ENABLED not in ours:
         keys = ", ".join(sorted(ours))
         return Skip(
@@ -154,6 +174,7 @@ def plan_injection(
 
     problems: list[str] = []
     warnings: list[str] = []
+    spec = _check_shape(pod)
     problems.extend(unknown_keys(ours))
 
     app_id = read_app_id(ours, metadata, owner_name_hint, problems)
@@ -168,13 +189,13 @@ def plan_injection(
     api_token = read_api_token(ours.get(ann.API_TOKEN_SECRET), problems)
     image = ours.get(ann.SIDECAR_IMAGE, settings.image).strip()
     if not _IMAGE.match(image):
-        problems.append(f"{ann.SIDECAR_IMAGE}: {image!r} is not an image reference")
+        problems.append(f"{ann.SIDECAR_IMAGE}: {shown(image)} is not an image reference")
     requests, limits = read_resources(ours, settings, problems)
     extra_env = read_extra_env(ours.get(ann.ENV), problems)
     max_body = read_max_body(ours.get(ann.MAX_BODY_SIZE), problems)
     requested = read_component_names(ours.get(ann.COMPONENTS), problems)
 
-    _check_containers(spec, http_port, metrics_port, problems)
+    _check_containers(spec, annotations, http_port, metrics_port, problems)
     if parse_bool(str(annotations.get(_DAPR_ENABLED, "false"))) and (
         {http_port, metrics_port} & _DAPR_PORTS
     ):
@@ -186,6 +207,13 @@ def plan_injection(
         )
     warnings.extend(_env_overrides(spec, http_port))
     if spec.get("hostNetwork") is True:
+        if api_token is None and ann.API_TOKEN_SECRET not in ours:
+            problems.append(
+                "spec.hostNetwork: the pod shares the node's network, so the sidecar's state API "
+                "would listen on the node's loopback, where every process and hostNetwork pod of "
+                f"the node could call it; set {ann.API_TOKEN_SECRET} (a Secret holding an API "
+                "token) or drop hostNetwork"
+            )
         warnings.append(
             f"the pod uses hostNetwork, so the statecar state API port {http_port} is bound on the "
             "node's loopback and must be unique among such pods on a node"
@@ -225,8 +253,129 @@ def plan_injection(
     )
 
 
+def _kind(value: Any) -> str:
+    """How a value of the wrong type is named in a problem."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a map"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _our_annotations(annotations: Mapping[Any, Any]) -> tuple[dict[str, str], list[str]]:
+    """The pod's `statecar.io/*` annotations, and a problem for each whose value is no string."""
+    ours: dict[str, str] = {}
+    problems: list[str] = []
+    for key, value in annotations.items():
+        if not isinstance(key, str) or not key.startswith(ann.PREFIX) or key == ann.STATUS:
+            continue
+        if isinstance(value, str):
+            ours[key] = value
+        elif value is None:
+            problems.append(f"{key}: has no value (null); give it one, quoted, or remove it")
+        elif isinstance(value, (bool, int, float)):
+            literal = str(value).lower() if isinstance(value, bool) else str(value)
+            problems.append(
+                f"{key}: {literal} is {_kind(value)}, but annotation values are strings; "
+                f'quote it ({key}: "{literal}")'
+            )
+        else:
+            problems.append(f"{key}: is {_kind(value)}, but annotation values are strings")
+    return ours, problems
+
+
+#: Lists of objects in a pod spec that the injector reads or writes, and what each item is.
+_SPEC_LISTS: Final = {
+    "containers": "containers",
+    "initContainers": "containers",
+    "volumes": "volumes",
+}
+_CONTAINER_LISTS: Final = ("env", "ports", "volumeMounts")
+
+
+def _check_shape(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """
+    The pod's spec, once every part the injector reads or writes has the type Kubernetes gives it.
+
+    The API server decodes a pod before any webhook sees it, so only `statecar inject` meets these
+    (a hand-written manifest): each is refused with its field path instead of a traceback.
+    """
+    problems: list[str] = []
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels")
+    if labels is not None and not isinstance(labels, Mapping):
+        problems.append(f"metadata.labels: must be a map (name: value), not {_kind(labels)}")
+    spec = pod.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        raise InjectionError([f"spec: must be a map, not {_kind(spec)}"])
+    for key in _SPEC_LISTS:
+        items = spec.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            problems.append(f"spec.{key}: must be a list, not {_kind(items)}")
+            continue
+        for index, item in enumerate(items):
+            where = f"spec.{key}[{index}]"
+            if not isinstance(item, Mapping):
+                problems.append(f"{where}: must be a map, not {_kind(item)}")
+                continue
+            if not isinstance(item.get("name"), str):
+                problems.append(f"{where}.name: must be a string, not {_kind(item.get('name'))}")
+            if _SPEC_LISTS[key] != "containers":
+                continue
+            for field_name in _CONTAINER_LISTS:
+                entries = item.get(field_name)
+                if entries is None:
+                    continue
+                if not isinstance(entries, list) or not all(
+                    isinstance(e, Mapping) for e in entries
+                ):
+                    problems.append(
+                        f"{where}.{field_name}: must be a list of maps, not {_kind(entries)}"
+                        if not isinstance(entries, list)
+                        else f"{where}.{field_name}: every entry must be a map"
+                    )
+                    continue
+                for number, entry in enumerate(entries):
+                    problems.extend(_entry_problems(f"{where}.{field_name}[{number}]", entry))
+    if problems:
+        raise InjectionError(problems)
+    return spec
+
+
+def _is_our_sidecar(container: Mapping[str, Any], annotations: Mapping[str, Any]) -> bool:
+    """A `statecar` init container from an earlier injection (re-invocation, `statecar inject`
+    on its own output): the pod carries our status, and the container runs the sidecar."""
+    return ann.STATUS in annotations and container.get("command") == list(SIDECAR_COMMAND)
+
+
+def _entry_problems(where: str, entry: Mapping[str, Any]) -> list[str]:
+    """What is wrong with an env, port or mount entry's fields the injector compares."""
+    problems = []
+    name = entry.get("name")
+    if name is not None and not isinstance(name, str):
+        problems.append(f"{where}.name: must be a string, not {_kind(name)}")
+    port = entry.get("containerPort")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+        problems.append(f"{where}.containerPort: must be a number, not {_kind(port)}")
+    return problems
+
+
 def _check_containers(
-    spec: Mapping[str, Any], http_port: int | None, metrics_port: int | None, problems: list[str]
+    spec: Mapping[str, Any],
+    annotations: Mapping[str, Any],
+    http_port: int | None,
+    metrics_port: int | None,
+    problems: list[str],
 ) -> None:
     containers = [c for c in spec.get("containers") or [] if isinstance(c, Mapping)]
     init = [c for c in spec.get("initContainers") or [] if isinstance(c, Mapping)]
@@ -234,6 +383,13 @@ def _check_containers(
         if c.get("name") == SIDECAR_NAME:
             problems.append(
                 f"the container name {SIDECAR_NAME!r} is reserved for the injected sidecar; rename it"
+            )
+    for index, c in enumerate(init):
+        if c.get("name") == SIDECAR_NAME and not _is_our_sidecar(c, annotations):
+            # Injection puts its own `statecar` first and would silently drop this one.
+            problems.append(
+                f"spec.initContainers[{index}]: the name {SIDECAR_NAME!r} is reserved for the "
+                "injected sidecar, which would replace this init container; rename it"
             )
     ours = {http_port: ann.HTTP_PORT, metrics_port: ann.METRICS_PORT}
     # Containers of a pod share one network namespace: a port the app declares is taken.

@@ -39,12 +39,26 @@ class QuantityError(ValueError):
     pass
 
 
+#: Longer than any quantity Kubernetes can hold (int64 with a scale); "1" and 400 nines is a typo.
+MAX_LENGTH: Final = 32
+#: Kubernetes holds nothing beyond 10^18 (E) or below 10^-9 (n); "1e400" is not a size.
+_MAX_EXPONENT: Final = 18
+
+
 def parse_quantity(text: str) -> Decimal:
     """The value of a quantity in base units (cores, bytes); raises QuantityError."""
-    match = _QUANTITY.match(text.strip())
-    if match is None:
+    stripped = text.strip()
+    if len(stripped) > MAX_LENGTH:
         raise QuantityError(
-            f"{text!r} is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)"
+            f"{len(stripped)} characters is not a Kubernetes quantity "
+            f"(at most {MAX_LENGTH}; examples: 100m, 0.5, 64Mi, 1Gi)"
+        )
+    # ASCII only: \d would also take other scripts' digits ("٣٥٠٠"), which Decimal reads.
+    match = _QUANTITY.match(stripped) if stripped.isascii() else None
+    if match is None:
+        shown = repr(text) if len(text) <= MAX_LENGTH else f"{text[:MAX_LENGTH]!r}..."
+        raise QuantityError(
+            f"{shown} is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)"
         )
     try:
         number = Decimal(match["number"])
@@ -52,5 +66,10 @@ def parse_quantity(text: str) -> Decimal:
         raise QuantityError(f"{text!r} is not a number") from None
     suffix = match["suffix"] or ""
     if suffix[:1] in {"e", "E"} and suffix not in _MULTIPLIERS:
-        return number * (Decimal(10) ** int(suffix[1:]))
+        exponent = int(suffix[1:])
+        if abs(exponent) > _MAX_EXPONENT:
+            raise QuantityError(
+                f"{text.strip()!r} is out of range: Kubernetes quantities go up to e18 (E)"
+            )
+        return number * (Decimal(10) ** exponent)
     return number * _MULTIPLIERS[suffix]
