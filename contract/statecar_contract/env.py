@@ -42,10 +42,16 @@ DAPR_APP_ID: Final = "APP_ID"
 #: What `statecar.io/env` may set on the sidecar: an allow-list, because nearly every other
 #: variable the sidecar, Python or its drivers read changes how it is wired or secured
 #: (STATECAR_LISTEN_ADDRESS would put the tokenless state API on the pod IP; a components path or
-#: secrets file bypasses the operator's wiring). Only diagnostics that change neither belong here;
-#: a new sidecar tunable a pod may set is added here and to docs/annotations.md.
+#: secrets file bypasses the operator's wiring). Only diagnostics and bounds that change neither
+#: belong here; a new sidecar tunable a pod may set is added here and to docs/annotations.md.
 USER_SETTABLE: Final = frozenset(
     {
+        READ_HEADER_TIMEOUT,
+        READ_BODY_TIMEOUT,
+        MAX_CONNECTIONS,
+        METRICS_MAX_CONNECTIONS,
+        MAX_BODY_BYTES,
+        LOG_JSON,
         "TZ",
         "PYTHONASYNCIODEBUG",
         "PYTHONFAULTHANDLER",
