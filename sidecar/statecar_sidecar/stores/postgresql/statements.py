@@ -3,7 +3,7 @@ The PostgreSQL layout and the SQL text that runs on it, plus the parameters that
 
 Layout: `<table>(key text COLLATE "C" PRIMARY KEY, value bytea, etag bigint, expire_at
 timestamptz, updated_at timestamptz)`, a sequence `<table>_etag_seq` and a function
-`<table>_statecar_write_v1`, created when missing under an advisory lock, so sidecars starting
+`<table>_statecar_write_v2`, created when missing under an advisory lock, so sidecars starting
 together do not race on the catalogs. The "C" collation orders keys by code point: a key prefix
 is an index range, and the query engine's key tiebreak is the index order. daprd's own tables
 (jsonb values, xid or UUID ETags) have another layout; `open` refuses them with a clear error.
@@ -25,6 +25,14 @@ transaction would be four: BEGIN, SELECT, write, COMMIT). Several ops (a transac
 multi-item save) are ONE call of the plpgsql function, which runs the same statements in order;
 in a transaction it raises at the first refused op, which rolls the whole call back.
 
+Lock order: before its first statement the function takes a transaction-scoped advisory lock on
+each of its keys, in one canonical order (ascending `hashtext(key)`, under a class derived from
+the table name). Row locks taken in request order would deadlock two calls touching the same
+keys in opposite orders; a row lock cannot be taken on a key that does not exist yet, while an
+advisory lock can, so inserts are covered too. A single statement holds one row at a time and
+waits for nothing else, so it needs no advisory lock. `v2` in the function's name: a database
+holding v1 (which locks in request order) gets v2 beside it, never a silent mix.
+
 ETags: `greatest(current + 1, nextval(<table>_etag_seq))`. The sequence starts at the server's
 clock in microseconds when the table is created (so ETags look like every other backend's) and
 only grows, so an ETag never repeats in the table: across delete and re-create, across sidecars
@@ -36,6 +44,7 @@ the SQL binds and how a refusal the SQL reports becomes the error every backend 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -86,7 +95,7 @@ class Names:
     """Quoted SQL names derived from a `tableName` that `PostgreSQLSettings` validated.
 
     Unquoted identifiers, optionally schema-qualified, short enough that the derived names
-    (`<table>_statecar_write_v1`) stay within PostgreSQL's 63-byte limit.
+    (`<table>_statecar_write_v2`) stay within PostgreSQL's 63-byte limit.
     """
 
     table: str
@@ -94,6 +103,7 @@ class Names:
     function: str
     index: str
     lock_key: str
+    lock_class: int
     bare: str
 
     @classmethod
@@ -106,9 +116,13 @@ class Names:
         return cls(
             table=qualified(bare),
             sequence=qualified(bare + "_etag_seq"),
-            function=qualified(bare + "_statecar_write_v1"),
+            function=qualified(bare + "_statecar_write_v2"),
             index=f'"{bare}_expire_at_idx"',
             lock_key=f"statecar:{table_name}",
+            # The advisory lock class of this table's keys: the same in every sidecar.
+            lock_class=int.from_bytes(
+                zlib.crc32(f"statecar:{table_name}".encode()).to_bytes(4, "big"), signed=True
+            ),
             bare=bare,
         )
 
@@ -219,9 +233,16 @@ DECLARE
     given bigint;
     outcome bigint;
     written text[] := '{{}}';
+    h integer;
 BEGIN
     IF p_strong THEN
         PERFORM set_config('synchronous_commit', '{strong}', true);
+    END IF;
+    IF n > 1 THEN
+        -- Every key, in one canonical order, before any row: see the module's "Lock order".
+        FOR h IN SELECT DISTINCT hashtext(x) FROM unnest(p_keys) AS x ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock({lock_class}, h);
+        END LOOP;
     END IF;
     r_ok := array_fill(false, ARRAY[n]);
     r_etag := array_fill(NULL::bigint, ARRAY[n]);
@@ -304,6 +325,7 @@ def render(template: str, names: Names) -> str:
         check_failed=CHECK_FAILED,
         written=WRITTEN,
         strong=SYNC_STRONG,
+        lock_class=names.lock_class,
     )
 
 

@@ -1,0 +1,116 @@
+"""
+Hostile tier: writes that touch the same keys in opposite orders never deadlock, on any backend.
+
+Four clients (four stores, as four sidecars would be) each run 100 requests over the same four
+keys: transactions and multi-item saves, half of the clients walking the keys forwards and half
+backwards. PostgreSQL used to lock rows in request order, so two such requests deadlocked: the
+server's detector broke the cycle after `deadlock_timeout` (1 s), about 10 of the 400 requests
+failed and the run took ~37 s. It now locks a request's keys in one canonical order first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support import pg_server
+from tests.support.redis_server import RedisProcess, running_redis
+
+from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp, StateStore
+from statecar_sidecar.stores.errors import StoreError
+from statecar_sidecar.stores.registry import open_store
+
+CLIENTS = 4
+REQUESTS = 100
+KEYS = [f"lock-order-{i}" for i in range(4)]
+BACKENDS = ["postgres", "sqlite", "redis", "memory"]
+COMPONENT_TYPES = {
+    "memory": "state.in-memory",
+    "sqlite": "state.sqlite",
+    "redis": "state.redis",
+    "postgres": "state.postgresql",
+}
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[pg_server.PgServer]:
+    with pg_server.required_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisProcess]:
+    with running_redis() as server:
+        yield server
+
+
+async def _open_clients(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> list[StateStore]:
+    """CLIENTS stores sharing one backend (the in-memory store has no sharing: one instance)."""
+    metadata: dict[str, str] = {}
+    if kind == "sqlite":
+        metadata["connectionString"] = str(tmp_path / "state.db")
+    elif kind == "redis":
+        metadata["redisHost"] = request.getfixturevalue("redis_server").address
+    elif kind == "postgres":
+        metadata["connectionString"] = request.getfixturevalue("postgres").dsn
+        metadata["tableName"] = "t_" + uuid.uuid4().hex[:12]
+    if kind == "memory":
+        store = await open_store(COMPONENT_TYPES[kind], metadata)
+        return [store] * CLIENTS
+    first = await open_store(COMPONENT_TYPES[kind], metadata)  # creates the table
+    rest = [await open_store(COMPONENT_TYPES[kind], metadata) for _ in range(CLIENTS - 1)]
+    return [first, *rest]
+
+
+def _request(client: int, n: int) -> tuple[str, list[Operation]]:
+    keys = KEYS if client % 2 == 0 else KEYS[::-1]
+    value = f'"{client}-{n}"'.encode()
+    if n % 3 == 2:  # a delete in the middle keeps absent keys (inserts) in the mix
+        ops: list[Operation] = [SetOp(k, value) for k in keys]
+        ops[1] = DeleteOp(keys[1])
+        return "transaction", ops
+    return ("transaction" if n % 3 == 0 else "set_many"), [SetOp(k, value) for k in keys]
+
+
+async def _client(store: StateStore, client: int, failures: list[str]) -> None:
+    for n in range(REQUESTS):
+        kind, ops = _request(client, n)
+        try:
+            if kind == "transaction":
+                await store.transact(ops)
+            else:
+                results = await store.set_many([op for op in ops if isinstance(op, SetOp)])
+                failures.extend(f"{kind}: {r}" for r in results if r is not None)
+        except StoreError as exc:
+            failures.append(f"{kind}: {exc}")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_opposite_order_writes_never_fail(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    clients = await _open_clients(backend, request, tmp_path)
+    try:
+        failures: list[str] = []
+        started = time.perf_counter()
+        await asyncio.gather(*(_client(s, i, failures) for i, s in enumerate(clients)))
+        elapsed = time.perf_counter() - started
+        print(
+            f"\n{backend}: {CLIENTS}x{REQUESTS} opposite-order writes, "
+            f"{len(failures)} failed, {elapsed:.2f} s"
+        )
+        assert failures == [], failures[:5]
+        # Every deadlock costs deadlock_timeout (1 s) before the server breaks it.
+        assert elapsed < 10.0, f"{elapsed:.1f} s: requests waited on each other"
+        for key in KEYS:  # every key holds one client's last value, or was deleted by it
+            await clients[0].get(key)
+    finally:
+        for store in dict.fromkeys(clients):
+            await store.close()
