@@ -6,6 +6,11 @@ keys: transactions and multi-item saves, half of the clients walking the keys fo
 backwards. PostgreSQL used to lock rows in request order, so two such requests deadlocked: the
 server's detector broke the cycle after `deadlock_timeout` (1 s), about 10 of the 400 requests
 failed and the run took ~37 s. It now locks a request's keys in one canonical order first.
+
+Also here, PostgreSQL only: a serialization failure or deadlock that still happens (a server
+running SERIALIZABLE, say) is retried within the timeout and, if it persists, reported as a
+conflict (an ETag-mismatch error, 409 on a save), never as "unavailable"; and a request too big
+for PostgreSQL's 32,767 bind parameters neither fails as "unavailable" nor drops the pool.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support import pg_server
 from tests.support.redis_server import RedisProcess, running_redis
 
 from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp, StateStore
-from statecar_sidecar.stores.errors import StoreError
+from statecar_sidecar.stores.errors import ETagMismatchError, StoreError, StoreUnavailableError
+from statecar_sidecar.stores.postgresql import PostgreSQLStore
+from statecar_sidecar.stores.query import parse_query
 from statecar_sidecar.stores.registry import open_store
 
 CLIENTS = 4
@@ -114,3 +122,89 @@ async def test_opposite_order_writes_never_fail(
     finally:
         for store in dict.fromkeys(clients):
             await store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL only: what remains of a conflict, and requests too big for one statement.
+
+
+async def _postgres_store(postgres: pg_server.PgServer, **metadata: str) -> PostgreSQLStore:
+    metadata.setdefault("connectionString", postgres.dsn)
+    metadata.setdefault("tableName", "t_" + uuid.uuid4().hex[:12])
+    return await PostgreSQLStore.open(metadata)
+
+
+async def test_a_persistent_deadlock_is_retried_then_reported_as_a_conflict(
+    postgres: pg_server.PgServer,
+) -> None:
+    import asyncpg
+
+    store = await _postgres_store(postgres, timeoutInSeconds="1")
+    try:
+        calls = 0
+
+        async def deadlocks_twice(conn: Any) -> int:
+            nonlocal calls
+            calls += 1
+            if calls <= 2:
+                raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+            return int(await conn.fetchval("SELECT 7"))
+
+        assert await store._run(deadlocks_twice, keys=["a"]) == 7
+        assert calls == 3
+
+        async def always(conn: Any) -> None:
+            nonlocal calls
+            calls += 1
+            raise asyncpg.exceptions.SerializationError("could not serialize access")
+
+        calls = 0
+        started = time.monotonic()
+        with pytest.raises(ETagMismatchError, match="nothing was applied, retry") as caught:
+            await store._run(always, keys=["a", "b"])
+        assert not isinstance(caught.value, StoreUnavailableError)
+        assert "'a', 'b'" in str(caught.value)
+        assert calls > 3  # retried for as long as the timeout allowed
+        assert time.monotonic() - started < 1.2
+    finally:
+        await store.close()
+
+
+async def test_an_in_filter_beyond_the_parameter_limit_just_works(
+    postgres: pg_server.PgServer,
+) -> None:
+    store = await _postgres_store(postgres)
+    try:
+        for i in range(5):
+            await store.set(SetOp(f"app||k{i}", f'{{"n": {i}}}'.encode()))
+        values = [*range(100_000, 140_000), 1, 3]
+        query = parse_query({"filter": {"IN": {"n": values}}})
+        page = await store.query(query, key_prefix="app||")
+        assert [r.key for r in page.results] == ["k1", "k3"]
+        # An OR of more EQs than PostgreSQL binds parameters is evaluated by the engine.
+        eqs = [{"EQ": {"n": v}} for v in values]
+        page = await store.query(parse_query({"filter": {"OR": eqs}}), key_prefix="app||")
+        assert [r.key for r in page.results] == ["k1", "k3"]
+    finally:
+        await store.close()
+
+
+async def test_too_many_parameters_is_the_requests_fault_and_keeps_the_pool(
+    postgres: pg_server.PgServer,
+) -> None:
+    store = await _postgres_store(postgres)
+    try:
+        # Two idle connections in the pool.
+        await asyncio.gather(store.ping(), store.ping(), store.get("x"), store.get("y"))
+        idle_before = [conn for conn, _ in store._pool._idle]
+        assert len(idle_before) >= 2
+        marks = ", ".join(f"${i}::int" for i in range(1, 40_001))
+        with pytest.raises(StoreError, match="32767") as caught:
+            await store._fetch(f"SELECT 1 WHERE 1 IN ({marks})", *range(40_000))
+        assert not isinstance(caught.value, StoreUnavailableError)
+        idle_after = [conn for conn, _ in store._pool._idle]
+        assert set(map(id, idle_after)) == set(map(id, idle_before))
+        assert all(not conn.is_closed() for conn in idle_after)
+        await store.ping()
+    finally:
+        await store.close()
