@@ -29,12 +29,17 @@ from tests.support.redis_server import RedisProcess, running_redis
 from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp, StateStore
 from statecar_sidecar.stores.errors import ETagMismatchError, StoreError, StoreUnavailableError
 from statecar_sidecar.stores.postgresql import PostgreSQLStore
+from statecar_sidecar.stores.postgresql.statements import KEY_LOCKS
 from statecar_sidecar.stores.query import parse_query
 from statecar_sidecar.stores.registry import open_store
 
 CLIENTS = 4
 REQUESTS = 100
-KEYS = [f"lock-order-{i}" for i in range(4)]
+# Few keys are locked one by one; more than KEY_LOCKS take the table's writers lock.
+KEY_SETS = {
+    "4 keys": [f"lock-order-{i}" for i in range(4)],
+    f"{KEY_LOCKS + 6} keys": [f"lock-order-{i}" for i in range(KEY_LOCKS + 6)],
+}
 BACKENDS = ["postgres", "sqlite", "redis", "memory"]
 COMPONENT_TYPES = {
     "memory": "state.in-memory",
@@ -76,8 +81,8 @@ async def _open_clients(
     return [first, *rest]
 
 
-def _request(client: int, n: int) -> tuple[str, list[Operation]]:
-    keys = KEYS if client % 2 == 0 else KEYS[::-1]
+def _request(all_keys: list[str], client: int, n: int) -> tuple[str, list[Operation]]:
+    keys = all_keys if client % 2 == 0 else all_keys[::-1]
     value = f'"{client}-{n}"'.encode()
     if n % 3 == 2:  # a delete in the middle keeps absent keys (inserts) in the mix
         ops: list[Operation] = [SetOp(k, value) for k in keys]
@@ -86,9 +91,9 @@ def _request(client: int, n: int) -> tuple[str, list[Operation]]:
     return ("transaction" if n % 3 == 0 else "set_many"), [SetOp(k, value) for k in keys]
 
 
-async def _client(store: StateStore, client: int, failures: list[str]) -> None:
+async def _client(store: StateStore, keys: list[str], client: int, failures: list[str]) -> None:
     for n in range(REQUESTS):
-        kind, ops = _request(client, n)
+        kind, ops = _request(keys, client, n)
         try:
             if kind == "transaction":
                 await store.transact(ops)
@@ -100,25 +105,26 @@ async def _client(store: StateStore, client: int, failures: list[str]) -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("key_set", KEY_SETS)
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_opposite_order_writes_never_fail(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+    backend: str, key_set: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    keys = KEY_SETS[key_set]
     clients = await _open_clients(backend, request, tmp_path)
     try:
         failures: list[str] = []
         started = time.perf_counter()
-        await asyncio.gather(*(_client(s, i, failures) for i, s in enumerate(clients)))
+        await asyncio.gather(*(_client(s, keys, i, failures) for i, s in enumerate(clients)))
         elapsed = time.perf_counter() - started
         print(
-            f"\n{backend}: {CLIENTS}x{REQUESTS} opposite-order writes, "
+            f"\n{backend}, {key_set}: {CLIENTS}x{REQUESTS} opposite-order writes, "
             f"{len(failures)} failed, {elapsed:.2f} s"
         )
         assert failures == [], failures[:5]
         # Every deadlock costs deadlock_timeout (1 s) before the server breaks it.
         assert elapsed < 10.0, f"{elapsed:.1f} s: requests waited on each other"
-        for key in KEYS:  # every key holds one client's last value, or was deleted by it
-            await clients[0].get(key)
+        assert len(await clients[0].bulk_get(keys)) == len(keys)  # and the store still serves
     finally:
         for store in dict.fromkeys(clients):
             await store.close()
@@ -206,5 +212,20 @@ async def test_too_many_parameters_is_the_requests_fault_and_keeps_the_pool(
         assert set(map(id, idle_after)) == set(map(id, idle_before))
         assert all(not conn.is_closed() for conn in idle_after)
         await store.ping()
+        # Key lists bind as one array: a bulk get or a transaction of 40,000 keys just works.
+        keys = [f"bulk-{i}" for i in range(40_000)]
+        await store.transact([SetOp(k, b"1") for k in keys])
+        items = await store.bulk_get(keys)
+        assert all(item is not None for item in items)
+        await store.transact([DeleteOp(k) for k in keys])
     finally:
         await store.close()
+
+
+def test_a_persistent_conflict_is_a_409_on_save_and_delete() -> None:
+    from statecar_sidecar.api.handlers import _write_error
+    from statecar_sidecar.stores.errors import WriteConflictError
+
+    conflict = WriteConflictError("k", "keys 'k': concurrent requests kept aborting this one")
+    error = _write_error("ERR_STATE_SAVE", "failed saving state", [conflict])
+    assert (error.status, error.code) == (409, "ERR_STATE_SAVE")
