@@ -11,6 +11,11 @@ state the earlier ops leave, then applies all of them — atomic, unlike daprd's
 keeps the ops that passed when another failed. Strong consistency adds `WAIT` on a dedicated
 connection and FAILS the request when not every connected replica confirmed (daprd ignores the
 count WAIT returns).
+
+Failures: a write that never reached Redis (no connection could be had) raises
+StoreUnavailableError; one that was sent and then lost its reply (the primary stalled past
+`readTimeout`, the connection dropped) raises OutcomeUnknownError, since Redis may have applied
+it. Reads only ever raise StoreUnavailableError.
 """
 
 from __future__ import annotations
