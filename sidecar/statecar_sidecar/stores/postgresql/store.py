@@ -20,8 +20,11 @@ a standby that does not confirm in time fails the request with ConsistencyError.
 go to the server of the connection string, the primary.
 
 Failures: a server that refuses connections, drops them or does not answer within the timeout
-raises StoreUnavailableError naming host:port (never the password). Dead connections are
-replaced on next use, so the store recovers by itself when the server is back.
+raises StoreUnavailableError naming host:port (never the password), except for a write that was
+already sent: it may have been applied, and raises OutcomeUnknownError. Dead connections are
+replaced on next use, so the store recovers by itself when the server is back. A deadlock or
+serialization failure is retried within the timeout, then raised as WriteConflictError (a
+conflict, as an ETag mismatch).
 """
 
 from __future__ import annotations
