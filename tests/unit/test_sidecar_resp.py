@@ -27,6 +27,7 @@ from statecar_sidecar.stores.redis.client import Client, SentinelConfig
 from statecar_sidecar.stores.redis.resp import (
     Connection,
     RedisEndpoint,
+    RedisReplyLostError,
     RedisUnavailableError,
     ReplyError,
     Script,
@@ -368,7 +369,8 @@ async def test_command_timeout_when_the_server_is_paused() -> None:
                 return_exceptions=True,
             )
             elapsed = time.monotonic() - started
-            assert all(isinstance(r, RedisUnavailableError) for r in results), results
+            # Every command was written before the deadline: whether Redis runs it is unknown.
+            assert all(isinstance(r, RedisReplyLostError) for r in results), results
             assert f"redis at {HOST}:{srv.port} did not reply in time" in str(results[0])
             assert 0.25 <= elapsed < 0.8, elapsed
             assert direct.closed
@@ -377,9 +379,11 @@ async def test_command_timeout_when_the_server_is_paused() -> None:
             # the backoff (50 ms after one failure) and fails within connect_timeout again.
             for bound in (0.8, 0.9):
                 started = time.monotonic()
-                with pytest.raises(RedisUnavailableError, match=r"within 0\.5 s"):
+                with pytest.raises(RedisUnavailableError, match=r"within 0\.5 s") as caught:
                     await client.execute("GET", "k")
                 assert time.monotonic() - started < bound
+                # The handshake's PING was sent, the caller's GET never was.
+                assert not isinstance(caught.value, RedisReplyLostError)
         finally:
             srv.resume()
         started = time.monotonic()
@@ -401,6 +405,32 @@ async def test_connection_loss_fails_pending_calls() -> None:
         assert all(isinstance(r, RedisUnavailableError) for r in results), results
         assert f"connection to redis at {HOST}:{srv.port} lost" in str(results[0])
         assert connection.closed
+
+
+async def test_only_calls_whose_command_was_written_have_their_reply_lost() -> None:
+    with running_redis() as srv:
+        connection = await Connection.open(RedisEndpoint(HOST, srv.port))
+        srv.pause()
+        try:
+            # The first call on an idle connection is written at once; the others issued in
+            # the same loop iteration wait in the buffer for one write on the next iteration.
+            calls = [
+                asyncio.ensure_future(connection.execute("SET", f"k{i}", "v")) for i in range(3)
+            ]
+            await asyncio.sleep(0)  # the tasks run and enqueue; the flush is not due yet
+            await connection.close()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            srv.resume()
+        assert isinstance(results[0], RedisReplyLostError), results
+        assert all(type(r) is RedisUnavailableError for r in results[1:]), results
+        with pytest.raises(RedisUnavailableError) as caught:
+            await connection.execute("SET", "k", "v")  # on a closed connection: never sent
+        assert not isinstance(caught.value, RedisReplyLostError)
+        with redis.Redis(host=HOST, port=srv.port) as raw:
+            assert raw.get("k0") in (b"v", None)  # ran, or not: unknown
+            assert raw.get("k1") is None
+            assert raw.get("k2") is None
 
 
 async def test_server_restart_fails_within_the_backoff_then_reconnects() -> None:

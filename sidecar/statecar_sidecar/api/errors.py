@@ -101,6 +101,19 @@ def method_not_allowed(method: str, route: str, allowed: tuple[str, ...]) -> Dap
     )
 
 
+OUTCOME_UNKNOWN = "ERR_STATE_OUTCOME_UNKNOWN"
+
+
+def outcome_unknown(message: str) -> DaprError:
+    """A write was sent to the store and no answer came: it may or may not have been applied.
+
+    statecar's own code (daprd would answer ERR_STATE_SAVE/DELETE/TRANSACTION). 500 as daprd's
+    other store failures, not 504: proxies and HTTP clients retry gateway errors on their own
+    (Envoy's `retry_on: gateway-error`), and a blind retry is what this error warns against.
+    """
+    return DaprError(500, OUTCOME_UNKNOWN, message)
+
+
 def malformed(message: str) -> DaprError:
     return DaprError(400, "ERR_MALFORMED_REQUEST", message)
 

@@ -25,6 +25,7 @@ from statecar_sidecar.stores.base import Feature
 from statecar_sidecar.stores.errors import (
     ETagInvalidError,
     ETagMismatchError,
+    OutcomeUnknownError,
     StoreError,
     TransactionError,
 )
@@ -207,6 +208,10 @@ class StateHandlers:
                 message = StoreError(
                     f"operation {exc.index} on key {user!r} failed, nothing was applied: {exc.cause}"
                 )
+            if isinstance(exc, OutcomeUnknownError):
+                raise errors.outcome_unknown(
+                    f"error while executing state transaction: {message}"
+                ) from exc
             raise DaprError(
                 500, "ERR_STATE_TRANSACTION", f"error while executing state transaction: {message}"
             ) from exc
@@ -262,8 +267,13 @@ def _rfc3339(epoch: float) -> bytes:
 
 
 def _write_error(code: str, prefix: str, failures: Sequence[Exception]) -> DaprError:
-    """daprd's mapping: only ETag failures → 409 (400 when one is invalid); anything else 500."""
+    """daprd's mapping: only ETag failures → 409 (400 when one is invalid); anything else 500.
+
+    A write whose outcome is unknown (sent, no answer) has its own code, whatever the others.
+    """
     message = f"{prefix}: " + "; ".join(str(f) for f in failures)
+    if any(isinstance(f, OutcomeUnknownError) for f in failures):
+        return errors.outcome_unknown(message)
     if all(isinstance(f, ETagMismatchError | ETagInvalidError) for f in failures):
         status = 400 if any(isinstance(f, ETagInvalidError) for f in failures) else 409
         return DaprError(status, code, message)

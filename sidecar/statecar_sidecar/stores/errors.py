@@ -35,7 +35,30 @@ class ETagInvalidError(StoreError):
 
 
 class StoreUnavailableError(StoreError):
-    """The backend cannot be reached (down, slow past the timeout, or refusing us)."""
+    """The backend cannot be reached (down, slow past the timeout, or refusing us).
+
+    Raised for a write only when it was never sent: nothing was applied, retrying is safe.
+    """
+
+
+class OutcomeUnknownError(StoreError):
+    """A write was sent, then its answer never came (timeout, connection lost).
+
+    It may or may not have been applied: the client must read the key before retrying, since a
+    blind retry of a conditional write would be judged against its own result.
+    """
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(
+            f"outcome unknown: read the key before retrying. The write was sent to {where},"
+            f" then no answer came ({detail}); it may or may not have been applied"
+        )
+
+
+class WriteConflictError(ETagMismatchError):
+    """Concurrent requests on the same keys kept aborting each other (a deadlock or a
+    serialization failure the backend broke by rolling this request back), past the retries
+    the timeout allowed. Nothing was applied; like an ETag mismatch, it is a conflict (409)."""
 
 
 class ConsistencyError(StoreError):

@@ -77,6 +77,16 @@ class Pool:
                 else:
                     self._give_back(conn)
                 raise
+            except asyncpg.exceptions.InterfaceError:
+                # asyncpg refusing the request before sending it (too many parameters, a
+                # value it cannot encode) leaves the connection in sync: the request was at
+                # fault, not the connection. (No other user can have an operation in progress
+                # on it: the pool hands each connection to one user at a time.)
+                if conn.is_closed():
+                    conn.terminate()
+                else:
+                    self._give_back(conn)
+                raise
             except asyncio.CancelledError:
                 self._retire(conn)
                 raise

@@ -130,8 +130,12 @@ class _SqlBuilder:
         if isinstance(node, In):
             if not node.values:
                 return "FALSE"
-            options = ", ".join(self.json_param(v) for v in node.values)
-            return f"COALESCE({self.at(node.path)} IN ({options}), FALSE)"
+            # One parameter, a JSON array, whatever the number of values: PostgreSQL binds at
+            # most 32,767 parameters, and the uncorrelated subquery runs once (hashed).
+            values = self.json_param(list(node.values))
+            return (
+                f"COALESCE({self.at(node.path)} IN (SELECT jsonb_array_elements({values})), FALSE)"
+            )
         if isinstance(node, Eq):
             return f"COALESCE({self.at(node.path)} = {self.json_param(node.value)}, FALSE)"
         if isinstance(node, Neq):

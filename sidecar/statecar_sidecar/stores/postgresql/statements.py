@@ -3,7 +3,7 @@ The PostgreSQL layout and the SQL text that runs on it, plus the parameters that
 
 Layout: `<table>(key text COLLATE "C" PRIMARY KEY, value bytea, etag bigint, expire_at
 timestamptz, updated_at timestamptz)`, a sequence `<table>_etag_seq` and a function
-`<table>_statecar_write_v1`, created when missing under an advisory lock, so sidecars starting
+`<table>_statecar_write_v2`, created when missing under an advisory lock, so sidecars starting
 together do not race on the catalogs. The "C" collation orders keys by code point: a key prefix
 is an index range, and the query engine's key tiebreak is the index order. daprd's own tables
 (jsonb values, xid or UUID ETags) have another layout; `open` refuses them with a clear error.
@@ -25,6 +25,18 @@ transaction would be four: BEGIN, SELECT, write, COMMIT). Several ops (a transac
 multi-item save) are ONE call of the plpgsql function, which runs the same statements in order;
 in a transaction it raises at the first refused op, which rolls the whole call back.
 
+Lock order: before its first statement the function takes transaction-scoped advisory locks,
+always in one order: first the table's "writers" lock, then one lock per key in ascending
+`hashtext(key)` order (under a class derived from the table name). Row locks taken in request
+order would deadlock two calls touching the same keys in opposite orders; a row lock cannot be
+taken on a key that does not exist yet, while an advisory lock can, so inserts are covered too.
+Each advisory lock is an entry in the server's shared lock table (max_locks_per_transaction per
+connection), so a call of more than KEY_LOCKS keys does not lock keys one by one: it takes the
+writers lock exclusively instead of shared, waiting for the other multi-key calls on the table
+and running alone among them. A single statement holds one row at a time and waits for nothing
+else, so it takes no advisory lock. `v2` in the function's name: a database holding v1 (which
+locks in request order) gets v2 beside it, never a silent mix.
+
 ETags: `greatest(current + 1, nextval(<table>_etag_seq))`. The sequence starts at the server's
 clock in microseconds when the table is created (so ETags look like every other backend's) and
 only grows, so an ETag never repeats in the table: across delete and re-create, across sidecars
@@ -36,6 +48,8 @@ the SQL binds and how a refusal the SQL reports becomes the error every backend 
 
 from __future__ import annotations
 
+import hashlib
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,6 +63,7 @@ __all__ = [
     "CLEANUP_BATCH",
     "EXPECTED_COLUMNS",
     "FUNCTION_DDL",
+    "KEY_LOCKS",
     "STATEMENTS",
     "SYNC_EVENTUAL",
     "SYNC_STRONG",
@@ -65,6 +80,8 @@ __all__ = [
 ]
 
 CLEANUP_BATCH: Final = 1000  # rows one sweep statement deletes at most
+# Keys a write call locks one by one at most (PostgreSQL's default max_locks_per_transaction).
+KEY_LOCKS: Final = 64
 _INT64_MAX: Final = 2**63 - 1
 # Stands in for a given ETag too large for bigint: valid text that can only mismatch (every
 # ETag issued here is positive).
@@ -86,7 +103,7 @@ class Names:
     """Quoted SQL names derived from a `tableName` that `PostgreSQLSettings` validated.
 
     Unquoted identifiers, optionally schema-qualified, short enough that the derived names
-    (`<table>_statecar_write_v1`) stay within PostgreSQL's 63-byte limit.
+    (`<table>_statecar_write_v2`) stay within PostgreSQL's 63-byte limit.
     """
 
     table: str
@@ -94,6 +111,8 @@ class Names:
     function: str
     index: str
     lock_key: str
+    lock_class: int
+    writers_lock: int
     bare: str
 
     @classmethod
@@ -106,9 +125,18 @@ class Names:
         return cls(
             table=qualified(bare),
             sequence=qualified(bare + "_etag_seq"),
-            function=qualified(bare + "_statecar_write_v1"),
+            function=qualified(bare + "_statecar_write_v2"),
             index=f'"{bare}_expire_at_idx"',
             lock_key=f"statecar:{table_name}",
+            # The advisory lock class of this table's keys: the same in every sidecar.
+            lock_class=int.from_bytes(
+                zlib.crc32(f"statecar:{table_name}".encode()).to_bytes(4, "big"), signed=True
+            ),
+            writers_lock=int.from_bytes(
+                hashlib.blake2b(f"statecar-writers:{table_name}".encode(), digest_size=8).digest(),
+                "big",
+                signed=True,
+            ),
             bare=bare,
         )
 
@@ -219,9 +247,19 @@ DECLARE
     given bigint;
     outcome bigint;
     written text[] := '{{}}';
+    h integer;
 BEGIN
     IF p_strong THEN
         PERFORM set_config('synchronous_commit', '{strong}', true);
+    END IF;
+    -- In one canonical order, before any row: see the module's "Lock order".
+    IF n > {key_locks} THEN
+        PERFORM pg_advisory_xact_lock({writers_lock}::bigint);
+    ELSIF n > 1 THEN
+        PERFORM pg_advisory_xact_lock_shared({writers_lock}::bigint);
+        FOR h IN SELECT DISTINCT hashtext(x) FROM unnest(p_keys) AS x ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock({lock_class}, h);
+        END LOOP;
     END IF;
     r_ok := array_fill(false, ARRAY[n]);
     r_etag := array_fill(NULL::bigint, ARRAY[n]);
@@ -304,6 +342,9 @@ def render(template: str, names: Names) -> str:
         check_failed=CHECK_FAILED,
         written=WRITTEN,
         strong=SYNC_STRONG,
+        lock_class=names.lock_class,
+        writers_lock=names.writers_lock,
+        key_locks=KEY_LOCKS,
     )
 
 

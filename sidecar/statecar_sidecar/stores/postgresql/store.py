@@ -20,14 +20,18 @@ a standby that does not confirm in time fails the request with ConsistencyError.
 go to the server of the connection string, the primary.
 
 Failures: a server that refuses connections, drops them or does not answer within the timeout
-raises StoreUnavailableError naming host:port (never the password). Dead connections are
-replaced on next use, so the store recovers by itself when the server is back.
+raises StoreUnavailableError naming host:port (never the password), except for a write that was
+already sent: it may have been applied, and raises OutcomeUnknownError. Dead connections are
+replaced on next use, so the store recovers by itself when the server is back. A deadlock or
+serialization failure is retried within the timeout, then raised as WriteConflictError (a
+conflict, as an ETag mismatch).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Self, TypeVar
 
@@ -39,9 +43,11 @@ from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, St
 from statecar_sidecar.stores.errors import (
     ConsistencyError,
     ETagMismatchError,
+    OutcomeUnknownError,
     StoreError,
     StoreUnavailableError,
     TransactionError,
+    WriteConflictError,
     read_settings,
 )
 from statecar_sidecar.stores.postgresql.pool import UNAVAILABLE, Pool
@@ -73,7 +79,21 @@ _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_ROLLBACK_RETRIES: Final = 3
+# A request rolled back by a deadlock or serialization failure is tried again after a random
+# pause of about _ROLLBACK_PAUSE x attempt (at most _ROLLBACK_PAUSE_MAX), while at least
+# _ROLLBACK_MARGIN of the timeout remains for the next attempt.
+_ROLLBACK_PAUSE: Final = 0.005
+_ROLLBACK_PAUSE_MAX: Final = 0.1
+_ROLLBACK_MARGIN: Final = 0.05
+_MAX_PARAMETERS: Final = 32767  # bind parameters in one statement (the protocol's int16 count)
+# What a write that was sent may have died of after the server applied it: no answer in time,
+# or the connection gone (asyncpg's "connection was closed in the middle of operation").
+_AMBIGUOUS: Final = (
+    TimeoutError,
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+)
 
 
 class PostgreSQLStore(StateStore):
@@ -203,30 +223,54 @@ class PostgreSQLStore(StateStore):
         *,
         idempotent: bool = False,
         strong_write: bool = False,
+        keys: Sequence[str] = (),
     ) -> _T:
         """`work(connection)` within the timeout; errors become StoreErrors.
 
         A read (`idempotent`) is retried once on a new connection when the pooled one turns
         out dead (after a server restart). A write is not: it may have been applied before
-        the connection died, and running it again would be judged against its own result.
-        A deadlock or serialization failure rolled everything back, so it is retried.
+        the connection died, and running it again would be judged against its own result. So
+        a write whose answer never came (timeout, connection lost) once it was sent raises
+        OutcomeUnknownError; one that failed before it was sent (no connection) raises
+        StoreUnavailableError.
+
+        A deadlock or serialization failure rolled everything back, so it is retried, after a
+        short random pause, for as long as the timeout allows; if it persists, it is a conflict
+        (WriteConflictError, an ETag mismatch) naming `keys`, never "unavailable".
         """
         if self._closed:
             raise StoreUnavailableError(f"PostgreSQL store {self._target.label} is closed")
-        deadline = asyncio.get_running_loop().time() + self._timeout  # for all attempts
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout  # for all attempts
         attempt = 0
         while True:
             attempt += 1
+            sent = False
             try:
                 async with asyncio.timeout_at(deadline), self._pool.connection() as conn:
+                    sent = True
                     return await work(conn)
             except Refused:
                 raise
             except asyncpg.exceptions.TransactionRollbackError as exc:
-                if attempt >= _ROLLBACK_RETRIES:
+                # Jitter, so that the requests that aborted each other do not meet again.
+                jitter = random.uniform(0.5, 1.5)  # noqa: S311 -- not for security
+                pause = min(_ROLLBACK_PAUSE * attempt, _ROLLBACK_PAUSE_MAX) * jitter
+                if loop.time() + pause + _ROLLBACK_MARGIN >= deadline:
+                    raise self._conflict(exc, keys, attempt) from exc
+                await asyncio.sleep(pause)
+            except asyncpg.exceptions.InterfaceError as exc:
+                if sent and not conn.is_closed():
+                    # Refused by asyncpg before anything was sent (too many parameters, a
+                    # value it cannot encode): the request's fault, the connection is fine.
                     raise self._failed(exc) from exc
+                self._pool.expire()
+                if not idempotent or attempt > 1:
+                    raise self._unavailable(exc) from exc
             except UNAVAILABLE as exc:
                 self._pool.expire()
+                if sent and not idempotent and isinstance(exc, _AMBIGUOUS):
+                    raise self._outcome_unknown(exc, strong_write=strong_write) from exc
                 if not idempotent or attempt > 1 or isinstance(exc, TimeoutError):
                     raise self._unavailable(exc, strong_write=strong_write) from exc
             except asyncpg.PostgresError as exc:
@@ -234,6 +278,28 @@ class PostgreSQLStore(StateStore):
                     index, _, observed = str(getattr(exc, "detail", "") or "").partition(" ")
                     raise Refused(int(index) - 1, observed or None) from exc
                 raise self._failed(exc) from exc
+
+    def _outcome_unknown(self, exc: BaseException, *, strong_write: bool) -> StoreError:
+        if strong_write and isinstance(exc, TimeoutError):
+            return self._unavailable(exc, strong_write=True)  # ConsistencyError says it all
+        where = f"PostgreSQL at {self._target.label}"
+        if isinstance(exc, TimeoutError):
+            detail = f"none within {self._timeout:g}s"
+        else:
+            detail = f"connection lost: {self._scrub(str(exc)) or type(exc).__name__}"
+        return OutcomeUnknownError(where, detail)
+
+    def _conflict(
+        self, exc: asyncpg.exceptions.TransactionRollbackError, keys: Sequence[str], attempts: int
+    ) -> WriteConflictError:
+        named = ", ".join(repr(k) for k in list(dict.fromkeys(keys))[:5])
+        more = "" if len(set(keys)) <= 5 else ", ..."
+        return WriteConflictError(
+            keys[0] if keys else "",
+            f"keys {named}{more}: concurrent requests on the same keys kept aborting this one"
+            f" ({self._scrub(str(exc))}, {attempts} attempts within {self._timeout:g}s);"
+            " nothing was applied, retry it",
+        )
 
     async def _fetch(self, sql: str, *args: object) -> list[Any]:
         async def work(conn: Any) -> list[Any]:
@@ -310,7 +376,7 @@ class PostgreSQLStore(StateStore):
             observed = await conn.fetchval(self._sql["observe"], op.key)
             return "" if observed is None else str(observed)
 
-        outcome = await self._run(work, strong_write=op.strong)
+        outcome = await self._run(work, strong_write=op.strong, keys=(op.key,))
         if outcome is not None:
             raise refused_error(op, outcome or None)
 
@@ -321,7 +387,9 @@ class PostgreSQLStore(StateStore):
         async def work(conn: Any) -> Any:
             return await conn.fetchrow(self._sql["write_many"], *args)
 
-        return await self._run(work, strong_write=any(op.strong for op in ops))
+        return await self._run(
+            work, strong_write=any(op.strong for op in ops), keys=[op.key for op in ops]
+        )
 
     async def set(self, op: SetOp) -> None:
         await self._write_one(op)
@@ -393,7 +461,7 @@ class PostgreSQLStore(StateStore):
             finally:
                 await transaction.rollback()
 
-        await self._run(work)
+        await self._run(work, keys=[op.key for op in ops])
 
     # -----------------------------------------------------------------------------------------
     # Query.
@@ -408,6 +476,8 @@ class PostgreSQLStore(StateStore):
                 )
             except QueryError:
                 compiled = None  # e.g. U+0000 in a filter string: evaluate it here instead
+            if compiled is not None and compiled.next_param + 1 > _MAX_PARAMETERS:
+                compiled = None  # more parameters than PostgreSQL binds: evaluate it here
             if compiled is not None:
                 limit, offset = compiled.next_param, compiled.next_param + 1
                 sql = "".join(

@@ -21,6 +21,7 @@ from statecar_sidecar.stores.redis.resp import (
     Command,
     Connection,
     RedisEndpoint,
+    RedisReplyLostError,
     RedisUnavailableError,
     ReplyError,
     Script,
@@ -65,7 +66,8 @@ class Client:
     first call after Redis returns succeeds, and the process recovers on its own.
 
     Errors: ``RedisUnavailableError`` when no connection can be had or it broke (credentials
-    rejected while connecting included: the store is just as unusable); ``ReplyError`` for error
+    rejected while connecting included: the store is just as unusable), as its subclass
+    ``RedisReplyLostError`` when the call's own command had been sent; ``ReplyError`` for error
     replies. Calls on the shared connection always use ``command_timeout``: a longer deadline
     there would delay failure detection for every other caller. Use ``dedicated()`` instead.
     """
@@ -268,6 +270,10 @@ class Client:
                 min(_BACKOFF_MAX, self._backoff * 2) if self._backoff else _BACKOFF_FIRST
             )
             self._retry_at = loop.time() + self._backoff
+            if isinstance(exc, RedisReplyLostError):
+                # ROLE's reply, lost while connecting: the callers' commands were never sent.
+                self._last_error = RedisUnavailableError(str(exc))
+                raise self._last_error from None
             if isinstance(exc, RedisUnavailableError):
                 self._last_error = exc
                 raise

@@ -14,8 +14,8 @@ What this module owns:
   way serves well over 100k GET/s (measured in bench/README.md).
 * ``Script``: Lua source plus its SHA1, run with exactly one ``EVALSHA`` and reloaded once on
   ``NOSCRIPT``.
-* ``RedisEndpoint``, ``ReplyError``, ``RedisUnavailableError``: the vocabulary `client` and the
-  store share.
+* ``RedisEndpoint``, ``ReplyError``, ``RedisUnavailableError``, ``RedisReplyLostError``: the
+  vocabulary `client` and the store share.
 
 What it does not own: key layout, the Lua scripts themselves, Dapr semantics (ETags, consistency),
 mapping errors to HTTP; those belong to the Redis store. RESP3, Pub/Sub, MONITOR and Redis Cluster
@@ -45,6 +45,7 @@ __all__ = [
     "Command",
     "Connection",
     "RedisEndpoint",
+    "RedisReplyLostError",
     "RedisUnavailableError",
     "ReplyError",
     "Script",
@@ -111,6 +112,14 @@ class RedisUnavailableError(ConnectionError):
     """
 
 
+class RedisReplyLostError(RedisUnavailableError):
+    """The command was written to the connection, then its reply was lost (deadline passed,
+    connection dropped): Redis may or may not have run it.
+
+    A call failing with plain ``RedisUnavailableError`` was never written: Redis did not run it.
+    """
+
+
 def _is_noscript(reply: object) -> bool:
     return isinstance(reply, ReplyError) and reply.message.startswith("NOSCRIPT")
 
@@ -170,7 +179,8 @@ class Connection(asyncio.Protocol):
     ``reply_timeout``). Replies come in order, so only the oldest pending call's deadline needs
     watching: one timer per connection rather than one per call. When that deadline passes, no
     later reply can be matched to its caller with confidence, so the connection is aborted and
-    every pending call fails with ``RedisUnavailableError``. A call never waits longer than the
+    every pending call fails: with ``RedisReplyLostError`` if its command had been written (Redis
+    may have run it), else with plain ``RedisUnavailableError``. A call never waits longer than the
     largest deadline among itself and the calls queued before it.
     """
 
@@ -239,6 +249,9 @@ class Connection(asyncio.Protocol):
         except BaseException as exc:
             conn._fail(RedisUnavailableError(f"connection to redis at {address} aborted"))
             # TimeoutError and RedisUnavailableError are OSErrors too: test them first.
+            if isinstance(exc, RedisReplyLostError):
+                # The handshake's reply was lost: for the caller's command, nothing was sent.
+                raise RedisUnavailableError(str(exc)) from None
             if isinstance(exc, TimeoutError):
                 raise RedisUnavailableError(
                     f"could not connect to redis at {address} within {endpoint.connect_timeout:g} s"
@@ -462,16 +475,20 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        # The newest calls, one buffered write each, were never written: Redis never saw them.
+        unsent = len(self._wbuf)
         self._wbuf.clear()
         waiters = self._waiters
         self._waiters = deque()
         self._deadlines = deque()
         message = str(error)
-        for waiter in waiters:
+        written = len(waiters) - unsent
+        for index, waiter in enumerate(waiters):
             future = waiter.future if isinstance(waiter, _Batch) else waiter
             if not future.done():
                 # One instance per caller: a shared one would collect every caller's traceback.
-                future.set_exception(RedisUnavailableError(message))
+                kind = RedisReplyLostError if index < written else RedisUnavailableError
+                future.set_exception(kind(message))
         transport = self._transport
         if transport is not None and not self._lost.done():
             if abort:

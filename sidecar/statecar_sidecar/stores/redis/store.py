@@ -11,6 +11,11 @@ state the earlier ops leave, then applies all of them — atomic, unlike daprd's
 keeps the ops that passed when another failed. Strong consistency adds `WAIT` on a dedicated
 connection and FAILS the request when not every connected replica confirmed (daprd ignores the
 count WAIT returns).
+
+Failures: a write that never reached Redis (no connection could be had) raises
+StoreUnavailableError; one that was sent and then lost its reply (the primary stalled past
+`readTimeout`, the connection dropped) raises OutcomeUnknownError, since Redis may have applied
+it. Reads only ever raise StoreUnavailableError.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, St
 from statecar_sidecar.stores.errors import (
     ConsistencyError,
     ETagMismatchError,
+    OutcomeUnknownError,
     StoreError,
     StoreUnavailableError,
     TransactionError,
@@ -37,6 +43,7 @@ from statecar_sidecar.stores.redis.client import Client, SentinelConfig
 from statecar_sidecar.stores.redis.resp import (
     Connection,
     RedisEndpoint,
+    RedisReplyLostError,
     RedisUnavailableError,
     ReplyError,
     Script,
@@ -103,6 +110,10 @@ class RedisStore(StateStore):
     def _unavailable(self, exc: Exception) -> StoreUnavailableError:
         return StoreUnavailableError(f"{self._description} is unavailable: {exc}")
 
+    def _outcome_unknown(self, exc: RedisReplyLostError) -> OutcomeUnknownError:
+        """A write's command was sent, then its reply lost: Redis may have applied it."""
+        return OutcomeUnknownError(self._description, str(exc))
+
     @staticmethod
     def _item(reply: Sequence[Any]) -> StoredItem | None:
         data, version, expire_ms = reply
@@ -118,7 +129,10 @@ class RedisStore(StateStore):
         measured_at, count = self._replicas
         if time.monotonic() - measured_at < REPLICA_COUNT_TTL:
             return count
-        info = await self._client.execute(b"INFO", b"replication")
+        try:
+            info = await self._client.execute(b"INFO", b"replication")
+        except RedisReplyLostError as exc:
+            raise RedisUnavailableError(str(exc)) from None  # a read: no write was sent yet
         match = re.search(rb"connected_slaves:(\d+)", info)
         count = int(match.group(1)) if match else 0
         self._replicas = (time.monotonic(), count)
@@ -155,13 +169,19 @@ class RedisStore(StateStore):
                     if exc.code != "NOSCRIPT":
                         raise
                 # Redis lost its script cache (restart, failover): reload all of ours at once.
-                await self._load_scripts()
+                # NOSCRIPT means the write did not run: a failure here is before sending it.
+                try:
+                    await self._load_scripts()
+                except RedisReplyLostError as exc:
+                    raise RedisUnavailableError(str(exc)) from None
                 return await self._client.execute(*command)
             async with self._client.dedicated() as conn:
                 (reply,) = await self._run_strong(conn, [script.command(keys, args)], [script])
             if isinstance(reply, ReplyError):
                 raise reply
             return reply
+        except RedisReplyLostError as exc:
+            raise self._outcome_unknown(exc) from exc
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
         except ReplyError as exc:
@@ -234,7 +254,10 @@ class RedisStore(StateStore):
         try:
             if strong:
                 async with self._client.dedicated() as conn:
-                    await conn.execute(*SAVE.load_command())
+                    try:
+                        await conn.execute(*SAVE.load_command())
+                    except RedisReplyLostError as exc:
+                        raise RedisUnavailableError(str(exc)) from None  # no write sent yet
                     replies = await self._run_strong(conn, commands, [SAVE])
             else:
                 replies = await self._client.pipeline(commands)
@@ -249,6 +272,9 @@ class RedisStore(StateStore):
                     retried = await self._client.pipeline([commands[i] for i in again])
                     for i, reply in zip(again, retried, strict=True):
                         replies[i] = reply
+        except RedisReplyLostError as exc:
+            unknown = self._outcome_unknown(exc)
+            return [r if r is not None else unknown for r in results]
         except RedisUnavailableError as exc:
             error = self._unavailable(exc)
             return [r if r is not None else error for r in results]
