@@ -19,7 +19,7 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, run_query
+from statecar_sidecar.stores.query import Query, QueryPage, run_query_async
 
 _SWEEP_EVERY = 1024  # writes between sweeps of expired keys
 
@@ -116,13 +116,17 @@ class MemoryStore(StateStore):
             self._apply(op)
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
+        # One C-level copy of the dict (items are immutable): the query sees the store as it was
+        # now, while writes go on. The rows below are produced lazily inside the engine's slices.
+        snapshot = list(self._items.items())
         now = time.time()
+        cut = len(key_prefix)
         rows = (
-            (key[len(key_prefix) :], item.value, item.etag)
-            for key, item in sorted(self._items.items())
+            (key[cut:], item.value, item.etag)
+            for key, item in snapshot
             if key.startswith(key_prefix) and (item.expire_at is None or item.expire_at > now)
         )
-        return run_query(query, rows)
+        return await run_query_async(query, rows)
 
     async def ping(self) -> None:
         return None

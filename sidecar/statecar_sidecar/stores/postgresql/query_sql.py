@@ -10,7 +10,6 @@ a path or value is refused here with QueryError (the store then evaluates it wit
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,8 +30,9 @@ from statecar_sidecar.stores.query import (
     QueryError,
     SortKey,
     exact_number,
+    fetch_limit,
     is_number,
-    next_page_token,
+    json_text,
 )
 
 __all__ = ["CompiledSQL", "compile_postgres"]
@@ -44,14 +44,16 @@ class CompiledSQL:
 
     `where` is a boolean expression and `order_by` an ordering list (both without their
     keywords). Placeholders are numbered from `first_param` and each is typed `$n::text`, so
-    `params` holds only strings. `limit` is None for no limit; `limit` and `offset` are ints,
-    safe to format into the statement or to bind as two more parameters from `next_param`.
+    `params` holds only strings. `limit` is how many rows to read from `offset` (one more than
+    the page holds, to know whether more follow: `query.cut_page` makes the page of them); both
+    are ints, safe to format into the statement or to bind as two more parameters from
+    `next_param`.
     """
 
     where: str
     order_by: str
     params: list[object]
-    limit: int | None
+    limit: int
     offset: int
     page: Page
     first_param: int
@@ -60,10 +62,6 @@ class CompiledSQL:
     def next_param(self) -> int:
         """The first placeholder number not used by `params`."""
         return self.first_param + len(self.params)
-
-    def next_token(self, returned: int) -> str | None:
-        """The response token after the statement returned `returned` rows."""
-        return next_page_token(self.page, returned)
 
 
 # Mirrors `_sort_key`'s ranks.
@@ -113,9 +111,9 @@ class _SqlBuilder:
     def json_param(self, value: JSONValue) -> str:
         if _has_nul(value):
             raise QueryError(_NUL_MESSAGE)
-        # Python's json writes floats as their shortest repr and ints in full, which is exactly
-        # the decimal `exact_number` compares with; orjson would refuse ints beyond 64 bits.
-        return f"({self.param(json.dumps(value, ensure_ascii=False, allow_nan=False))})::jsonb"
+        # json_text writes floats as their shortest repr, ints and Decimals in full: exactly the
+        # decimal `exact_number` compares with; orjson would refuse ints beyond 64 bits.
+        return f"({self.param(json_text(value))})::jsonb"
 
     def at(self, path: tuple[str, ...]) -> str:
         # Chained `->` with text operands only steps into objects (`jsonb -> text` on an array or
@@ -193,7 +191,7 @@ def compile_postgres(
         where=where,
         order_by=", ".join(order),
         params=builder.params,
-        limit=query.page.limit or None,
+        limit=fetch_limit(query.page),
         offset=query.page.offset,
         page=query.page,
         first_param=first_param,
