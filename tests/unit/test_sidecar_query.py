@@ -22,6 +22,8 @@ from tests.support import pg_server
 
 from statecar_sidecar.stores.postgresql.query_sql import compile_postgres
 from statecar_sidecar.stores.query import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_BYTES,
     And,
     Eq,
     Gt,
@@ -42,6 +44,7 @@ from statecar_sidecar.stores.query import (
     loads_exact,
     parse_query,
     run_query,
+    run_query_async,
 )
 
 
@@ -882,3 +885,108 @@ async def test_compile_postgres_agrees_with_run_query(
     assert set(matching) == {
         k for k, raw in decoded.items() if where_only.matches(loads_exact(raw))
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds (issue 8): the default and maximum page, the byte cap, slices, exact numbers.
+
+
+def test_a_page_without_a_limit_holds_the_default_and_a_token_only_when_more_remain() -> None:
+    values = {f"k{i:05d}": {"i": i} for i in range(DEFAULT_PAGE_LIMIT + 5)}
+    page = run_query(parse_query({}), rows_of(values))
+    assert (len(page.results), page.token) == (DEFAULT_PAGE_LIMIT, str(DEFAULT_PAGE_LIMIT))
+    page = run_query(parse_query({"page": {"token": page.token}}), rows_of(values))
+    assert (keys(page), page.token) == ([f"k{i:05d}" for i in range(1000, 1005)], None)
+
+
+def test_a_page_ends_early_at_the_byte_cap_and_the_token_continues() -> None:
+    big = b'"' + b"x" * (MAX_PAGE_BYTES // 3 - 2) + b'"'  # three fill a page
+    rows = [(f"k{i}", big, "e") for i in range(5)]
+    page = run_query(parse_query({"page": {"limit": 5}}), rows)
+    assert (keys(page), page.token) == (["k0", "k1", "k2"], "3")
+    page = run_query(parse_query({"page": {"limit": 5, "token": "3"}}), rows)
+    assert (keys(page), page.token) == (["k3", "k4"], "5")
+    # One value over the cap still makes a page of one.
+    huge = [("k", b'"' + b"x" * MAX_PAGE_BYTES + b'"', "e"), ("l", b"1", "e")]
+    page = run_query(parse_query({}), huge)
+    assert (keys(page), page.token) == (["k"], "1")
+
+
+@given(st.lists(st.text(max_size=6), min_size=2, max_size=6))
+def test_descending_text_reverses_code_point_order(texts: list[str]) -> None:
+    from statecar_sidecar.stores.query import _descending_text
+
+    assert sorted(texts, key=_descending_text) == sorted(texts, reverse=True)
+
+
+def test_descending_text_handles_nul_and_surrogates() -> None:
+    from statecar_sidecar.stores.query import _descending_text
+
+    texts = ["", "\x00", "\x00\x00", "a", "a\x00", "a\x00b", "ab", "\ud800", "\U0010ffff"]
+    assert sorted(texts, key=_descending_text) == sorted(texts, reverse=True)
+
+
+async def test_a_query_yields_the_event_loop_every_slice() -> None:
+    import asyncio
+    import time
+
+    rows = [(f"k{i:06d}", b'{"n": %d, "s": "v%06d"}' % (i, i), "e") for i in range(60_000)]
+    query = parse_query({"sort": [{"key": "s", "order": "DESC"}], "page": {"limit": 3}})
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        # CPU time of this thread between two turns of the ticker: what the loop spent elsewhere
+        # (wall time would add the preemptions of a loaded machine).
+        last = time.thread_time()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            now = time.thread_time()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    page = await run_query_async(query, rows)
+    done.set()
+    await tick
+    assert keys(page) == ["k059999", "k059998", "k059997"]
+    assert page == run_query(query, rows)
+    assert len(gaps) > 20  # it did yield, many times
+    # Whole-run stalls were hundreds of ms; a slice is ~2 ms.
+    assert max(gaps) < 0.010, sorted(gaps)[-5:]
+
+
+async def test_concurrent_queries_take_turns_and_all_finish() -> None:
+    import asyncio
+
+    rows = [(f"k{i:05d}", b'{"n": %d}' % i, "e") for i in range(20_000)]
+    queries = [parse_query({"filter": {"GTE": {"n": n}}, "page": {"limit": 1}}) for n in range(4)]
+    pages = await asyncio.gather(*(run_query_async(q, rows) for q in queries))
+    assert [keys(p) for p in pages] == [[f"k{n:05d}"] for n in range(4)]
+
+
+def test_exact_numbers_beyond_a_double_and_64_bits() -> None:
+    assert loads_exact(b"18446744073709551617") == 18446744073709551617
+    assert loads_exact(b"1e400") == Decimal("1e400")
+    assert loads_exact(b"[0.1000000000000000000001]") == [Decimal("0.1000000000000000000001")]
+    assert loads_exact(b'{"a": 1.5}') == {"a": 1.5}  # the fast path for ordinary numbers
+    for bad in (b"NaN", b"[Infinity]", b"{", b"[" * 100_000 + b"1e400"):
+        with pytest.raises(ValueError, match=r"."):
+            loads_exact(bad)
+    values = {
+        "below": 2**64 - 1,
+        "exact": 2**64,
+        "above": 2**64 + 1,
+        "float": 1.8446744073709552e19,
+    }
+    assert query_keys(
+        {"filter": {"EQ": {"n": 2**64}}}, {k: {"n": v} for k, v in values.items()}
+    ) == ["exact"]
+    assert query_keys(
+        {"filter": {"GT": {"n": 2**64}}, "sort": [{"key": "n", "order": "DESC"}]},
+        {k: {"n": v} for k, v in values.items()},
+    ) == ["float", "above"]
+    assert (
+        json_text([Decimal("1E+400"), 2**70, 0.5, "é"]) == '[1E+400,1180591620717411303424,0.5,"é"]'
+    )
