@@ -19,7 +19,7 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, run_query_async
+from statecar_sidecar.stores.query import Query, QueryPage, collector_paused, run_query_async
 
 _SWEEP_EVERY = 1024  # writes between sweeps of expired keys
 
@@ -118,15 +118,16 @@ class MemoryStore(StateStore):
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
         # One C-level copy of the dict (items are immutable): the query sees the store as it was
         # now, while writes go on. The rows below are produced lazily inside the engine's slices.
-        snapshot = list(self._items.items())
-        now = time.time()
-        cut = len(key_prefix)
-        rows = (
-            (key[cut:], item.value, item.etag)
-            for key, item in snapshot
-            if key.startswith(key_prefix) and (item.expire_at is None or item.expire_at > now)
-        )
-        return await run_query_async(query, rows)
+        with collector_paused():  # the copy alone would set off a full collection
+            snapshot = list(self._items.items())
+            now = time.time()
+            cut = len(key_prefix)
+            rows = (
+                (key[cut:], item.value, item.etag)
+                for key, item in snapshot
+                if key.startswith(key_prefix) and (item.expire_at is None or item.expire_at > now)
+            )
+            return await run_query_async(query, rows)
 
     async def ping(self) -> None:
         return None

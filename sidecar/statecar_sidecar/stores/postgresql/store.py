@@ -69,6 +69,7 @@ from statecar_sidecar.stores.query import (
     QueryError,
     QueryPage,
     QueryResult,
+    collector_paused,
     cut_page,
     run_query_async,
 )
@@ -441,11 +442,12 @@ class PostgreSQLStore(StateStore):
                         for key, value, etag in rows
                     ]
                     return cut_page(query.page, results)
-        rows = await self._fetch(self._sql["rows"], key_prefix, upper)
-        plain = [(key[cut:], bytes(value), str(etag)) for key, value, etag in rows]
-        # Evaluated on the event loop in bounded slices (a thread would hold the GIL through
-        # each sort), so other requests keep being served meanwhile.
-        return await run_query_async(query, plain)
+        with collector_paused():  # reading every row would set off a full collection
+            rows = await self._fetch(self._sql["rows"], key_prefix, upper)
+            plain = ((key[cut:], bytes(value), str(etag)) for key, value, etag in rows)
+            # Evaluated on the event loop in bounded slices (a thread would hold the GIL through
+            # each sort), so other requests keep being served meanwhile.
+            return await run_query_async(query, plain)
 
     # -----------------------------------------------------------------------------------------
     # TTL sweep (run by the Sweeper), health, shutdown.

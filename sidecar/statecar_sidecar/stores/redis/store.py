@@ -32,7 +32,7 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, QueryRun
+from statecar_sidecar.stores.query import Query, QueryPage, QueryRun, collector_paused
 from statecar_sidecar.stores.redis.client import Client, SentinelConfig
 from statecar_sidecar.stores.redis.resp import (
     Connection,
@@ -320,23 +320,24 @@ class RedisStore(StateStore):
         run = QueryRun(query)
         seen: set[bytes] = set()  # SCAN may return a key more than once
         cursor = b"0"
-        try:
-            while True:
-                cursor, batch = await self._client.execute(
-                    b"SCAN", cursor, b"MATCH", pattern, b"COUNT", QUERY_SCAN_COUNT
-                )
-                fresh = [k for k in batch if k not in seen]
-                seen.update(fresh)
-                if fresh:
-                    replies = await self._client.pipeline(
-                        [(b"HMGET", k, b"data", b"version", b"exp") for k in fresh]
+        with collector_paused():
+            try:
+                while True:
+                    cursor, batch = await self._client.execute(
+                        b"SCAN", cursor, b"MATCH", pattern, b"COUNT", QUERY_SCAN_COUNT
                     )
-                    await run.feed_async(self._query_rows(fresh, replies, cut))
-                if cursor == b"0":
-                    break
-        except RedisUnavailableError as exc:
-            raise self._unavailable(exc) from exc
-        return await run.finish_async()
+                    fresh = [k for k in batch if k not in seen]
+                    seen.update(fresh)
+                    if fresh:
+                        replies = await self._client.pipeline(
+                            [(b"HMGET", k, b"data", b"version", b"exp") for k in fresh]
+                        )
+                        await run.feed_async(self._query_rows(fresh, replies, cut))
+                    if cursor == b"0":
+                        break
+            except RedisUnavailableError as exc:
+                raise self._unavailable(exc) from exc
+            return await run.finish_async()
 
     def _query_rows(
         self, keys: Sequence[bytes], replies: Sequence[Any], cut: int

@@ -50,7 +50,7 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, run_query_async
+from statecar_sidecar.stores.query import Query, QueryPage, collector_paused, run_query_async
 from statecar_sidecar.stores.sql_common import Sweeper, check_layout, prefix_successor
 from statecar_sidecar.stores.sqlite.statements import (
     EXPECTED_COLUMNS,
@@ -347,8 +347,9 @@ class SQLiteStore(StateStore):
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
         # The rows are read on the worker; filtering and sorting run on the event loop in bounded
         # slices (on the worker they would hold the GIL through each sort and stall the loop).
-        rows = await self._call(self._query_rows, key_prefix)
-        return await run_query_async(query, rows)
+        with collector_paused():  # reading every row would set off a full collection
+            rows = await self._call(self._query_rows, key_prefix)
+            return await run_query_async(query, rows)
 
     def _sweep(self) -> int:
         conn = self._connection()
