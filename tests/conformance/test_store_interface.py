@@ -577,18 +577,19 @@ async def test_query_matches_the_memory_store(
 async def test_postgresql_query_runs_in_sql_and_falls_back_for_unreadable_values(
     postgres: pg_server.PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # PostgreSQL only: its queries run as SQL (`postgresql.query_sql`), `run_query` the fallback.
+    # PostgreSQL only: its queries run as SQL (`postgresql.query_sql`), `run_query_async` the
+    # fallback.
     store = await PostgreSQLStore.open({"connectionString": postgres.dsn, "tableName": _table()})
     try:
         await _fill(store, "app||")
         calls: list[int] = []
-        real_run_query = postgresql_module.run_query
+        real_run_query = postgresql_module.run_query_async
 
-        def counting_run_query(*args: Any) -> Any:
+        async def counting_run_query(*args: Any) -> Any:
             calls.append(1)
-            return real_run_query(*args)
+            return await real_run_query(*args)
 
-        monkeypatch.setattr(postgresql_module, "run_query", counting_run_query)
+        monkeypatch.setattr(postgresql_module, "run_query_async", counting_run_query)
         query = parse_query({"filter": {"EQ": {"s": "x"}}, "sort": [{"key": "n"}]})
         page = await store.query(query, key_prefix="app||")
         assert [r.key for r in page.results] == ["a", "g"]

@@ -990,3 +990,31 @@ def test_exact_numbers_beyond_a_double_and_64_bits() -> None:
     assert (
         json_text([Decimal("1E+400"), 2**70, 0.5, "é"]) == '[1E+400,1180591620717411303424,0.5,"é"]'
     )
+
+
+async def test_the_collector_is_held_off_while_queries_run_and_restored_after() -> None:
+    import asyncio
+    import gc
+
+    from statecar_sidecar.stores.query import collector_paused
+
+    seen: list[bool] = []
+
+    def rows() -> Iterator[tuple[str, bytes, str]]:
+        for i in range(3):
+            seen.append(gc.isenabled())
+            yield (f"k{i}", b"1", "e")
+
+    assert gc.isenabled()
+    first = asyncio.create_task(run_query_async(parse_query({}), rows()))
+    with collector_paused():
+        await first
+        assert not gc.isenabled()  # another hold is still on
+    assert seen == [False, False, False]
+    assert gc.isenabled()
+    gc.disable()  # a process that runs without the collector keeps it off
+    try:
+        await run_query_async(parse_query({}), rows())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
