@@ -280,3 +280,21 @@ def test_numbers_beyond_64_bits_compare_the_same_on_every_backend(
     assert answer.status_code in (200, 204), answer.text
     found = [r["key"] for r in answer.json()["results"]] if answer.status_code == 200 else []
     assert found == expected
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite", "redis", "postgres"])
+def test_a_filter_with_a_lone_surrogate_is_answered_not_crashed(
+    api: httpx.Client, store: str
+) -> None:
+    # JSON allows "\ud800"; the exact decoder keeps it, and PostgreSQL (whose text cannot hold
+    # it) evaluates such a query in process instead of failing.
+    assert (
+        api.post(f"/v1.0/state/{store}", json=[{"key": "plain", "value": {"a": "x"}}]).status_code
+        == 204
+    )
+    answer = api.post(
+        f"/v1.0-alpha1/state/{store}/query",
+        content=b'{"filter": {"OR": [{"EQ": {"a": "\\ud800"}}, {"EQ": {"a": "x"}}]}}',
+    )
+    assert answer.status_code == 200, answer.text
+    assert [r["key"] for r in answer.json()["results"]] == ["plain"]

@@ -1018,3 +1018,20 @@ async def test_the_collector_is_held_off_while_queries_run_and_restored_after() 
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"filter": {"EQ": {"a": "\ud800"}}},
+        {"filter": {"GT": {"a": "x\udfff"}}},
+        {"filter": {"EQ": {"\ud800": 1}}},
+        {"sort": [{"key": "\ud800"}]},
+    ],
+)
+def test_compile_postgres_refuses_lone_surrogates_for_the_fallback(document: object) -> None:
+    # The exact decoder keeps JSON's "\ud800"; PostgreSQL text cannot hold it, so the store
+    # evaluates such a query in process instead of failing on the wire.
+    with pytest.raises(QueryError, match="lone surrogate"):
+        compile_postgres(parse_query(document), value_column="doc", key_column="k")
+    assert loads_exact(b'{"a": "\\ud800"}') == {"a": "\ud800"}

@@ -4,8 +4,9 @@ select and order exactly what the shared engine's `run_query` would.
 
 `stores.query` owns what a query means; this module only translates it, and a property test on a
 real server (tests/unit/test_sidecar_query.py) holds the two to the same answers. Text and pure
-functions: it runs nothing. PostgreSQL text cannot hold U+0000, so a query with that character in
-a path or value is refused here with QueryError (the store then evaluates it with `run_query`).
+functions: it runs nothing. PostgreSQL text cannot hold U+0000 or a lone surrogate, so a query
+with either in a path or value is refused here with QueryError (the store then evaluates it in
+process).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ _SORT_RANK_SQL: Final = (
 
 
 _NUL_MESSAGE: Final = "PostgreSQL cannot compare strings containing the character U+0000"
+_SURROGATE_MESSAGE: Final = "PostgreSQL cannot compare strings holding a lone surrogate"
 
 
 def _has_nul(value: JSONValue) -> bool:
@@ -101,6 +103,12 @@ class _SqlBuilder:
         if "\x00" in text:
             # PostgreSQL text cannot hold NUL, and jsonb refuses \u0000.
             raise QueryError(_NUL_MESSAGE)
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                # A lone surrogate (JSON's "\ud800", which the exact decoder keeps) is not UTF-8.
+                raise QueryError(_SURROGATE_MESSAGE) from None
         position = self._positions.get(text)
         if position is None:
             position = self.first_param + len(self.params)
