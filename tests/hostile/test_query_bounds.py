@@ -198,15 +198,22 @@ def test_reads_of_another_store_stay_fast_during_a_query(
     backend: str, request: pytest.FixtureRequest, sidecar: SidecarProcess, api: httpx.Client
 ) -> None:
     store = request.getfixturevalue("seeded_memory" if backend == "memory" else "seeded_redis")
-    samples, durations = _reads_during_queries(sidecar, api, store)
-    p99 = _p99(samples)
-    print(
-        f"\n{backend}: {KEYS} keys, query {statistics.median(durations):.0f} ms (median of"
-        f" {len(durations)}); reads during queries: {len(samples)}, p50"
-        f" {statistics.median(samples):.1f} ms, p99 {p99:.1f} ms, max {max(samples):.1f} ms"
-    )
-    assert len(samples) >= 20, f"too few reads overlapped the queries: {durations}"
-    assert p99 < P99_BUDGET_MS, f"p99 {p99:.1f} ms during the query; samples {sorted(samples)}"
+    # The latencies are wall time on a shared machine, where another process can hold a core for
+    # tens of ms: up to three attempts. A stall of the loop (the bug) fails every attempt.
+    outcomes = []
+    for _ in range(3):
+        samples, durations = _reads_during_queries(sidecar, api, store)
+        assert len(samples) >= 20, f"too few reads overlapped the queries: {durations}"
+        p99 = _p99(samples)
+        outcomes.append(
+            f"{backend}: {KEYS} keys, query {statistics.median(durations):.0f} ms (median of"
+            f" {len(durations)}); reads during queries: {len(samples)}, p50"
+            f" {statistics.median(samples):.1f} ms, p99 {p99:.1f} ms, max {max(samples):.1f} ms"
+        )
+        print("\n" + outcomes[-1], end="")
+        if p99 < P99_BUDGET_MS:
+            return
+    pytest.fail(f"p99 of reads during a query over {P99_BUDGET_MS} ms: " + "; ".join(outcomes))
 
 
 def test_a_query_without_a_limit_answers_a_bounded_page_and_the_tokens_walk_everything(
