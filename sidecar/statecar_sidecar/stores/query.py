@@ -78,7 +78,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import orjson
 
@@ -912,6 +912,15 @@ class QueryRun:
         for _ in self.feed(rows):
             await _next_turn()
             self._restart()
+
+    async def discard_async(self, items: set[Any]) -> None:
+        """Empty a large set of the caller's in slices: freeing 200k objects at once is ~30 ms."""
+        self._restart()
+        while items:
+            items.pop()
+            if self._due():
+                await _next_turn()
+                self._restart()
 
     async def finish_async(self) -> QueryPage:
         self._restart()

@@ -116,16 +116,20 @@ class MemoryStore(StateStore):
             self._apply(op)
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
-        # One C-level copy of the dict (items are immutable): the query sees the store as it was
-        # now, while writes go on. The rows below are produced lazily inside the engine's slices.
-        with collector_paused():  # the copy alone would set off a full collection
-            snapshot = list(self._items.items())
+        # One C-level copy of the keys (a list of references, about 1 ms at 200k): the query reads
+        # each key's item as it is when the engine's slice reaches it, while writes go on, like a
+        # Redis SCAN (a key deleted meanwhile is skipped). Rows are made lazily in the slices.
+        with collector_paused():
+            names = list(self._items)
             now = time.time()
             cut = len(key_prefix)
+            items = self._items
             rows = (
                 (key[cut:], item.value, item.etag)
-                for key, item in snapshot
-                if key.startswith(key_prefix) and (item.expire_at is None or item.expire_at > now)
+                for key in names
+                if key.startswith(key_prefix)
+                and (item := items.get(key)) is not None
+                and (item.expire_at is None or item.expire_at > now)
             )
             return await run_query_async(query, rows)
 

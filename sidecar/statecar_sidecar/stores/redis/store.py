@@ -337,6 +337,8 @@ class RedisStore(StateStore):
                         break
             except RedisUnavailableError as exc:
                 raise self._unavailable(exc) from exc
+            finally:
+                await run.discard_async(seen)
             return await run.finish_async()
 
     def _query_rows(
