@@ -42,7 +42,7 @@ from statecar_sidecar.stores.errors import (
 from statecar_sidecar.stores.memory import MemoryStore
 from statecar_sidecar.stores.postgresql import PostgreSQLStore
 from statecar_sidecar.stores.postgresql import store as postgresql_module
-from statecar_sidecar.stores.query import parse_query, run_query
+from statecar_sidecar.stores.query import parse_query, run_query, run_query_async
 from statecar_sidecar.stores.registry import open_store
 
 pytestmark = pytest.mark.conformance
@@ -577,18 +577,19 @@ async def test_query_matches_the_memory_store(
 async def test_postgresql_query_runs_in_sql_and_falls_back_for_unreadable_values(
     postgres: pg_server.PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # PostgreSQL only: its queries run as SQL (`postgresql.query_sql`), `run_query` the fallback.
+    # PostgreSQL only: its queries run as SQL (`postgresql.query_sql`), `run_query_async` the
+    # fallback.
     store = await PostgreSQLStore.open({"connectionString": postgres.dsn, "tableName": _table()})
     try:
         await _fill(store, "app||")
         calls: list[int] = []
-        real_run_query = run_query  # what postgresql_module imported
+        real_run_query = run_query_async  # what postgresql_module imported
 
-        def counting_run_query(*args: Any) -> Any:
+        async def counting_run_query(*args: Any) -> Any:
             calls.append(1)
-            return real_run_query(*args)
+            return await real_run_query(*args)
 
-        monkeypatch.setattr(postgresql_module, "run_query", counting_run_query)
+        monkeypatch.setattr(postgresql_module, "run_query_async", counting_run_query)
         query = parse_query({"filter": {"EQ": {"s": "x"}}, "sort": [{"key": "n"}]})
         page = await store.query(query, key_prefix="app||")
         assert [r.key for r in page.results] == ["a", "g"]

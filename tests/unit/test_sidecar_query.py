@@ -11,10 +11,10 @@ import json
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +22,8 @@ from tests.support import pg_server
 
 from statecar_sidecar.stores.postgresql.query_sql import compile_postgres
 from statecar_sidecar.stores.query import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_BYTES,
     And,
     Eq,
     Gt,
@@ -35,9 +37,14 @@ from statecar_sidecar.stores.query import (
     Query,
     QueryError,
     QueryPage,
+    QueryResult,
     SortKey,
+    cut_page,
+    json_text,
+    loads_exact,
     parse_query,
     run_query,
+    run_query_async,
 )
 
 
@@ -123,7 +130,11 @@ def test_grammar_errors_use_daprd_messages(document: object, message: str) -> No
             {"sort": [{"key": "a", "order": 1}]},
             'sort[0].order must be "ASC" or "DESC", got a number',
         ),
-        ({"page": {"limit": -1}}, "page.limit must be a whole number from 0 (no limit) up, got -1"),
+        (
+            {"page": {"limit": -1}},
+            "page.limit must be a whole number from 0 (the default, 1000) up to 10000, got -1",
+        ),
+        ({"page": {"limit": 10001}}, "up to 10000, got 10001: follow the page token"),
         ({"page": {"limit": 1.5}}, "page.limit must be a whole number"),
         ({"page": {"limit": 2.0}}, "page.limit must be a whole number"),
         ({"page": {"limit": "2"}}, "page.limit must be a whole number"),
@@ -652,9 +663,7 @@ def test_compiled_sql_keeps_every_query_value_in_params() -> None:
     assert "$1::" not in compiled.where
     assert "$2::" not in compiled.where
     assert compiled.next_param == 3 + len(compiled.params)
-    assert (compiled.limit, compiled.offset) == (3, 6)
-    assert compiled.next_token(3) == "9"
-    assert compiled.next_token(0) is None
+    assert (compiled.limit, compiled.offset) == (4, 6)  # one more than the page: more follow?
     assert compiled.order_by.endswith('(v.key) COLLATE "C" ASC')
 
 
@@ -663,8 +672,7 @@ def test_compiled_sql_without_filter_sort_or_limit() -> None:
     assert compiled.where == "(doc) IS NOT NULL"
     assert compiled.order_by == '(k) COLLATE "C" ASC'
     assert compiled.params == []
-    assert (compiled.limit, compiled.offset, compiled.next_param) == (None, 0, 1)
-    assert compiled.next_token(10) is None
+    assert (compiled.limit, compiled.offset, compiled.next_param) == (1001, 0, 1)
 
 
 @pytest.mark.parametrize("value", [None, True, [1], {"a": 1}])
@@ -706,8 +714,8 @@ async def pg(postgres: pg_server.PgServer) -> AsyncIterator[asyncpg.Connection]:
 
 def _as_jsonb_text(raw: bytes) -> str | None:
     try:
-        orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        loads_exact(raw)
+    except ValueError:
         return None
     return raw.decode()
 
@@ -722,11 +730,10 @@ async def sql_keys(
     )
     compiled = compile_postgres(query, value_column="value", key_column="key", first_param=1)
     statement = f"SELECT key FROM docs WHERE {compiled.where} ORDER BY {compiled.order_by}"
-    if compiled.limit is not None:
-        statement += f" LIMIT {compiled.limit}"
-    statement += f" OFFSET {compiled.offset}"
-    found = [record["key"] for record in await conn.fetch(statement, *compiled.params)]
-    return found, compiled.next_token(len(found))
+    statement += f" LIMIT {compiled.limit} OFFSET {compiled.offset}"
+    records = await conn.fetch(statement, *compiled.params)
+    page = cut_page(query.page, [QueryResult(r["key"], b"", "") for r in records])
+    return keys(page), page.token
 
 
 @pytest.mark.parametrize(
@@ -764,9 +771,22 @@ async def test_first_param_offsets_the_placeholders(pg: asyncpg.Connection) -> N
 CHARACTERS = st.characters(codec="utf-8", exclude_characters="\x00")
 PATH_SEGMENTS = ["a", "b", "c", "", "é"]
 PATHS = ["a", "b", "c", "a.b", "a.c", "b.a", "a.b.c", "", "é", "a.é", "x"]
-INTS = st.one_of(st.sampled_from([0, 1, 2, -1, 3, 10, 2**53 + 1]), st.integers(-(2**63), 2**63 - 1))
+# Numbers beyond 64 bits and beyond a double: every backend compares them as exact decimals.
+BIG_NUMBERS = [2**64, 2**64 + 1, -(2**64) - 1, 10**30, 10**30 + 1]
+EXACT_DECIMALS = [
+    Decimal("18446744073709551616.5"),
+    Decimal("0.1000000000000000000001"),
+    Decimal("1E+400"),
+    Decimal("-1E+400"),
+    Decimal("1E-400"),
+]
+INTS = st.one_of(
+    st.sampled_from([0, 1, 2, -1, 3, 10, 2**53 + 1, *BIG_NUMBERS]),
+    st.integers(-(2**63), 2**63 - 1),
+)
 FLOATS = st.one_of(
     st.sampled_from([0.0, -0.0, 0.5, 1.0, 2.0, 2.5, -1.5, 1e23, 1e-7, 3.0000000000000004]),
+    st.sampled_from(EXACT_DECIMALS),
     st.floats(allow_nan=False, allow_infinity=False),
 )
 TEXT = st.one_of(
@@ -782,8 +802,6 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=6,
 )
-# Filter values outside a document's int64 range are fine: only the JSON decoder of stored
-# values is limited to 64-bit integers.
 FILTER_VALUES = st.one_of(JSON_VALUES, st.sampled_from([10**23, 2**64 + 1]))
 RANGE_VALUES = st.one_of(INTS, FLOATS, TEXT, st.sampled_from([None, True, [1], {"a": 1}]))
 DOCUMENTS = st.one_of(
@@ -837,7 +855,11 @@ def stored_rows(draw: st.DrawFn) -> list[tuple[str, bytes, str]]:
         if draw(st.integers(0, 9)) == 0:
             raw = draw(st.sampled_from([b"\x01", b"not json", b"{"]))
         else:
-            raw = json.dumps(draw(DOCUMENTS), ensure_ascii=draw(st.booleans())).encode()
+            document = draw(DOCUMENTS)
+            try:
+                raw = json.dumps(document, ensure_ascii=draw(st.booleans())).encode()
+            except TypeError:  # a Decimal: written exactly
+                raw = json_text(document).encode()
         rows.append((key, raw, "etag"))
     return rows
 
@@ -861,5 +883,155 @@ async def test_compile_postgres_agrees_with_run_query(
     matching, _ = await sql_keys(pg, where_only, rows)
     decoded = {key: raw for key, raw, _ in rows if _as_jsonb_text(raw) is not None}
     assert set(matching) == {
-        k for k, raw in decoded.items() if where_only.matches(orjson.loads(raw))
+        k for k, raw in decoded.items() if where_only.matches(loads_exact(raw))
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds (issue 8): the default and maximum page, the byte cap, slices, exact numbers.
+
+
+def test_a_page_without_a_limit_holds_the_default_and_a_token_only_when_more_remain() -> None:
+    values = {f"k{i:05d}": {"i": i} for i in range(DEFAULT_PAGE_LIMIT + 5)}
+    page = run_query(parse_query({}), rows_of(values))
+    assert (len(page.results), page.token) == (DEFAULT_PAGE_LIMIT, str(DEFAULT_PAGE_LIMIT))
+    page = run_query(parse_query({"page": {"token": page.token}}), rows_of(values))
+    assert (keys(page), page.token) == ([f"k{i:05d}" for i in range(1000, 1005)], None)
+
+
+def test_a_page_ends_early_at_the_byte_cap_and_the_token_continues() -> None:
+    big = b'"' + b"x" * (MAX_PAGE_BYTES // 3 - 2) + b'"'  # three fill a page
+    rows = [(f"k{i}", big, "e") for i in range(5)]
+    page = run_query(parse_query({"page": {"limit": 5}}), rows)
+    assert (keys(page), page.token) == (["k0", "k1", "k2"], "3")
+    page = run_query(parse_query({"page": {"limit": 5, "token": "3"}}), rows)
+    assert (keys(page), page.token) == (["k3", "k4"], "5")
+    # One value over the cap still makes a page of one.
+    huge = [("k", b'"' + b"x" * MAX_PAGE_BYTES + b'"', "e"), ("l", b"1", "e")]
+    page = run_query(parse_query({}), huge)
+    assert (keys(page), page.token) == (["k"], "1")
+
+
+@given(st.lists(st.text(max_size=6), min_size=2, max_size=6))
+def test_descending_text_reverses_code_point_order(texts: list[str]) -> None:
+    from statecar_sidecar.stores.query import _descending_text
+
+    assert sorted(texts, key=_descending_text) == sorted(texts, reverse=True)
+
+
+def test_descending_text_handles_nul_and_surrogates() -> None:
+    from statecar_sidecar.stores.query import _descending_text
+
+    texts = ["", "\x00", "\x00\x00", "a", "a\x00", "a\x00b", "ab", "\ud800", "\U0010ffff"]
+    assert sorted(texts, key=_descending_text) == sorted(texts, reverse=True)
+
+
+async def test_a_query_yields_the_event_loop_every_slice() -> None:
+    import asyncio
+    import time
+
+    rows = [(f"k{i:06d}", b'{"n": %d, "s": "v%06d"}' % (i, i), "e") for i in range(60_000)]
+    query = parse_query({"sort": [{"key": "s", "order": "DESC"}], "page": {"limit": 3}})
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        # CPU time of this thread between two turns of the ticker: what the loop spent elsewhere
+        # (wall time would add the preemptions of a loaded machine).
+        last = time.thread_time()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            now = time.thread_time()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    page = await run_query_async(query, rows)
+    done.set()
+    await tick
+    assert keys(page) == ["k059999", "k059998", "k059997"]
+    assert page == run_query(query, rows)
+    assert len(gaps) > 20  # it did yield, many times
+    # Whole-run stalls were hundreds of ms; a slice is ~2 ms.
+    assert max(gaps) < 0.010, sorted(gaps)[-5:]
+
+
+async def test_concurrent_queries_take_turns_and_all_finish() -> None:
+    import asyncio
+
+    rows = [(f"k{i:05d}", b'{"n": %d}' % i, "e") for i in range(20_000)]
+    queries = [parse_query({"filter": {"GTE": {"n": n}}, "page": {"limit": 1}}) for n in range(4)]
+    pages = await asyncio.gather(*(run_query_async(q, rows) for q in queries))
+    assert [keys(p) for p in pages] == [[f"k{n:05d}"] for n in range(4)]
+
+
+def test_exact_numbers_beyond_a_double_and_64_bits() -> None:
+    assert loads_exact(b"18446744073709551617") == 18446744073709551617
+    assert loads_exact(b"1e400") == Decimal("1e400")
+    assert loads_exact(b"[0.1000000000000000000001]") == [Decimal("0.1000000000000000000001")]
+    assert loads_exact(b'{"a": 1.5}') == {"a": 1.5}  # the fast path for ordinary numbers
+    for bad in (b"NaN", b"[Infinity]", b"{", b"[" * 100_000 + b"1e400"):
+        with pytest.raises(ValueError, match=r"."):
+            loads_exact(bad)
+    values = {
+        "below": 2**64 - 1,
+        "exact": 2**64,
+        "above": 2**64 + 1,
+        "float": 1.8446744073709552e19,
+    }
+    assert query_keys(
+        {"filter": {"EQ": {"n": 2**64}}}, {k: {"n": v} for k, v in values.items()}
+    ) == ["exact"]
+    assert query_keys(
+        {"filter": {"GT": {"n": 2**64}}, "sort": [{"key": "n", "order": "DESC"}]},
+        {k: {"n": v} for k, v in values.items()},
+    ) == ["float", "above"]
+    assert (
+        json_text([Decimal("1E+400"), 2**70, 0.5, "é"]) == '[1E+400,1180591620717411303424,0.5,"é"]'
+    )
+
+
+async def test_the_collector_is_held_off_while_queries_run_and_restored_after() -> None:
+    import asyncio
+    import gc
+
+    from statecar_sidecar.stores.query import collector_paused
+
+    seen: list[bool] = []
+
+    def rows() -> Iterator[tuple[str, bytes, str]]:
+        for i in range(3):
+            seen.append(gc.isenabled())
+            yield (f"k{i}", b"1", "e")
+
+    assert gc.isenabled()
+    first = asyncio.create_task(run_query_async(parse_query({}), rows()))
+    with collector_paused():
+        await first
+        assert not gc.isenabled()  # another hold is still on
+    assert seen == [False, False, False]
+    assert gc.isenabled()
+    gc.disable()  # a process that runs without the collector keeps it off
+    try:
+        await run_query_async(parse_query({}), rows())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"filter": {"EQ": {"a": "\ud800"}}},
+        {"filter": {"GT": {"a": "x\udfff"}}},
+        {"filter": {"EQ": {"\ud800": 1}}},
+        {"sort": [{"key": "\ud800"}]},
+    ],
+)
+def test_compile_postgres_refuses_lone_surrogates_for_the_fallback(document: object) -> None:
+    # The exact decoder keeps JSON's "\ud800"; PostgreSQL text cannot hold it, so the store
+    # evaluates such a query in process instead of failing on the wire.
+    with pytest.raises(QueryError, match="lone surrogate"):
+        compile_postgres(parse_query(document), value_column="doc", key_column="k")
+    assert loads_exact(b'{"a": "\\ud800"}') == {"a": "\ud800"}

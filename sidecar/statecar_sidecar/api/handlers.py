@@ -29,7 +29,7 @@ from statecar_sidecar.stores.errors import (
     StoreError,
     TransactionError,
 )
-from statecar_sidecar.stores.query import QueryError, parse_query
+from statecar_sidecar.stores.query import QueryError, loads_exact, parse_query
 
 T = TypeVar("T")
 
@@ -223,8 +223,9 @@ class StateHandlers:
             raise errors.query_not_supported(store_name)
         body = await request.body(self.max_body_bytes)
         try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            # Exact numbers: a filter value beyond 64 bits or a double compares as written.
+            document = loads_exact(body)
+        except ValueError as exc:
             raise errors.query_failed(
                 store_name, f"failed to parse JSON query body: {exc}"
             ) from None

@@ -19,7 +19,7 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, run_query
+from statecar_sidecar.stores.query import Query, QueryPage, collector_paused, run_query_async
 
 _SWEEP_EVERY = 1024  # writes between sweeps of expired keys
 
@@ -116,13 +116,22 @@ class MemoryStore(StateStore):
             self._apply(op)
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
-        now = time.time()
-        rows = (
-            (key[len(key_prefix) :], item.value, item.etag)
-            for key, item in sorted(self._items.items())
-            if key.startswith(key_prefix) and (item.expire_at is None or item.expire_at > now)
-        )
-        return run_query(query, rows)
+        # One C-level copy of the keys (a list of references, about 1 ms at 200k): the query reads
+        # each key's item as it is when the engine's slice reaches it, while writes go on, like a
+        # Redis SCAN (a key deleted meanwhile is skipped). Rows are made lazily in the slices.
+        with collector_paused():
+            names = list(self._items)
+            now = time.time()
+            cut = len(key_prefix)
+            items = self._items
+            rows = (
+                (key[cut:], item.value, item.etag)
+                for key in names
+                if key.startswith(key_prefix)
+                and (item := items.get(key)) is not None
+                and (item.expire_at is None or item.expire_at > now)
+            )
+            return await run_query_async(query, rows)
 
     async def ping(self) -> None:
         return None

@@ -4,13 +4,13 @@ select and order exactly what the shared engine's `run_query` would.
 
 `stores.query` owns what a query means; this module only translates it, and a property test on a
 real server (tests/unit/test_sidecar_query.py) holds the two to the same answers. Text and pure
-functions: it runs nothing. PostgreSQL text cannot hold U+0000, so a query with that character in
-a path or value is refused here with QueryError (the store then evaluates it with `run_query`).
+functions: it runs nothing. PostgreSQL text cannot hold U+0000 or a lone surrogate, so a query
+with either in a path or value is refused here with QueryError (the store then evaluates it in
+process).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,8 +31,9 @@ from statecar_sidecar.stores.query import (
     QueryError,
     SortKey,
     exact_number,
+    fetch_limit,
     is_number,
-    next_page_token,
+    json_text,
 )
 
 __all__ = ["CompiledSQL", "compile_postgres"]
@@ -44,14 +45,16 @@ class CompiledSQL:
 
     `where` is a boolean expression and `order_by` an ordering list (both without their
     keywords). Placeholders are numbered from `first_param` and each is typed `$n::text`, so
-    `params` holds only strings. `limit` is None for no limit; `limit` and `offset` are ints,
-    safe to format into the statement or to bind as two more parameters from `next_param`.
+    `params` holds only strings. `limit` is how many rows to read from `offset` (one more than
+    the page holds, to know whether more follow: `query.cut_page` makes the page of them); both
+    are ints, safe to format into the statement or to bind as two more parameters from
+    `next_param`.
     """
 
     where: str
     order_by: str
     params: list[object]
-    limit: int | None
+    limit: int
     offset: int
     page: Page
     first_param: int
@@ -60,10 +63,6 @@ class CompiledSQL:
     def next_param(self) -> int:
         """The first placeholder number not used by `params`."""
         return self.first_param + len(self.params)
-
-    def next_token(self, returned: int) -> str | None:
-        """The response token after the statement returned `returned` rows."""
-        return next_page_token(self.page, returned)
 
 
 # Mirrors `_sort_key`'s ranks.
@@ -74,6 +73,7 @@ _SORT_RANK_SQL: Final = (
 
 
 _NUL_MESSAGE: Final = "PostgreSQL cannot compare strings containing the character U+0000"
+_SURROGATE_MESSAGE: Final = "PostgreSQL cannot compare strings holding a lone surrogate"
 
 
 def _has_nul(value: JSONValue) -> bool:
@@ -103,6 +103,12 @@ class _SqlBuilder:
         if "\x00" in text:
             # PostgreSQL text cannot hold NUL, and jsonb refuses \u0000.
             raise QueryError(_NUL_MESSAGE)
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                # A lone surrogate (JSON's "\ud800", which the exact decoder keeps) is not UTF-8.
+                raise QueryError(_SURROGATE_MESSAGE) from None
         position = self._positions.get(text)
         if position is None:
             position = self.first_param + len(self.params)
@@ -113,9 +119,9 @@ class _SqlBuilder:
     def json_param(self, value: JSONValue) -> str:
         if _has_nul(value):
             raise QueryError(_NUL_MESSAGE)
-        # Python's json writes floats as their shortest repr and ints in full, which is exactly
-        # the decimal `exact_number` compares with; orjson would refuse ints beyond 64 bits.
-        return f"({self.param(json.dumps(value, ensure_ascii=False, allow_nan=False))})::jsonb"
+        # json_text writes floats as their shortest repr, ints and Decimals in full: exactly the
+        # decimal `exact_number` compares with; orjson would refuse ints beyond 64 bits.
+        return f"({self.param(json_text(value))})::jsonb"
 
     def at(self, path: tuple[str, ...]) -> str:
         # Chained `->` with text operands only steps into objects (`jsonb -> text` on an array or
@@ -197,7 +203,7 @@ def compile_postgres(
         where=where,
         order_by=", ".join(order),
         params=builder.params,
-        limit=query.page.limit or None,
+        limit=fetch_limit(query.page),
         offset=query.page.offset,
         page=query.page,
         first_param=first_param,

@@ -70,7 +70,15 @@ from statecar_sidecar.stores.postgresql.statements import (
     unstorable,
     write_args,
 )
-from statecar_sidecar.stores.query import Query, QueryError, QueryPage, QueryResult, run_query
+from statecar_sidecar.stores.query import (
+    Query,
+    QueryError,
+    QueryPage,
+    QueryResult,
+    collector_paused,
+    cut_page,
+    run_query_async,
+)
 from statecar_sidecar.stores.sql_common import Sweeper, check_layout, prefix_successor
 
 __all__ = ["PostgreSQLStore"]
@@ -503,11 +511,13 @@ class PostgreSQLStore(StateStore):
                         QueryResult(key=key[cut:], data=bytes(value), etag=str(etag))
                         for key, value, etag in rows
                     ]
-                    return QueryPage(results=results, token=compiled.next_token(len(results)))
-        rows = await self._fetch(self._sql["rows"], key_prefix, upper)
-        plain = [(key[cut:], bytes(value), str(etag)) for key, value, etag in rows]
-        # run_query is CPU-bound: keep the event loop free for other requests meanwhile.
-        return await asyncio.to_thread(run_query, query, plain)
+                    return cut_page(query.page, results)
+        with collector_paused():  # reading every row would set off a full collection
+            rows = await self._fetch(self._sql["rows"], key_prefix, upper)
+            plain = ((key[cut:], bytes(value), str(etag)) for key, value, etag in rows)
+            # Evaluated on the event loop in bounded slices (a thread would hold the GIL through
+            # each sort), so other requests keep being served meanwhile.
+            return await run_query_async(query, plain)
 
     # -----------------------------------------------------------------------------------------
     # TTL sweep (run by the Sweeper), health, shutdown.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from statecar_contract.settings import RedisSettings
@@ -38,7 +38,7 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, run_query
+from statecar_sidecar.stores.query import Query, QueryPage, QueryRun, collector_paused
 from statecar_sidecar.stores.redis.client import Client, SentinelConfig
 from statecar_sidecar.stores.redis.resp import (
     Connection,
@@ -52,6 +52,7 @@ from statecar_sidecar.stores.redis.scripts import DELETE, SAVE, TRANSACT
 
 STRONG_TIMEOUT_MS: Final = 1000  # daprd waits 1 s for replicas (components-contrib state/redis)
 REPLICA_COUNT_TTL: Final = 1.0  # seconds a measured replica count is reused
+QUERY_SCAN_COUNT: Final = 500  # keys per SCAN of a query, fetched with one pipeline each
 
 
 def _ttl_ms(op: SetOp) -> str:
@@ -337,36 +338,49 @@ class RedisStore(StateStore):
             )  # pragma: no cover
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
-        # Redis has no secondary index without RediSearch: scan this app's keys. Fine for the
-        # modest data sets the query API is meant for; documented in the README.
+        # Redis has no secondary index without RediSearch: scan this app's keys, one SCAN batch
+        # at a time: fetch its values in one pipeline, then filter them in the engine's bounded
+        # slices, so neither the replies nor the evaluation stall the event loop for long.
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", key_prefix) + "*"
-        keys: list[bytes] = []
+        cut = len(key_prefix)
+        run = QueryRun(query)
+        seen: set[bytes] = set()  # SCAN may return a key more than once
         cursor = b"0"
-        try:
-            while True:
-                cursor, batch = await self._client.execute(
-                    b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000
-                )
-                keys.extend(batch)
-                if cursor == b"0":
-                    break
-            replies = (
-                await self._client.pipeline(
-                    [(b"HMGET", k, b"data", b"version", b"exp") for k in keys]
-                )
-                if keys
-                else []
-            )
-        except RedisUnavailableError as exc:
-            raise self._unavailable(exc) from exc
-        rows = []
-        for key, reply in sorted(zip(keys, replies, strict=True)):
+        with collector_paused():
+            try:
+                while True:
+                    cursor, batch = await self._client.execute(
+                        b"SCAN", cursor, b"MATCH", pattern, b"COUNT", QUERY_SCAN_COUNT
+                    )
+                    fresh = [k for k in batch if k not in seen]
+                    seen.update(fresh)
+                    if fresh:
+                        replies = await self._client.pipeline(
+                            [(b"HMGET", k, b"data", b"version", b"exp") for k in fresh]
+                        )
+                        await run.feed_async(self._query_rows(fresh, replies, cut))
+                    if cursor == b"0":
+                        break
+            except RedisUnavailableError as exc:
+                raise self._unavailable(exc) from exc
+            finally:
+                await run.discard_async(seen)
+            return await run.finish_async()
+
+    def _query_rows(
+        self, keys: Sequence[bytes], replies: Sequence[Any], cut: int
+    ) -> Iterator[tuple[str, bytes, str]]:
+        for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, ReplyError):
                 continue  # not one of ours (another type under the same prefix)
             item = self._item(reply)
-            if item is not None:
-                rows.append((key.decode()[len(key_prefix) :], item.value, item.etag))
-        return run_query(query, rows)
+            if item is None:
+                continue
+            try:
+                name = key.decode()
+            except UnicodeDecodeError:
+                continue  # not a key the state API can write or name in a response
+            yield name[cut:], item.value, item.etag
 
     async def ping(self) -> None:
         try:

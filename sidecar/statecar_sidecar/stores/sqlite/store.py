@@ -50,7 +50,7 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, run_query
+from statecar_sidecar.stores.query import Query, QueryPage, collector_paused, run_query_async
 from statecar_sidecar.stores.sql_common import Sweeper, check_layout, prefix_successor
 from statecar_sidecar.stores.sqlite.statements import (
     EXPECTED_COLUMNS,
@@ -333,7 +333,7 @@ class SQLiteStore(StateStore):
     # -----------------------------------------------------------------------------------------
     # Query, TTL sweep (run by the Sweeper), health.
 
-    def _query(self, query: Query, key_prefix: str) -> QueryPage:
+    def _query_rows(self, key_prefix: str) -> list[tuple[str, bytes, str]]:
         conn = self._connection()
         now = time.time()
         upper = prefix_successor(key_prefix)
@@ -342,13 +342,14 @@ class SQLiteStore(StateStore):
         else:
             cursor = conn.execute(self._sql["range"], (key_prefix, upper, now))
         cut = len(key_prefix)
-        rows = [(key[cut:], value, str(etag)) for key, value, etag in cursor]
-        # Filtering and sorting run here too, on the worker, so a large query never stalls the
-        # event loop; `run_query` is the one definition of what a query means.
-        return run_query(query, rows)
+        return [(key[cut:], value, str(etag)) for key, value, etag in cursor]
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
-        return await self._call(self._query, query, key_prefix)
+        # The rows are read on the worker; filtering and sorting run on the event loop in bounded
+        # slices (on the worker they would hold the GIL through each sort and stall the loop).
+        with collector_paused():  # reading every row would set off a full collection
+            rows = await self._call(self._query_rows, key_prefix)
+            return await run_query_async(query, rows)
 
     def _sweep(self) -> int:
         conn = self._connection()
