@@ -42,7 +42,7 @@ from statecar_sidecar.stores.errors import (
 from statecar_sidecar.stores.memory import MemoryStore
 from statecar_sidecar.stores.postgresql import PostgreSQLStore
 from statecar_sidecar.stores.postgresql import store as postgresql_module
-from statecar_sidecar.stores.query import parse_query, run_query, run_query_async
+from statecar_sidecar.stores.query import parse_query, run_query_async
 from statecar_sidecar.stores.registry import open_store
 
 pytestmark = pytest.mark.conformance

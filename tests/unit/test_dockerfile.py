@@ -192,7 +192,7 @@ def test_the_entrypoint_is_the_console_script_in_exec_form() -> None:
 
 def test_the_default_command_and_the_injected_command_are_subcommands_of_that_script() -> None:
     from statecar_cli.main import build_parser
-    from statecar_operator.injection.patching import SIDECAR_COMMAND
+    from statecar_operator.injection.plan import SIDECAR_COMMAND
 
     actions = build_parser()._actions
     subcommands = set(next(a.choices for a in actions if isinstance(a, argparse._SubParsersAction)))
