@@ -21,7 +21,7 @@ __all__ = ["PostgreSQLSettings"]
 
 DEFAULT_MAX_CONNS: Final = 8
 # Unquoted identifiers, optionally schema-qualified, short enough that the derived names
-# (`<table>_statecar_write_v1`) stay within PostgreSQL's 63-byte limit.
+# (`<table>_statecar_write_v2`) stay within PostgreSQL's 63-byte limit.
 _TABLE_NAME: Final = re.compile(
     r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,40})", re.ASCII
 )
