@@ -3,7 +3,7 @@
 PYTHON ?= python3
 SOURCES := $(wildcard contract sidecar operator cli tests bench)
 
-.PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench
+.PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench protos
 
 test: bootstrap lint typecheck imports
 	STATECAR_REQUIRE_SERVERS=1 $(PYTHON) -m pytest -p no:cacheprovider -q
@@ -39,3 +39,8 @@ run:
 
 bench:
 	$(PYTHON) bench/run.py
+
+# Regenerate sidecar/statecar_sidecar/_protos from the vendored Dapr protos (protos/README.md);
+# tests/unit/test_protos_generated.py fails when the committed code and this output differ.
+protos:
+	$(PYTHON) scripts/gen_protos.py

@@ -60,6 +60,8 @@ class ComponentRuntime:
         self.failures: dict[str, str] = {}
         self.reloads = 0
         self.reload_failures = 0
+        #: Attributes set by the metadata API (gRPC SetMetadata), shown under `extended`.
+        self.extended_metadata: dict[str, str] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def _bind(self, component: ResolvedComponent, store: StateStore) -> BoundStore:

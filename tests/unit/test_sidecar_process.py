@@ -28,7 +28,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> None:
     port = free_port()
-    process = subprocess.Popen([*STATECAR, "run", "--http-port", str(port), "--metrics-port", "0"],
+    process = subprocess.Popen([*STATECAR, "run", "--http-port", str(port), "--metrics-port", "0",
+                                "--grpc-port", str(free_port())],
                                env=_env(tmp_path), cwd=tmp_path, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -54,17 +55,20 @@ def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> Non
 
 
 def test_statecar_run_exports_the_port_and_exits_with_the_apps_code(tmp_path: Path) -> None:
+    grpc_port = free_port()
     app = (
         "import os, sys, urllib.request\n"
         "port = os.environ['DAPR_HTTP_PORT']\n"
         "assert os.environ['STATECAR_HTTP_PORT'] == port\n"
+        f"assert os.environ['DAPR_GRPC_PORT'] == '{grpc_port}'\n"
+        "assert os.environ['APP_ID'] == 'demo'\n"
         "req = urllib.request.Request(f'http://127.0.0.1:{port}/v1.0/state/statestore', data=b'[{\"key\":\"from-app\",\"value\":\"hi\"}]', method='POST')\n"
         "assert urllib.request.urlopen(req).status == 204\n"
         "body = urllib.request.urlopen(f'http://127.0.0.1:{port}/v1.0/state/statestore/from-app').read()\n"
         "sys.exit(3 if body == b'\"hi\"' else 1)\n"
     )
     result = subprocess.run([*STATECAR, "run", "--app-id", "demo", "--http-port", str(free_port()), "--metrics-port", "0",
-                             "--", sys.executable, "-c", app], env=_env(tmp_path), cwd=tmp_path, timeout=60,
+                             "--grpc-port", str(grpc_port), "--", sys.executable, "-c", app], env=_env(tmp_path), cwd=tmp_path, timeout=60,
                             capture_output=True, text=True)
     assert result.returncode == 3, result.stderr
 
