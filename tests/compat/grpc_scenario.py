@@ -1,0 +1,115 @@
+"""
+Test helper (not a test module): what every Dapr SDK's gRPC scenario must report.
+
+The Python (`python_sdk/scenario.py`), Go (`go_sdk/main.go`) and Java (`java_sdk/…/Scenario.java`)
+runners drive the same steps through their SDK and print the same JSON report; `check` asserts
+it step by step, so a difference between SDKs shows as the step that differs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+#: What the scenarios save first: not JSON, not UTF-8, a float that must not be rounded.
+RAW = b'\x00\xff{"price": 1.10, "html": "<&>"}\n'
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def doc(run: str, team: str, n: int) -> bytes:
+    return f'{{"run":"{run}","team":"{team}","n":{n}}}'.encode()
+
+
+class Report:
+    def __init__(self, report: dict[str, Any]) -> None:
+        self.report = report
+        self.run: str = report["run"]
+        self.steps: dict[str, Any] = report["steps"]
+
+    def ok(self, step: str) -> Any:
+        result = self.steps[step]
+        assert result["ok"], f"step {step} failed: {json.dumps(result['error'], indent=1)}"
+        return result["value"]
+
+    def error(self, step: str) -> dict[str, str]:
+        result = self.steps[step]
+        assert not result["ok"], f"step {step} was expected to fail, returned {result['value']!r}"
+        return dict(result["error"])
+
+
+def _items(items: list[dict[str, str]]) -> list[tuple[str, str, bool]]:
+    """(key, data, has an ETag) per bulk item: ETags are opaque, only their presence is fixed."""
+    return [(i["key"], i["data"], bool(i["etag"])) for i in items]
+
+
+def check(raw_report: dict[str, Any], *, app_id: str, stores: dict[str, str]) -> Report:
+    """Every Proof step of issue 9, as the SDK saw it (`stores`: name -> component type)."""
+    report = Report(raw_report)
+    run = report.run
+
+    def key(name: str) -> str:
+        return f"{run}-{name}"
+
+    report.ok("save")
+    first = report.ok("get")
+    assert first["data"] == b64(RAW), "the value must come back byte for byte"
+    assert first["etag"], "a present key has an ETag"
+
+    report.ok("firstWriteCurrent")
+    stale = report.error("firstWriteStale")
+    assert (stale["code"], stale["reason"]) == ("ABORTED", "ERR_STATE_SAVE"), stale
+    after = report.ok("afterStale")
+    assert after["data"] == b64(b"v2"), "the refused write changed nothing"
+    assert after["etag"] not in ("", first["etag"])
+
+    malformed = report.error("malformedEtag")
+    assert (malformed["code"], malformed["reason"]) == ("INVALID_ARGUMENT", "ERR_STATE_SAVE")
+    assert "invalid etag" in malformed["message"]
+
+    report.ok("bulkSave")
+    assert _items(report.ok("bulkGet")) == [
+        (key("b1"), b64(b'{"n":1}'), True),
+        (key("missing"), "", False),
+        (key("b2"), b64(b'"two"'), True),
+    ]
+
+    deleted_stale = report.error("deleteStale")
+    assert (deleted_stale["code"], deleted_stale["reason"]) == ("ABORTED", "ERR_STATE_DELETE")
+    report.ok("deleteCurrent")
+    assert report.ok("afterDelete") == {"data": "", "etag": ""}
+
+    report.ok("transaction")
+    assert _items(report.ok("afterTransaction")) == [
+        (key("t1"), b64(doc(run, "blue", 1)), True),
+        (key("t2"), b64(doc(run, "red", 2)), True),
+        (key("b1"), "", False),
+    ]
+
+    report.ok("rewrite")
+    refused = report.error("staleTransaction")
+    assert (refused["code"], refused["reason"]) == ("INTERNAL", "ERR_STATE_TRANSACTION"), refused
+    assert "nothing was applied" in refused["message"]
+    assert _items(report.ok("afterStaleTransaction")) == [
+        (key("t1"), b64(doc(run, "blue", 10)), True),
+        (key("t2"), b64(doc(run, "red", 2)), True),
+        (key("t3"), "", False),
+    ], "a refused transaction applies nothing, not even its operations before the stale one"
+
+    metadata = report.ok("metadata")
+    assert metadata["id"] == app_id
+    components = {c["name"]: c for c in metadata["components"]}
+    for name, type_ in stores.items():
+        assert components[name]["type"] == type_
+        assert {"ETAG", "TRANSACTIONAL"} <= set(components[name]["capabilities"])
+
+    results = report.ok("query")
+    assert [(r["key"], r["data"]) for r in results] == [
+        (key("t1"), b64(doc(run, "blue", 10))),
+        (key("t2"), b64(doc(run, "red", 2))),
+    ]
+    assert all(r["etag"] for r in results)
+    return report
