@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import uuid
 from typing import Any
+
+from tests.support.sidecar import SidecarProcess
+
+TIMEOUT_S = 180
+STORE_TYPES = {"redis": "state.redis", "sqlite": "state.sqlite"}
 
 #: What the scenarios save first: not JSON, not UTF-8, a float that must not be rounded.
 RAW = b'\x00\xff{"price": 1.10, "html": "<&>"}\n'
@@ -33,7 +41,7 @@ class Report:
     def ok(self, step: str) -> Any:
         result = self.steps[step]
         assert result["ok"], f"step {step} failed: {json.dumps(result['error'], indent=1)}"
-        return result["value"]
+        return result.get("value")
 
     def error(self, step: str) -> dict[str, str]:
         result = self.steps[step]
@@ -113,3 +121,38 @@ def check(raw_report: dict[str, Any], *, app_id: str, stores: dict[str, str]) ->
     ]
     assert all(r["etag"] for r in results)
     return report
+
+
+def sdk_env(sidecar: SidecarProcess, token: str | None) -> dict[str, str]:
+    """What an app gets from `statecar run` or the injector: the two ports, the token if any."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "DAPR_GRPC_PORT": str(sidecar.grpc_port),
+        "DAPR_HTTP_PORT": str(sidecar.http_port),
+    }
+    if token is not None:
+        env["DAPR_API_TOKEN"] = token
+    return env
+
+
+def run_scenario(
+    command: list[str], sidecar: SidecarProcess, token: str | None, store: str, *, app_id: str
+) -> Report:
+    """Run one SDK's scenario runner (`command STORE RUN`) and check its report."""
+    run = f"{os.path.basename(command[-1])[:6]}-{uuid.uuid4().hex[:10]}"
+    done = subprocess.run(
+        [*command, store, run],
+        env=sdk_env(sidecar, token),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"scenario crashed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    )
+    # SDKs may log to stdout (the Go SDK does): the report is the last line.
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no report:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return check(json.loads(lines[-1]), app_id=app_id, stores=STORE_TYPES)

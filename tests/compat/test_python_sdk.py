@@ -10,44 +10,21 @@ asserts every step of issue 9's Proof list. Raw HTTP then confirms what the SDK 
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from tests.compat.conftest import API_TOKEN, APP_ID, COMPAT_STORES, _component
-from tests.compat.grpc_scenario import Report, check, doc
+from tests.compat.conftest import API_TOKEN, APP_ID, COMPAT_STORES
+from tests.compat.grpc_scenario import Report, doc, run_scenario, sdk_env
 from tests.compat.sdk_install import installed
 from tests.support.sidecar import SidecarProcess
-from tests.unit import redis_server
 
 pytestmark = pytest.mark.compat
 
 SCENARIO = Path(__file__).parent / "python_sdk" / "scenario.py"
 TIMEOUT_S = 120
-STORE_TYPES = {"redis": "state.redis", "sqlite": "state.sqlite"}
-
-
-@pytest.fixture(scope="module")
-def open_sidecar(
-    tmp_path_factory: pytest.TempPathFactory, redis_primary: redis_server.RedisProcess
-) -> Iterator[SidecarProcess]:
-    """The same stores as the compat sidecar, without an API token."""
-    folder = tmp_path_factory.mktemp("grpc-open-components")
-    documents = [
-        _component("redis", "state.redis", {"redisHost": redis_primary.address}),
-        _component("sqlite", "state.sqlite", {"connectionString": str(folder / "state.db")}),
-    ]
-    (folder / "components.yaml").write_text(yaml.safe_dump_all(documents))
-    process = SidecarProcess(app_id=APP_ID, components_path=folder)
-    process.start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -55,29 +32,8 @@ def python_sdk() -> str:
     return installed("python")
 
 
-def sdk_env(sidecar: SidecarProcess, token: str | None) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "DAPR_GRPC_PORT": str(sidecar.grpc_port),
-        "DAPR_HTTP_PORT": str(sidecar.http_port),
-    }
-    if token is not None:
-        env["DAPR_API_TOKEN"] = token
-    return env
-
-
-def run_scenario(python: str, sidecar: SidecarProcess, token: str | None, store: str) -> Report:
-    run = f"py-{uuid.uuid4().hex[:10]}"
-    done = subprocess.run(
-        [python, str(SCENARIO), store, run],
-        env=sdk_env(sidecar, token),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    assert done.returncode == 0, f"scenario crashed:\n{done.stderr[-4000:]}\n{sidecar.log[-2000:]}"
-    return check(json.loads(done.stdout), app_id=APP_ID, stores=STORE_TYPES)
+def run(python: str, sidecar: SidecarProcess, token: str | None, store: str) -> Report:
+    return run_scenario([python, str(SCENARIO)], sidecar, token, store, app_id=APP_ID)
 
 
 @pytest.mark.parametrize("store", COMPAT_STORES)
@@ -90,7 +46,7 @@ def test_the_python_sdk_runs_the_whole_scenario(
     with_token: bool,
 ) -> None:
     sidecar = compat_sidecar if with_token else open_sidecar
-    report = run_scenario(python_sdk, sidecar, API_TOKEN if with_token else None, store)
+    report = run(python_sdk, sidecar, API_TOKEN if with_token else None, store)
     # What the SDK stored is what HTTP reads, byte for byte, with the same ETag.
     headers = {"dapr-api-token": API_TOKEN} if with_token else {}
     answer = httpx.get(
@@ -132,7 +88,7 @@ def test_a_wrong_or_missing_token_is_unauthenticated_and_writes_nothing(
 def test_grpc_calls_are_counted_under_daprds_metric_names(
     python_sdk: str, open_sidecar: SidecarProcess
 ) -> None:
-    run_scenario(python_sdk, open_sidecar, None, "sqlite")
+    run(python_sdk, open_sidecar, None, "sqlite")
     exposition = httpx.get(f"{open_sidecar.ops_url}/metrics", timeout=10).text
     assert (
         'dapr_grpc_io_server_completed_rpcs_total{app_id="jscompat",'
