@@ -54,8 +54,8 @@ java_sdk() {
     log "Java SDK runner in $dir"
     rm -rf "$dir" && mkdir -p "$dir"
     cp -r "$src/pom.xml" "$src/src" "$dir/"
-    (cd "$dir" && mvn -q -B package -DskipTests \
-      && mvn -q -B dependency:build-classpath -Dmdep.outputFile=classpath.tmp >&2 \
+    (cd "$dir" && mvn -q -B -Dstyle.color=never package -DskipTests \
+      && mvn -q -B -Dstyle.color=never dependency:build-classpath -Dmdep.outputFile=classpath.tmp >&2 \
       && mv classpath.tmp classpath.txt)
   fi
   echo "java=$dir"

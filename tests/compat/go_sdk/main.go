@@ -104,14 +104,14 @@ func main() {
 	step("get", func() (any, error) { return get("raw") })
 	stale := etagOf("raw")
 	step("firstWriteCurrent", func() (any, error) {
-		return none(client.SaveStateWithETag(ctx, store, key("raw"), []byte("v2"), stale, nil, firstWrite))
+		return none(client.SaveStateWithETag(ctx, store, key("raw"), []byte(`"v2"`), stale, nil, firstWrite))
 	})
 	step("firstWriteStale", func() (any, error) {
-		return none(client.SaveStateWithETag(ctx, store, key("raw"), []byte("v3"), stale, nil, firstWrite))
+		return none(client.SaveStateWithETag(ctx, store, key("raw"), []byte(`"v3"`), stale, nil, firstWrite))
 	})
 	step("afterStale", func() (any, error) { return get("raw") })
 	step("malformedEtag", func() (any, error) {
-		return none(client.SaveStateWithETag(ctx, store, key("raw"), []byte("v4"), "not-an-etag", nil))
+		return none(client.SaveStateWithETag(ctx, store, key("raw"), []byte(`"v4"`), "not-an-etag", nil))
 	})
 	step("bulkSave", func() (any, error) {
 		return none(client.SaveBulkState(ctx, store,

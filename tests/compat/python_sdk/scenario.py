@@ -76,14 +76,14 @@ def main(store: str, run: str) -> dict[str, Any]:
         step(
             "firstWriteCurrent",
             lambda: (
-                client.save_state(store, key("raw"), b"v2", etag=stale, options=FIRST_WRITE)
+                client.save_state(store, key("raw"), b'"v2"', etag=stale, options=FIRST_WRITE)
                 and None
             ),
         )
         step(
             "firstWriteStale",
             lambda: (
-                client.save_state(store, key("raw"), b"v3", etag=stale, options=FIRST_WRITE)
+                client.save_state(store, key("raw"), b'"v3"', etag=stale, options=FIRST_WRITE)
                 and None
             ),
         )
@@ -91,7 +91,7 @@ def main(store: str, run: str) -> dict[str, Any]:
         # a malformed ETag
         step(
             "malformedEtag",
-            lambda: client.save_state(store, key("raw"), b"v4", etag="not-an-etag") and None,
+            lambda: client.save_state(store, key("raw"), b'"v4"', etag="not-an-etag") and None,
         )
         # bulk save, bulk get with a missing key
         step(
