@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from tests.support.sidecar import SidecarProcess
@@ -27,7 +28,7 @@ RAW = b'\x00\xff{"price": 1.10, "html": "<&>"}\n'
 JSON_RAW = b'{"price": 1.10, "html": "<&>", "z": 1, "a": 2}'
 
 
-def b64(data: bytes) -> str:
+def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
@@ -57,12 +58,34 @@ def _items(items: list[dict[str, str]]) -> list[tuple[str, str, bool]]:
     return [(i["key"], i["data"], bool(i["etag"])) for i in items]
 
 
+def js_view(value: bytes) -> bytes:
+    """What the JS SDK hands an app for stored bytes: JSON parsed (a string as its text)."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    if isinstance(parsed, str):
+        return parsed.encode()
+    return json.dumps(parsed, separators=(",", ":")).encode()
+
+
 def check(
-    raw_report: dict[str, Any], *, app_id: str, stores: dict[str, str], raw: bytes = RAW
+    raw_report: dict[str, Any],
+    *,
+    app_id: str,
+    stores: dict[str, str],
+    raw: bytes = RAW,
+    view: Callable[[bytes], bytes] = lambda value: value,
 ) -> Report:
-    """Every Proof step of issue 9, as the SDK saw it (`stores`: name -> component type)."""
+    """Every Proof step of issue 9, as the SDK saw it (`stores`: name -> component type).
+
+    `view` is how the SDK shows stored bytes to the app (identity but for the JS SDK).
+    """
     report = Report(raw_report)
     run = report.run
+
+    def b64(data: bytes) -> str:
+        return _b64(view(data)) if data else ""
 
     def key(name: str) -> str:
         return f"{run}-{name}"
@@ -121,8 +144,8 @@ def check(
 
     results = report.ok("query")
     assert [(r["key"], r["data"]) for r in results] == [
-        (key("t1"), b64(doc(run, "blue", 10))),
-        (key("t2"), b64(doc(run, "red", 2))),
+        (key("t1"), _b64(doc(run, "blue", 10))),
+        (key("t2"), _b64(doc(run, "red", 2))),
     ]
     assert all(r["etag"] for r in results)
     return report
@@ -149,6 +172,7 @@ def run_scenario(
     *,
     app_id: str,
     raw: bytes = RAW,
+    view: Callable[[bytes], bytes] = lambda value: value,
 ) -> Report:
     """Run one SDK's scenario runner (`command STORE RUN`) and check its report."""
     run = f"{os.path.basename(command[-1])[:6]}-{uuid.uuid4().hex[:10]}"
@@ -166,4 +190,4 @@ def run_scenario(
     # SDKs may log to stdout (the Go SDK does): the report is the last line.
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no report:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    return check(json.loads(lines[-1]), app_id=app_id, stores=STORE_TYPES, raw=raw)
+    return check(json.loads(lines[-1]), app_id=app_id, stores=STORE_TYPES, raw=raw, view=view)
