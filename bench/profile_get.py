@@ -130,7 +130,7 @@ def main() -> int:
             "s", "state.redis", {"redisHost": f"127.0.0.1:{bench.redis_port}"}))
         port = harness.free_port()
         sidecar_argv = ["statecar", "sidecar", "--app-id", "bench", "--components-path",
-                        str(components), "--http-port", str(port), "--metrics-port",
+                        str(components), "--http-port", str(port), "--grpc-port", str(harness.free_port()), "--metrics-port",
                         str(harness.free_port()), "--log-level", "warning"]
         # The sidecar seeds the keys (statecar's own hash layout), profiled or not.
         if args.target == "sidecar":
@@ -140,7 +140,7 @@ def main() -> int:
             seed_port = harness.free_port()
             seeder = harness.spawn("seeder", [*harness.sidecar_command(), "sidecar", "--app-id",
                                               "bench", "--components-path", str(components),
-                                              "--http-port", str(seed_port), "--metrics-port",
+                                              "--http-port", str(seed_port), "--grpc-port", str(harness.free_port()), "--metrics-port",
                                               "0"], {0}, bench.work, harness.clean_env())
             procs.append(seeder)
             harness.wait_http(seeder, seed_port, "/v1.0/healthz", {204})

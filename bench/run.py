@@ -580,7 +580,7 @@ class Bench:
     def start_sidecar(self, name: str, components: Path, port: int,
                       app_id: str = APP_ID) -> Proc:
         argv = [*sidecar_command(), "sidecar", "--app-id", app_id, "--components-path",
-                str(components), "--http-port", str(port), "--metrics-port", str(free_port()),
+                str(components), "--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
                 "--log-level", "warning"]
         proc = spawn(name, argv, self.server_cpu, self.work, clean_env())
         self.procs.append(proc)
@@ -1012,7 +1012,7 @@ class Bench:
         for i in range(3):
             port = free_port()
             argv = [*sidecar_command(), "sidecar", "--app-id", APP_ID, "--components-path",
-                    str(self.components), "--http-port", str(port), "--metrics-port",
+                    str(self.components), "--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port",
                     str(free_port()), "--log-level", "warning"]
             t0 = time.monotonic()
             proc = spawn(f"cold{i}", argv, self.server_cpu, self.work, clean_env())

@@ -136,7 +136,7 @@ def main() -> int:
         for variant in variants:
             port = harness.free_port()
             argv = ["statecar", "sidecar", "--app-id", "bench", "--components-path",
-                    str(components), "--http-port", str(port), "--metrics-port",
+                    str(components), "--http-port", str(port), "--grpc-port", str(harness.free_port()), "--metrics-port",
                     str(harness.free_port()), "--log-level", "warning"]
             proc = harness.spawn(f"whatif-{variant}", [sys.executable, __file__, "--child",
                                                        variant, *argv], {0}, bench.work,
