@@ -34,6 +34,8 @@ from statecar_sidecar.metrics import Metrics
 log = logging.getLogger("statecar.grpc")
 
 SERVICE: Final = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"]
+#: The RPCs registered with grpcio (see `start`): the state data path.
+HOT: Final = ("GetState", "SaveState", "GetBulkState", "DeleteState", "ExecuteStateTransaction")
 TOKEN_HEADER: Final = "dapr-api-token"  # noqa: S105 -- the metadata key, not a token
 
 
@@ -175,8 +177,18 @@ async def start(
             ("grpc.so_reuseport", 0),
         ]
     )
-    server.add_registered_method_handlers(
-        SERVICE.full_name, method_handlers(service, metrics, api_token)
+    handlers = method_handlers(service, metrics, api_token)
+    # Only the hot RPCs are *registered* methods. grpcio's asyncio server keeps one pending
+    # request per registered method and waits on all of them for every call: with the service's
+    # 74 methods registered, that wait cost as much as the rest of a GetState
+    # (bench/grpc_vs_http.py, docs/grpc.md). Every other RPC goes through a generic handler.
+    server.add_registered_method_handlers(SERVICE.full_name, {name: handlers[name] for name in HOT})
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE.full_name, {name: h for name, h in handlers.items() if name not in HOT}
+            ),
+        )
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
