@@ -161,7 +161,7 @@ async def serve_until(
     grpc_server: GrpcServer | None = None
     if not failed and settings.grpc_port:
         try:
-            grpc_server = await _start_grpc(settings, runtime, metrics, stop)
+            grpc_server = await _start_grpc(settings, runtime, metrics, stop, health)
         except RuntimeError as exc:  # grpcio: the port could not be bound
             log.error("cannot serve the gRPC API on port %d: %s", settings.grpc_port, exc)
             failed = tasks
@@ -198,9 +198,13 @@ async def serve_until(
 
 
 async def _start_grpc(
-    settings: SidecarSettings, runtime: ComponentRuntime, metrics: Metrics, stop: asyncio.Event
+    settings: SidecarSettings,
+    runtime: ComponentRuntime,
+    metrics: Metrics,
+    stop: asyncio.Event,
+    health: Health,
 ) -> GrpcServer:
-    """The Dapr gRPC API; its Shutdown RPC stops the sidecar as SIGTERM would."""
+    """The Dapr gRPC API; Shutdown stops the sidecar as SIGTERM would, health is /v1.0/healthz's."""
     return await grpcapi_server.start(
         DaprService(runtime, metrics, shutdown=stop.set),
         metrics,
@@ -208,6 +212,7 @@ async def _start_grpc(
         port=settings.grpc_port,
         api_token=settings.api_token,
         max_message_bytes=settings.max_body_bytes,
+        problems=health.problems,
     )
 
 

@@ -329,3 +329,24 @@ def test_shutdown_stops_the_sidecar(tmp_path_factory: pytest.TempPathFactory) ->
         assert sidecar.process.wait(timeout=20) == 0
     finally:
         sidecar.stop()
+
+
+def test_grpc_health_is_not_serving_while_a_store_does_not_answer(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folder = tmp_path_factory.mktemp("down")
+    closed = SidecarProcess(app_id="down").http_port  # a free port nothing listens on
+    (folder / "c.yaml").write_text(
+        "apiVersion: statecar.io/v1alpha1\nkind: StateStoreComponent\nmetadata: {name: r}\n"
+        f"spec: {{type: state.redis, metadata: [{{name: redisHost, value: '127.0.0.1:{closed}'}}]}}\n"
+    )
+    sidecar = SidecarProcess(app_id="down", components_path=folder)
+    sidecar.start(wait_healthy=False)
+    try:
+        with grpc.insecure_channel(sidecar.grpc_address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert httpx.get(f"{sidecar.ops_url}/v1.0/healthz", timeout=10).status_code == 500
+    finally:
+        sidecar.stop()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -152,6 +152,27 @@ def method_handlers(
     return handlers
 
 
+class _Health(health.aio.HealthServicer):
+    """grpc.health.v1 that answers NOT_SERVING while a store does not answer (as /v1.0/healthz).
+
+    `problems` is the HTTP health's measured, briefly cached store check, so a Kubernetes gRPC
+    readiness probe and the HTTP one agree.
+    """
+
+    def __init__(self, problems: Callable[[], Awaitable[Mapping[str, str]]] | None) -> None:
+        super().__init__()
+        self._problems = problems
+
+    async def Check(  # the RPC's name, as grpc_health spells it
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        response: health_pb2.HealthCheckResponse = await super().Check(request, context)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        if response.status == serving and self._problems is not None and await self._problems():
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        return response
+
+
 @dataclass(frozen=True)
 class GrpcServer:
     server: grpc.aio.Server
@@ -166,6 +187,7 @@ async def start(
     port: int,
     api_token: str | None,
     max_message_bytes: int,
+    problems: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
 ) -> GrpcServer:
     """A started server on `host:port` (port 0 picks a free one: see `.port`)."""
     server = grpc.aio.server(
@@ -190,7 +212,7 @@ async def start(
             ),
         )
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = _Health(problems)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
