@@ -67,9 +67,9 @@ WORKDIR /var/lib/statecar
 # Numeric, so the kubelet can enforce runAsNonRoot without looking the name up.
 USER 65532:65532
 
-# 3500 state API (sidecar, loopback), 9090 sidecar health and metrics, 9443 operator webhook,
+# 3500 state API and 50001 its gRPC API (sidecar, loopback), 9090 sidecar health and metrics, 9443 operator webhook,
 # 8080 operator /healthz and /readyz.
-EXPOSE 3500 9090 9443 8080
+EXPOSE 3500 50001 9090 9443 8080
 
 # The console script itself is PID 1: no shell, so SIGTERM reaches the program. The chart runs
 # `operator` (the default here); the injector runs `statecar sidecar` from the same image.

@@ -2,7 +2,7 @@
 # it installs what it needs, lints, type-checks, and runs every tier against real servers.
 PYTHON ?= python3
 
-.PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench
+.PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench protos
 
 test: bootstrap lint typecheck imports
 	STATECAR_REQUIRE_SERVERS=1 $(PYTHON) -m pytest -p no:cacheprovider -q
@@ -39,3 +39,8 @@ run:
 
 bench:
 	$(PYTHON) bench/run.py
+
+# Regenerate sidecar/statecar_sidecar/_protos from the vendored Dapr protos (protos/README.md);
+# tests/unit/test_protos_generated.py fails when the committed code and this output differ.
+protos:
+	$(PYTHON) scripts/gen_protos.py

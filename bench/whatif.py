@@ -154,6 +154,8 @@ def main() -> int:
                 str(components),
                 "--http-port",
                 str(port),
+                "--grpc-port",
+                str(harness.free_port()),
                 "--metrics-port",
                 str(harness.free_port()),
                 "--log-level",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine, idempotently:
 # Debian packages (redis-server, postgresql), the Python package with its dev extras, the Dapr JS
-# SDK for the compatibility tier, and the Go-built kube-apiserver/etcd/kubectl/helm (cached
+# SDK for the compatibility tier, the Dapr Python/Go/Java SDK runners for its gRPC part
+# (scripts/compat-sdks.sh: a venv, a Go binary and a Maven build, cached outside the checkout), and the Go-built kube-apiserver/etcd/kubectl/helm (cached
 # outside the checkout by scripts/k8s-tools.sh). Safe to re-run; fast when nothing is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,9 @@ if [ -f tests/compat/js/package.json ]; then
     (cd tests/compat/js && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi
+
+log "Dapr Python/Go/Java SDK runners for the gRPC compat tier (cached in \${STATECAR_CACHE:-~/.cache/statecar})"
+bash scripts/compat-sdks.sh all >/dev/null
 
 log "Go-built Kubernetes tools (cached in \${STATECAR_CACHE:-~/.cache/statecar})"
 bash scripts/k8s-tools.sh

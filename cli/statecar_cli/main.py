@@ -48,6 +48,11 @@ def _sidecar_flags(parser: argparse.ArgumentParser, *, local: bool) -> None:
         help="state API port (default 3500; env STATECAR_HTTP_PORT or DAPR_HTTP_PORT)",
     )
     parser.add_argument(
+        "--grpc-port",
+        type=int,
+        help="Dapr gRPC API port (default 50001, 0 disables; env STATECAR_GRPC_PORT or DAPR_GRPC_PORT)",
+    )
+    parser.add_argument(
         "--metrics-port", type=int, help="health + Prometheus port (default 9090, 0 disables)"
     )
     parser.add_argument(
@@ -74,6 +79,7 @@ def _settings(args: argparse.Namespace) -> object:
         wiring_file=args.wiring_file,
         secrets_file=args.secrets_file,
         http_port=args.http_port,
+        grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         listen_address=args.listen_address,
         metrics_address=args.metrics_address,
@@ -96,7 +102,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Serve the state API locally and, if given, run the app with DAPR_HTTP_PORT exported."""
+    """Serve the state API locally and, if given, run the app with the Dapr ports and APP_ID exported."""
     from statecar_sidecar import server
     from statecar_sidecar.settings import SettingsError, SidecarSettings
 
@@ -158,6 +164,10 @@ def _run_with_app(settings: object, command: list[str]) -> int:
     environment = dict(os.environ)
     environment["DAPR_HTTP_PORT"] = str(settings.http_port)
     environment["STATECAR_HTTP_PORT"] = str(settings.http_port)
+    if settings.grpc_port:
+        environment["DAPR_GRPC_PORT"] = str(settings.grpc_port)
+    if settings.app_id:
+        environment["APP_ID"] = settings.app_id
     if settings.api_token:
         environment["DAPR_API_TOKEN"] = settings.api_token
     try:

@@ -15,6 +15,7 @@ PREFIX: Final = "statecar.io/"
 ENABLED: Final = PREFIX + "enabled"
 APP_ID: Final = PREFIX + "app-id"
 HTTP_PORT: Final = PREFIX + "http-port"
+GRPC_PORT: Final = PREFIX + "grpc-port"  # the Dapr gRPC API, on the pod's loopback
 METRICS_PORT: Final = PREFIX + "metrics-port"
 LOG_LEVEL: Final = PREFIX + "log-level"
 LOG_AS_JSON: Final = PREFIX + "log-as-json"
@@ -37,6 +38,7 @@ USER_ANNOTATIONS: Final = frozenset(
         ENABLED,
         APP_ID,
         HTTP_PORT,
+        GRPC_PORT,
         METRICS_PORT,
         LOG_LEVEL,
         LOG_AS_JSON,
@@ -63,4 +65,5 @@ WIRING_SALT: Final = PREFIX + "wiring-salt"
 INJECTED_LABEL: Final = "statecar.io/injected"
 SIDECAR_CONTAINER_NAME: Final = "statecar"
 DEFAULT_HTTP_PORT: Final = 3500
+DEFAULT_GRPC_PORT: Final = 50001  # daprd's, where the Dapr SDKs look without DAPR_GRPC_PORT
 DEFAULT_METRICS_PORT: Final = 9090

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 HTTP_PORT: Final = "STATECAR_HTTP_PORT"
+GRPC_PORT: Final = "STATECAR_GRPC_PORT"
 METRICS_PORT: Final = "STATECAR_METRICS_PORT"
 APP_ID: Final = "STATECAR_APP_ID"
 NAMESPACE: Final = "STATECAR_NAMESPACE"
@@ -34,6 +35,7 @@ SECRETS_FILE: Final = "STATECAR_SECRETS_FILE"
 COMPONENTS: Final = "STATECAR_COMPONENTS"
 
 DAPR_HTTP_PORT: Final = "DAPR_HTTP_PORT"
+DAPR_GRPC_PORT: Final = "DAPR_GRPC_PORT"
 DAPR_API_TOKEN: Final = "DAPR_API_TOKEN"
 # daprd reads the namespace from NAMESPACE (dapr/dapr#7267); keyPrefix "namespace" needs it.
 DAPR_NAMESPACE: Final = "NAMESPACE"

@@ -2,7 +2,8 @@
 Prometheus metrics under daprd's names, so existing Dapr dashboards and alerts keep working.
 
 `dapr_http_server_request_count` / `dapr_http_server_latency` (ms) per method, route template and
-status, and `dapr_component_state_count` / `dapr_component_state_latencies` (ms) per component,
+status, `dapr_grpc_io_server_completed_rpcs` / `dapr_grpc_io_server_server_latency` (ms) per gRPC
+method and status code, and `dapr_component_state_count` / `dapr_component_state_latencies` (ms) per component,
 operation and success (names from dapr/dapr `pkg/diagnostics`). Children are cached per label
 tuple because `labels()` costs more than the observation itself on the hot path.
 """
@@ -85,7 +86,14 @@ class Metrics:
             "State store operations",
             ("app_id", "component", "operation", "success"),
         )
+        self._grpc = _RequestMetrics(
+            "dapr_grpc_io_server_completed_rpcs",
+            "dapr_grpc_io_server_server_latency",
+            "gRPC calls served by the Dapr API",
+            ("app_id", "grpc_server_method", "grpc_server_status"),
+        )
         self.registry.register(self._http)
+        self.registry.register(self._grpc)
         self.registry.register(self._state)
         self.reloads = Counter(
             "statecar_component_reloads", "Component sets applied.", registry=self.registry
@@ -103,6 +111,7 @@ class Metrics:
         )
         self._http_keys: dict[tuple[str, str, int], _Series] = {}
         self._state_keys: dict[tuple[str, str, bool], _Series] = {}
+        self._grpc_keys: dict[tuple[str, str], _Series] = {}
 
     def http(self, method: str, path: str, status: int, elapsed_ms: float) -> None:
         key = (method, path, status)
@@ -110,6 +119,16 @@ class Metrics:
         if series is None:
             series = self._http_keys[key] = self._http.series.setdefault(
                 (self.app_id, method, path, str(status)), _Series()
+            )
+        series.observe(elapsed_ms)
+
+    def grpc(self, method: str, status: str, elapsed_ms: float) -> None:
+        """One finished RPC: `method` is `/package.Service/Method`, `status` a code name (OK)."""
+        key = (method, status)
+        series = self._grpc_keys.get(key)
+        if series is None:
+            series = self._grpc_keys[key] = self._grpc.series.setdefault(
+                (self.app_id, method, status), _Series()
             )
         series.observe(elapsed_ms)
 

@@ -78,6 +78,8 @@ class ComponentRuntime:
         self.failed: dict[str, ComponentFailure] = {}
         self.reloads = 0
         self.reload_failures = 0
+        #: Attributes set by the metadata API (gRPC SetMetadata), shown under `extended`.
+        self.extended_metadata: dict[str, str] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     @property

@@ -2,7 +2,8 @@
 Running the sidecar: open the stores, serve the state API and the ops port, reload, stop cleanly.
 
 One process, one event loop (uvloop when installed), two uvicorn servers: the state API on
-loopback and the ops port (health, metrics) where the kubelet can reach it. After start-up the
+loopback and the ops port (health, metrics) where the kubelet can reach it; and, on the same
+loop and loopback address, grpcio's server for the Dapr gRPC API (`grpcapi`). After start-up the
 garbage collector is frozen and its first threshold raised: with default settings CPython's
 cyclic GC puts a 40-55 ms p99 tail on this workload (bench/README.md has the measurements).
 
@@ -32,6 +33,9 @@ from statecar_contract.components import ComponentError
 from statecar_sidecar import loader
 from statecar_sidecar.api.health import Health
 from statecar_sidecar.app import create_app, create_ops_app
+from statecar_sidecar.grpcapi import server as grpcapi_server
+from statecar_sidecar.grpcapi.server import GrpcServer
+from statecar_sidecar.grpcapi.service import DaprService
 from statecar_sidecar.listener import ListenerLimits, bounded_protocol
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime, Reloader
@@ -195,14 +199,22 @@ async def serve_until(
             break
         await asyncio.sleep(0.005)
     failed = [t for t in tasks if t.done()]
+    grpc_server: GrpcServer | None = None
+    if not failed and settings.grpc_port:
+        try:
+            grpc_server = await _start_grpc(settings, runtime, metrics, stop, health)
+        except RuntimeError as exc:  # grpcio: the port could not be bound
+            log.error("cannot serve the gRPC API on port %d: %s", settings.grpc_port, exc)
+            failed = tasks
     if failed:
         stop.set()
     else:
         log.info(
-            "statecar sidecar %s serving the state API on http://%s:%d (stores: %s%s)",
+            "statecar sidecar %s serving the state API on http://%s:%d%s (stores: %s%s)",
             settings.app_id or "(no app id)",
             settings.listen_address,
             settings.http_port,
+            f" and gRPC {settings.listen_address}:{grpc_server.port}" if grpc_server else "",
             ", ".join(sorted(runtime.stores)) or "none",
             f"; not ready: {', '.join(sorted(runtime.failed))}" if runtime.failed else "",
         )
@@ -215,6 +227,8 @@ async def serve_until(
     reload_task = asyncio.create_task(reloader.run())
     await stop.wait()
     reload_task.cancel()
+    if grpc_server is not None:
+        await grpc_server.server.stop(grace=2.0)
     for server in servers:
         server.should_exit = True
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -223,6 +237,25 @@ async def serve_until(
         if isinstance(result, BaseException) or any(s for s in servers if not s.started):
             return 1
     return 0
+
+
+async def _start_grpc(
+    settings: SidecarSettings,
+    runtime: ComponentRuntime,
+    metrics: Metrics,
+    stop: asyncio.Event,
+    health: Health,
+) -> GrpcServer:
+    """The Dapr gRPC API; Shutdown stops the sidecar as SIGTERM would, health is /v1.0/healthz's."""
+    return await grpcapi_server.start(
+        DaprService(runtime, metrics, shutdown=stop.set),
+        metrics,
+        host=settings.listen_address,
+        port=settings.grpc_port,
+        api_token=settings.api_token,
+        max_message_bytes=settings.max_body_bytes,
+        problems=health.problems,
+    )
 
 
 def run(settings: SidecarSettings) -> int:

@@ -1,8 +1,8 @@
 """
 The sidecar's settings, read once at start-up into a frozen object and passed explicitly.
 
-Sources, later wins: defaults, environment (`STATECAR_*`, plus daprd's `DAPR_HTTP_PORT` and
-`DAPR_API_TOKEN` so an app's Dapr settings carry over), then command-line flags.
+Sources, later wins: defaults, environment (`STATECAR_*`, plus daprd's `DAPR_HTTP_PORT`,
+`DAPR_GRPC_PORT` and `DAPR_API_TOKEN` so an app's Dapr settings carry over), then command-line flags.
 Nothing else in the sidecar reads the environment.
 """
 
@@ -36,6 +36,8 @@ class SidecarSettings:
     app_id: str = ""
     namespace: str | None = None
     http_port: int = 3500
+    #: The Dapr gRPC API's port (daprd's default 50001); 0 turns the gRPC API off.
+    grpc_port: int = 50001
     listen_address: str = "127.0.0.1"
     metrics_port: int = 9090
     metrics_address: str = "0.0.0.0"  # noqa: S104 -- health and metrics must reach the kubelet and Prometheus
@@ -102,6 +104,7 @@ def _bool(environ: Mapping[str, str], name: str) -> bool:
 def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
     environ = os.environ if environ is None else environ
     http_port = _int(environ, env.HTTP_PORT, _int(environ, env.DAPR_HTTP_PORT, 3500))
+    grpc_port = _int(environ, env.GRPC_PORT, _int(environ, env.DAPR_GRPC_PORT, 50001))
     token = environ.get(env.API_TOKEN) or environ.get(env.DAPR_API_TOKEN) or None
     components = environ.get(env.COMPONENTS_PATH)
     wiring = environ.get(env.WIRING_FILE)
@@ -110,6 +113,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
         app_id=environ.get(env.APP_ID) or environ.get(env.DAPR_APP_ID) or "",
         namespace=environ.get(env.NAMESPACE) or environ.get(env.DAPR_NAMESPACE) or None,
         http_port=http_port,
+        grpc_port=grpc_port,
         listen_address=environ.get(env.LISTEN_ADDRESS) or "127.0.0.1",
         metrics_port=_int(environ, env.METRICS_PORT, 9090),
         metrics_address=environ.get(env.METRICS_ADDRESS) or "0.0.0.0",  # noqa: S104 -- see the field

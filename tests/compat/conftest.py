@@ -94,6 +94,24 @@ def compat_sidecar(
 
 
 @pytest.fixture(scope="session")
+def open_sidecar(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_primary: redis_server.RedisProcess,  # noqa: F811
+) -> Iterator[SidecarProcess]:
+    """The compat sidecar's stores without an API token (the gRPC SDK tiers run on both)."""
+    folder = tmp_path_factory.mktemp("compat-open-components")
+    documents = [
+        _component("redis", "state.redis", {"redisHost": redis_primary.address}),
+        _component("sqlite", "state.sqlite", {"connectionString": str(folder / "state.db")}),
+    ]
+    (folder / "components.yaml").write_text(yaml.safe_dump_all(documents))
+    process = SidecarProcess(app_id=APP_ID, components_path=folder)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
 def compat_api(compat_sidecar: SidecarProcess) -> Iterator[httpx.Client]:
     """A raw HTTP client that sends the right token, to cross-check what the SDK did."""
     with httpx.Client(

@@ -34,7 +34,13 @@ from tests.e2e.localcluster import LocalCluster
 from tests.support import processes
 from tests.support.ports import free_port
 
-PORT_VARIABLES = ("STATECAR_HTTP_PORT", "STATECAR_METRICS_PORT", "DAPR_HTTP_PORT")
+PORT_VARIABLES = (
+    "STATECAR_HTTP_PORT",
+    "STATECAR_METRICS_PORT",
+    "DAPR_HTTP_PORT",
+    "STATECAR_GRPC_PORT",
+    "DAPR_GRPC_PORT",
+)
 #: How often the Secret volumes are refreshed (the real kubelet: its sync period plus cache TTL).
 SYNC_INTERVAL = 0.5
 

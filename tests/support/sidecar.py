@@ -33,6 +33,8 @@ class SidecarProcess:
     ) -> None:
         self.http_port = free_port()
         self.metrics_port = free_port()
+        self.grpc_port = free_port()
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.ops_url = f"http://127.0.0.1:{self.metrics_port}"
         descriptor, log_name = tempfile.mkstemp(prefix="statecar-sidecar-", suffix=".log")
@@ -49,6 +51,8 @@ class SidecarProcess:
             str(self.http_port),
             "--metrics-port",
             str(self.metrics_port),
+            "--grpc-port",
+            str(self.grpc_port),
             *args,
         ]
         if components_path is not None:

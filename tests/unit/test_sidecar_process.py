@@ -31,7 +31,16 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [*STATECAR, "run", "--http-port", str(port), "--metrics-port", "0"],
+        [
+            *STATECAR,
+            "run",
+            "--http-port",
+            str(port),
+            "--metrics-port",
+            "0",
+            "--grpc-port",
+            str(free_port()),
+        ],
         env=_env(tmp_path),
         cwd=tmp_path,
         stderr=subprocess.PIPE,
@@ -65,10 +74,13 @@ def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> Non
 
 
 def test_statecar_run_exports_the_port_and_exits_with_the_apps_code(tmp_path: Path) -> None:
+    grpc_port = free_port()
     app = (
         "import os, sys, urllib.request\n"
         "port = os.environ['DAPR_HTTP_PORT']\n"
         "assert os.environ['STATECAR_HTTP_PORT'] == port\n"
+        f"assert os.environ['DAPR_GRPC_PORT'] == '{grpc_port}'\n"
+        "assert os.environ['APP_ID'] == 'demo'\n"
         'req = urllib.request.Request(f\'http://127.0.0.1:{port}/v1.0/state/statestore\', data=b\'[{"key":"from-app","value":"hi"}]\', method=\'POST\')\n'
         "assert urllib.request.urlopen(req).status == 204\n"
         "body = urllib.request.urlopen(f'http://127.0.0.1:{port}/v1.0/state/statestore/from-app').read()\n"
@@ -84,6 +96,8 @@ def test_statecar_run_exports_the_port_and_exits_with_the_apps_code(tmp_path: Pa
             str(free_port()),
             "--metrics-port",
             "0",
+            "--grpc-port",
+            str(grpc_port),
             "--",
             sys.executable,
             "-c",

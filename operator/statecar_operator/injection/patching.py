@@ -159,6 +159,7 @@ def build_sidecar_env(plan: InjectionPlan) -> list[dict[str, Any]]:
         {"name": env.NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": env.WIRING_FILE, "value": f"{WIRING_MOUNT_PATH}/{WIRING_FILE}"},
         {"name": env.HTTP_PORT, "value": str(plan.http_port)},
+        {"name": env.GRPC_PORT, "value": str(plan.grpc_port)},
         {"name": env.METRICS_PORT, "value": str(plan.metrics_port)},
         {"name": env.LOG_LEVEL, "value": plan.log_level},
     ]
@@ -175,11 +176,15 @@ def build_sidecar_env(plan: InjectionPlan) -> list[dict[str, Any]]:
 
 
 def build_app_env(plan: InjectionPlan) -> list[dict[str, Any]]:
-    """Env for every other container: where the state API is (Dapr's and statecar's names)."""
+    """Env for every other container: where the state API is (Dapr's and statecar's names).
+
+    DAPR_GRPC_PORT is where every Dapr SDK's gRPC client (Python, Go, Java, .NET) connects.
+    """
     port = str(plan.http_port)
     entries: list[dict[str, Any]] = [
         {"name": env.DAPR_HTTP_PORT, "value": port},
         {"name": env.HTTP_PORT, "value": port},
+        {"name": env.DAPR_GRPC_PORT, "value": str(plan.grpc_port)},
     ]
     if plan.api_token is not None:
         # Never the token itself: a reference the kubelet resolves, so the pod spec stays clean.

@@ -112,6 +112,8 @@ class InjectionPlan:
     extra_env: tuple[tuple[str, str], ...] = ()
     max_body_bytes: int | None = None
     config_hash: str | None = None
+    #: The Dapr gRPC API's port on the pod's loopback, exported to the app as DAPR_GRPC_PORT.
+    grpc_port: int = ann.DEFAULT_GRPC_PORT
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def status_annotation(self) -> str:
@@ -184,6 +186,12 @@ def plan_injection(
         problems.append(
             f"{ann.HTTP_PORT} and {ann.METRICS_PORT} are both {http_port}; they must differ"
         )
+    grpc_port = read_port(ours, ann.GRPC_PORT, ann.DEFAULT_GRPC_PORT, problems)
+    if grpc_port is not None and grpc_port in (http_port, metrics_port):
+        problems.append(
+            f"{ann.GRPC_PORT} is {grpc_port}, already the sidecar's HTTP or metrics port; "
+            "they must differ"
+        )
     log_level = read_log_level(ours.get(ann.LOG_LEVEL, settings.log_level), problems)
     log_json = read_optional_bool(ours, ann.LOG_AS_JSON, problems)
     api_token = read_api_token(ours.get(ann.API_TOKEN_SECRET), problems)
@@ -195,15 +203,15 @@ def plan_injection(
     max_body = read_max_body(ours.get(ann.MAX_BODY_SIZE), problems)
     requested = read_component_names(ours.get(ann.COMPONENTS), problems)
 
-    _check_containers(spec, annotations, http_port, metrics_port, problems)
+    _check_containers(spec, annotations, http_port, metrics_port, problems, grpc_port)
     if parse_bool(str(annotations.get(_DAPR_ENABLED, "false"))) and (
-        {http_port, metrics_port} & _DAPR_PORTS
+        {http_port, metrics_port, grpc_port} & _DAPR_PORTS
     ):
         problems.append(
             f"the pod also asks for the Dapr sidecar ({_DAPR_ENABLED}), which binds "
             f"{', '.join(str(p) for p in sorted(_DAPR_PORTS))}; statecar serves the Dapr state API "
-            f"itself, so drop one of the two (or move statecar with {ann.HTTP_PORT} and "
-            f"{ann.METRICS_PORT})"
+            f"itself, so drop one of the two (or move statecar with {ann.HTTP_PORT}, "
+            f"{ann.GRPC_PORT} and {ann.METRICS_PORT})"
         )
     warnings.extend(_env_overrides(spec, http_port))
     if spec.get("hostNetwork") is True:
@@ -218,7 +226,7 @@ def plan_injection(
             f"the pod uses hostNetwork, so the statecar state API port {http_port} is bound on the "
             "node's loopback and must be unique among such pods on a node"
         )
-    if problems or app_id is None or http_port is None or metrics_port is None:
+    if problems or app_id is None or http_port is None or metrics_port is None or grpc_port is None:
         raise InjectionError(problems)  # each None above came with a problem
 
     in_scope, skip = _components_in_scope(
@@ -237,6 +245,7 @@ def plan_injection(
         image_pull_policy=settings.image_pull_policy,
         http_port=http_port,
         metrics_port=metrics_port,
+        grpc_port=grpc_port,
         log_level=log_level,
         run_as_user=settings.run_as_user,
         version=settings.version,
@@ -376,6 +385,7 @@ def _check_containers(
     http_port: int | None,
     metrics_port: int | None,
     problems: list[str],
+    grpc_port: int | None = None,
 ) -> None:
     containers = [c for c in spec.get("containers") or [] if isinstance(c, Mapping)]
     init = [c for c in spec.get("initContainers") or [] if isinstance(c, Mapping)]
@@ -391,7 +401,7 @@ def _check_containers(
                 f"spec.initContainers[{index}]: the name {SIDECAR_NAME!r} is reserved for the "
                 "injected sidecar, which would replace this init container; rename it"
             )
-    ours = {http_port: ann.HTTP_PORT, metrics_port: ann.METRICS_PORT}
+    ours = {http_port: ann.HTTP_PORT, metrics_port: ann.METRICS_PORT, grpc_port: ann.GRPC_PORT}
     # Containers of a pod share one network namespace: a port the app declares is taken.
     for c in [*containers, *init]:
         if c.get("name") == SIDECAR_NAME:

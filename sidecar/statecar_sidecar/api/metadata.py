@@ -29,6 +29,7 @@ def capabilities(features: frozenset[Feature]) -> list[str]:
 
 def metadata_document(runtime: ComponentRuntime) -> dict[str, object]:
     extended: dict[str, str] = {"daprRuntimeVersion": f"statecar-{__version__}"}
+    extended.update(runtime.extended_metadata)
     if runtime.last_reload_error:
         extended["statecarLastReloadError"] = runtime.last_reload_error
     return {

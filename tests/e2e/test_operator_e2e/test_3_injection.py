@@ -60,6 +60,7 @@ def test_annotated_pod_is_stored_with_the_native_sidecar(
     }
     assert env["STATECAR_WIRING_FILE"] == f"{WIRING_MOUNT}/{WIRING_FILE}"
     assert env["STATECAR_HTTP_PORT"] == "3500"
+    assert env["STATECAR_GRPC_PORT"] == "50001"
     metrics_port = int(env["STATECAR_METRICS_PORT"])
     startup = sidecar["startupProbe"]["httpGet"]
     assert (startup["path"], startup["port"]) == ("/v1.0/healthz", metrics_port)
@@ -78,6 +79,7 @@ def test_annotated_pod_is_stored_with_the_native_sidecar(
         app_env = env_of(container)
         assert app_env["DAPR_HTTP_PORT"] == "3500", container["name"]
         assert app_env["STATECAR_HTTP_PORT"] == "3500", container["name"]
+        assert app_env["DAPR_GRPC_PORT"] == "50001", container["name"]  # where the SDKs dial
     assert env_of(spec["containers"][0])["GREETING"] == "hello"
 
     metadata = checkout_pod["metadata"]
