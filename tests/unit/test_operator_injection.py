@@ -265,7 +265,11 @@ def test_a_container_added_after_injection_gets_the_env_on_reinvocation() -> Non
     pod["spec"]["containers"].append({"name": "late", "image": "example/late:1"})
     apply_injection(pod, plan_for(pod))
     late = pod["spec"]["containers"][1]
-    assert {e["name"] for e in late["env"]} == {"DAPR_HTTP_PORT", "STATECAR_HTTP_PORT", "DAPR_GRPC_PORT"}
+    assert {e["name"] for e in late["env"]} == {
+        "DAPR_HTTP_PORT",
+        "STATECAR_HTTP_PORT",
+        "DAPR_GRPC_PORT",
+    }
 
 
 def test_an_unknown_key_names_the_closest_known_one() -> None:
