@@ -51,14 +51,41 @@ def grpc_error(call: object) -> tuple[str, str, str]:
     """(code, ErrorInfo reason, message) of a failed call."""
     assert isinstance(call, grpc.RpcError)
     reason = ""
-    for key, value in call.trailing_metadata() or ():  # type: ignore[attr-defined]
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
+    for metadatum in call.trailing_metadata() or ():
+        if metadatum.key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(metadatum.value)
             for detail in status.details:
                 info = error_details_pb2.ErrorInfo()
                 if detail.Unpack(info):
                     reason = info.reason
-    return call.code().name, reason, call.details()  # type: ignore[attr-defined]
+    return call.code().name, reason, call.details() or ""
+
+
+def health_check(
+    channel: grpc.Channel,
+) -> grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
+    """grpc.health.v1.Health/Check over `channel`, through grpcio-health-checking's stub."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    # types-grpcio-health-checking declares HealthStub's __init__ only, not the Check it sets.
+    check: grpc.UnaryUnaryMultiCallable[
+        health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+    ] = stub.Check  # type: ignore[attr-defined]
+    return check
+
+
+def server_reflection_info(
+    channel: grpc.Channel,
+) -> grpc.StreamStreamMultiCallable[
+    reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+]:
+    """grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo over `channel`."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    # types-grpcio-reflection types this attribute as `Incomplete` imported from binascii (an
+    # exception class there), not as the stream-stream callable the stub sets.
+    info: grpc.StreamStreamMultiCallable[
+        reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+    ] = stub.ServerReflectionInfo  # type: ignore[assignment]
+    return info
 
 
 class Transport:
@@ -278,8 +305,7 @@ def test_the_token_guards_every_dapr_rpc_but_not_health(compat_sidecar: SidecarP
             stub.PublishEvent(pubsub_pb2.PublishEventRequest())
         assert grpc_error(unimplemented.value)[0] == "UNAUTHENTICATED"
         stub.GetState(request, metadata=(("dapr-api-token", API_TOKEN),))
-        health = health_pb2_grpc.HealthStub(channel)
-        answer = health.Check(health_pb2.HealthCheckRequest(service=""))
+        answer = health_check(channel)(health_pb2.HealthCheckRequest(service=""))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -287,15 +313,14 @@ def test_health_and_reflection_serve_grpcurl_and_kubernetes_probes(
     open_sidecar: SidecarProcess,
 ) -> None:
     with grpc.insecure_channel(open_sidecar.grpc_address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = health_check(channel)
         for service in ("", "dapr.proto.runtime.v1.Dapr"):
-            answer = health.Check(health_pb2.HealthCheckRequest(service=service))
+            answer = health(health_pb2.HealthCheckRequest(service=service))
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
-        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        (answer,) = reflection.ServerReflectionInfo(
+        (listing,) = server_reflection_info(channel)(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )
-        names = {s.name for s in answer.list_services_response.service}
+        names = {s.name for s in listing.list_services_response.service}
         assert {"dapr.proto.runtime.v1.Dapr", "grpc.health.v1.Health"} <= names
 
 
@@ -344,8 +369,8 @@ def test_grpc_health_is_not_serving_while_a_store_does_not_answer(
     sidecar.start(wait_healthy=False)
     try:
         with grpc.insecure_channel(sidecar.grpc_address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            check = health_check(channel)
+            answer = check(health_pb2.HealthCheckRequest(service=""), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert httpx.get(f"{sidecar.ops_url}/v1.0/healthz", timeout=10).status_code == 500
     finally:

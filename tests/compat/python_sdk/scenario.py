@@ -28,7 +28,10 @@ RAW = b'\x00\xff{"price": 1.10, "html": "<&>"}\n'
 FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write)
 
 
-def b64(data: bytes) -> str:
+def b64(data: bytes | str) -> str:
+    # The SDK types BulkStateItem.data `bytes | str`; over gRPC it is always the proto's bytes,
+    # and re-encoding a str would hide exactly the byte-exactness the scenario checks.
+    assert isinstance(data, bytes), f"expected bytes from the SDK, got {type(data).__name__}"
     return base64.b64encode(data).decode()
 
 
@@ -164,7 +167,7 @@ def main(store: str, run: str) -> dict[str, Any]:
                             }
                             for c in m.registered_components
                         ),
-                        key=lambda c: c["name"],
+                        key=lambda c: str(c["name"]),
                     ),
                 }
             )(client.get_metadata()),
