@@ -316,6 +316,16 @@ def test_an_unknown_key_far_from_any_known_one_lists_them() -> None:
         ("statecar.io/components", " , ", "names no component"),
         ("statecar.io/env", "NOVALUE", "is not NAME=value"),
         ("statecar.io/env", "DAPR_HTTP_PORT=1", "use statecar.io/http-port"),
+        (
+            "statecar.io/env",
+            "STATECAR_GRPC_PORT=50002",
+            "STATECAR_GRPC_PORT is set by the injector; use statecar.io/grpc-port",
+        ),
+        (
+            "statecar.io/env",
+            "DAPR_GRPC_PORT=50002",
+            "DAPR_GRPC_PORT is set by the injector; use statecar.io/grpc-port",
+        ),
         ("statecar.io/log-as-json", "maybe", "not a boolean"),
         ("statecar.io/app-id", "has space", "must be letters, digits"),
         ("statecar.io/sidecar-memory-request", "-1Mi", "is negative"),

@@ -94,6 +94,7 @@ _RESERVED_SIDECAR_ENV: Final[Mapping[str, str]] = {
     env.NAMESPACE: "(the pod's namespace)",
     env.WIRING_FILE: "(the wiring Secret)",
     env.HTTP_PORT: ann.HTTP_PORT,
+    env.GRPC_PORT: ann.GRPC_PORT,
     env.METRICS_PORT: ann.METRICS_PORT,
     env.LOG_LEVEL: ann.LOG_LEVEL,
     env.LOG_JSON: ann.LOG_AS_JSON,
@@ -102,6 +103,7 @@ _RESERVED_SIDECAR_ENV: Final[Mapping[str, str]] = {
     env.COMPONENTS: ann.COMPONENTS,
     env.DAPR_API_TOKEN: ann.API_TOKEN_SECRET,
     env.DAPR_HTTP_PORT: ann.HTTP_PORT,
+    env.DAPR_GRPC_PORT: ann.GRPC_PORT,
 }
 
 
