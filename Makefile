@@ -2,7 +2,7 @@
 # it installs what it needs, lints, type-checks, and runs every tier against real servers.
 PYTHON ?= python3
 
-.PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench protos
+.PHONY: test bootstrap lint typecheck imports unit conformance compat hostile e2e run bench protos
 
 test: bootstrap lint typecheck imports
 	STATECAR_REQUIRE_SERVERS=1 $(PYTHON) -m pytest -p no:cacheprovider -q
@@ -30,6 +30,9 @@ conformance:
 
 compat:
 	$(PYTHON) -m pytest -q tests/compat
+
+hostile:
+	$(PYTHON) -m pytest -q tests/hostile
 
 e2e:
 	$(PYTHON) -m pytest -q tests/e2e
