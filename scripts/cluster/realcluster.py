@@ -2,6 +2,7 @@
 """A single-node Kubernetes cluster with real containers, on this machine, and its complete removal.
 
     python3 scripts/cluster/realcluster.py up      # start; prints the kubeconfig path
+    python3 scripts/cluster/realcluster.py up --chart  # also build the image, install the chart
     python3 scripts/cluster/realcluster.py down    # stop and remove everything it changed
     python3 scripts/cluster/realcluster.py status
 
@@ -19,10 +20,12 @@ sysctls' previous values, host paths that did not exist before), so `down` undoe
 process, also after a crash: processes by PID (and the containerd shims of *this* containerd),
 mounts under the paths it owns, the kubepods cgroups, the bridge, the sysctls, the host paths.
 
-Only one such cluster runs on a machine at a time (the kubelet uses fixed host paths):
-`up` takes /run/statecar-cluster.lock and `down` releases it.
-# ruff: noqa: S603, S607 - runs the cluster's own programs by design
+Only one such cluster runs on a machine at a time (the kubelet uses fixed host paths): `up`
+and `down` serialize on /run/statecar-cluster.lock, and `up` waits (STATECAR_CLUSTER_WAIT
+seconds, default 1200) while another run's cluster is alive; a dead run's leftovers it removes.
 """
+
+# ruff: noqa: S603, S607
 
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from cryptography import x509
@@ -409,27 +413,42 @@ def import_image(archive: Path, ref: str) -> None:
 # --- up ---------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _running(state: dict[str, Any]) -> bool:
+    return any(_alive(pid) for pid in state.get("pids", {}).values())
+
+
 def up() -> Path:
     """Start everything; return the admin kubeconfig's path. Raises (after `down`) on failure."""
-    RUN.mkdir(parents=True, exist_ok=True)
-    lock = open(LOCK, "a")  # noqa: SIM115 - held for the cluster's life, across processes via flock
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RuntimeError(
-            f"another cluster holds {LOCK}; run `{sys.argv[0]} down` first"
-        ) from None
-    if _state().get("pids"):
-        log("a previous run's state is left: tearing it down first")
-        down(keep_lock=True)
-        RUN.mkdir(parents=True, exist_ok=True)
-    try:
-        return _up()
-    except BaseException:
-        log("start failed: tearing down")
-        tail_logs()
-        down(keep_lock=True)
-        raise
+    deadline = time.monotonic() + float(os.environ.get("STATECAR_CLUSTER_WAIT", "1200"))
+    while True:
+        with _locked():
+            state = _state()
+            if not _running(state):
+                if state:
+                    log("a dead run's leftovers found: removing them first")
+                    _down()
+                RUN.mkdir(parents=True, exist_ok=True)
+                try:
+                    return _up()
+                except BaseException:
+                    log("start failed: tearing down")
+                    tail_logs()
+                    _down()
+                    raise
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"another run's cluster is up in {RUN}: `make cluster-down` ends it")
+        log(f"another run's cluster is up in {RUN}; waiting for it to go down")
+        time.sleep(5)
 
 
 def tail_logs(lines: int = 15) -> None:
@@ -563,6 +582,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--enable-aggregator-routing=true",
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
@@ -732,7 +752,12 @@ def _shim_pids() -> list[int]:
     return pids
 
 
-def down(*, keep_lock: bool = False) -> None:
+def down() -> None:
+    with _locked():
+        _down()
+
+
+def _down() -> None:
     state = _state()
     pids: dict[str, int] = state.get("pids", {})
     # 1. The kubelet first (it would restart containers), then every container process.
@@ -806,9 +831,6 @@ def down(*, keep_lock: bool = False) -> None:
             shutil.rmtree(keep, ignore_errors=True)
             shutil.move(str(logs), keep)
         shutil.rmtree(RUN, ignore_errors=True)
-    if not keep_lock:
-        with contextlib.suppress(FileNotFoundError):
-            LOCK.unlink()
     left = [p for p in (state.get("created_paths") or []) if os.path.lexists(p)]
     if left or _kubepods_cgroups() or _mounts_under([str(RUN), str(CONTAINERD_ROOT)]):
         log(f"WARNING: left behind: paths {left}, cgroups {_kubepods_cgroups()}")
@@ -826,10 +848,83 @@ def status() -> int:
     return 0
 
 
+def build_image(*args: str) -> tuple[Path, str]:
+    """scripts/cluster/image.sh: (archive, image reference), built or from the cache."""
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "cluster" / "image.sh"), *args],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout.split()
+    return Path(out[-2]), out[-1]
+
+
+def chart_values(image: str) -> Path:
+    """A values file for this cluster: the local image, and the API server's real address
+    (no kube-proxy here, so the Service IP in KUBERNETES_SERVICE_HOST does not route)."""
+    repo, tag = image.rsplit(":", 1)
+    path = RUN / "values.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
+                "operator": {
+                    "extraEnv": [
+                        {"name": "KUBERNETES_SERVICE_HOST", "value": API_HOST},
+                        {"name": "KUBERNETES_SERVICE_PORT", "value": str(API_PORT)},
+                    ]
+                },
+            },
+            indent=1,
+        )
+    )
+    return path
+
+
+def up_with_chart() -> None:
+    """`make cluster`: the cluster, the image built from the Dockerfile, the chart installed."""
+    archive, ref = build_image()
+    kubeconfig = up()
+    import_image(archive, ref)
+    values = chart_values(ref)
+    subprocess.run(
+        [
+            str(BIN / "helm"),
+            f"--kubeconfig={kubeconfig}",
+            "upgrade",
+            "--install",
+            "statecar",
+            str(REPO / "charts" / "statecar"),
+            "-n",
+            "statecar-system",
+            "--create-namespace",
+            "-f",
+            str(values),
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+        check=True,
+    )
+    print(f"""
+statecar is installed on a local single-node cluster (image {ref}).
+
+  export KUBECONFIG={kubeconfig} PATH={BIN}:$PATH
+  kubectl -n statecar-system get pods
+  helm -n statecar-system upgrade statecar charts/statecar -f {values} --set replicaCount=2
+
+Pods get addresses on {SUBNET} (reachable from this machine); there is no cluster DNS and no
+kube-proxy, so point components at pod IPs. Images: `imagePullPolicy: Never`, {ref}.
+Tear down everything with `make cluster-down`.""")
+
+
 def main(argv: list[str]) -> int:
     cmd = argv[1] if len(argv) > 1 else "status"
     if cmd == "up":
-        print(up())
+        if "--chart" in argv:
+            up_with_chart()
+        else:
+            print(up())
         return 0
     if cmd == "down":
         down()

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -40,22 +38,14 @@ def _load_realcluster() -> ModuleType:
     return module
 
 
-def _image(*args: str) -> tuple[Path, str]:
-    out = subprocess.run(
-        ["bash", str(REPO / "scripts" / "cluster" / "image.sh"), *args],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout.split()
-    return Path(out[-2]), out[-1]
-
-
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.fail("the cluster tier runs a kubelet and containerd: it needs root")
     rc = _load_realcluster()
     started = time.monotonic()
-    archive, ref = _image()
-    redis_archive, redis_ref = _image("redis")
+    archive, ref = rc.build_image()
+    redis_archive, redis_ref = rc.build_image("redis")
     TIMINGS["image build (Dockerfile + redis)"] = time.monotonic() - started
     started = time.monotonic()
     kubeconfig = rc.up()

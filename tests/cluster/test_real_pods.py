@@ -22,6 +22,7 @@ from tests.cluster.support import REPO, TIMINGS, Cluster
 NS = "statecar-system"
 APP_NS = "shop"
 TOKEN = "s3cr3t-token"
+ARBITRARY_UID = 1000770000
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.5) -> Any:
@@ -292,6 +293,8 @@ def test_injected_app_saves_reads_etags_and_transactions(cluster: Cluster) -> No
     # Non-root, read-only root filesystem, as the kernel sees the sidecar process.
     assert init[0]["securityContext"]["readOnlyRootFilesystem"] is True
     assert proc_ids(host_pid(c, side["containerID"]))[0] == 65532
+    # The same image runs the app under an arbitrary uid (no passwd entry either).
+    assert proc_ids(host_pid(c, app["containerID"]))[0] == 12345
     ip = pod["status"]["podIP"]
     result = http(f"http://{ip}:8000/run?store=statestore")
     assert (result["save"], result["get"], result["value"]) == (204, 200, {"n": 1}), result
@@ -411,7 +414,12 @@ def test_two_replicas_leader_deleted_while_pods_are_created(cluster: Cluster) ->
         str(REPO / "charts" / "statecar"),
         "-n",
         NS,
-        *values(c, replicaCount=2),
+        *values(
+            c,
+            replicaCount=2,
+            # OpenShift-style: an arbitrary uid with no passwd entry, group 0.
+            **{"podSecurityContext.runAsUser": ARBITRARY_UID, "podSecurityContext.runAsGroup": 0},
+        ),
         "--wait",
         "--timeout",
         "180s",
@@ -422,6 +430,10 @@ def test_two_replicas_leader_deleted_while_pods_are_created(cluster: Cluster) ->
         180,
     )
     TIMINGS["helm upgrade replicaCount=2 -> both Ready"] = time.monotonic() - started
+    for pod in operator_pods(c):
+        status = pod["status"]["containerStatuses"][0]
+        assert status["restartCount"] == 0, status
+        assert proc_ids(host_pid(c, status["containerID"])) == (ARBITRARY_UID, 0)
     leader = wait_for(
         "a Lease holder",
         lambda: get(c, "lease", "statecar-operator", "-n", NS)["spec"].get("holderIdentity"),
