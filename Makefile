@@ -6,8 +6,8 @@ SOURCES := $(wildcard contract sidecar operator cli tests bench)
 .PHONY: test bootstrap lint typecheck imports unit conformance compat e2e run bench \
 	bootstrap-cluster image cluster cluster-down cluster-status cluster-test
 
-test: bootstrap lint typecheck imports
-	STATECAR_REQUIRE_SERVERS=1 $(PYTHON) -m pytest -p no:cacheprovider -q
+test: bootstrap bootstrap-cluster lint typecheck imports
+	STATECAR_REQUIRE_SERVERS=1 STATECAR_CLUSTER_TESTS=1 $(PYTHON) -m pytest -p no:cacheprovider -q
 
 bootstrap:
 	bash scripts/bootstrap.sh

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -353,6 +354,44 @@ def test_component_edit_reaches_the_running_pod_without_failed_requests(cluster:
     result = http(f"http://{ip}:8000/run?store=local")
     assert (result["save"], result["get"], result["save_stale"]) == (204, 200, 409), result
     assert result["tx"] == 204, result
+
+
+def test_editing_a_live_component_swaps_the_store_without_failed_requests(
+    cluster: Cluster,
+) -> None:
+    # The component the app's background loop is using: the sidecar rebuilds its Redis client
+    # (make-before-break) when the refreshed wiring file arrives; not one request may fail.
+    c = cluster
+    ip = app_pod(c)["status"]["podIP"]
+    redis_ip = get(c, "pod", "redis", "-n", APP_NS)["status"]["podIP"]
+
+    def redis_has(key: str) -> bool:
+        out = subprocess.run(
+            ["redis-cli", "-h", redis_ip, "exists", key], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() == "1"
+
+    assert redis_has("orders||loop"), "keys are prefixed with the app id by default"
+    before = http(f"http://{ip}:8000/stats")
+    started = time.monotonic()
+    c.kubectl(
+        "-n",
+        APP_NS,
+        "patch",
+        "ssc",
+        "statestore",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"keyPrefix": "none"}}),
+    )
+    wait_for("the loop writing the unprefixed key", lambda: redis_has("loop"), 180, every=0.25)
+    TIMINGS["component edit (keyPrefix) -> running sidecar swapped store"] = (
+        time.monotonic() - started
+    )
+    time.sleep(1)
+    after = http(f"http://{ip}:8000/stats")
+    assert after["failed"] == before["failed"], after
+    assert after["ok"] > before["ok"], after
 
 
 # --- 4. readiness follows the backend -----------------------------------------------------------
