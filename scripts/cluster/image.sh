@@ -99,8 +99,12 @@ archive="$CACHE/statecar-${id:0:12}.tar"
 if [[ ! -f "$archive" ]]; then
   bah push --quiet "$ref" "docker-archive:$archive.tmp:$ref" >&2
   mv -f "$archive.tmp" "$archive"
-  # Keep the three newest archives.
+  # Keep the three newest archives, and drop the tags of the older builds (the layer cache
+  # itself stays: it is what makes a source-only rebuild quick).
   ls -1t "$CACHE"/statecar-*.tar | tail -n +4 | xargs -r rm -f
+  for old in $(bah images --format '{{.Name}}:{{.Tag}}' | grep -E "^$REPO:[0-9a-f]{12}\$" || true); do
+    [[ -f "$CACHE/statecar-${old##*:}.tar" ]] || bah rmi "$old" >/dev/null 2>&1 || true
+  done
 fi
 log "image $ref built in $((SECONDS - start))s"
 echo "$archive"

@@ -405,9 +405,14 @@ def _pause_archive() -> Path:
 
 def import_image(archive: Path, ref: str) -> None:
     """Put a docker-archive into containerd's k8s.io namespace, unless it is there already."""
-    if ref in set(ctr("images", "ls", "-q").split()):
-        return
-    ctr("images", "import", str(archive))
+    names = set(ctr("images", "ls", "-q").split())
+    if ref not in names:
+        ctr("images", "import", str(archive))
+    # Older builds of the same repository would pile up in the cached containerd root.
+    repo = ref.rsplit(":", 1)[0]
+    stale = [n for n in names if n.rsplit(":", 1)[0] == repo and n != ref]
+    if stale:
+        ctr("images", "rm", *stale)
 
 
 # --- up ---------------------------------------------------------------------------------------
