@@ -831,7 +831,7 @@ def _down() -> None:
     if RUN.exists():
         # Keep logs for a post-mortem, next to the run dir; remove everything else.
         logs = RUN / "logs"
-        keep = RUN.parent / f"{RUN.name}-last-logs"
+        keep = CACHE / "cluster-last-logs"
         if logs.exists():
             shutil.rmtree(keep, ignore_errors=True)
             shutil.move(str(logs), keep)
