@@ -2,10 +2,11 @@
 # it installs what it needs, lints, type-checks, and runs every tier against real servers.
 PYTHON ?= python3
 
-.PHONY: test bootstrap lint typecheck imports unit conformance compat hostile e2e run bench protos
+.PHONY: test bootstrap lint typecheck imports unit conformance compat hostile e2e run bench protos \
+	bootstrap-cluster image cluster cluster-down cluster-status cluster-test
 
-test: bootstrap lint typecheck imports
-	STATECAR_REQUIRE_SERVERS=1 $(PYTHON) -m pytest -p no:cacheprovider -q
+test: bootstrap bootstrap-cluster lint typecheck imports
+	STATECAR_REQUIRE_SERVERS=1 STATECAR_CLUSTER_TESTS=1 $(PYTHON) -m pytest -p no:cacheprovider -q
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -47,3 +48,26 @@ bench:
 # tests/unit/test_protos_generated.py fails when the committed code and this output differ.
 protos:
 	$(PYTHON) scripts/gen_protos.py
+
+# --- real pods: a single-node cluster (containerd + runc + kubelet) on this machine -----------
+# Needs root. See README "A real cluster on this machine".
+bootstrap-cluster:
+	bash scripts/bootstrap.sh --cluster
+
+# The project's Dockerfile built with buildah on a locally made base image (cached).
+image: bootstrap-cluster
+	bash scripts/cluster/image.sh
+
+# Bring up the cluster with the image imported and the chart installed, for a person.
+cluster: bootstrap-cluster
+	$(PYTHON) scripts/cluster/realcluster.py up --chart
+
+cluster-down:
+	$(PYTHON) scripts/cluster/realcluster.py down
+
+cluster-status:
+	$(PYTHON) scripts/cluster/realcluster.py status
+
+# The tests/cluster tier (starts and removes its own cluster; `make cluster-down` first).
+cluster-test: bootstrap-cluster
+	STATECAR_CLUSTER_TESTS=1 $(PYTHON) -m pytest -p no:cacheprovider -q tests/cluster

@@ -29,6 +29,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   service redis-server stop 2>/dev/null || true
 fi
 
+# --cluster: what the real-pod tier (tests/cluster, `make cluster`) needs on top.
+if [ "${1:-}" = "--cluster" ]; then
+  cluster_missing=()
+  for pkg in containerd runc containernetworking-plugins buildah mmdebstrap; do
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || cluster_missing+=("$pkg")
+  done
+  if [ ${#cluster_missing[@]} -gt 0 ]; then
+    log "apt-get install ${cluster_missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${cluster_missing[@]}" >/dev/null
+  fi
+  # The Debian package starts a system containerd; the cluster runs its own.
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop containerd 2>/dev/null || true; fi
+  log "Go-built Kubernetes tools incl. kubelet, controller-manager, scheduler"
+  bash scripts/k8s-tools.sh --cluster
+  exit 0
+fi
+
 log "pip install -e '.[dev]'"
 python3 -m pip install --disable-pip-version-check -q -e '.[dev]'
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build and cache the binaries the e2e tier runs as local processes:
 #   kube-apiserver, kubectl  (k8s.io/kubernetes)
+#   kubelet, kube-controller-manager, kube-scheduler  (k8s.io/kubernetes; only with --cluster,
+#                            for the tests/cluster tier that runs real pods)
 #   etcd                     (go.etcd.io/etcd/server/v3)
 #   helm                     (helm.sh/helm/v3/cmd/helm)
 #
@@ -18,6 +20,10 @@
 # Versions can be overridden: STATECAR_K8S_VERSION, STATECAR_ETCD_VERSION, STATECAR_HELM_VERSION.
 set -euo pipefail
 
+# --cluster: also build the node components the real-pod tier needs.
+WITH_CLUSTER=0
+[[ "${1:-}" == "--cluster" ]] && WITH_CLUSTER=1
+
 K8S_VERSION="${STATECAR_K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${STATECAR_ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${STATECAR_HELM_VERSION:-v3.22.0}"
@@ -31,9 +37,14 @@ log() { printf '[k8s-tools] %s\n' "$*" >&2; }
 link_ok() { # name version
   [[ -x "$BIN/$1-$2" && "$(readlink "$BIN/$1" 2>/dev/null || true)" == "$1-$2" ]]
 }
+CLUSTER_TOOLS=(kubelet kube-controller-manager kube-scheduler)
 all_ok() {
   link_ok kube-apiserver "$K8S_VERSION" && link_ok kubectl "$K8S_VERSION" &&
-    link_ok etcd "$ETCD_VERSION" && link_ok helm "$HELM_VERSION"
+    link_ok etcd "$ETCD_VERSION" && link_ok helm "$HELM_VERSION" || return 1
+  if [[ $WITH_CLUSTER == 1 ]]; then
+    local t
+    for t in "${CLUSTER_TOOLS[@]}"; do link_ok "$t" "$K8S_VERSION" || return 1; done
+  fi
 }
 if all_ok; then
   echo "$BIN"
@@ -157,10 +168,12 @@ ensure_gomod() { # dir header
 
 # --- kube-apiserver + kubectl ---------------------------------------------------------
 build_kubernetes() {
-  if [[ -x "$BIN/kube-apiserver-$K8S_VERSION" && -x "$BIN/kubectl-$K8S_VERSION" ]]; then
-    link kube-apiserver "$K8S_VERSION"
-    link kubectl "$K8S_VERSION"
-    log "kube-apiserver, kubectl $K8S_VERSION: cached"
+  local want=(kube-apiserver kubectl) t done_all=1
+  [[ $WITH_CLUSTER == 1 ]] && want+=("${CLUSTER_TOOLS[@]}")
+  for t in "${want[@]}"; do [[ -x "$BIN/$t-$K8S_VERSION" ]] || done_all=0; done
+  if [[ $done_all == 1 ]]; then
+    for t in "${want[@]}"; do link "$t" "$K8S_VERSION"; done
+    log "${want[*]} $K8S_VERSION: cached"
     return 0
   fi
   local dir="$CACHE/build/kubernetes-$K8S_VERSION"
@@ -214,6 +227,13 @@ replace ("
   done
   build kube-apiserver "$K8S_VERSION" "$dir" k8s.io/kubernetes/cmd/kube-apiserver "${vflags[@]}"
   build kubectl "$K8S_VERSION" "$dir" k8s.io/kubernetes/cmd/kubectl "${vflags[@]}"
+  if [[ $WITH_CLUSTER == 1 ]]; then
+    # Smallest first; all three reuse the packages kube-apiserver already compiled.
+    build kube-scheduler "$K8S_VERSION" "$dir" k8s.io/kubernetes/cmd/kube-scheduler "${vflags[@]}"
+    build kubelet "$K8S_VERSION" "$dir" k8s.io/kubernetes/cmd/kubelet "${vflags[@]}"
+    build kube-controller-manager "$K8S_VERSION" "$dir" \
+      k8s.io/kubernetes/cmd/kube-controller-manager "${vflags[@]}"
+  fi
 }
 
 # --- etcd -------------------------------------------------------------------------------

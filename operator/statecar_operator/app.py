@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from kopf._core.engines import peering as kopf_peering
 
 from statecar_operator import handlers, health_server
 from statecar_operator.cluster import kube
@@ -259,14 +260,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
     warmup = asyncio.create_task(health_server.wait_until_warm(readiness, api.list_component_uids))
     stop = asyncio.Event()
     operator = asyncio.create_task(
-        kopf.operator(
-            registry=handlers.register(kopf.OperatorRegistry()),
-            settings=handlers.kopf_settings(server),
-            clusterwide=True,
-            standalone=True,
-            memo=memo,
-            stop_flag=stop,
-        ),
+        kopf.operator(**kopf_options(settings, server=server, memo=memo, stop=stop)),
         name="kopf",
     )
     failure: str | None = None
@@ -279,6 +273,11 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         if failure is not None:
             stop.set()
             await operator
+        elif operator in done and (operator.cancelled() or operator.exception() is not None):
+            # kopf itself died (not a SIGTERM, after which it returns normally): a crash must
+            # exit non-zero, so the pod's restart count and `kubectl get pods` tell the truth.
+            failure = _describe_failure("kopf operator", operator)
+            logger.error("%s", failure, exc_info=_exception(operator))
     finally:
         for task in [*tasks, warmup]:
             task.cancel()
@@ -288,6 +287,34 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         await elector.release()
     if failure is not None:
         raise OperatorFailed(failure)
+
+
+def kopf_options(
+    settings: OperatorSettings,
+    *,
+    server: kopf.WebhookServerProtocol,
+    memo: Memo,
+    stop: asyncio.Event,
+) -> dict[str, Any]:
+    """The arguments of `kopf.operator`.
+
+    `identity` is this replica's (the pod name from the downward API, else hostname + random):
+    left to itself kopf derives one from `getpass.getuser()` even in standalone mode, which
+    raises KeyError under a uid with no passwd entry (the image's 65532, or any arbitrary uid).
+    """
+    return {
+        "registry": handlers.register(kopf.OperatorRegistry()),
+        "settings": handlers.kopf_settings(server),
+        "clusterwide": True,
+        "standalone": True,
+        "memo": memo,
+        "stop_flag": stop,
+        "identity": kopf_peering.Identity(settings.identity),
+    }
+
+
+def _exception(task: asyncio.Task[None]) -> BaseException | None:
+    return None if task.cancelled() else task.exception()
 
 
 def _describe_failure(name: str, task: asyncio.Task[None]) -> str:
