@@ -43,8 +43,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -804,9 +804,10 @@ def _down() -> None:
             _sh("umount", "-l", target, check=False)
     # 4. cgroups the kubelet made (deepest first; empty by now).
     for cg in _kubepods_cgroups():
-        for d in sorted(
+        deepest_first = sorted(
             (p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-        ) + [cg]:
+        )
+        for d in [*deepest_first, cg]:
             with contextlib.suppress(OSError):
                 d.rmdir()
     # 5. The bridge (the veths went with the namespaces), sysctls, host paths.

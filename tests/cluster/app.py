@@ -8,6 +8,8 @@ Serves on :8000 (reachable from the host at the pod IP):
 Stdlib only; the API token (if any) comes from DAPR_API_TOKEN.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import threading
@@ -15,14 +17,41 @@ import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 BASE = f"http://127.0.0.1:{os.environ.get('DAPR_HTTP_PORT', '3500')}/v1.0"
 TOKEN = os.environ.get("DAPR_API_TOKEN", "")
 LOOP_STORE = os.environ.get("LOOP_STORE", "")
-STATS = {"ok": 0, "failed": 0, "last_error": "", "errors": []}
 
 
-def call(method, path, body=None, headers=None, token=True):
+class Stats:
+    """What the background loop saw (served as JSON on /stats)."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed = 0
+        self.last_error = ""
+        self.errors: list[str] = []
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "last_error": self.last_error,
+            "errors": self.errors,
+        }
+
+
+STATS = Stats()
+
+
+def call(
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    token: bool = True,
+) -> tuple[int, dict[str, str], str]:
     data = None if body is None else json.dumps(body).encode()
     h = {"content-type": "application/json", **(headers or {})}
     if token and TOKEN:
@@ -35,8 +64,8 @@ def call(method, path, body=None, headers=None, token=True):
         return e.code, dict(e.headers), e.read().decode()
 
 
-def scenario(store):
-    out = {}
+def scenario(store: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     k = f"k-{time.time_ns()}"
     out["save"] = call("POST", f"/state/{store}", [{"key": k, "value": {"n": 1}}])[0]
     status, headers, body = call("GET", f"/state/{store}/{k}")
@@ -69,7 +98,7 @@ def scenario(store):
     return out
 
 
-def loop():
+def loop() -> None:
     i = 0
     while True:
         i += 1
@@ -77,26 +106,27 @@ def loop():
             s1 = call("POST", f"/state/{LOOP_STORE}", [{"key": "loop", "value": i}])[0]
             s2 = call("GET", f"/state/{LOOP_STORE}/loop")[0]
             if s1 == 204 and s2 == 200:
-                STATS["ok"] += 1
+                STATS.ok += 1
             else:
                 raise RuntimeError(f"status {s1} {s2}")
         except Exception as exc:  # noqa: BLE001
-            STATS["failed"] += 1
-            STATS["last_error"] = repr(exc)
-            STATS["errors"] = (STATS["errors"] + [f"{time.time():.1f} {exc!r}"])[-20:]
+            STATS.failed += 1
+            STATS.last_error = repr(exc)
+            STATS.errors = [*STATS.errors, f"{time.time():.1f} {exc!r}"][-20:]
         time.sleep(0.05)
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
+    def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         args = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        result: dict[str, Any]
         if path == "/run":
             result = scenario(args.get("store", "statestore"))
         elif path == "/noauth":
             result = {"status": call("GET", "/metadata", token=False)[0]}
         elif path == "/stats":
-            result = STATS
+            result = STATS.as_dict()
         elif path == "/metadata":
             status, _, body = call("GET", "/metadata")
             result = {"status": status, "body": json.loads(body) if body else None}
@@ -111,8 +141,8 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, *args):
-        pass
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test reads /stats, not the access log."""
 
 
 if __name__ == "__main__":

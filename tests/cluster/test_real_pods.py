@@ -109,7 +109,8 @@ def app_pod(c: Cluster) -> dict[str, Any]:
         if p["metadata"].get("deletionTimestamp") is None
     ]
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return pods[0]
+    pod: dict[str, Any] = pods[0]
+    return pod
 
 
 # --- 1. helm install ---------------------------------------------------------------------------
