@@ -42,6 +42,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,16 +240,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The cluster's processes started by this Python process. They outlive the call that starts
+#: them and are stopped by PID (from the state file, so any process can run `down`); holding
+#: the Popen objects keeps Python from warning that a child it dropped is still running.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _spawn(state: dict[str, Any], name: str, argv: list[str]) -> None:
-    logf = open(RUN / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-    proc = subprocess.Popen(
-        argv,
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=RUN,
-    )
+    # The child writes its own copy of the log descriptor; ours is closed at once.
+    with open(RUN / "logs" / f"{name}.log", "ab") as logf:
+        proc = subprocess.Popen(
+            argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=RUN,
+        )
+    _CHILDREN[proc.pid] = proc
     state.setdefault("pids", {})[name] = proc.pid
     _save(state)
 
@@ -598,8 +607,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def ready() -> bool:
         url = f"https://{API_HOST}:{API_PORT}/readyz"
-        with urllib.request.urlopen(url, context=ctx, timeout=3) as r:
-            return bool(r.status == 200)
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=3) as r:
+                return bool(r.status == 200)
+        except urllib.error.HTTPError as exc:  # not ready yet: close its socket, ask again
+            exc.close()
+            return False
 
     _wait("kube-apiserver /readyz", ready, 90, state)
 
