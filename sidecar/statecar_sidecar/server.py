@@ -155,7 +155,9 @@ async def serve_until(
     runtime = ComponentRuntime(
         app_id=settings.app_id, namespace=settings.namespace, only=settings.components
     )
-    metrics = Metrics(settings.app_id)
+    metrics = Metrics(
+        settings.app_id, settings.namespace, record_error_codes=settings.record_error_codes
+    )
     reloader = Reloader(
         runtime,
         component_source(settings),

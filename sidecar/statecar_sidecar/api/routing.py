@@ -124,10 +124,12 @@ class StateAPI:
             reply = Reply(exc.status, exc.body(), [JSON, *exc.headers] if exc.headers else [JSON])
             if exc.status >= 500:
                 log.warning("%s %s: %s", request.method, route, exc)
+            self.metrics.error_code(exc.code, exc.category)
         except Exception as exc:  # the one catch-all: no request may get a non-JSON error
             log.exception("%s %s: unexpected error", request.method, route)
             crash = errors.internal(request.method, route, exc)
             reply = Reply(crash.status, crash.body(), [JSON])
+            self.metrics.error_code(crash.code, crash.category)
         headers = reply.headers
         if reply.body:
             # An explicit length spares the client chunked decoding on every response.
