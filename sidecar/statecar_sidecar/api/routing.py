@@ -39,7 +39,8 @@ _TOKEN_EXEMPT: Final = frozenset({b"/v1.0/healthz", b"/v1.0/healthz/outbound"})
 _WRITE_METHODS: Final = frozenset({"POST", "PUT"})
 _UNAUTHORIZED: Final = b"invalid api token"
 
-# The `path` label of `dapr_http_server_*`: route templates, as daprd labels them.
+# The `path` label of `dapr_http_server_*`: route templates, a fixed set (daprd's default writes
+# `/v1.0/state/<store name>`, one series per name a client sends; docs/state-api.md "Metrics").
 ROUTE_SAVE: Final = "/v1.0/state/{storeName}"
 ROUTE_KEY: Final = "/v1.0/state/{storeName}/{key}"
 ROUTE_BULK: Final = "/v1.0/state/{storeName}/bulk"
