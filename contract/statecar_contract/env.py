@@ -18,6 +18,8 @@ WIRING_FILE: Final = "STATECAR_WIRING_FILE"
 API_TOKEN: Final = "STATECAR_API_TOKEN"
 LOG_LEVEL: Final = "STATECAR_LOG_LEVEL"
 LOG_JSON: Final = "STATECAR_LOG_JSON"
+#: daprd's `spec.metrics.recordErrorCodes` (off by default, as in daprd).
+RECORD_ERROR_CODES: Final = "STATECAR_RECORD_ERROR_CODES"
 LISTEN_ADDRESS: Final = "STATECAR_LISTEN_ADDRESS"
 #: Where the health and metrics port listens (default 0.0.0.0: the kubelet and Prometheus reach
 #: it on the pod IP; `::` for IPv6 pods).

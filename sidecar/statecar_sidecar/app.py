@@ -45,6 +45,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    metrics.components = runtime
     health = health or Health(runtime, metrics)
     app.state.health = health
     health_routes(app, health)

@@ -78,6 +78,10 @@ class ComponentRuntime:
         self.failed: dict[str, ComponentFailure] = {}
         self.reloads = 0
         self.reload_failures = 0
+        # daprd's dapr_runtime_component_{loaded,init_total,init_fail_total} (metrics.py renders).
+        self.components_loaded = 0
+        self.component_inits: dict[str, int] = {}
+        self.component_init_failures: dict[tuple[str, str, str], int] = {}
         #: Attributes set by the metadata API (gRPC SetMetadata), shown under `extended`.
         self.extended_metadata: dict[str, str] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -148,12 +152,14 @@ class ComponentRuntime:
                 failures[name] = ComponentFailure(
                     name, component.type, sources.get(name), reason, current is not None
                 )
+                self._init_failed(component.type, name)
                 if current is not None:
                     new[name] = current
                 continue
             try:
                 new[name] = self._bind(component, store)
             except Exception as exc:  # noqa: BLE001 -- as above
+                self._init_failed(component.type, name)
                 await self._close_quietly(store)
                 failures[name] = ComponentFailure(
                     name,
@@ -164,6 +170,9 @@ class ComponentRuntime:
                 )
                 if current is not None:
                     new[name] = current
+                continue
+            self.components_loaded += 1
+            self.component_inits[component.type] = self.component_inits.get(component.type, 0) + 1
         unreadable = {f.source for f in failed if f.name is None}
         for failure in failed:
             if not self._concerns(failure):
@@ -197,6 +206,10 @@ class ComponentRuntime:
         for store in replaced:
             self._close_later(store)
         return self.failures
+
+    def _init_failed(self, component_type: str, name: str) -> None:
+        key = (component_type, "init", name)
+        self.component_init_failures[key] = self.component_init_failures.get(key, 0) + 1
 
     @staticmethod
     async def _close_quietly(store: StateStore) -> None:

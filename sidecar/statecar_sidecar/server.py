@@ -30,7 +30,7 @@ import orjson
 import uvicorn
 
 from statecar_contract.components import ComponentError
-from statecar_sidecar import loader
+from statecar_sidecar import loader, memory
 from statecar_sidecar.api.health import Health
 from statecar_sidecar.app import create_app, create_ops_app
 from statecar_sidecar.grpcapi import server as grpcapi_server
@@ -152,10 +152,13 @@ async def serve_until(
     settings: SidecarSettings, stop: asyncio.Event, *, ready: Callable[[], None] | None = None
 ) -> int:
     """Serve until `stop` is set; `ready` is called once both ports accept connections."""
+    memory.release_large_buffers()
     runtime = ComponentRuntime(
         app_id=settings.app_id, namespace=settings.namespace, only=settings.components
     )
-    metrics = Metrics(settings.app_id)
+    metrics = Metrics(
+        settings.app_id, settings.namespace, record_error_codes=settings.record_error_codes
+    )
     reloader = Reloader(
         runtime,
         component_source(settings),

@@ -52,6 +52,8 @@ class SidecarSettings:
     metrics_max_connections: int = DEFAULT_METRICS_MAX_CONNECTIONS
     log_level: str = "info"
     log_json: bool = False
+    #: daprd's `spec.metrics.recordErrorCodes`: count answered errors in dapr_error_code_total.
+    record_error_codes: bool = False
     reload_interval: float = 1.0
     #: The subset of the namespace's components this app asked for (`statecar.io/components`);
     #: empty means every component in scope.
@@ -130,6 +132,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
         ),
         log_level=(environ.get(env.LOG_LEVEL) or "info").lower(),
         log_json=_bool(environ, env.LOG_JSON),
+        record_error_codes=_bool(environ, env.RECORD_ERROR_CODES),
         components=tuple(
             name.strip() for name in (environ.get(env.COMPONENTS) or "").split(",") if name.strip()
         ),

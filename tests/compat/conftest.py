@@ -105,7 +105,10 @@ def open_sidecar(
         _component("sqlite", "state.sqlite", {"connectionString": str(folder / "state.db")}),
     ]
     (folder / "components.yaml").write_text(yaml.safe_dump_all(documents))
-    process = SidecarProcess(app_id=APP_ID, components_path=folder)
+    # recordErrorCodes on, as a daprd Configuration would set it: the gRPC tier counts errors.
+    process = SidecarProcess(
+        app_id=APP_ID, components_path=folder, env={"STATECAR_RECORD_ERROR_CODES": "true"}
+    )
     process.start()
     yield process
     process.stop()

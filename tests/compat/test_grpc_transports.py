@@ -375,3 +375,27 @@ def test_grpc_health_is_not_serving_while_a_store_does_not_answer(
         assert httpx.get(f"{sidecar.ops_url}/v1.0/healthz", timeout=10).status_code == 500
     finally:
         sidecar.stop()
+
+
+def _error_count(sidecar: SidecarProcess, code: str) -> int:
+    prefix = f'dapr_error_code_total{{app_id="{sidecar_app_id(sidecar)}",category="state",'
+    prefix += f'error_code="{code}"}} '
+    for line in httpx.get(f"{sidecar.ops_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(prefix):
+            return int(line[len(prefix) :])
+    return 0
+
+
+def sidecar_app_id(sidecar: SidecarProcess) -> str:
+    return sidecar.command[sidecar.command.index("--app-id") + 1]
+
+
+def test_a_grpc_error_is_counted_in_dapr_error_code_total_with_its_error_info(
+    stub: dapr_pb2_grpc.DaprStub, open_sidecar: SidecarProcess
+) -> None:
+    before = _error_count(open_sidecar, "ERR_STATE_STORE_NOT_FOUND")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetState(state_pb2.GetStateRequest(store_name="no-such-store", key="k"))
+    code, reason, _ = grpc_error(caught.value)
+    assert (code, reason) == ("INVALID_ARGUMENT", "DAPR_STATE_NOT_FOUND")
+    assert _error_count(open_sidecar, "ERR_STATE_STORE_NOT_FOUND") == before + 1

@@ -91,7 +91,7 @@ def test_grpc_calls_are_counted_under_daprds_metric_names(
     run(python_sdk, open_sidecar, None, "sqlite")
     exposition = httpx.get(f"{open_sidecar.ops_url}/metrics", timeout=10).text
     assert (
-        'dapr_grpc_io_server_completed_rpcs_total{app_id="jscompat",'
+        'dapr_grpc_io_server_completed_rpcs{app_id="jscompat",'
         'grpc_server_method="/dapr.proto.runtime.v1.Dapr/GetState",grpc_server_status="OK"}'
     ) in exposition
     assert 'grpc_server_status="ABORTED"' in exposition

@@ -61,7 +61,7 @@ def _crashing_app(metrics: Metrics) -> object:
 
 def _count(metrics: Metrics, method: str, path: str, status: int) -> float:
     line = (
-        f'dapr_http_server_request_count_total{{app_id="myapp",method="{method}",'
+        f'dapr_http_server_request_count{{app_id="myapp",method="{method}",'
         f'path="{path}",status="{status}"}} '
     )
     for row in metrics.exposition().decode().splitlines():

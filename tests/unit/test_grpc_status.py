@@ -72,3 +72,22 @@ def test_basic_is_daprds_apierrors_basic() -> None:
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
     assert (info.reason, info.domain, dict(info.metadata)) == ("ERR_STATE_SAVE", "dapr.io", {})
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "category"),
+    [
+        (errors.store_not_found("s", "app", []), "ERR_STATE_STORE_NOT_FOUND", "state"),
+        (errors.illegal_key("s", "a||b"), "ERR_MALFORMED_REQUEST", "state"),
+        (errors.malformed("bad json"), "ERR_MALFORMED_REQUEST", "common"),
+        (DaprError(409, "ERR_STATE_SAVE", "mismatch"), "ERR_STATE_SAVE", "state"),
+    ],
+)
+def test_the_grpc_error_keeps_the_dapr_error_code_and_daprds_category(
+    error: DaprError, code: str, category: str
+) -> None:
+    """What dapr_error_code_total counts on the gRPC side (daprd's RecordErrorCode)."""
+    rpc = from_dapr_error(error)
+    assert (rpc.error_code, rpc.category) == (code, category)
+    plain = basic(grpc.StatusCode.INTERNAL, "ERR_STATE_GET", "no")
+    assert (plain.error_code, plain.category) == ("ERR_STATE_GET", "state")

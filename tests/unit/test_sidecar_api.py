@@ -15,7 +15,7 @@ import pytest
 from statecar_contract.components import ResolvedComponent
 from statecar_sidecar.app import Health, create_app, create_ops_app
 from statecar_sidecar.metrics import Metrics
-from statecar_sidecar.runtime import ComponentRuntime
+from statecar_sidecar.runtime import ComponentFailure, ComponentRuntime
 from statecar_sidecar.stores.base import DeleteOp, Feature, Operation, SetOp, StateStore, StoredItem
 from statecar_sidecar.stores.errors import StoreUnavailableError
 
@@ -291,17 +291,17 @@ async def test_metrics_count_requests_under_daprd_names() -> None:
     ) as scrape:
         text = (await scrape.get("/metrics")).text
     get_count = (
-        'dapr_http_server_request_count_total{app_id="myapp",method="GET",'
-        'path="/v1.0/state/{storeName}/{key}",status="200"} 2.0'
+        'dapr_http_server_request_count{app_id="myapp",method="GET",'
+        'path="/v1.0/state/{storeName}/{key}",status="200"} 2'
     )
     assert get_count in text
     assert (
-        'dapr_component_state_count_total{app_id="myapp",component="statestore",'
-        'operation="set",success="true"} 1.0'
+        'dapr_component_state_count{app_id="myapp",component="statestore",namespace="",'
+        'operation="set",success="true"} 1'
     ) in text
     assert "dapr_component_state_latencies_bucket" in text
     get_latency = 'dapr_http_server_latency_bucket{app_id="myapp",le="+Inf",method="GET",'
-    assert get_latency + 'path="/v1.0/state/{storeName}/{key}",status="200"} 2.0' in text
+    assert get_latency + 'path="/v1.0/state/{storeName}/{key}",status="200"} 2' in text
     assert 'dapr_http_server_latency_count{app_id="myapp",method="GET"' in text
     await runtime.close()
 
@@ -349,6 +349,42 @@ async def test_a_multi_item_save_on_a_down_backend_is_a_dapr_json_500() -> None:
         "message": "failed saving state in state store down: database is locked",
     }
     assert (
-        'dapr_component_state_count_total{app_id="myapp",component="down",'
-        'operation="bulk_set",success="false"} 1.0'
+        'dapr_component_state_count{app_id="myapp",component="down",namespace="",'
+        'operation="bulk_set",success="false"} 1'
     ) in metrics.exposition().decode()
+
+
+async def test_without_an_app_id_store_errors_carry_error_info_with_null_metadata() -> None:
+    """daprd's StateStoreError.NotFound/NotConfigured set metadata {"appID"} only for an app id."""
+    client, _runtime = await make_client(app_id="")
+    body = (await client.get("/v1.0/state/other/k")).json()
+    assert body["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "DAPR_STATE_NOT_FOUND",
+            "domain": "dapr.io",
+            "metadata": None,
+        }
+    ]
+    await client.aclose()
+
+
+async def test_a_declared_store_that_is_not_ready_answers_not_configured_with_error_info() -> None:
+    client, runtime = await make_client()
+    runtime.failed["orders"] = ComponentFailure(
+        "orders", "state.redis", None, "state.redis: connection refused", False
+    )
+    answer = await client.get("/v1.0/state/orders/k")
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["errorCode"] == "ERR_STATE_STORE_NOT_CONFIGURED"
+    assert "is not ready: state.redis: connection refused" in body["message"]
+    assert body["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "DAPR_STATE_NOT_CONFIGURED",
+            "domain": "dapr.io",
+            "metadata": {"appID": "myapp"},
+        }
+    ]
+    await client.aclose()

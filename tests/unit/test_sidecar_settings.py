@@ -155,3 +155,14 @@ def test_slow_client_bounds_and_the_metrics_address_come_from_the_environment() 
 def test_a_bad_slow_client_bound_names_the_variable(name: str, raw: str) -> None:
     with pytest.raises(SettingsError, match=name):
         from_environ({name: raw})
+
+
+def test_record_error_codes_is_off_by_default_as_in_daprd() -> None:
+    assert from_environ({}).record_error_codes is False
+    assert from_environ({"STATECAR_RECORD_ERROR_CODES": "true"}).record_error_codes is True
+
+
+def test_an_operators_malloc_threshold_is_not_overridden() -> None:
+    from statecar_sidecar import memory
+
+    assert memory.release_large_buffers({"MALLOC_MMAP_THRESHOLD_": "65536"}) is False

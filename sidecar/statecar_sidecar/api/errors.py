@@ -8,8 +8,9 @@ Codes and statuses follow dapr/dapr `pkg/messages` and `pkg/api/errors/state.go`
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -36,6 +37,10 @@ class DaprError(Exception):
             # refuses; the stdlib writes it as a \uXXXX escape, so the error is still JSON.
             return json.dumps(document).encode()
 
+    @property
+    def category(self) -> str:
+        return category(self.code, (str(d.get("reason", "")) for d in self.details))
+
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
 
@@ -59,23 +64,67 @@ def _resource_info(store: str) -> dict[str, Any]:
     }
 
 
+def _app(app_id: str) -> dict[str, str] | None:
+    # daprd's StateStoreError.NotFound/NotConfigured: metadata {"appID"} only when there is one.
+    return {"appID": app_id} if app_id else None
+
+
 def store_not_found(store: str, app_id: str, known: list[str]) -> DaprError:
     hint = f" (this app's stores: {', '.join(sorted(known))})" if known else ""
     return DaprError(
         400,
         "ERR_STATE_STORE_NOT_FOUND",
         f"state store {store} is not found{hint}",
-        [_error_info("DAPR_STATE_NOT_FOUND", {"appID": app_id})],
+        [_error_info("DAPR_STATE_NOT_FOUND", _app(app_id))],
     )
 
 
-def store_not_configured(store: str, app_id: str) -> DaprError:
+def store_not_configured(store: str, app_id: str, reason: str | None = None) -> DaprError:
+    """No store of that name is serving; `reason` says why one that was declared is not ready."""
+    message = f"state store {store} is not configured"
+    if reason is not None:
+        message = f"state store {store} is not ready: {reason}"
     return DaprError(
         500,
         "ERR_STATE_STORE_NOT_CONFIGURED",
-        f"state store {store} is not configured",
-        [_error_info("DAPR_STATE_NOT_CONFIGURED", {"appID": app_id})],
+        message,
+        [_error_info("DAPR_STATE_NOT_CONFIGURED", _app(app_id))],
     )
+
+
+#: errorCode -> daprd's category (pkg/messages/errorcodes), the `category` of dapr_error_code_total.
+_CATEGORIES: Final[dict[str, str]] = {
+    "ERR_MALFORMED_REQUEST": "common",
+    "ERR_MALFORMED_REQUEST_DATA": "common",
+    "ERR_BODY_READ": "common",
+    "ERR_BAD_REQUEST": "common",
+    "ERR_INTERNAL": "common",
+    "ERR_API_UNIMPLEMENTED": "common",
+    "ERR_NOT_SUPPORTED_STATE_OPERATION": "state",
+    "ERR_DIRECT_INVOKE": "service-invocation",
+}
+#: ErrorInfo reasons of daprd's state kit errors (pkg/api/errors/state.go): category "state",
+#: even for ERR_MALFORMED_REQUEST (an illegal key), which is "common" otherwise.
+_STATE_REASONS: Final = frozenset(
+    {
+        "DAPR_STATE_ILLEGAL_KEY",
+        "DAPR_STATE_NOT_FOUND",
+        "DAPR_STATE_NOT_CONFIGURED",
+        "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED",
+        "DAPR_STATE_QUERYING_NOT_SUPPORTED",
+        "DAPR_STATE_QUERY_FAILED",
+        "DAPR_STATE_TOO_MANY_TRANSACTIONS",
+    }
+)
+
+
+def category(code: str, reasons: Iterable[str] = ()) -> str:
+    """The category daprd records an errorCode under; statecar's own codes are "common"."""
+    if any(r in _STATE_REASONS for r in reasons) or code.startswith("ERR_STATE_"):
+        return "state"
+    if code.startswith("ERR_HEALTH_"):
+        return "health"
+    return _CATEGORIES.get(code, "common")
 
 
 def internal(method: str, route: str, exc: BaseException) -> DaprError:

@@ -48,10 +48,8 @@ class StateHandlers:
         bound = self.runtime.stores.get(store_name)
         if bound is None:
             if store_name in self.runtime.failures:
-                raise DaprError(
-                    500,
-                    "ERR_STATE_STORE_NOT_CONFIGURED",
-                    f"state store {store_name} is not ready: {self.runtime.failures[store_name]}",
+                raise errors.store_not_configured(
+                    store_name, self.runtime.app_id, self.runtime.failures[store_name]
                 )
             if not self.runtime.stores:
                 raise errors.store_not_configured(store_name, self.runtime.app_id)

@@ -39,7 +39,8 @@ _TOKEN_EXEMPT: Final = frozenset({b"/v1.0/healthz", b"/v1.0/healthz/outbound"})
 _WRITE_METHODS: Final = frozenset({"POST", "PUT"})
 _UNAUTHORIZED: Final = b"invalid api token"
 
-# The `path` label of `dapr_http_server_*`: route templates, as daprd labels them.
+# The `path` label of `dapr_http_server_*`: route templates, a fixed set (daprd's default writes
+# `/v1.0/state/<store name>`, one series per name a client sends; docs/state-api.md "Metrics").
 ROUTE_SAVE: Final = "/v1.0/state/{storeName}"
 ROUTE_KEY: Final = "/v1.0/state/{storeName}/{key}"
 ROUTE_BULK: Final = "/v1.0/state/{storeName}/bulk"
@@ -124,10 +125,12 @@ class StateAPI:
             reply = Reply(exc.status, exc.body(), [JSON, *exc.headers] if exc.headers else [JSON])
             if exc.status >= 500:
                 log.warning("%s %s: %s", request.method, route, exc)
+            self.metrics.error_code(exc.code, exc.category)
         except Exception as exc:  # the one catch-all: no request may get a non-JSON error
             log.exception("%s %s: unexpected error", request.method, route)
             crash = errors.internal(request.method, route, exc)
             reply = Reply(crash.status, crash.body(), [JSON])
+            self.metrics.error_code(crash.code, crash.category)
         headers = reply.headers
         if reply.body:
             # An explicit length spares the client chunked decoding on every response.

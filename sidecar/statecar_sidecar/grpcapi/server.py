@@ -100,6 +100,7 @@ def _unary(
             metrics.grpc(path, "OK", (time.perf_counter() - started) * 1000)
             return response
         metrics.grpc(path, error.code.name, (time.perf_counter() - started) * 1000)
+        metrics.error_code(error.error_code, error.category)
         await context.abort(error.code, error.message, error.trailer())
 
     return grpc.unary_unary_rpc_method_handler(

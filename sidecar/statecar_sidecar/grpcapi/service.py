@@ -105,10 +105,8 @@ class DaprService:
         if bound is not None:
             return bound
         if store_name in self.runtime.failures:
-            raise basic(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "ERR_STATE_STORE_NOT_CONFIGURED",
-                f"state store {store_name} is not ready: {self.runtime.failures[store_name]}",
+            raise errors.store_not_configured(
+                store_name, self.runtime.app_id, self.runtime.failures[store_name]
             )
         if not self.runtime.stores:
             raise errors.store_not_configured(store_name, self.runtime.app_id)

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from statecar_sidecar.api import errors
 from statecar_sidecar.api.errors import DaprError
 
 DOMAIN: Final = "dapr.io"
@@ -49,11 +50,23 @@ _BY_HTTP_STATUS: Final[Mapping[int, grpc.StatusCode]] = {
 class RpcError(Exception):
     """An RPC's failure as daprd would send it: a code, a message, and `google.rpc` details."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, details: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        details: Sequence[Any] = (),
+        *,
+        error_code: str = "",
+        category: str = "",
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = list(details)
+        #: The Dapr errorCode and its category, for dapr_error_code_total ("" when not a Dapr
+        #: error, which daprd does not count either).
+        self.error_code = error_code
+        self.category = category
 
     def trailer(self) -> tuple[tuple[str, bytes], ...]:
         """The `grpc-status-details-bin` trailer; empty when there are no details."""
@@ -73,7 +86,13 @@ def error_info(reason: str, metadata: Mapping[str, str] | None = None) -> Any:
 
 def basic(code: grpc.StatusCode, error_code: str, message: str) -> RpcError:
     """daprd's `apierrors.Basic`: the message and one ErrorInfo whose reason is the errorCode."""
-    return RpcError(code, message, [error_info(error_code)])
+    return RpcError(
+        code,
+        message,
+        [error_info(error_code)],
+        error_code=error_code,
+        category=errors.category(error_code),
+    )
 
 
 def _detail(document: Mapping[str, Any]) -> Any:
@@ -123,4 +142,4 @@ def from_dapr_error(error: DaprError) -> RpcError:
     details = [d for d in (_detail(doc) for doc in error.details) if d is not None]
     if not details:
         details = [error_info(error.code)]
-    return RpcError(code, error.message, details)
+    return RpcError(code, error.message, details, error_code=error.code, category=error.category)
