@@ -56,6 +56,7 @@ USER_SETTABLE: Final = frozenset(
         METRICS_MAX_CONNECTIONS,
         MAX_BODY_BYTES,
         LOG_JSON,
+        RECORD_ERROR_CODES,
         "TZ",
         "PYTHONASYNCIODEBUG",
         "PYTHONFAULTHANDLER",
