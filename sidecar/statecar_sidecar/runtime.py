@@ -247,8 +247,11 @@ class Reloader:
         load: Callable[[], LoadedComponents],
         interval: float,
         changed: Callable[[], str] | None = None,
+        *,
+        refuse_failed: bool = False,
     ) -> None:
         self._runtime = runtime
+        self._refuse_failed = refuse_failed
         self._load = load
         self._interval = interval
         # `changed` is a cheap fingerprint of the sources (file stats): while it stays the
@@ -258,8 +261,19 @@ class Reloader:
         self.fingerprint: str | None = None
 
     async def load_initial(self) -> None:
-        """The first load; a source that cannot be read at all raises (the caller decides)."""
+        """The first load; a source that cannot be read at all raises (the caller decides).
+
+        With `refuse_failed` (daprd's rule), a Dapr Component that cannot be served and does not
+        set `spec.ignoreErrors: true` raises too: the sidecar refuses to start.
+        """
         loaded = self._load()
+        fatal = [f for f in loaded.failed if f.fatal] if self._refuse_failed else []
+        if fatal:
+            raise ComponentError(
+                ", ".join(f.key for f in fatal),
+                "cannot be served, and spec.ignoreErrors is not true: "
+                + "; ".join(f.reason for f in fatal),
+            )
         failures = await self._apply(loaded)
         self.fingerprint = loaded.fingerprint
         for name, reason in sorted(failures.items()):
