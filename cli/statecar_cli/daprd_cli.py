@@ -88,7 +88,9 @@ FLAGS: dict[str, Flag] = {
     "dapr-internal-grpc-listen-address": Flag("string", "ignored", "sidecar-to-sidecar gRPC: none"),
     "dapr-public-port": Flag("string", "ignored", "healthz is on the state API's port"),
     "dapr-public-listen-address": Flag("string", "ignored", "see dapr-public-port"),
-    "allowed-origins": Flag("string", "ignored", "CORS for browsers: statecar sends no CORS"),
+    "allowed-origins": Flag(
+        "string", "ignored", "CORS for browser apps: not implemented; apps call from their process"
+    ),
     "read-buffer-size": Flag("string", "ignored", "header buffer: statecar's parser has its own"),
     "dapr-http-read-buffer-size": Flag("int", "ignored", "see read-buffer-size"),
     "disable-builtin-k8s-secret-store": Flag("bool", "ignored", "Kubernetes mode only"),
@@ -314,7 +316,7 @@ def settings_from(parsed: Parsed, environ: Mapping[str, str]) -> tuple[object, l
     if mode != "standalone":
         raise FlagError(
             f"--mode {mode}: statecar daprd runs standalone; in Kubernetes the statecar"
-            " operator injects `statecar sidecar` (docs/operator.md)"
+            " operator injects `statecar sidecar` (see README)"
         )
     if values.get("unix-domain-socket"):
         raise FlagError(

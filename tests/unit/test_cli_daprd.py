@@ -330,3 +330,11 @@ def test_a_local_env_secret_store_reads_the_variable_named_by_the_secret(tmp_pat
     )
     sqlite_with_secret(tmp_path, "{name: DB_PATH, key: DB_PATH}", "nowhere")
     assert "no secret store named 'nowhere'" in load_folders([tmp_path]).failed[0].reason
+
+
+def test_every_daprd_flag_is_in_the_documentation_table() -> None:
+    from statecar_cli.daprd_cli import FLAGS
+
+    doc = (Path(__file__).parents[2] / "docs" / "daprd.md").read_text(encoding="utf-8")
+    rows = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `--")}
+    assert rows == {f"--{name}" for name in FLAGS}
