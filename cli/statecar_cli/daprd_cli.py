@@ -9,8 +9,7 @@ Every daprd flag is one of three things here (`FLAGS`): served; accepted and ign
 concerns what a state-only sidecar does not have (the app channel, actors, placement, the
 scheduler, sentry/mTLS, profiling, the internal gRPC and public ports, app health checks), each
 with its reason; or refused, with the reason, when statecar cannot honour a value and ignoring it
-would change how state behaves (`--mode kubernetes`, `--unix-domain-socket`, several listen
-addresses). `--config` files (daprd's `Configuration`) are applied in order.
+would change how state behaves (`--mode kubernetes`, `--unix-domain-socket`). `--config` files (daprd's `Configuration`) are applied in order.
 """
 
 from __future__ import annotations
@@ -47,7 +46,9 @@ FLAGS: dict[str, Flag] = {
     "metrics-port": Flag("string", "served", "health and Prometheus metrics (default 9090)"),
     "enable-metrics": Flag("bool", "served", "false turns the metrics port off"),
     "metrics-listen-address": Flag("string", "served", "the metrics port's address"),
-    "dapr-listen-addresses": Flag("string", "served", "the state API's address (one)"),
+    "dapr-listen-addresses": Flag(
+        "string", "served", "the state API's addresses (HTTP and gRPC), comma-separated"
+    ),
     "resources-path": Flag("list", "served", "a folder of component YAML; repeatable"),
     "components-path": Flag("string", "served", "as --resources-path (daprd's deprecated name)"),
     "config": Flag("list", "served", "daprd Configuration files, applied in order"),
@@ -328,11 +329,7 @@ def settings_from(parsed: Parsed, environ: Mapping[str, str]) -> tuple[object, l
         for a in str(values.get("dapr-listen-addresses", "")).split(",")
         if a.strip()
     ]
-    if len(set(addresses)) > 1:
-        raise FlagError(
-            f"--dapr-listen-addresses {values['dapr-listen-addresses']}: statecar binds one"
-            " address; give one (binding fewer than asked would hide the API from some clients)"
-        )
+    addresses = list(dict.fromkeys(addresses))
     folders = [Path(p) for p in _strings(values, "resources-path")]
     if values.get("components-path") and not folders:
         folders = [Path(str(values["components-path"]))]
@@ -371,6 +368,7 @@ def settings_from(parsed: Parsed, environ: Mapping[str, str]) -> tuple[object, l
         metrics_port=metrics_port,
         metrics_address=values.get("metrics-listen-address") or None,
         listen_address=addresses[0] if addresses else None,
+        extra_listen_addresses=tuple(addresses[1:]),
         components_path=folders[0] if folders else None,
         extra_components_paths=tuple(folders[1:]),
         log_level=_log_level(str(values["log-level"])) if "log-level" in values else None,

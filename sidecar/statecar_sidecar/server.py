@@ -211,7 +211,10 @@ async def serve_until(
     if settings.api_logging:
         app = _api_logged(app)
     state_limits, ops_limits = listener_limits(settings)
-    servers = [_uvicorn(app, settings.listen_address, settings.http_port, state_limits)]
+    servers = [
+        _uvicorn(app, address, settings.http_port, state_limits)
+        for address in (settings.listen_address, *settings.extra_listen_addresses)
+    ]
     if settings.metrics_port:
         ops = create_ops_app(health, metrics)
         servers.append(_uvicorn(ops, settings.metrics_address, settings.metrics_port, ops_limits))
@@ -280,6 +283,7 @@ async def _start_grpc(
         api_token=settings.api_token,
         max_message_bytes=settings.max_body_bytes,
         problems=health.problems,
+        extra_hosts=settings.extra_listen_addresses,
     )
 
 

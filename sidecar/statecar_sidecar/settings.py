@@ -66,6 +66,8 @@ class SidecarSettings:
     refuse_failed_components: bool = False
     #: Seconds to finish in-flight calls on SIGINT/SIGTERM (`--dapr-graceful-shutdown-seconds`).
     shutdown_grace: float = 2.0
+    #: More addresses the state API binds, on the same ports (`--dapr-listen-addresses a,b`).
+    extra_listen_addresses: tuple[str, ...] = ()
     #: Log each API call at info (`--enable-api-logging`).
     api_logging: bool = False
 

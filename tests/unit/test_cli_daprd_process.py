@@ -383,3 +383,31 @@ def test_a_state_component_without_ignore_errors_that_cannot_be_served_refuses_t
     started.append(daprd)
     daprd.wait_ready(f"http://127.0.0.1:{ports['http']}")
     assert "cass skipped (spec.ignoreErrors is true)" in daprd.log
+
+
+def test_only_the_listen_addresses_given_are_bound_for_http_and_grpc(
+    tmp_path: Path, started: list[Daprd]
+) -> None:
+    import grpc
+
+    ports = _ports()
+    daprd = Daprd(
+        tmp_path,
+        [
+            "--dapr-listen-addresses=[::1],127.0.0.1",
+            "--metrics-listen-address=127.0.0.1",
+            f"--dapr-http-port={ports['http']}",
+            f"--dapr-grpc-port={ports['grpc']}",
+            f"--metrics-port={ports['metrics']}",
+        ],
+    )
+    started.append(daprd)
+    daprd.wait_ready(f"http://127.0.0.1:{ports['http']}")
+    assert httpx.get(f"http://[::1]:{ports['http']}/v1.0/healthz").status_code == 204
+    for address in ("127.0.0.1", "[::1]"):
+        with grpc.insecure_channel(f"{address}:{ports['grpc']}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+    # 127.0.0.2 is loopback too, but was not given: nothing answers there.
+    for port in (ports["http"], ports["metrics"]):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.2:{port}/v1.0/healthz", timeout=2)
