@@ -84,6 +84,8 @@ class LoadedComponents:
     skipped: tuple[tuple[str, str], ...] = ()
     #: State components that failed with `spec.ignoreErrors: true`: skipped, with a warning.
     ignored: tuple[FailedComponent, ...] = ()
+    #: Files read besides the folders (local.file secret stores'): the reloader watches them too.
+    watched: tuple[Path, ...] = ()
 
 
 def secret_env_name(ref: SecretKeyRef) -> str:
@@ -163,6 +165,7 @@ class LocalSecretStore:
     secrets: Mapping[str, Mapping[str, str]] | None = None  # local.file
     prefix: str = ""  # local.env
     error: ComponentError | None = None
+    path: str | None = None  # local.file's secretsFile
 
     def get(self, ref: SecretKeyRef, environ: Mapping[str, str]) -> str | None:
         if self.error is not None:
@@ -198,6 +201,13 @@ def _secret_store(document: Mapping[str, object], source: str) -> LocalSecretSto
             "spec.metadata.secretsFile", f"secret store {name!r} needs it", source=source
         )
         return LocalSecretStore(name, type_, source, error=error)
+    if not Path(path).exists():
+        error = ComponentError(
+            "spec.metadata.secretsFile",
+            f"secret store {name!r}: {path} does not exist",
+            source=source,
+        )
+        return LocalSecretStore(name, type_, source, error=error, path=path)
     separator = values.get("nestedSeparator") or ":"
     multi = values.get("multiValued", "false").strip().lower() == "true"
     try:
@@ -208,14 +218,14 @@ def _secret_store(document: Mapping[str, object], source: str) -> LocalSecretSto
             f"secret store {name!r} cannot read {path}: {exc}",
             source=source,
         )
-        return LocalSecretStore(name, type_, source, error=error)
+        return LocalSecretStore(name, type_, source, error=error, path=path)
     if not isinstance(document_, Mapping):
         error = ComponentError(
             "spec.metadata.secretsFile",
             f"secret store {name!r}: {path} must hold a JSON object",
             source=source,
         )
-        return LocalSecretStore(name, type_, source, error=error)
+        return LocalSecretStore(name, type_, source, error=error, path=path)
     secrets: dict[str, dict[str, str]] = {}
     if multi:
         for key, value in document_.items():
@@ -229,7 +239,7 @@ def _secret_store(document: Mapping[str, object], source: str) -> LocalSecretSto
         flat: dict[str, str] = {}
         _flatten(document_, "", separator, flat)
         secrets = {key: {key: value} for key, value in flat.items()}
-    return LocalSecretStore(name, type_, source, secrets=secrets)
+    return LocalSecretStore(name, type_, source, secrets=secrets, path=path)
 
 
 def _resolve_from_store(
@@ -344,6 +354,7 @@ def load_folders(
             error = ComponentError("(yaml)", f"is not valid YAML: {exc}", source=source)
             failed.append(FailedComponent(None, source, error))
     stores: dict[str, LocalSecretStore] = {}
+    watched: list[Path] = []
     for source, documents in parsed:
         for document in documents:
             if not _is_dapr_component(document) or is_state_component(document):
@@ -354,9 +365,11 @@ def load_folders(
             type_ = spec.get("type") if isinstance(spec, Mapping) else None
             skipped.append((str(name), str(type_)))
             if type_ in LOCAL_SECRET_STORES and isinstance(name, str):
-                stores[name] = _secret_store(document, source)
-                if stores[name].secrets is not None:
-                    digest.update(json.dumps(stores[name].secrets, sort_keys=True).encode())
+                store = stores[name] = _secret_store(document, source)
+                if store.path is not None:
+                    watched.append(Path(store.path))
+                if store.secrets is not None:
+                    digest.update(json.dumps(store.secrets, sort_keys=True).encode())
     for source, documents in parsed:
         for document in documents:
             if not is_state_component(document):
@@ -405,6 +418,7 @@ def load_folders(
         sources,
         tuple(skipped),
         tuple(ignored),
+        tuple(watched),
     )
 
 

@@ -178,12 +178,20 @@ async def serve_until(
         app_id=settings.app_id, namespace=settings.namespace, only=settings.components
     )
     metrics = Metrics(settings.app_id)
+    source = component_source(settings)
+    watched: list[Path] = []  # the files the last load read besides the folders
+
+    def load() -> loader.LoadedComponents:
+        loaded = source()
+        watched[:] = loaded.watched
+        return loaded
+
     reloader = Reloader(
         runtime,
-        component_source(settings),
+        load,
         settings.reload_interval,
         changed=lambda: loader.stat_fingerprint(
-            settings.wiring_file, *settings.components_paths, settings.secrets_file
+            settings.wiring_file, *settings.components_paths, settings.secrets_file, *watched
         ),
         refuse_failed=settings.refuse_failed_components,
     )

@@ -411,3 +411,43 @@ def test_only_the_listen_addresses_given_are_bound_for_http_and_grpc(
     for port in (ports["http"], ports["metrics"]):
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.2:{port}/v1.0/healthz", timeout=2)
+
+
+def test_a_local_file_secret_store_resolves_and_an_edit_to_its_file_reloads(
+    tmp_path: Path, started: list[Daprd]
+) -> None:
+    import json
+
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"sqlite": {"path": str(tmp_path / "one.db")}}))
+    resources = tmp_path / "res"
+    resources.mkdir()
+    (resources / "components.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: localsecrets}\n"
+        "spec:\n  type: secretstores.local.file\n  version: v1\n  metadata:\n"
+        f"  - {{name: secretsFile, value: '{secrets}'}}\n"
+        "---\n"
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: db}\n"
+        "spec:\n  type: state.sqlite\n  version: v1\n  metadata:\n"
+        "  - name: connectionString\n    secretKeyRef: {name: 'sqlite:path', key: 'sqlite:path'}\n"
+        "auth: {secretStore: localsecrets}\n",
+        encoding="utf-8",
+    )
+    ports = _ports()
+    daprd = Daprd(
+        tmp_path,
+        [
+            f"--dapr-http-port={ports['http']}",
+            f"--dapr-grpc-port={ports['grpc']}",
+            f"--metrics-port={ports['metrics']}",
+            f"--resources-path={resources}",
+        ],
+    )
+    started.append(daprd)
+    url = f"http://127.0.0.1:{ports['http']}"
+    daprd.wait_ready(url)
+    assert httpx.post(f"{url}/v1.0/state/db", json=[{"key": "k", "value": 1}]).status_code == 204
+    assert (tmp_path / "one.db").exists()
+    secrets.write_text(json.dumps({"sqlite": {"path": str(tmp_path / "two.db")}}))
+    _wait(lambda: (tmp_path / "two.db").exists())
+    _wait(lambda: httpx.get(f"{url}/v1.0/state/db/k").status_code == 204)
