@@ -339,3 +339,16 @@ def test_every_daprd_flag_is_in_the_documentation_table() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "daprd.md").read_text(encoding="utf-8")
     rows = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `--")}
     assert rows == {f"--{name}" for name in FLAGS}
+
+
+def test_statecar_daprd_is_a_subcommand_that_exits_2_on_a_bad_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from statecar_cli.main import main
+
+    assert main(["daprd", "--version"]) == 0
+    assert "statecar" in capsys.readouterr().out
+    assert main(["daprd", "-help"]) == 0
+    assert "-resources-path" in capsys.readouterr().err
+    assert main(["daprd", "--no-such-flag"]) == 2
+    assert "flag provided but not defined: -no-such-flag" in capsys.readouterr().err
