@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,8 +41,6 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DAPR_API_VERSION = "dapr.io/v1alpha1"
 #: daprd's local secret stores: `auth.secretStore` names one of these to resolve a secretKeyRef.
 LOCAL_SECRET_STORES = ("secretstores.local.file", "secretstores.local.env")
-
-log = logging.getLogger("statecar.sidecar.loader")
 
 
 @dataclass(frozen=True)
@@ -319,9 +316,9 @@ def load_folders(
     """Every state component in the folders' YAML files, as daprd reads `--resources-path`.
 
     A file may hold several documents, of any kind and type: Dapr Components that are not state
-    stores are skipped (one log line per load names them), local secret stores resolve the
+    stores are skipped (`skipped`; the reloader logs them), local secret stores resolve the
     secretKeyRefs of components that name them in `auth.secretStore`, and a state component
-    that fails with `spec.ignoreErrors: true` is skipped with a warning (`ignored`).
+    that fails with `spec.ignoreErrors: true` is skipped (`ignored`; the reloader warns).
     """
     environ = environ or {}
     # A secrets file that cannot be read fails only the components that take a secret from it.
@@ -399,16 +396,6 @@ def load_folders(
                 )
                 failure = _failed(document, source, error)
                 (ignored if _ignore_errors(document) else failed).append(failure)
-    if skipped:
-        log.info(
-            "skipping %d component(s) that are not state stores (statecar serves state only): %s",
-            len(skipped),
-            ", ".join(f"{name} ({type_})" for name, type_ in skipped),
-        )
-    for failure in ignored:
-        log.warning(
-            "component %s skipped (spec.ignoreErrors is true): %s", failure.key, failure.reason
-        )
     if secrets_file is not None and secrets_file.exists():
         digest.update(secrets_file.read_bytes())
     return LoadedComponents(

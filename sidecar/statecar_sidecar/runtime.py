@@ -252,6 +252,8 @@ class Reloader:
     ) -> None:
         self._runtime = runtime
         self._refuse_failed = refuse_failed
+        self._skipped: tuple[tuple[str, str], ...] = ()
+        self._ignored: dict[str, str] = {}
         self._load = load
         self._interval = interval
         # `changed` is a cheap fingerprint of the sources (file stats): while it stays the
@@ -282,6 +284,20 @@ class Reloader:
             )
 
     async def _apply(self, loaded: LoadedComponents) -> dict[str, str]:
+        # What the folder holds besides served stores: one line each time it changes.
+        if loaded.skipped and loaded.skipped != self._skipped:
+            log.info(
+                "skipping %d component(s) that are not state stores (statecar serves state"
+                " only): %s",
+                len(loaded.skipped),
+                ", ".join(f"{name} ({type_})" for name, type_ in loaded.skipped),
+            )
+        self._skipped = loaded.skipped
+        ignored = {f.key: f.reason for f in loaded.ignored}
+        for key, reason in ignored.items():
+            if self._ignored.get(key) != reason:
+                log.warning("component %s skipped (spec.ignoreErrors is true): %s", key, reason)
+        self._ignored = ignored
         return await self._runtime.apply(loaded.components, loaded.failed, loaded.sources)
 
     def _report(self, message: str) -> None:

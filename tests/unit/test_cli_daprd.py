@@ -204,11 +204,20 @@ def test_other_component_types_are_skipped_with_one_log_line(
         ),
         encoding="utf-8",
     )
-    with caplog.at_level(logging.INFO, "statecar.sidecar.loader"):
-        loaded = load_folders([tmp_path])
+    loaded = load_folders([tmp_path])
     assert [c.name for c in loaded.components] == ["store"]
     assert loaded.failed == ()
     assert loaded.skipped == (("bus", "pubsub.redis"), ("cron", "bindings.cron"))
+
+    async def reload_twice() -> None:
+        runtime = ComponentRuntime(app_id="a", namespace=None)
+        reloader = Reloader(runtime, lambda: load_folders([tmp_path]), 1.0)
+        await reloader.load_initial()
+        await reloader.load_initial()  # the same folder again: no new line
+        await runtime.close()
+
+    with caplog.at_level(logging.INFO, "statecar.runtime"):
+        asyncio.run(reload_twice())
     lines = [r.getMessage() for r in caplog.records if "not state stores" in r.getMessage()]
     assert len(lines) == 1
     assert "bus (pubsub.redis)" in lines[0]
@@ -237,11 +246,19 @@ def test_ignore_errors_true_skips_a_component_statecar_cannot_serve_with_a_warni
         + dapr("strict", "state.cassandra", "  - {name: hosts, value: h}"),
         encoding="utf-8",
     )
-    with caplog.at_level(logging.WARNING, "statecar.sidecar.loader"):
-        loaded = load_folders([tmp_path])
+    loaded = load_folders([tmp_path])
     assert [c.name for c in loaded.components] == ["ok"]
     assert [f.name for f in loaded.ignored] == ["cass"]
     assert [(f.name, f.fatal) for f in loaded.failed] == [("strict", True)]
+
+    async def load() -> None:
+        runtime = ComponentRuntime(app_id="a", namespace=None)
+        await Reloader(runtime, lambda: loaded, 1.0).load_initial()
+        assert set(runtime.stores) == {"ok"}
+        await runtime.close()
+
+    with caplog.at_level(logging.WARNING, "statecar.runtime"):
+        asyncio.run(load())
     assert any("cass skipped (spec.ignoreErrors is true)" in r.getMessage() for r in caplog.records)
 
 
