@@ -451,3 +451,6 @@ def test_a_local_file_secret_store_resolves_and_an_edit_to_its_file_reloads(
     secrets.write_text(json.dumps({"sqlite": {"path": str(tmp_path / "two.db")}}))
     _wait(lambda: (tmp_path / "two.db").exists())
     _wait(lambda: httpx.get(f"{url}/v1.0/state/db/k").status_code == 204)
+    # SIGTERM, as a process manager stops it: a clean exit 0 too.
+    daprd.process.send_signal(signal.SIGTERM)
+    assert daprd.process.wait(timeout=20) == 0, daprd.log
