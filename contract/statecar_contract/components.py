@@ -203,9 +203,13 @@ def _parse_metadata(
             if not allow_secret_refs:
                 raise ComponentError(f"{path}.secretKeyRef", "is not allowed here", source=source)
             ref = _expect_mapping(ref_raw, f"{path}.secretKeyRef", source)
+            secret_name = _expect_str(ref.get("name"), f"{path}.secretKeyRef.name", source)
+            # As daprd: a secretKeyRef without a key reads the key named like the secret.
             secret = SecretKeyRef(
-                name=_expect_str(ref.get("name"), f"{path}.secretKeyRef.name", source),
-                key=_expect_str(ref.get("key"), f"{path}.secretKeyRef.key", source),
+                name=secret_name,
+                key=secret_name
+                if ref.get("key") is None
+                else _expect_str(ref.get("key"), f"{path}.secretKeyRef.key", source),
             )
             parsed.append(MetadataItem(name=name, secret_key_ref=secret))
         elif has_value:

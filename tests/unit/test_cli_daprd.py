@@ -342,6 +342,11 @@ def test_a_local_env_secret_store_reads_the_variable_named_by_the_secret(tmp_pat
     sqlite_with_secret(tmp_path, "{name: DB_PATH, key: DB_PATH}", "envstore")
     loaded = load_folders([tmp_path], environ={"DB_PATH": str(tmp_path / "c.db")})
     assert loaded.components[0].metadata["connectionString"] == str(tmp_path / "c.db")
+    # As daprd, a secretKeyRef without a key reads the key named like the secret.
+    sqlite_with_secret(tmp_path, "{name: DB_PATH}", "envstore")
+    loaded = load_folders([tmp_path], environ={"DB_PATH": str(tmp_path / "d.db")})
+    assert loaded.components[0].metadata["connectionString"] == str(tmp_path / "d.db")
+    sqlite_with_secret(tmp_path, "{name: DB_PATH, key: DB_PATH}", "envstore")
     missing = load_folders([tmp_path], environ={})
     assert (
         "secret store 'envstore' (secretstores.local.env) has no secret" in missing.failed[0].reason
