@@ -256,6 +256,17 @@ def test_several_hundred_components_in_one_folder_are_all_served_and_listed(
             for i in range(start, start + 50)
         ]
         (resources / f"batch-{start}.yaml").write_text("---\n".join(documents), encoding="utf-8")
+    # Kubernetes's limit for a components.dapr.io name: a DNS subdomain, up to 253 characters.
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    dotted = ["orders.v2.state", longest]
+    (resources / "dotted.yaml").write_text(
+        "---\n".join(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n"
+            f"  name: '{name}'\nspec:\n  type: state.in-memory\n  version: v1\n"
+            for name in dotted
+        ),
+        encoding="utf-8",
+    )
     ports = _ports()
     daprd = Daprd(
         tmp_path,
@@ -271,9 +282,9 @@ def test_several_hundred_components_in_one_folder_are_all_served_and_listed(
     url = f"http://127.0.0.1:{ports['http']}"
     daprd.wait_ready(url, timeout=60)
     names = {c["name"] for c in httpx.get(f"{url}/v1.0/metadata").json()["components"]}
-    assert names == {f"store-{i}" for i in range(count)}
-    for i in (0, 1, 2, 3, 4, 5, count - 1):
-        store = f"{url}/v1.0/state/store-{i}"
+    assert names == {f"store-{i}" for i in range(count)} | set(dotted)
+    for i, name in enumerate([*(f"store-{i}" for i in (0, 1, 2, 3, 4, 5, count - 1)), *dotted]):
+        store = f"{url}/v1.0/state/{name}"
         assert httpx.post(store, json=[{"key": "k", "value": i}]).status_code == 204
         assert httpx.get(f"{store}/k").json() == i
 
