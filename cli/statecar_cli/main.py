@@ -1,5 +1,5 @@
 """
-`statecar <subcommand>`: sidecar, run, operator, inject, version.
+`statecar <subcommand>`: sidecar, run, daprd, operator, inject, version.
 
 Each subcommand imports its program only when chosen, so `statecar sidecar` never loads kopf
 and `statecar operator` never loads FastAPI. Flags override the `STATECAR_*` environment.
@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands these straight to their own parsers.
     commands.add_parser("operator", help="run the kopf operator and admission webhooks")
     commands.add_parser("inject", help="print manifests with the sidecar injected (offline)")
+    commands.add_parser(
+        "daprd", help="serve the state API, started with daprd's command line (docs/daprd.md)"
+    )
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"statecar {__version__}") or 0)
@@ -222,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 _PASS_THROUGH = {
     "operator": "statecar_cli.operator_cli:run",
     "inject": "statecar_cli.inject_cli:main",
+    "daprd": "statecar_cli.daprd_cli:main",
 }
 
 

@@ -75,6 +75,7 @@ REQUIRED_METADATA: Final[Mapping[str, frozenset[str]]] = {
 }
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -203,9 +204,13 @@ def _parse_metadata(
             if not allow_secret_refs:
                 raise ComponentError(f"{path}.secretKeyRef", "is not allowed here", source=source)
             ref = _expect_mapping(ref_raw, f"{path}.secretKeyRef", source)
+            secret_name = _expect_str(ref.get("name"), f"{path}.secretKeyRef.name", source)
+            # As daprd: a secretKeyRef without a key reads the key named like the secret.
             secret = SecretKeyRef(
-                name=_expect_str(ref.get("name"), f"{path}.secretKeyRef.name", source),
-                key=_expect_str(ref.get("key"), f"{path}.secretKeyRef.key", source),
+                name=secret_name,
+                key=secret_name
+                if ref.get("key") is None
+                else _expect_str(ref.get("key"), f"{path}.secretKeyRef.key", source),
             )
             parsed.append(MetadataItem(name=name, secret_key_ref=secret))
         elif has_value:
@@ -289,7 +294,16 @@ def parse_component(document: object, *, source: str | None = None) -> Component
     kind = doc.get("kind")
     meta = _expect_mapping(doc.get("metadata", {}), "metadata", source)
     name = _expect_str(meta.get("name"), "metadata.name", source)
-    if not _DNS_LABEL.match(name) or len(name) > 63:
+    if api_version == DAPR_API_VERSION and kind == "Component":
+        # What Kubernetes allows a components.dapr.io name: a DNS subdomain.
+        if not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+            raise ComponentError(
+                "metadata.name",
+                f"'{name}' must be a DNS subdomain (lower-case letters, digits, '-' and '.',"
+                " at most 253)",
+                source=source,
+            )
+    elif not _DNS_LABEL.match(name) or len(name) > 63:
         raise ComponentError(
             "metadata.name",
             f"'{name}' must be a DNS label (lower-case letters, digits and '-', at most 63)",

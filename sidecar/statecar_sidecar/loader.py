@@ -16,8 +16,9 @@ read at all (a missing folder, a secrets file of the wrong shape, a corrupt wiri
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,9 @@ from statecar_contract.settings import read_settings
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 # libyaml's loader when PyYAML was built with it: the pure-Python one costs ~1 ms per file.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+DAPR_API_VERSION = "dapr.io/v1alpha1"
+#: daprd's local secret stores: `auth.secretStore` names one of these to resolve a secretKeyRef.
+LOCAL_SECRET_STORES = ("secretstores.local.file", "secretstores.local.env")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class FailedComponent:
     error: ComponentError
     type: str | None = None
     scopes: tuple[str, ...] = ()
+    #: A Dapr Component without `spec.ignoreErrors: true`: daprd refuses to start with it.
+    fatal: bool = False
 
     @property
     def key(self) -> str:
@@ -71,6 +77,12 @@ class LoadedComponents:
     failed: tuple[FailedComponent, ...] = ()
     #: The file each component came from, by component name.
     sources: Mapping[str, str] = field(default_factory=dict)
+    #: Dapr Components of other types (`pubsub.redis`, `secretstores.local.file`...): name, type.
+    skipped: tuple[tuple[str, str], ...] = ()
+    #: State components that failed with `spec.ignoreErrors: true`: skipped, with a warning.
+    ignored: tuple[FailedComponent, ...] = ()
+    #: Files read besides the folders (local.file secret stores'): the reloader watches them too.
+    watched: tuple[Path, ...] = ()
 
 
 def secret_env_name(ref: SecretKeyRef) -> str:
@@ -117,15 +129,198 @@ def _resolve_locally(
     return values
 
 
+def _flatten(value: object, prefix: str, separator: str, into: dict[str, str]) -> None:
+    """components-contrib's local file store: nested keys joined by `nestedSeparator`."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}{separator}{key}" if prefix else str(key), separator, into)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _flatten(item, f"{prefix}{separator}{index}" if prefix else str(index), separator, into)
+    elif isinstance(value, bool):
+        into[prefix] = "true" if value else "false"
+    elif value is None:
+        into[prefix] = ""
+    else:
+        into[prefix] = str(value)
+
+
+@dataclass(frozen=True)
+class LocalSecretStore:
+    """A `secretstores.local.file` or `secretstores.local.env` component, as daprd reads it.
+
+    local.file (`secretsFile`, `nestedSeparator` default ":", `multiValued` default false): with
+    multiValued false every leaf of the file is one secret, named by its path joined with the
+    separator, whose only key is its name; with multiValued true each top-level key is a secret
+    and its nested leaves are that secret's keys. local.env: the secret `NAME` is the environment
+    variable `<prefix>NAME`, with one key, its name. A secretKeyRef without `key` uses its name.
+    """
+
+    name: str
+    type: str
+    source: str
+    secrets: Mapping[str, Mapping[str, str]] | None = None  # local.file
+    prefix: str = ""  # local.env
+    error: ComponentError | None = None
+    path: str | None = None  # local.file's secretsFile
+
+    def get(self, ref: SecretKeyRef, environ: Mapping[str, str]) -> str | None:
+        if self.error is not None:
+            raise self.error
+        if self.type == "secretstores.local.env":
+            value = environ.get(self.prefix + ref.name)
+            return value if value is not None and ref.key in ("", ref.name) else None
+        return (self.secrets or {}).get(ref.name, {}).get(ref.key or ref.name)
+
+
+def _metadata_values(spec: Mapping[str, object]) -> dict[str, str]:
+    items = spec.get("metadata")
+    values: dict[str, str] = {}
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                raw = item.get("value")
+                values[item["name"]] = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    return values
+
+
+def _secret_store(document: Mapping[str, object], source: str) -> LocalSecretStore:
+    meta, spec = document.get("metadata"), document.get("spec")
+    assert isinstance(meta, Mapping)
+    assert isinstance(spec, Mapping)
+    name, type_ = str(meta.get("name")), str(spec.get("type"))
+    values = _metadata_values(spec)
+    if type_ == "secretstores.local.env":
+        return LocalSecretStore(name, type_, source, prefix=values.get("prefix", ""))
+    path = values.get("secretsFile")
+    if not path:
+        error = ComponentError(
+            "spec.metadata.secretsFile", f"secret store {name!r} needs it", source=source
+        )
+        return LocalSecretStore(name, type_, source, error=error)
+    if not Path(path).exists():
+        error = ComponentError(
+            "spec.metadata.secretsFile",
+            f"secret store {name!r}: {path} does not exist",
+            source=source,
+        )
+        return LocalSecretStore(name, type_, source, error=error, path=path)
+    separator = values.get("nestedSeparator") or ":"
+    multi = values.get("multiValued", "false").strip().lower() == "true"
+    try:
+        document_ = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        error = ComponentError(
+            "spec.metadata.secretsFile",
+            f"secret store {name!r} cannot read {path}: {exc}",
+            source=source,
+        )
+        return LocalSecretStore(name, type_, source, error=error, path=path)
+    if not isinstance(document_, Mapping):
+        error = ComponentError(
+            "spec.metadata.secretsFile",
+            f"secret store {name!r}: {path} must hold a JSON object",
+            source=source,
+        )
+        return LocalSecretStore(name, type_, source, error=error, path=path)
+    secrets: dict[str, dict[str, str]] = {}
+    if multi:
+        for key, value in document_.items():
+            data: dict[str, str] = {}
+            if isinstance(value, Mapping | list):
+                _flatten(value, "", separator, data)
+            else:
+                _flatten(value, str(key), separator, data)
+            secrets[str(key)] = data
+    else:
+        flat: dict[str, str] = {}
+        _flatten(document_, "", separator, flat)
+        secrets = {key: {key: value} for key, value in flat.items()}
+    return LocalSecretStore(name, type_, source, secrets=secrets, path=path)
+
+
+def _resolve_from_store(
+    document: Mapping[str, object],
+    refs: tuple[SecretKeyRef, ...],
+    stores: Mapping[str, LocalSecretStore],
+    environ: Mapping[str, str],
+    source: str,
+) -> dict[SecretKeyRef, str] | None:
+    """daprd's `auth.secretStore`; None when the component names none (then the local rules)."""
+    auth = document.get("auth")
+    store_name = auth.get("secretStore") if isinstance(auth, Mapping) else None
+    if not store_name:
+        return None
+    store = stores.get(str(store_name))
+    if store is None:
+        raise ComponentError(
+            "auth.secretStore",
+            f"no secret store named {store_name!r} among the resources; statecar reads"
+            f" {' and '.join(LOCAL_SECRET_STORES)} components",
+            source=source,
+        )
+    values: dict[SecretKeyRef, str] = {}
+    for ref in refs:
+        value = store.get(ref, environ)
+        if value is None:
+            raise ComponentError(
+                "secretKeyRef",
+                f"secret store {store.name!r} ({store.type}) has no secret {ref.name!r}"
+                f" with key {ref.key or ref.name!r}",
+                source=source,
+            )
+        values[ref] = value
+    return values
+
+
+def _ignore_errors(document: Mapping[str, object]) -> bool:
+    spec = document.get("spec")
+    raw = spec.get("ignoreErrors") if isinstance(spec, Mapping) else None
+    return raw is True or (isinstance(raw, str) and raw.strip().lower() == "true")
+
+
+def _is_dapr_component(document: object) -> bool:
+    return (
+        isinstance(document, Mapping)
+        and document.get("kind") == "Component"
+        and document.get("apiVersion") == DAPR_API_VERSION
+    )
+
+
+def _component_files(folders: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise ComponentError(
+                "components path", "is not a folder; create it or fix the path", source=str(folder)
+            )
+        files.extend(
+            sorted(p for p in folder.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
+        )
+    return files
+
+
 def load_folder(
     folder: Path, *, secrets_file: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> LoadedComponents:
     """Every state component in `folder`'s YAML files (other kinds of document are skipped)."""
+    return load_folders([folder], secrets_file=secrets_file, environ=environ)
+
+
+def load_folders(
+    folders: Iterable[Path],
+    *,
+    secrets_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedComponents:
+    """Every state component in the folders' YAML files, as daprd reads `--resources-path`.
+
+    A file may hold several documents, of any kind and type: Dapr Components that are not state
+    stores are skipped (`skipped`; the reloader logs them), local secret stores resolve the
+    secretKeyRefs of components that name them in `auth.secretStore`, and a state component
+    that fails with `spec.ignoreErrors: true` is skipped (`ignored`; the reloader warns).
+    """
     environ = environ or {}
-    if not folder.is_dir():
-        raise ComponentError(
-            "components path", "is not a folder; create it or fix the path", source=str(folder)
-        )
     # A secrets file that cannot be read fails only the components that take a secret from it.
     file_secrets: dict[str, dict[str, str]] | ComponentError = {}
     if secrets_file is not None:
@@ -137,7 +332,10 @@ def load_folder(
     components: dict[str, ResolvedComponent] = {}
     sources: dict[str, str] = {}
     failed: list[FailedComponent] = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file()):
+    ignored: list[FailedComponent] = []
+    skipped: list[tuple[str, str]] = []
+    parsed: list[tuple[str, list[object]]] = []
+    for path in _component_files(folders):
         source = str(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -146,16 +344,34 @@ def load_folder(
             error = ComponentError("(file)", f"cannot be read: {exc}", source=source)
             failed.append(FailedComponent(None, source, error))
             continue
-        digest.update(path.name.encode() + b"\0" + text.encode())
+        digest.update(source.encode() + b"\0" + text.encode())
         try:
-            documents = list(yaml.load_all(text, Loader=_YAML_LOADER))
+            parsed.append((source, list(yaml.load_all(text, Loader=_YAML_LOADER))))
         except (yaml.YAMLError, RecursionError) as exc:
             error = ComponentError("(yaml)", f"is not valid YAML: {exc}", source=source)
             failed.append(FailedComponent(None, source, error))
-            continue
+    stores: dict[str, LocalSecretStore] = {}
+    watched: list[Path] = []
+    for source, documents in parsed:
+        for document in documents:
+            if not _is_dapr_component(document) or is_state_component(document):
+                continue
+            assert isinstance(document, Mapping)
+            meta, spec = document.get("metadata"), document.get("spec")
+            name = meta.get("name") if isinstance(meta, Mapping) else None
+            type_ = spec.get("type") if isinstance(spec, Mapping) else None
+            skipped.append((str(name), str(type_)))
+            if type_ in LOCAL_SECRET_STORES and isinstance(name, str):
+                store = stores[name] = _secret_store(document, source)
+                if store.path is not None:
+                    watched.append(Path(store.path))
+                if store.secrets is not None:
+                    digest.update(json.dumps(store.secrets, sort_keys=True).encode())
+    for source, documents in parsed:
         for document in documents:
             if not is_state_component(document):
                 continue
+            assert isinstance(document, Mapping)
             try:
                 spec = parse_component(document, source=source)
                 if spec.name in components:
@@ -165,19 +381,32 @@ def load_folder(
                         f" (first in {sources[spec.name]}); rename or remove one",
                         source=source,
                     )
-                secrets = _resolve_locally(
-                    spec.secret_refs, secrets_file, file_secrets, environ, source
-                )
+                secrets = _resolve_from_store(document, spec.secret_refs, stores, environ, source)
+                if secrets is None:
+                    secrets = _resolve_locally(
+                        spec.secret_refs, secrets_file, file_secrets, environ, source
+                    )
                 components[spec.name] = resolve(spec, secrets, source=source)
                 sources[spec.name] = source
-            except ComponentError as exc:
-                failed.append(_failed(document, source, exc))
             except Exception as exc:  # noqa: BLE001 -- one odd document must not hide the others
-                error = ComponentError("(document)", f"cannot be read: {exc!r}", source=source)
-                failed.append(_failed(document, source, error))
+                error = (
+                    exc
+                    if isinstance(exc, ComponentError)
+                    else ComponentError("(document)", f"cannot be read: {exc!r}", source=source)
+                )
+                failure = _failed(document, source, error)
+                (ignored if _ignore_errors(document) else failed).append(failure)
     if secrets_file is not None and secrets_file.exists():
         digest.update(secrets_file.read_bytes())
-    return LoadedComponents(tuple(components.values()), digest.hexdigest(), tuple(failed), sources)
+    return LoadedComponents(
+        tuple(components.values()),
+        digest.hexdigest(),
+        tuple(failed),
+        sources,
+        tuple(skipped),
+        tuple(ignored),
+        tuple(watched),
+    )
 
 
 def _failed(document: object, source: str, error: ComponentError) -> FailedComponent:
@@ -195,6 +424,7 @@ def _failed(document: object, source: str, error: ComponentError) -> FailedCompo
         error,
         type_ if isinstance(type_, str) else None,
         tuple(s for s in scopes if isinstance(s, str)) if isinstance(scopes, list) else (),
+        fatal=_is_dapr_component(document) and not _ignore_errors(document),
     )
 
 
@@ -207,6 +437,9 @@ def stat_fingerprint(*paths: Path | None) -> str:
     parts: list[str] = []
     for path in paths:
         if path is None:
+            continue
+        if not path.exists():
+            parts.append(f"{path}:missing")
             continue
         entries = sorted(path.iterdir()) if path.is_dir() else [path]
         for entry in entries:

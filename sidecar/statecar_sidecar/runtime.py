@@ -260,8 +260,13 @@ class Reloader:
         load: Callable[[], LoadedComponents],
         interval: float,
         changed: Callable[[], str] | None = None,
+        *,
+        refuse_failed: bool = False,
     ) -> None:
         self._runtime = runtime
+        self._refuse_failed = refuse_failed
+        self._skipped: tuple[tuple[str, str], ...] = ()
+        self._ignored: dict[str, str] = {}
         self._load = load
         self._interval = interval
         # `changed` is a cheap fingerprint of the sources (file stats): while it stays the
@@ -271,8 +276,19 @@ class Reloader:
         self.fingerprint: str | None = None
 
     async def load_initial(self) -> None:
-        """The first load; a source that cannot be read at all raises (the caller decides)."""
+        """The first load; a source that cannot be read at all raises (the caller decides).
+
+        With `refuse_failed` (daprd's rule), a Dapr Component that cannot be served and does not
+        set `spec.ignoreErrors: true` raises too: the sidecar refuses to start.
+        """
         loaded = self._load()
+        fatal = [f for f in loaded.failed if f.fatal] if self._refuse_failed else []
+        if fatal:
+            raise ComponentError(
+                ", ".join(f.key for f in fatal),
+                "cannot be served, and spec.ignoreErrors is not true: "
+                + "; ".join(f.reason for f in fatal),
+            )
         failures = await self._apply(loaded)
         self.fingerprint = loaded.fingerprint
         for name, reason in sorted(failures.items()):
@@ -281,6 +297,20 @@ class Reloader:
             )
 
     async def _apply(self, loaded: LoadedComponents) -> dict[str, str]:
+        # What the folder holds besides served stores: one line each time it changes.
+        if loaded.skipped and loaded.skipped != self._skipped:
+            log.info(
+                "skipping %d component(s) that are not state stores (statecar serves state"
+                " only): %s",
+                len(loaded.skipped),
+                ", ".join(f"{name} ({type_})" for name, type_ in loaded.skipped),
+            )
+        self._skipped = loaded.skipped
+        ignored = {f.key: f.reason for f in loaded.ignored}
+        for key, reason in ignored.items():
+            if self._ignored.get(key) != reason:
+                log.warning("component %s skipped (spec.ignoreErrors is true): %s", key, reason)
+        self._ignored = ignored
         return await self._runtime.apply(loaded.components, loaded.failed, loaded.sources)
 
     def _report(self, message: str) -> None:

@@ -78,10 +78,10 @@ def component_source(settings: SidecarSettings) -> Callable[[], loader.LoadedCom
     if settings.wiring_file is not None:
         wiring_file = settings.wiring_file
         return lambda: loader.load_wiring_file(wiring_file)
-    if settings.components_path is not None:
-        folder = settings.components_path
-        return lambda: loader.load_folder(
-            folder, secrets_file=settings.secrets_file, environ=settings.secrets
+    if settings.components_paths:
+        folders = settings.components_paths
+        return lambda: loader.load_folders(
+            folders, secrets_file=settings.secrets_file, environ=settings.secrets
         )
     return lambda: loader.LoadedComponents((), "none")
 
@@ -139,6 +139,28 @@ def _uvicorn(app: Any, host: str, port: int, limits: ListenerLimits) -> uvicorn.
     )
 
 
+def _api_logged(app: Any) -> Any:
+    """daprd's `--enable-api-logging`: one info line per HTTP API call (method, path, status)."""
+    api_log = logging.getLogger("statecar.api")
+
+    async def logged(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        status = 0
+
+        async def capture(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await app(scope, receive, capture)
+        api_log.info("HTTP API Called: %s %s %d", scope["method"], scope["path"], status)
+
+    return logged
+
+
 async def serve(settings: SidecarSettings) -> int:
     """Serve until SIGINT or SIGTERM."""
     stop = asyncio.Event()
@@ -159,13 +181,22 @@ async def serve_until(
     metrics = Metrics(
         settings.app_id, settings.namespace, record_error_codes=settings.record_error_codes
     )
+    source = component_source(settings)
+    watched: list[Path] = []  # the files the last load read besides the folders
+
+    def load() -> loader.LoadedComponents:
+        loaded = source()
+        watched[:] = loaded.watched
+        return loaded
+
     reloader = Reloader(
         runtime,
-        component_source(settings),
+        load,
         settings.reload_interval,
         changed=lambda: loader.stat_fingerprint(
-            settings.wiring_file, settings.components_path, settings.secrets_file
+            settings.wiring_file, *settings.components_paths, settings.secrets_file, *watched
         ),
+        refuse_failed=settings.refuse_failed_components,
     )
     try:
         await reloader.load_initial()
@@ -188,8 +219,13 @@ async def serve_until(
         max_body_bytes=settings.max_body_bytes,
         health=health,
     )
+    if settings.api_logging:
+        app = _api_logged(app)
     state_limits, ops_limits = listener_limits(settings)
-    servers = [_uvicorn(app, settings.listen_address, settings.http_port, state_limits)]
+    servers = [
+        _uvicorn(app, address, settings.http_port, state_limits)
+        for address in (settings.listen_address, *settings.extra_listen_addresses)
+    ]
     if settings.metrics_port:
         ops = create_ops_app(health, metrics)
         servers.append(_uvicorn(ops, settings.metrics_address, settings.metrics_port, ops_limits))
@@ -231,7 +267,7 @@ async def serve_until(
     await stop.wait()
     reload_task.cancel()
     if grpc_server is not None:
-        await grpc_server.server.stop(grace=2.0)
+        await grpc_server.server.stop(grace=settings.shutdown_grace)
     for server in servers:
         server.should_exit = True
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -258,6 +294,7 @@ async def _start_grpc(
         api_token=settings.api_token,
         max_message_bytes=settings.max_body_bytes,
         problems=health.problems,
+        extra_hosts=settings.extra_listen_addresses,
     )
 
 
@@ -267,10 +304,10 @@ def run(settings: SidecarSettings) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    if settings.components_path is not None and not Path(settings.components_path).exists():
-        log.error(
-            "components path %s does not exist; create it or fix --components-path",
-            settings.components_path,
-        )
-        return 2
+    for folder in settings.components_paths:
+        if not Path(folder).exists():
+            log.error(
+                "components path %s does not exist; create it or fix --components-path", folder
+            )
+            return 2
     return asyncio.run(serve(settings))

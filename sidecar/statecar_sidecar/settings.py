@@ -59,6 +59,23 @@ class SidecarSettings:
     #: empty means every component in scope.
     components: tuple[str, ...] = ()
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: More component folders after `components_path` (daprd's repeated `--resources-path`).
+    extra_components_paths: tuple[Path, ...] = ()
+    #: daprd's rule for a state component that cannot be served: unless it sets
+    #: `spec.ignoreErrors: true`, the sidecar refuses to start (`statecar daprd` sets this).
+    refuse_failed_components: bool = False
+    #: Seconds to finish in-flight calls on SIGINT/SIGTERM (`--dapr-graceful-shutdown-seconds`).
+    shutdown_grace: float = 2.0
+    #: More addresses the state API binds, on the same ports (`--dapr-listen-addresses a,b`).
+    extra_listen_addresses: tuple[str, ...] = ()
+    #: Log each API call at info (`--enable-api-logging`).
+    api_logging: bool = False
+
+    @property
+    def components_paths(self) -> tuple[Path, ...]:
+        """Every component folder, in the order given."""
+        first = (self.components_path,) if self.components_path is not None else ()
+        return first + self.extra_components_paths
 
     def with_overrides(self, **changes: Any) -> SidecarSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

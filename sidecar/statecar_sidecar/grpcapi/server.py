@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -180,6 +180,10 @@ class GrpcServer:
     port: int
 
 
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 async def start(
     service: DaprService,
     metrics: Metrics,
@@ -189,8 +193,10 @@ async def start(
     api_token: str | None,
     max_message_bytes: int,
     problems: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
+    extra_hosts: Sequence[str] = (),
 ) -> GrpcServer:
-    """A started server on `host:port` (port 0 picks a free one: see `.port`)."""
+    """A started server on `host:port` and each of `extra_hosts` on the same port (port 0 picks
+    a free one: see `.port`); an IPv6 address is given bare (`::1`)."""
     server = grpc.aio.server(
         options=[
             # daprd's --max-body-size bounds gRPC messages too.
@@ -218,7 +224,9 @@ async def start(
     reflection.enable_server_reflection(
         (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = server.add_insecure_port(f"{_bracketed(host)}:{port}")
+    for extra in extra_hosts:
+        server.add_insecure_port(f"{_bracketed(extra)}:{bound}")
     await server.start()
     for name in ("", SERVICE.full_name):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
