@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
+import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -116,3 +119,24 @@ def test_kopf_returning_after_sigterm_exits_zero(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(kube, "connect", _fake_connect)
     monkeypatch.setattr(kopf, "operator", graceful_kopf)
     assert app.run(_settings()) == 0
+
+
+def test_sigterm_sets_the_stop_flag_kopf_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf waits for its stop flag in a task of its own; unless SIGTERM sets that flag, the
+    waiter outlives the signal and kopf waits 5 s for it as a hung task before exiting."""
+    seen: dict[str, float] = {}
+
+    async def kopf_waiting_for_its_flag(**kwargs: Any) -> None:
+        # kopf's own handler, installed before its ready flag is raised: ours must replace it.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: None)
+        kwargs["ready_flag"].set()
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        sent = time.monotonic()
+        await kwargs["stop_flag"].wait()
+        seen["stopped after"] = time.monotonic() - sent
+
+    monkeypatch.setattr(kube, "connect", _fake_connect)
+    monkeypatch.setattr(kopf, "operator", kopf_waiting_for_its_flag)
+    assert app.run(_settings()) == 0
+    assert seen["stopped after"] < 1
