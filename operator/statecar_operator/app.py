@@ -165,6 +165,7 @@ def build_certificates(
 
 async def operate(settings: OperatorSettings) -> None:
     """Run until SIGTERM/SIGINT (returns) or until a part of the operator fails (raises)."""
+    handlers.quiet_expected_rejections()
     with tempfile.TemporaryDirectory(prefix="statecar-operator-") as scratch:
         async with kube.connect() as api:
             await _operate(settings, Path(scratch), api)

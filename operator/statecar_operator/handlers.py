@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
@@ -104,6 +104,38 @@ def kopf_settings(server: kopf.WebhookServerProtocol) -> kopf.OperatorSettings:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     return settings
+
+
+class ExpectedRejections(logging.Filter):
+    """Our admission handlers' refusals are answers, not failures: INFO, not kopf's ERROR.
+
+    A handler refuses by raising `kopf.AdmissionError`, a `kopf.PermanentError`, which kopf's
+    handler executor (`kopf._core.actions.execution`) logs on `kopf.objects` at ERROR as
+    "Webhook '<id>' failed permanently: ...". Only those lines of our webhook ids change level;
+    an unexpected exception in a handler is still logged by kopf at ERROR, with its traceback.
+    """
+
+    PREFIXES: Final = tuple(
+        f"Webhook {id!r} failed permanently: "
+        for id in (webhooks.INJECT_WEBHOOK_ID, webhooks.VALIDATE_WEBHOOK_ID)
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and isinstance(record.msg, str):
+            for prefix in self.PREFIXES:
+                if record.msg.startswith(prefix):
+                    reason = record.getMessage()[len(prefix) :]
+                    refused = prefix.replace("failed permanently", "refused the request")
+                    record.msg, record.args = refused + reason, None
+                    record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_expected_rejections() -> None:
+    """Install `ExpectedRejections` on kopf's per-object logger (once)."""
+    target = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, ExpectedRejections) for f in target.filters):
+        target.addFilter(ExpectedRejections())
 
 
 # --- lifecycle --------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def test_second_admission_changes_nothing(
 
 
 def test_bad_annotation_is_rejected_with_its_message_and_an_event(
-    cluster: LocalCluster, api: Api, orders: dict[str, Any]
+    cluster: LocalCluster, api: Api, orders: dict[str, Any], operator: OperatorProcess
 ) -> None:
     """Invalid statecar.io/* values refuse the pod, naming each annotation, and leave an Event."""
     manifest = pod_manifest(
@@ -276,6 +276,10 @@ def test_bad_annotation_is_rejected_with_its_message_and_an_event(
     event = wait_event(api, SHOP, "bad-annotations", "InjectionRejected")
     assert event["type"] == "Warning"
     assert "statecar.io/http-port" in event["message"]
+    # An expected refusal is an answer, logged at INFO; kopf alone would say ERROR.
+    lines = [line for line in operator.log().splitlines() if "'x' is not a port number" in line]
+    assert lines, operator.log_tail()
+    assert all(" INFO " in line and "refused the request" in line for line in lines), lines
 
 
 def test_pod_without_components_in_scope_gets_a_warning_and_an_event(
