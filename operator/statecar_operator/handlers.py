@@ -270,7 +270,7 @@ async def pod_mutate(
         "Injecting statecar into a pod of %s (app id %s, components %s)",
         namespace,
         decision.app_id,
-        ", ".join(decision.components_in_scope),
+        ", ".join(decision.components_in_scope) or "none yet",
     )
 
 
@@ -279,7 +279,7 @@ def _accept(plan: InjectionPlan, warnings: list[str], namespace: str) -> None:
     if plan.config_hash is None:
         warnings.append(
             f"the Secret {WIRING_SECRET_NAME} of namespace {namespace!r} is not rendered yet; "
-            "the pod starts once the operator has written it"
+            "the sidecar starts with no component and opens them once the operator writes it"
         )
 
 

@@ -156,13 +156,20 @@ async def test_an_unannotated_pod_is_untouched_and_silent(memo: Memo) -> None:
     assert memo.events.recorded == []  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
 
 
-async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None:
+async def test_no_component_in_scope_yet_is_injected_with_a_warning(memo: Memo) -> None:
     patch, warnings = await mutate(
         memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"})
     )
+    assert any(op["path"] == "/spec/initContainers" for op in patch.as_json_patch())
+    assert any("in scope for app id 'billing' yet" in w for w in warnings), warnings
+    assert memo.events.recorded == []  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
+
+
+async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None:
+    patch, warnings = await mutate(memo, pod(**{"statecar.io/app-id": "billing"}))
     assert patch.as_json_patch() == []
     assert len(warnings) == 1
-    assert "in scope for app id 'billing'" in warnings[0]
+    assert "but not statecar.io/enabled" in warnings[0]
     ((ref, type_, reason, message),) = memo.events.recorded  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
     assert (ref.kind, ref.name, ref.uid, ref.namespace) == (
         "ReplicaSet",
@@ -170,14 +177,12 @@ async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None
         "rs-uid",
         "shop",
     )
-    assert (type_, reason) == ("Warning", "NoComponentsInScope")
+    assert (type_, reason) == ("Warning", "NotEnabled")
     assert message == warnings[0]
 
 
 async def test_a_dry_run_posts_no_event(memo: Memo) -> None:
-    _, warnings = await mutate(
-        memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"}), dryrun=True
-    )
+    _, warnings = await mutate(memo, pod(**{"statecar.io/app-id": "billing"}), dryrun=True)
     assert warnings
     assert memo.events.recorded == []  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
 
