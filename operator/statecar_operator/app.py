@@ -259,7 +259,11 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         ),
     }
     tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts.items()}
-    warmup = asyncio.create_task(health_server.wait_until_warm(readiness, api.list_component_uids))
+    warmup = asyncio.create_task(
+        health_server.wait_until_warm(
+            readiness, functools.partial(api.list_component_uids, settings.namespaces)
+        )
+    )
     stop = asyncio.Event()
     started = asyncio.Event()
     operator = asyncio.create_task(
@@ -331,8 +335,14 @@ def kopf_options(
     """
     return {
         "registry": handlers.register(kopf.OperatorRegistry()),
-        "settings": handlers.kopf_settings(server),
-        "clusterwide": True,
+        "settings": handlers.kopf_settings(server, restricted=bool(settings.namespaces)),
+        # With STATECAR_OPERATOR_NAMESPACES, only those (exact names: kopf then needs no access
+        # to Namespace objects; it says so once at start-up and uses the names as given).
+        **(
+            {"clusterwide": False, "namespaces": list(settings.namespaces)}
+            if settings.namespaces
+            else {"clusterwide": True}
+        ),
         "standalone": True,
         "memo": memo,
         "stop_flag": stop,

@@ -86,8 +86,16 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     return registry
 
 
-def kopf_settings(server: kopf.WebhookServerProtocol) -> kopf.OperatorSettings:
+def kopf_settings(
+    server: kopf.WebhookServerProtocol, *, restricted: bool = False
+) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    if restricted:
+        # Given exact namespace names, kopf would still list and watch Namespace objects (and
+        # retry a refusal with backoff): kopf's declared "restricted mode" skips that scanning.
+        # It also skips the CRD watch: the CRD must exist when the operator starts (the chart
+        # installs it first), and the restricted RBAC grants nothing on CRDs.
+        settings.scanning.disabled = True
     settings.admission.server = server
     # The webhook configurations are the chart's (see webhooks.build_webhook_configurations):
     # kopf's managed mode cannot express matchConditions, namespaceSelector or

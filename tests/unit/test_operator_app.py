@@ -86,7 +86,7 @@ async def test_kopf_starts_without_a_passwd_entry(
 
 
 class _FakeKube:
-    async def list_component_uids(self) -> set[str]:
+    async def list_component_uids(self, *namespaces: Any) -> set[str]:
         await asyncio.sleep(3600)
         return set()
 
@@ -140,3 +140,19 @@ def test_sigterm_sets_the_stop_flag_kopf_was_given(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(kopf, "operator", kopf_waiting_for_its_flag)
     assert app.run(_settings()) == 0
     assert seen["stopped after"] < 1
+
+
+def test_kopf_watches_only_the_chosen_namespaces(tmp_path: Path) -> None:
+    memo: Any = None
+    server = app.build_webhook_server(_settings(), LiveTLS(tmp_path), lambda: None)
+    everywhere = app.kopf_options(_settings(), server=server, memo=memo, stop=asyncio.Event())
+    assert everywhere["clusterwide"] is True
+    assert "namespaces" not in everywhere
+    restricted = app.kopf_options(
+        _settings(watch_namespaces="shop,cart"), server=server, memo=memo, stop=asyncio.Event()
+    )
+    assert restricted["clusterwide"] is False
+    assert restricted["namespaces"] == ["cart", "shop"]
+    # kopf's restricted mode: it neither lists Namespaces nor watches CRDs (RBAC grants neither).
+    assert restricted["settings"].scanning.disabled is True
+    assert everywhere["settings"].scanning.disabled is False
