@@ -13,6 +13,7 @@ settings read here from the environment (exit 2 when one is wrong).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ def run(argv: Sequence[str]) -> int:
                     service_account=args.service_account,
                     lease_name=args.lease_name,
                     webhook_secret=args.webhook_secret,
+                    namespaces=_names(args.namespaces),
                 ),
                 sort_keys=False,
             ),
@@ -47,8 +49,11 @@ def run(argv: Sequence[str]) -> int:
         return 0
     if args.command == "webhook-config":
         return _print_webhook_config(args)
+    environ = dict(os.environ)
+    if args.operator_namespaces is not None:
+        environ["STATECAR_OPERATOR_NAMESPACES"] = args.operator_namespaces
     try:
-        settings = OperatorSettings.from_env()
+        settings = OperatorSettings.from_env(environ)
     except SettingsError as exc:
         print(f"statecar operator: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"statecar's operator and sidecar injector ({__version__}).",
     )
     parser.add_argument("--help-env", action="store_true", help="list the settings' env variables")
+    parser.add_argument(
+        "--namespaces",
+        dest="operator_namespaces",
+        help="comma-separated namespaces to operate in (overrides STATECAR_OPERATOR_NAMESPACES; "
+        "default: the whole cluster)",
+    )
     commands = parser.add_subparsers(dest="command")
     rbac_cmd = commands.add_parser("rbac", help="print the RBAC the operator needs")
     rbac_cmd.add_argument("--namespace", default="statecar-system")
@@ -72,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     rbac_cmd.add_argument(
         "--webhook-secret",
         help="with operator-managed webhook certificates: the Secret's name (adds its rules)",
+    )
+    rbac_cmd.add_argument(
+        "--namespaces",
+        default="",
+        help="comma-separated namespaces the operator is restricted to (STATECAR_OPERATOR_"
+        "NAMESPACES): a Role in each instead of cluster-wide rules",
     )
     hooks = commands.add_parser("webhook-config", help="print the webhook configurations")
     target = hooks.add_mutually_exclusive_group(required=True)
@@ -87,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="namespaces never injected (kube-system and kube-node-lease always are)",
     )
     hooks.add_argument("--failure-policy", choices=["Fail", "Ignore"], default="Fail")
+    hooks.add_argument(
+        "--namespaces",
+        default="",
+        help="comma-separated namespaces the operator is restricted to: only they are sent",
+    )
     return parser
 
 
@@ -102,6 +124,11 @@ def _print_webhook_config(args: argparse.Namespace) -> int:
         service_port=args.service_port,
         excluded_namespaces=excluded,
         inject_failure_policy=args.failure_policy,
+        namespaces=_names(args.namespaces),
     )
     print(yaml.safe_dump_all([mutating, validating], sort_keys=False), end="")
     return 0
+
+
+def _names(value: str) -> list[str]:
+    return sorted({name.strip() for name in value.split(",") if name.strip()})

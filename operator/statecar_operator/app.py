@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import functools
 import logging
+import signal
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -164,6 +165,7 @@ def build_certificates(
 
 async def operate(settings: OperatorSettings) -> None:
     """Run until SIGTERM/SIGINT (returns) or until a part of the operator fails (raises)."""
+    handlers.quiet_expected_rejections()
     with tempfile.TemporaryDirectory(prefix="statecar-operator-") as scratch:
         async with kube.connect() as api:
             await _operate(settings, Path(scratch), api)
@@ -257,12 +259,20 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         ),
     }
     tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts.items()}
-    warmup = asyncio.create_task(health_server.wait_until_warm(readiness, api.list_component_uids))
+    warmup = asyncio.create_task(
+        health_server.wait_until_warm(
+            readiness, functools.partial(api.list_component_uids, settings.namespaces)
+        )
+    )
     stop = asyncio.Event()
+    started = asyncio.Event()
     operator = asyncio.create_task(
-        kopf.operator(**kopf_options(settings, server=server, memo=memo, stop=stop)),
+        kopf.operator(
+            **kopf_options(settings, server=server, memo=memo, stop=stop), ready_flag=started
+        ),
         name="kopf",
     )
+    tasks[asyncio.create_task(stop_on_signals(started, stop), name="signals")] = "signal handler"
     failure: str | None = None
     try:
         done, _ = await asyncio.wait([operator, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -289,6 +299,27 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         raise OperatorFailed(failure)
 
 
+async def stop_on_signals(started: asyncio.Event, stop: asyncio.Event) -> None:
+    """Once kopf has started, make SIGTERM and SIGINT set the stop flag kopf was given.
+
+    kopf installs its own handlers (they set a private future) and waits for our flag in a task
+    of its own; left so, that waiter outlives the signal, kopf counts it as a hung task and
+    waits 5 s for it before exiting. kopf installs its handlers before its startup handlers
+    finish (`started`, kopf's ready flag), so ours, installed after that, replace them.
+    """
+    await started.wait()
+    loop = asyncio.get_running_loop()
+
+    def received(signum: signal.Signals) -> None:
+        logger.info("%s received: stopping", signum.name)
+        stop.set()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, received, signum)
+    await asyncio.Event().wait()  # a part like the others: runs until the operator stops
+
+
 def kopf_options(
     settings: OperatorSettings,
     *,
@@ -304,8 +335,14 @@ def kopf_options(
     """
     return {
         "registry": handlers.register(kopf.OperatorRegistry()),
-        "settings": handlers.kopf_settings(server),
-        "clusterwide": True,
+        "settings": handlers.kopf_settings(server, restricted=bool(settings.namespaces)),
+        # With STATECAR_OPERATOR_NAMESPACES, only those (exact names: kopf then needs no access
+        # to Namespace objects; it says so once at start-up and uses the names as given).
+        **(
+            {"clusterwide": False, "namespaces": list(settings.namespaces)}
+            if settings.namespaces
+            else {"clusterwide": True}
+        ),
         "standalone": True,
         "memo": memo,
         "stop_flag": stop,

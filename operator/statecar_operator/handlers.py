@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
@@ -86,8 +86,16 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
     return registry
 
 
-def kopf_settings(server: kopf.WebhookServerProtocol) -> kopf.OperatorSettings:
+def kopf_settings(
+    server: kopf.WebhookServerProtocol, *, restricted: bool = False
+) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    if restricted:
+        # Given exact namespace names, kopf would still list and watch Namespace objects (and
+        # retry a refusal with backoff): kopf's declared "restricted mode" skips that scanning.
+        # It also skips the CRD watch: the CRD must exist when the operator starts (the chart
+        # installs it first), and the restricted RBAC grants nothing on CRDs.
+        settings.scanning.disabled = True
     settings.admission.server = server
     # The webhook configurations are the chart's (see webhooks.build_webhook_configurations):
     # kopf's managed mode cannot express matchConditions, namespaceSelector or
@@ -104,6 +112,38 @@ def kopf_settings(server: kopf.WebhookServerProtocol) -> kopf.OperatorSettings:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     return settings
+
+
+class ExpectedRejections(logging.Filter):
+    """Our admission handlers' refusals are answers, not failures: INFO, not kopf's ERROR.
+
+    A handler refuses by raising `kopf.AdmissionError`, a `kopf.PermanentError`, which kopf's
+    handler executor (`kopf._core.actions.execution`) logs on `kopf.objects` at ERROR as
+    "Webhook '<id>' failed permanently: ...". Only those lines of our webhook ids change level;
+    an unexpected exception in a handler is still logged by kopf at ERROR, with its traceback.
+    """
+
+    PREFIXES: Final = tuple(
+        f"Webhook {id!r} failed permanently: "
+        for id in (webhooks.INJECT_WEBHOOK_ID, webhooks.VALIDATE_WEBHOOK_ID)
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and isinstance(record.msg, str):
+            for prefix in self.PREFIXES:
+                if record.msg.startswith(prefix):
+                    reason = record.getMessage()[len(prefix) :]
+                    refused = prefix.replace("failed permanently", "refused the request")
+                    record.msg, record.args = refused + reason, None
+                    record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_expected_rejections() -> None:
+    """Install `ExpectedRejections` on kopf's per-object logger (once)."""
+    target = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, ExpectedRejections) for f in target.filters):
+        target.addFilter(ExpectedRejections())
 
 
 # --- lifecycle --------------------------------------------------------------------------------
@@ -238,7 +278,7 @@ async def pod_mutate(
         "Injecting statecar into a pod of %s (app id %s, components %s)",
         namespace,
         decision.app_id,
-        ", ".join(decision.components_in_scope),
+        ", ".join(decision.components_in_scope) or "none yet",
     )
 
 
@@ -247,7 +287,7 @@ def _accept(plan: InjectionPlan, warnings: list[str], namespace: str) -> None:
     if plan.config_hash is None:
         warnings.append(
             f"the Secret {WIRING_SECRET_NAME} of namespace {namespace!r} is not rendered yet; "
-            "the pod starts once the operator has written it"
+            "the sidecar starts with no component and opens them once the operator writes it"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import types
 import typing
@@ -23,6 +24,7 @@ from statecar_contract import annotations as ann
 from statecar_operator import __version__
 
 ENV_PREFIX: Final = "STATECAR_OPERATOR_"
+_NAMESPACE_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 SIDECAR_ENV_PREFIX: Final = ENV_PREFIX + "SIDECAR_"
 
 #: Where a pod's ServiceAccount namespace is mounted (the operator's own namespace in-cluster).
@@ -141,6 +143,14 @@ class OperatorSettings:
             "Secret (operator's namespace) of the operator-managed CA and serving certificate",
         ),
     )
+    watch_namespaces: str = field(
+        default="",
+        metadata=_env(
+            "NAMESPACES",
+            "comma-separated namespaces to operate in (components, wiring, injection); "
+            "empty = the whole cluster",
+        ),
+    )
     webhook_extra_sans: str = field(
         default="",
         metadata=_env(
@@ -212,6 +222,9 @@ class OperatorSettings:
         return settings
 
     def validate(self) -> None:
+        for name in self.namespaces:
+            if not _NAMESPACE_NAME.fullmatch(name):
+                raise SettingsError(ENV_PREFIX + "NAMESPACES", f"{name!r} is not a namespace name")
         for name, port in (("WEBHOOK_PORT", self.webhook_port), ("HEALTH_PORT", self.health_port)):
             if not 0 < port < 65536:
                 raise SettingsError(ENV_PREFIX + name, f"{port} is not a port (1-65535)")
@@ -264,6 +277,11 @@ class OperatorSettings:
                 ENV_PREFIX + "WEBHOOK_CA_VALIDITY_SECONDS",
                 "must be more than six times WEBHOOK_CA_OVERLAP_SECONDS",
             )
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """`NAMESPACES` as a sorted list without repeats; empty means cluster-wide."""
+        return tuple(sorted({n.strip() for n in self.watch_namespaces.split(",") if n.strip()}))
 
     @property
     def extra_sans(self) -> tuple[str, ...]:

@@ -453,8 +453,15 @@ def stat_fingerprint(*paths: Path | None) -> str:
 
 
 def load_wiring_file(path: Path) -> LoadedComponents:
+    """The wiring's components. No file in an existing folder is no component yet: the operator
+    mounts its Secret `optional` and writes it only once a component exists (then the kubelet
+    fills the folder and the reloader picks the file up); a missing folder is a mistake."""
     try:
         data = path.read_bytes()
+    except FileNotFoundError as exc:
+        if path.parent.is_dir():
+            return LoadedComponents((), f"absent:{path}")
+        raise ComponentError("wiring file", f"cannot be read: {exc}", source=str(path)) from exc
     except OSError as exc:
         raise ComponentError("wiring file", f"cannot be read: {exc}", source=str(path)) from exc
     document = wiring.decode(data)

@@ -74,13 +74,16 @@ class PodProcess:
             timeout=10,
             trust_env=False,
         )
+        self._optional: set[str] = set()
         self._mounts = self._secret_mounts()
         self.refresh_errors = 0
 
     # -- the pod's own spec -----------------------------------------------------------------
 
-    def _secret(self, name: str) -> dict[str, bytes]:
+    def _secret(self, name: str, *, optional: bool = False) -> dict[str, bytes]:
         response = self._api.get(f"/api/v1/namespaces/{self.namespace}/secrets/{name}")
+        if optional and response.status_code == 404:
+            return {}  # the kubelet mounts an optional Secret that does not exist as empty
         response.raise_for_status()
         data = response.json().get("data") or {}
         return {key: base64.b64decode(value) for key, value in data.items()}
@@ -93,6 +96,8 @@ class PodProcess:
             volume = volumes[mount["name"]]
             if "secret" in volume:
                 local = self.root / mount["name"]
+                if volume["secret"].get("optional") is True:
+                    self._optional.add(volume["secret"]["secretName"])
                 mounts.append((volume["secret"]["secretName"], local, mount["mountPath"]))
         return mounts
 
@@ -134,7 +139,7 @@ class PodProcess:
 
     def _materialise(self) -> None:
         for secret_name, local, _ in self._mounts:
-            data = self._secret(secret_name)
+            data = self._secret(secret_name, optional=secret_name in self._optional)
             local.mkdir(parents=True, exist_ok=True)
             for key, value in data.items():
                 target = local / key

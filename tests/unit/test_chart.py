@@ -612,6 +612,59 @@ def test_the_rbac_is_exactly_the_operators_documented_rbac(helm: Any, mode: str)
     assert env["STATECAR_OPERATOR_LEASE_NAME"] == "my-lease"
 
 
+@pytest.mark.parametrize("mode", ["operator", "secret"])
+def test_restricted_to_namespaces_the_rbac_and_webhooks_are_the_operators(
+    helm: Any, mode: str
+) -> None:
+    """operator.namespaces: a Role per namespace (exactly `statecar operator rbac --namespaces`),
+    the operator told the same namespaces, and both webhooks sent only those namespaces."""
+    from statecar_operator.manifests import rbac, webhooks
+
+    sets: dict[str, Any] = SECRET_MODE if mode == "secret" else {}
+    objects = render(helm, operator__namespaces=["shop", "cart"], **sets)
+    env = container_env(only(objects, "Deployment"))
+    assert env["STATECAR_OPERATOR_NAMESPACES"] == "shop,cart"
+    service_account = only(objects, "ServiceAccount")["metadata"]["name"]
+    documented = rbac.manifests(
+        namespace=NAMESPACE,
+        service_account=service_account,
+        webhook_secret=env.get("STATECAR_OPERATOR_WEBHOOK_SECRET"),
+        namespaces=["shop", "cart"],
+    )
+
+    def cluster_roles(documents: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return [d["rules"] for d in documents if d["kind"] == "ClusterRole"]
+
+    assert cluster_roles(objects) == cluster_roles(documented)
+    assert len(cluster_roles(objects)) == (1 if mode == "operator" else 0)
+    assert len([d for d in objects if d["kind"] == "ClusterRoleBinding"]) == len(
+        cluster_roles(objects)
+    )
+
+    def roles(documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {d["metadata"]["namespace"]: d["rules"] for d in documents if d["kind"] == "Role"}
+
+    assert roles(objects) == roles(documented)
+    bindings = {
+        d["metadata"]["namespace"]: d["subjects"] for d in objects if d["kind"] == "RoleBinding"
+    }
+    assert set(bindings) == {NAMESPACE, "cart", "shop"}
+    subjects = [{"kind": "ServiceAccount", "name": service_account, "namespace": NAMESPACE}]
+    assert all(s == subjects for s in bindings.values())
+    service = only(objects, "Service")["metadata"]["name"]
+    want = webhooks.build_webhook_configurations(
+        ca_bundle=b"-",
+        service_name=service,
+        service_namespace=NAMESPACE,
+        namespaces=["shop", "cart"],
+    )
+    selector = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["cart", "shop"]}
+    for expected in want:
+        got = only(objects, expected["kind"])["webhooks"][0]["namespaceSelector"]
+        assert selector in got["matchExpressions"]
+        assert selector in expected["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+
+
 def test_the_rendered_crd_is_the_repositorys_and_survives_uninstall(helm: Any) -> None:
     source = yaml.safe_load((SOURCE_CRDS / "statestorecomponents.statecar.io.yaml").read_text())
     crd = only(render(helm), "CustomResourceDefinition")

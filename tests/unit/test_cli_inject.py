@@ -85,14 +85,34 @@ def test_stdin_and_a_skip_explained_on_stderr(
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "web", "annotations": {"statecar.io/enabled": "true"}},
+        "metadata": {"name": "web", "annotations": {"statecar.io/app-id": "web"}},
         "spec": {"containers": [{"name": "app", "image": "x"}]},
     }
     monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(pod)))
     assert main(["-f", "-"]) == 0
     captured = capsys.readouterr()
     assert yaml.safe_load(captured.out) == pod
-    assert "Pod/web: not injected (NoComponents)" in captured.err
+    assert "Pod/web: not injected (NotEnabled)" in captured.err
+
+
+def test_without_components_an_opted_in_pod_is_injected_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the webhook does: a pod may be applied before its components."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "annotations": {"statecar.io/enabled": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "x"}]},
+    }
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(pod)))
+    assert main(["-f", "-"]) == 0
+    captured = capsys.readouterr()
+    injected = yaml.safe_load(captured.out)
+    assert injected["spec"]["initContainers"][0]["name"] == "statecar"
+    assert (
+        "Pod/web: warning: no valid StateStoreComponent in namespace 'default' yet" in captured.err
+    )
 
 
 def test_a_bad_annotation_fails_and_prints_nothing(

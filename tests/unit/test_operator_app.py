@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
+import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -83,7 +86,7 @@ async def test_kopf_starts_without_a_passwd_entry(
 
 
 class _FakeKube:
-    async def list_component_uids(self) -> set[str]:
+    async def list_component_uids(self, *namespaces: Any) -> set[str]:
         await asyncio.sleep(3600)
         return set()
 
@@ -116,3 +119,40 @@ def test_kopf_returning_after_sigterm_exits_zero(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(kube, "connect", _fake_connect)
     monkeypatch.setattr(kopf, "operator", graceful_kopf)
     assert app.run(_settings()) == 0
+
+
+def test_sigterm_sets_the_stop_flag_kopf_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf waits for its stop flag in a task of its own; unless SIGTERM sets that flag, the
+    waiter outlives the signal and kopf waits 5 s for it as a hung task before exiting."""
+    seen: dict[str, float] = {}
+
+    async def kopf_waiting_for_its_flag(**kwargs: Any) -> None:
+        # kopf's own handler, installed before its ready flag is raised: ours must replace it.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: None)
+        kwargs["ready_flag"].set()
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        sent = time.monotonic()
+        await kwargs["stop_flag"].wait()
+        seen["stopped after"] = time.monotonic() - sent
+
+    monkeypatch.setattr(kube, "connect", _fake_connect)
+    monkeypatch.setattr(kopf, "operator", kopf_waiting_for_its_flag)
+    assert app.run(_settings()) == 0
+    assert seen["stopped after"] < 1
+
+
+def test_kopf_watches_only_the_chosen_namespaces(tmp_path: Path) -> None:
+    memo: Any = None
+    server = app.build_webhook_server(_settings(), LiveTLS(tmp_path), lambda: None)
+    everywhere = app.kopf_options(_settings(), server=server, memo=memo, stop=asyncio.Event())
+    assert everywhere["clusterwide"] is True
+    assert "namespaces" not in everywhere
+    restricted = app.kopf_options(
+        _settings(watch_namespaces="shop,cart"), server=server, memo=memo, stop=asyncio.Event()
+    )
+    assert restricted["clusterwide"] is False
+    assert restricted["namespaces"] == ["cart", "shop"]
+    # kopf's restricted mode: it neither lists Namespaces nor watches CRDs (RBAC grants neither).
+    assert restricted["settings"].scanning.disabled is True
+    assert everywhere["settings"].scanning.disabled is False

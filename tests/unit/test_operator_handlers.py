@@ -6,6 +6,7 @@ docs/testing.rst do the same), on a `Memo` whose API server is an in-memory fake
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Collection, Mapping
 from typing import Any, TypeVar, cast
 
@@ -155,13 +156,20 @@ async def test_an_unannotated_pod_is_untouched_and_silent(memo: Memo) -> None:
     assert memo.events.recorded == []  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
 
 
-async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None:
+async def test_no_component_in_scope_yet_is_injected_with_a_warning(memo: Memo) -> None:
     patch, warnings = await mutate(
         memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"})
     )
+    assert any(op["path"] == "/spec/initContainers" for op in patch.as_json_patch())
+    assert any("in scope for app id 'billing' yet" in w for w in warnings), warnings
+    assert memo.events.recorded == []  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
+
+
+async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None:
+    patch, warnings = await mutate(memo, pod(**{"statecar.io/app-id": "billing"}))
     assert patch.as_json_patch() == []
     assert len(warnings) == 1
-    assert "in scope for app id 'billing'" in warnings[0]
+    assert "but not statecar.io/enabled" in warnings[0]
     ((ref, type_, reason, message),) = memo.events.recorded  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
     assert (ref.kind, ref.name, ref.uid, ref.namespace) == (
         "ReplicaSet",
@@ -169,14 +177,12 @@ async def test_a_skip_is_a_warning_and_an_event_on_the_owner(memo: Memo) -> None
         "rs-uid",
         "shop",
     )
-    assert (type_, reason) == ("Warning", "NoComponentsInScope")
+    assert (type_, reason) == ("Warning", "NotEnabled")
     assert message == warnings[0]
 
 
 async def test_a_dry_run_posts_no_event(memo: Memo) -> None:
-    _, warnings = await mutate(
-        memo, pod(**{"statecar.io/enabled": "true", "statecar.io/app-id": "billing"}), dryrun=True
-    )
+    _, warnings = await mutate(memo, pod(**{"statecar.io/app-id": "billing"}), dryrun=True)
     assert warnings
     assert memo.events.recorded == []  # type: ignore[attr-defined]  # the fixture's recorder is a RecordingEvents
 
@@ -342,3 +348,43 @@ def test_kopf_settings() -> None:
     assert settings.admission.managed is None
     assert settings.peering.standalone is True
     assert "type!=helm.sh/release.v1" in settings.watching.field_selectors["v1", "secrets"]
+
+
+def test_expected_admission_rejections_are_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """kopf logs a handler's AdmissionError (a PermanentError) at ERROR; a refused pod or
+    component is an answer, not a failure. Other handlers' failures stay errors."""
+    from kopf._core.actions.loggers import LocalObjectLogger
+
+    registry = handlers.register(kopf.OperatorRegistry())
+    webhook_handlers = {str(h.id): h for h in registry._webhooks.get_all_handlers()}
+    handlers.quiet_expected_rejections()
+    handlers.quiet_expected_rejections()  # once only
+    assert (
+        sum(
+            isinstance(f, handlers.ExpectedRejections)
+            for f in logging.getLogger("kopf.objects").filters
+        )
+        == 1
+    )
+    log = LocalObjectLogger(
+        body=kopf.Body({"metadata": {"name": "p"}}), settings=kopf.OperatorSettings()
+    )
+    caplog.set_level(logging.DEBUG, logger="kopf.objects")
+    for handler_id in ("inject-pods", "validate-statestorecomponents"):
+        handler = webhook_handlers[handler_id]
+        # The line kopf's executor writes (kopf._core.actions.execution), with kopf's own str().
+        log.error(f"{handler} failed permanently: statecar cannot inject this pod: bad port")
+    log.error("Handler 'someone-else' failed permanently: boom")
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert levels == [
+        (
+            "INFO",
+            "Webhook 'inject-pods' refused the request: statecar cannot inject this pod: bad port",
+        ),
+        (
+            "INFO",
+            "Webhook 'validate-statestorecomponents' refused the request: "
+            "statecar cannot inject this pod: bad port",
+        ),
+        ("ERROR", "Handler 'someone-else' failed permanently: boom"),
+    ]

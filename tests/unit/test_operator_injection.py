@@ -240,7 +240,7 @@ def test_the_wiring_secret_is_mounted_read_only() -> None:
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["statecar-wiring"] == {
         "name": "statecar-wiring",
-        "secret": {"secretName": "statecar-wiring"},
+        "secret": {"secretName": "statecar-wiring", "optional": True},
     }
     env = {e["name"]: e for e in pod["spec"]["initContainers"][0]["env"]}
     assert env["STATECAR_WIRING_FILE"]["value"] == "/var/run/statecar/wiring/components.json"
@@ -371,8 +371,41 @@ def test_a_component_of_another_namespace_is_not_in_scope() -> None:
         components_in_namespace=[other],
         settings=SETTINGS,
     )
-    assert isinstance(decision, Skip)
-    assert decision.reason == "NoComponents"
+    assert isinstance(decision, InjectionPlan)
+    assert decision.components_in_scope == ()
+    assert any(
+        "no valid StateStoreComponent in namespace 'shop' yet" in w for w in decision.warnings
+    )
+
+
+def test_a_pod_asking_before_its_components_exist_is_injected_all_the_same() -> None:
+    """Order of apply does not matter: with no component at all, or none in scope, the pod
+    still gets its sidecar (with a warning), which opens components as they appear."""
+    for components, says in (
+        ([], "no valid StateStoreComponent in namespace 'shop' yet"),
+        (
+            [
+                parse_component(
+                    {
+                        **DEFAULT_COMPONENTS[1],
+                        "spec": {**DEFAULT_COMPONENTS[1]["spec"], "scopes": ["other"]},
+                    }
+                )
+            ],
+            "is in scope for app id 'web'",
+        ),
+    ):
+        pod = annotated_pod(**{"statecar.io/app-id": "web"})
+        decision = plan_injection(
+            pod, namespace="shop", components_in_namespace=components, settings=SETTINGS
+        )
+        assert isinstance(decision, InjectionPlan), decision
+        assert decision.components_in_scope == ()
+        assert any(says in w for w in decision.warnings), decision.warnings
+        apply_injection(pod, decision)
+        assert is_injected(pod)
+        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "statecar-wiring")
+        assert volume["secret"]["optional"] is True  # starts before the Secret exists
 
 
 def test_a_pod_template_takes_its_app_id_from_the_owner_hint() -> None:

@@ -45,3 +45,14 @@ def test_webhook_configurations_by_service() -> None:
 def test_webhook_configurations_need_exactly_one_target() -> None:
     with pytest.raises(ValueError, match="either url or service_name"):
         webhooks.build_webhook_configurations(ca_bundle=b"CA")
+
+
+def test_restricted_to_namespaces_both_webhooks_see_only_those() -> None:
+    mutating, validating = webhooks.build_webhook_configurations(
+        ca_bundle=b"ca", url="https://127.0.0.1:9443", namespaces=["shop", "cart"]
+    )
+    only = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["cart", "shop"]}
+    assert only in mutating["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+    assert validating["webhooks"][0]["namespaceSelector"] == {"matchExpressions": [only]}
+    mutating, validating = webhooks.build_webhook_configurations(ca_bundle=b"ca", url="https://x:1")
+    assert "namespaceSelector" not in validating["webhooks"][0]

@@ -43,3 +43,49 @@ def test_manifests_bind_the_rules_to_the_service_account() -> None:
     assert role["metadata"]["namespace"] == "ops"
     update = next(r for r in role["rules"] if "update" in r["verbs"])
     assert update["resourceNames"] == ["lease"]
+
+
+def test_restricted_to_namespaces_the_namespaced_rules_are_roles_there_only() -> None:
+    documents = rbac.manifests(
+        namespace="statecar-system",
+        service_account="op",
+        webhook_secret="statecar-webhook-tls",
+        namespaces=["shop", "cart", "shop"],
+    )
+    cluster_role = next(d for d in documents if d["kind"] == "ClusterRole")
+    # Nothing namespaced is granted cluster-wide: no Secret, component or Event anywhere else.
+    resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert resources == {"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}
+    roles = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d
+        for d in documents
+        if d["kind"] == "Role"
+    }
+    for namespace in ("cart", "shop"):
+        assert roles[namespace, rbac.WATCHED_ROLE_NAME]["rules"] == list(rbac.NAMESPACED_RULES)
+        binding = next(
+            d
+            for d in documents
+            if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == namespace
+        )
+        assert binding["roleRef"]["name"] == rbac.WATCHED_ROLE_NAME
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "op", "namespace": "statecar-system"}
+        ]
+    # The operator's own namespace: Lease, certificate Secret (read, create, update by name), Events.
+    own = roles["statecar-system", rbac.ROLE_NAME]["rules"]
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]} in own
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]} in own
+    assert len([d for d in documents if d["kind"] == "Role"]) == 3
+    # Without operator-managed certificates, nothing cluster-wide at all.
+    plain = rbac.manifests(namespace="statecar-system", service_account="op", namespaces=["shop"])
+    assert [d["kind"] for d in plain] == ["Role", "RoleBinding", "Role", "RoleBinding"]
+    # Unrestricted, the output is what it was: one ClusterRole with every rule.
+    everywhere = rbac.manifests(namespace="statecar-system", service_account="op")
+    assert [d["kind"] for d in everywhere] == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ]
+    assert everywhere[0]["rules"] == list(rbac.CLUSTER_RULES)

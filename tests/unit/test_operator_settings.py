@@ -52,6 +52,7 @@ def test_values_are_read_and_converted() -> None:
         ("STATECAR_OPERATOR_RENEW_DEADLINE_SECONDS", "20", "shorter than LEASE_DURATION"),
         ("STATECAR_OPERATOR_WEBHOOK_CERT", "/tls.crt", "set both WEBHOOK_CERT and WEBHOOK_KEY"),
         ("STATECAR_OPERATOR_RESYNC_SECONDS", "soon", "expected a number of seconds"),
+        ("STATECAR_OPERATOR_NAMESPACES", "shop,Not_A_Namespace", "not a namespace name"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, fragment: str) -> None:
@@ -75,3 +76,9 @@ def test_every_setting_has_a_documented_variable() -> None:
     assert "STATECAR_OPERATOR_WEBHOOK_CERT" in names
     assert "STATECAR_OPERATOR_SIDECAR_IMAGE" in names
     assert all(help_text for _, _, help_text in rows)
+
+
+def test_namespaces_restrict_the_operator_and_default_to_the_whole_cluster() -> None:
+    assert OperatorSettings.from_env({}).namespaces == ()
+    restricted = OperatorSettings.from_env({"STATECAR_OPERATOR_NAMESPACES": " shop, cart ,shop,"})
+    assert restricted.namespaces == ("cart", "shop")

@@ -209,7 +209,9 @@ def test_the_wiring_file_is_read_as_the_operator_wrote_it(tmp_path: Path) -> Non
     assert loaded.components == document.components
     assert load_wiring_file(path).fingerprint == loaded.fingerprint
     with pytest.raises(ComponentError, match="wiring file: cannot be read"):
-        load_wiring_file(tmp_path / "missing.json")
+        load_wiring_file(tmp_path / "no-such-folder" / "missing.json")
+    # The folder of an `optional` Secret volume whose Secret does not exist yet: no component.
+    assert load_wiring_file(tmp_path / "missing.json").components == ()
 
 
 def test_a_wiring_component_the_backend_refuses_fails_alone_without_quoting_values(

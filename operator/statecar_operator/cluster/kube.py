@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final, cast
 from urllib.parse import quote
 
@@ -153,15 +153,23 @@ class Kube:
         path = _path(*_component_base(namespace), name, "status")
         await self._request("PATCH", path, body={"status": dict(status)}, content_type=_MERGE_PATCH)
 
-    async def list_component_uids(self) -> set[str]:
-        listing = await self._request(
-            "GET", _path("apis", contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
+    async def list_component_uids(self, namespaces: Sequence[str] = ()) -> set[str]:
+        """Every component's uid: cluster-wide, or in each of `namespaces` (restricted RBAC)."""
+        group = ("apis", contract.API_GROUP, contract.API_VERSION)
+        paths = (
+            [_path(*group, "namespaces", ns, contract.PLURAL) for ns in namespaces]
+            if namespaces
+            else [_path(*group, contract.PLURAL)]
         )
-        return {
-            str(item["metadata"]["uid"])
-            for item in listing.get("items") or []
-            if isinstance(item, Mapping) and "uid" in (item.get("metadata") or {})
-        }
+        uids: set[str] = set()
+        for path in paths:
+            listing = await self._request("GET", path)
+            uids.update(
+                str(item["metadata"]["uid"])
+                for item in listing.get("items") or []
+                if isinstance(item, Mapping) and "uid" in (item.get("metadata") or {})
+            )
+        return uids
 
     # --- Leases (leader election) -------------------------------------------------------------
 

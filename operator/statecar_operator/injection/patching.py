@@ -194,7 +194,9 @@ def build_app_env(plan: InjectionPlan) -> list[dict[str, Any]]:
 
 def build_volumes() -> list[dict[str, Any]]:
     return [
-        {"name": WIRING_VOLUME, "secret": {"secretName": WIRING_SECRET_NAME}},
+        # Optional: the pod starts before the operator has written the Secret (no component yet);
+        # the kubelet fills the volume once it exists and the sidecar loads it then.
+        {"name": WIRING_VOLUME, "secret": {"secretName": WIRING_SECRET_NAME, "optional": True}},
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
         {"name": DATA_VOLUME, "emptyDir": {}},
     ]

@@ -229,15 +229,13 @@ def plan_injection(
     if problems or app_id is None or http_port is None or metrics_port is None or grpc_port is None:
         raise InjectionError(problems)  # each None above came with a problem
 
-    in_scope, skip = _components_in_scope(
+    in_scope = _components_in_scope(
         namespace=namespace,
         app_id=app_id,
         components=components_in_namespace,
         requested=requested,
         warnings=warnings,
     )
-    if skip is not None:
-        return skip
 
     return InjectionPlan(
         app_id=app_id,
@@ -456,15 +454,21 @@ def _components_in_scope(
     components: Sequence[ComponentSpec],
     requested: tuple[str, ...],
     warnings: list[str],
-) -> tuple[tuple[str, ...], Skip | None]:
+) -> tuple[str, ...]:
+    """The components the sidecar opens now; none is a warning, never a reason to skip.
+
+    A pod may be applied before its components (a GitOps sync, `kubectl apply -f dir/` in
+    alphabetical order, one Helm chart holding both): it gets its sidecar anyway, which opens
+    each component as soon as the operator wires it, without a restart.
+    """
     here = [c for c in components if c.namespace in (None, namespace)]
     if not here:
-        return (), Skip(
-            "NoComponents",
-            f"no valid StateStoreComponent in namespace {namespace!r}, so no statecar "
-            "sidecar was injected; create one (kubectl get ssc) and recreate the pod",
-            notify=True,
+        warnings.append(
+            f"no valid StateStoreComponent in namespace {namespace!r} yet; the statecar sidecar "
+            "is injected and opens components for app id "
+            f"{app_id!r} as soon as they exist (kubectl get ssc), with no restart"
         )
+        return ()
     by_name = {c.name: c for c in here}
     chosen = here
     if requested:
@@ -488,11 +492,9 @@ def _components_in_scope(
             )
             or "none of the requested ones exist"
         )
-        return (), Skip(
-            "NoComponentsInScope",
+        warnings.append(
             f"no StateStoreComponent of namespace {namespace!r} is in scope for app id {app_id!r} "
-            f"({described}), so no statecar sidecar was injected; add the app id to a component's "
-            f"scopes or set {ann.APP_ID}",
-            notify=True,
+            f"yet ({described}); the statecar sidecar is injected and opens a component as soon "
+            f"as one is in scope (add the app id to its scopes, or set {ann.APP_ID})"
         )
-    return tuple(c.name for c in in_scope), None
+    return tuple(c.name for c in in_scope)

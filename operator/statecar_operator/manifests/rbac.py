@@ -31,10 +31,20 @@ Only with operator-managed webhook certificates (`webhook_secret`, the chart's d
 
 Nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
 so it does not list them), or kopf's peering resources (peering is off; `cluster.leader` explains why).
+
+Restricted to some namespaces (`namespaces=`, the operator's `STATECAR_OPERATOR_NAMESPACES`):
+the namespaced rules above (`NAMESPACED_RULES`) are a Role + RoleBinding in each of those
+namespaces instead of cluster-wide. kopf then runs in its restricted mode (no scanning: it
+neither lists Namespaces nor watches CRDs, see `handlers.kopf_settings`), so the CRD rule goes
+too, and a ClusterRole remains only for the two webhook configurations (mode operator). The
+operator's own namespace also gets, in its Role, what the cluster-wide Secret read and create
+covered: its webhook certificate Secret (`get, list, watch, create`, mode operator) and Events
+about it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 from statecar_contract import components as contract
@@ -47,7 +57,7 @@ from statecar_operator.manifests.webhooks import (
 CLUSTER_ROLE_NAME: Final = "statecar-operator"
 ROLE_NAME: Final = "statecar-operator-leader-election"
 
-CLUSTER_RULES: Final[tuple[dict[str, Any], ...]] = (
+NAMESPACED_RULES: Final[tuple[dict[str, Any], ...]] = (
     {
         "apiGroups": [contract.API_GROUP],
         "resources": [contract.PLURAL],
@@ -67,12 +77,16 @@ CLUSTER_RULES: Final[tuple[dict[str, Any], ...]] = (
         "verbs": ["update", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+)
+CRD_RULES: Final[tuple[dict[str, Any], ...]] = (
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
         "verbs": ["list", "watch"],
     },
 )
+CLUSTER_RULES: Final[tuple[dict[str, Any], ...]] = (*NAMESPACED_RULES, *CRD_RULES)
+WATCHED_ROLE_NAME: Final = "statecar-operator"
 
 
 def webhook_configuration_rules() -> tuple[dict[str, Any], ...]:
@@ -121,36 +135,62 @@ def manifests(
     service_account: str,
     lease_name: str = "statecar-operator",
     webhook_secret: str | None = None,
+    namespaces: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """
     ClusterRole + Role and their bindings to `service_account` in `namespace`; with
-    `webhook_secret` (operator-managed certificates), the rules that mode needs as well.
+    `webhook_secret` (operator-managed certificates), the rules that mode needs as well; with
+    `namespaces`, the namespaced rules as a Role in each of them instead of cluster-wide.
     """
-    cluster_rules = [*CLUSTER_RULES, *(webhook_configuration_rules() if webhook_secret else ())]
+    watched = sorted(set(namespaces))
+    cluster_rules = [
+        *(() if watched else CLUSTER_RULES),
+        *(webhook_configuration_rules() if webhook_secret else ()),
+    ]
+    own_namespace_rules: list[dict[str, Any]] = []
+    if watched:
+        if webhook_secret:
+            own_namespace_rules.append(
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}
+            )
+            own_namespace_rules.append(
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}
+            )
+        own_namespace_rules.append(
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+        )
     namespace_rules = [
         *lease_rules(lease_name),
         *(webhook_secret_rules(webhook_secret) if webhook_secret else ()),
+        *own_namespace_rules,
     ]
     labels = {"app.kubernetes.io/name": "statecar", "app.kubernetes.io/component": "operator"}
     subject = [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": CLUSTER_ROLE_NAME, "labels": labels},
-            "rules": [dict(rule) for rule in cluster_rules],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": CLUSTER_ROLE_NAME, "labels": labels},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
+    cluster: list[dict[str, Any]] = (
+        [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "ClusterRole",
-                "name": CLUSTER_ROLE_NAME,
+                "metadata": {"name": CLUSTER_ROLE_NAME, "labels": labels},
+                "rules": [dict(rule) for rule in cluster_rules],
             },
-            "subjects": subject,
-        },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": CLUSTER_ROLE_NAME, "labels": labels},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": CLUSTER_ROLE_NAME,
+                },
+                "subjects": subject,
+            },
+        ]
+        if cluster_rules
+        else []  # restricted, certificates not managed: nothing cluster-wide at all
+    )
+    return [
+        *cluster,
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -164,4 +204,35 @@ def manifests(
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
             "subjects": subject,
         },
+        *(
+            document
+            for watched_namespace in watched
+            for document in (
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {
+                        "name": WATCHED_ROLE_NAME,
+                        "namespace": watched_namespace,
+                        "labels": labels,
+                    },
+                    "rules": [dict(rule) for rule in NAMESPACED_RULES],
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {
+                        "name": WATCHED_ROLE_NAME,
+                        "namespace": watched_namespace,
+                        "labels": labels,
+                    },
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": WATCHED_ROLE_NAME,
+                    },
+                    "subjects": subject,
+                },
+            )
+        ),
     ]

@@ -35,6 +35,7 @@ def build_webhook_configurations(
     excluded_namespaces: Sequence[str] = ("kube-system", "kube-node-lease"),
     inject_failure_policy: str = "Fail",
     timeout_seconds: int = 10,
+    namespaces: Sequence[str] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     The Mutating (pod injection) and Validating (components) webhook configurations.
@@ -45,7 +46,8 @@ def build_webhook_configurations(
     https://kubernetes.io/docs/reference/access-authn-authz/extensible-admission-controllers/#matching-requests-matchconditions)
     before calling, so `failurePolicy: Fail` only holds back pods that asked for statecar, and
     every other pod is admitted even when the operator is down. The injector posts Events, so
-    its side effects are `NoneOnDryRun` (no Event for a dry run).
+    its side effects are `NoneOnDryRun` (no Event for a dry run). With `namespaces` (an
+    operator restricted by STATECAR_OPERATOR_NAMESPACES), both webhooks see only those.
     """
     if (url is None) == (service_name is None):
         raise ValueError("pass either url or service_name")
@@ -73,6 +75,18 @@ def build_webhook_configurations(
             }
         ]
     }
+    only_watched: list[dict[str, Any]] = (
+        [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": sorted(set(namespaces)),
+            }
+        ]
+        if namespaces
+        else []
+    )
+    namespace_selector["matchExpressions"].extend(only_watched)
     labels = {MANAGED_BY_LABEL: MANAGED_BY, "app.kubernetes.io/name": "statecar"}
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -133,6 +147,11 @@ def build_webhook_configurations(
                 # The CRD's schema already rejects most mistakes; when the operator is down,
                 # the rest is reported in the component's status instead of blocking applies.
                 "failurePolicy": "Ignore",
+                **(
+                    {"namespaceSelector": {"matchExpressions": only_watched}}
+                    if only_watched
+                    else {}
+                ),
                 "sideEffects": "None",
                 "matchPolicy": "Equivalent",
                 "timeoutSeconds": timeout_seconds,

@@ -22,9 +22,12 @@ from tests.e2e.operator_fixtures import (
     wait_for,
 )
 from tests.e2e.test_operator_e2e.helpers import (
+    EMPTY,
     PASSWORD,
+    REACT,
     SHOP,
     WIRING_FILE,
+    component_manifest,
     kubectl_apply,
     pod_manifest,
 )
@@ -170,3 +173,48 @@ def test_api_token_reaches_the_sidecar_from_the_pods_secret_never_as_a_literal(
     finally:
         process.stop()
         diagnostics.remove("cart sidecar log (tail)")
+
+
+def test_a_pod_applied_before_its_component_serves_it_once_it_exists_without_restart(
+    cluster: LocalCluster, api: Api, orders: dict[str, Any], diagnostics: FailureContext
+) -> None:
+    """Apply order does not matter: a pod created while its namespace has no component gets its
+    sidecar, which starts (ready, with no component: the Secret volume is optional) and, once the
+    component is applied and wired, serves it in the same process."""
+    annotations = {"statecar.io/enabled": "true", "statecar.io/app-id": "early"}
+    created = kubectl_apply(cluster, pod_manifest("early", EMPTY, annotations))
+    assert created.returncode == 0, created.stderr
+    pod = api.pod(EMPTY, "early")
+    assert pod is not None
+    assert api.get(f"/api/v1/namespaces/{EMPTY}/secrets/statecar-wiring") is None
+
+    process = PodProcess(cluster, pod, "statecar")
+    diagnostics.add("early sidecar log (tail)", lambda: "\n".join(process.log.splitlines()[-60:]))
+    process.start()
+    try:
+        process.wait_started(timeout=60)  # ready with no component: the app may start
+        pid = process.pid
+        store = f"{process.url}/v1.0/state/later"
+        with httpx.Client(timeout=10, trust_env=False) as http:
+            assert http.get(f"{process.url}/v1.0/healthz").status_code == 204
+            assert http.get(f"{process.url}/v1.0/metadata").json()["components"] == []
+            missing = http.post(store, json=[{"key": "k", "value": 1}])
+            assert missing.status_code >= 400, missing.text
+            assert missing.json()["errorCode"] == "ERR_STATE_STORE_NOT_CONFIGURED"
+
+            cluster.apply(
+                component_manifest("later", EMPTY, {"type": "state.in-memory", "scopes": ["early"]})
+            )
+            wait_for(
+                "the sidecar to serve the component applied after it started",
+                lambda: http.post(store, json=[{"key": "k", "value": 1}]).status_code,
+                lambda status: status == 204,
+                timeout=REACT,
+            )
+            assert http.get(f"{store}/k").json() == 1
+            assert process.running  # the same process: no restart
+            assert process.pid == pid
+    finally:
+        process.stop()
+        diagnostics.remove("early sidecar log (tail)")
+        cluster.kubectl("delete", "ssc", "later", "-n", EMPTY, "--ignore-not-found", check=False)
