@@ -180,3 +180,24 @@ def test_a_delete_takes_its_etag_and_the_weighed_flags() -> None:
     assert op == DeleteOp("app||k", etag="4", first_write=False, strong=True)
     enforcing = Store(component=component(enforce=True))
     refused(policy.delete_operation, enforcing, "app||k", None, Options(), "first-write", None)
+
+
+class _Catalog:
+    def __init__(self, stores: dict[str, str], failures: dict[str, str]) -> None:
+        self.app_id = "orders"
+        self.stores = stores
+        self.failures = failures
+
+
+def test_serving_store_answers_a_served_store_or_says_why_not() -> None:
+    assert policy.serving_store("s", _Catalog({"s": "store"}, {})) == "store"
+    with pytest.raises(DaprError) as failed:
+        policy.serving_store("bad", _Catalog({"s": "store"}, {"bad": "c.yaml: port"}))
+    assert (failed.value.status, failed.value.code) == (500, "ERR_STATE_STORE_NOT_CONFIGURED")
+    assert "c.yaml: port" in failed.value.message
+    with pytest.raises(DaprError) as none_yet:
+        policy.serving_store("s", _Catalog({}, {}))
+    assert none_yet.value.code == "ERR_STATE_STORE_NOT_CONFIGURED"
+    with pytest.raises(DaprError) as unknown:
+        policy.serving_store("other", _Catalog({"s": "store"}, {}))
+    assert (unknown.value.status, unknown.value.code) == (400, "ERR_STATE_STORE_NOT_FOUND")

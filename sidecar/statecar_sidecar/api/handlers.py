@@ -45,16 +45,7 @@ class StateHandlers:
     # -- shared steps ------------------------------------------------------------------------
 
     def _bound(self, store_name: str) -> BoundStore:
-        bound = self.runtime.stores.get(store_name)
-        if bound is None:
-            if store_name in self.runtime.failures:
-                raise errors.store_not_configured(
-                    store_name, self.runtime.app_id, self.runtime.failures[store_name]
-                )
-            if not self.runtime.stores:
-                raise errors.store_not_configured(store_name, self.runtime.app_id)
-            raise errors.store_not_found(store_name, self.runtime.app_id, list(self.runtime.stores))
-        return bound
+        return policy.serving_store(store_name, self.runtime)
 
     async def _timed(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol, overload
+from typing import Final, Protocol, TypeVar, overload
 
 from statecar_contract.components import ResolvedComponent
 from statecar_sidecar import keys
@@ -74,6 +74,39 @@ class Store(Protocol):
     def prefix(self) -> str: ...
     @property
     def default_ttl(self) -> int | None: ...
+
+
+_S_co = TypeVar("_S_co", covariant=True)
+
+
+class Catalog(Protocol[_S_co]):
+    """What a transport knows of the live components (the runtime satisfies it)."""
+
+    @property
+    def app_id(self) -> str: ...
+    @property
+    def stores(self) -> Mapping[str, _S_co]: ...
+    @property
+    def failures(self) -> Mapping[str, str]: ...
+
+
+def serving_store(name: str, catalog: Catalog[_S_co]) -> _S_co:
+    """The store a request names, or the error both transports answer when it isn't served.
+
+    A declared component that failed is "not configured" with its reason; with no component at
+    all every name is "not configured" (Dapr's answer before any store exists); otherwise the
+    name is unknown and the error lists the stores that are. The failures are only looked at
+    on a miss, so a served store costs one dict lookup.
+    """
+    bound = catalog.stores.get(name)
+    if bound is not None:
+        return bound
+    failures = catalog.failures
+    if name in failures:
+        raise errors.store_not_configured(name, catalog.app_id, failures[name])
+    if not catalog.stores:
+        raise errors.store_not_configured(name, catalog.app_id)
+    raise errors.store_not_found(name, catalog.app_id, list(catalog.stores))
 
 
 def stored_key(store: Store, key: str) -> str:

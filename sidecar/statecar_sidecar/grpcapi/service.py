@@ -101,16 +101,7 @@ class DaprService:
         self._shutdown = shutdown
 
     def _bound(self, store_name: str) -> BoundStore:
-        bound = self.runtime.stores.get(store_name)
-        if bound is not None:
-            return bound
-        if store_name in self.runtime.failures:
-            raise errors.store_not_configured(
-                store_name, self.runtime.app_id, self.runtime.failures[store_name]
-            )
-        if not self.runtime.stores:
-            raise errors.store_not_configured(store_name, self.runtime.app_id)
-        raise errors.store_not_found(store_name, self.runtime.app_id, list(self.runtime.stores))
+        return policy.serving_store(store_name, self.runtime)
 
     def _record(self, bound: BoundStore, operation: str, ok: bool, started: float) -> None:
         loop_time = asyncio.get_running_loop().time()
