@@ -263,6 +263,12 @@ def _spawn(state: dict[str, Any], name: str, argv: list[str]) -> None:
 
 
 def _alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:  # ours: poll() reaps it and records that it is gone
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
