@@ -63,3 +63,6 @@ bash scripts/compat-sdks.sh all >/dev/null
 
 log "Go-built Kubernetes tools (cached in \${STATECAR_CACHE:-~/.cache/statecar})"
 bash scripts/k8s-tools.sh
+
+log "daprd, the reference for the interop tier and bench/ (cached in \${STATECAR_CACHE:-~/.cache/statecar})"
+bash scripts/daprd.sh >/dev/null
