@@ -2,10 +2,11 @@
 `statecar daprd` as a process, started the way Dapr's own tooling starts daprd.
 
 `dapr run` (github.com/dapr/cli, pkg/standalone/run.go `RunConfig.getArgs`/`getEnv`, cmd/run.go)
-runs the first `daprd` it finds in `~/.dapr/bin` with the argument list of tests/support/daprd.py and the CLI's own
-environment (plus `DAPR_HOST_IP=127.0.0.1` when started from a run file), then the app through
-`sh -c 'exec "$@"'` with APP_ID, APP_CHANNEL_ADDRESS, APP_PORT, DAPR_HTTP_PORT, DAPR_GRPC_PORT,
-DAPR_METRICS_PORT and APP_PROTOCOL added. docs/daprd.md describes the shim these tests install.
+runs the first `daprd` it finds in `~/.dapr/bin` with the argument list of
+tests/support/daprd.py and the CLI's own environment (plus `DAPR_HOST_IP=127.0.0.1` when started
+from a run file), then the app through `sh -c 'exec "$@"'` with APP_ID, APP_CHANNEL_ADDRESS,
+APP_PORT, DAPR_HTTP_PORT, DAPR_GRPC_PORT, DAPR_METRICS_PORT and APP_PROTOCOL added.
+docs/daprd.md describes the shim these tests install.
 """
 
 from __future__ import annotations
