@@ -1,6 +1,6 @@
 """
 Issue 14's Proof, against `statecar daprd` started with exactly the argv and env `dapr run` gives
-daprd (tests/support/daprd.py), over the `~/.dapr/config.yaml` a user turns error codes on in:
+daprd (tests/support/dapr_run.py), over the `~/.dapr/config.yaml` a user turns error codes on in:
 
 readiness on /v1.0/healthz; daprd's error bodies and gRPC details for a missing store, an illegal
 key and malformed JSON (dapr pkg/api/errors/state.go, pkg/messages/errorcodes); the error-code
@@ -26,7 +26,7 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from tests.support import processes
-from tests.support.daprd import DEFAULT_CONFIG, Daprd, dapr_home, dapr_run_argv, free_ports
+from tests.support.dapr_run import DEFAULT_CONFIG, Daprd, dapr_home, dapr_run_argv, free_ports
 
 from statecar_sidecar._protos.dapr.proto.common.v1 import common_pb2
 from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2

@@ -1,6 +1,6 @@
 """
 Issue 14's fuzz proof: keys, values and component names, over HTTP and gRPC, against `statecar
-daprd` started with `dapr run`'s exact argv (tests/support/daprd.py).
+daprd` started with `dapr run`'s exact argv (tests/support/dapr_run.py).
 
 The resources folder is written once per module with component names drawn from a seeded
 generator (`STATECAR_FUZZ_SEED`, printed on failure): any legal Dapr component name (a DNS
@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 # The key and JSON-text generators the conformance tier's properties use (one definition).
 from tests.conformance.test_properties import JSON_TEXTS, KEYS, url_key
 from tests.support import processes
-from tests.support.daprd import Daprd, dapr_home, dapr_run_argv, free_ports
+from tests.support.dapr_run import Daprd, dapr_home, dapr_run_argv, free_ports
 
 from statecar_sidecar._protos.dapr.proto.common.v1 import common_pb2
 from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2

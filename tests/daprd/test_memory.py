@@ -18,7 +18,7 @@ import httpx
 import pytest
 from tests.hostile.test_memory_bound import BOUND, MEMORY, MIB, _client_work
 from tests.support import processes
-from tests.support.daprd import Daprd, dapr_home, dapr_run_argv, free_ports
+from tests.support.dapr_run import Daprd, dapr_home, dapr_run_argv, free_ports
 
 
 @dataclass

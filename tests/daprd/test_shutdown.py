@@ -9,7 +9,7 @@ the bound passes, the requests still running are cancelled and it exits 0 where 
 
 The long requests are real ones: a store call waiting on a Redis stopped with SIGSTOP (over HTTP
 and over gRPC), and an upload whose client sends the headers and part of the body, then nothing.
-`statecar daprd` runs with `dapr run`'s argv (tests/support/daprd.py) plus the bound.
+`statecar daprd` runs with `dapr run`'s argv (tests/support/dapr_run.py) plus the bound.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import grpc
 import httpx
 import pytest
 from tests.support import processes
-from tests.support.daprd import Daprd, dapr_home, dapr_run_argv, free_ports
+from tests.support.dapr_run import Daprd, dapr_home, dapr_run_argv, free_ports
 from tests.support.redis_server import RedisProcess, running_redis
 
 from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2

@@ -3,7 +3,7 @@
 
 `dapr run` (github.com/dapr/cli, pkg/standalone/run.go `RunConfig.getArgs`/`getEnv`, cmd/run.go)
 runs the first `daprd` it finds in `~/.dapr/bin` with the argument list of
-tests/support/daprd.py and the CLI's own environment (plus `DAPR_HOST_IP=127.0.0.1` when started
+tests/support/dapr_run.py and the CLI's own environment (plus `DAPR_HOST_IP=127.0.0.1` when started
 from a run file), then the app through `sh -c 'exec "$@"'` with APP_ID, APP_CHANNEL_ADDRESS,
 APP_PORT, DAPR_HTTP_PORT, DAPR_GRPC_PORT, DAPR_METRICS_PORT and APP_PROTOCOL added.
 docs/daprd.md describes the shim these tests install.
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.support import processes
-from tests.support.daprd import DEFAULT_CONFIG, Daprd, dapr_run_argv, free_ports
+from tests.support.dapr_run import DEFAULT_CONFIG, Daprd, dapr_run_argv, free_ports
 
 STATESTORE = """\
 apiVersion: dapr.io/v1alpha1
