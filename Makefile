@@ -2,7 +2,7 @@
 # it installs what it needs, lints, type-checks, and runs every tier against real servers.
 PYTHON ?= python3
 
-.PHONY: test bootstrap lint typecheck imports unit conformance compat hostile e2e run bench protos \
+.PHONY: test bootstrap lint typecheck imports unit conformance compat hostile daprd e2e run bench protos \
 	bootstrap-cluster image cluster cluster-down cluster-status cluster-test
 
 test: bootstrap bootstrap-cluster lint typecheck imports
@@ -34,6 +34,10 @@ compat:
 
 hostile:
 	$(PYTHON) -m pytest -q tests/hostile
+
+# statecar daprd started with dapr run's exact argv: errors, metric, TTL, reload, fuzz, shutdown, memory.
+daprd:
+	$(PYTHON) -m pytest -q tests/daprd
 
 e2e:
 	$(PYTHON) -m pytest -q tests/e2e

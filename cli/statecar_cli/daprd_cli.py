@@ -14,6 +14,7 @@ would change how state behaves (`--mode kubernetes`, `--unix-domain-socket`). `-
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,7 +57,10 @@ FLAGS: dict[str, Flag] = {
     "log-as-json": Flag("bool", "served", "one JSON object per log line"),
     "enable-api-logging": Flag("bool", "served", "log every API call at info"),
     "dapr-graceful-shutdown-seconds": Flag(
-        "int", "served", "time in-flight calls get on SIGINT/SIGTERM (default 5)"
+        "int",
+        "served",
+        "seconds in-flight calls get on SIGINT/SIGTERM before they are cancelled (default 5;"
+        " negative: the default; 0: no bound)",
     ),
     "mode": Flag("string", "served", "standalone only: see docs/daprd.md"),
     "max-body-size": Flag("string", "served", "the largest request body (default 4Mi)"),
@@ -357,9 +361,16 @@ def settings_from(parsed: Parsed, environ: Mapping[str, str]) -> tuple[object, l
     metrics_port = _port(values, "metrics-port")
     if values.get("enable-metrics") is False or config.metrics_enabled is False:
         metrics_port = 0
-    grace = values.get("dapr-graceful-shutdown-seconds")
-    if isinstance(grace, int) and grace < 0:
-        raise FlagError("--dapr-graceful-shutdown-seconds must not be negative")
+    grace: float | None = None
+    if "dapr-graceful-shutdown-seconds" in values:
+        grace = sidecar_settings.shutdown_grace(
+            str(values["dapr-graceful-shutdown-seconds"]), "--dapr-graceful-shutdown-seconds"
+        )
+        if math.isinf(grace):
+            notes.append(
+                "--dapr-graceful-shutdown-seconds 0: no bound, as daprd; a call in flight at"
+                " SIGTERM holds the exit until it ends"
+            )
     api_logging = values.get("enable-api-logging")
     settings = base.with_overrides(
         app_id=values.get("app-id"),
@@ -376,7 +387,7 @@ def settings_from(parsed: Parsed, environ: Mapping[str, str]) -> tuple[object, l
         max_body_bytes=max_body,
         record_error_codes=config.record_error_codes,
         refuse_failed_components=True,
-        shutdown_grace=float(grace) if isinstance(grace, int) else 5.0,
+        shutdown_grace=grace,
         api_logging=api_logging if isinstance(api_logging, bool) else config.api_logging,
     )
     if environ.get("DAPR_HOST_IP"):

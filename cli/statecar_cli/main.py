@@ -63,6 +63,12 @@ def _sidecar_flags(parser: argparse.ArgumentParser, *, local: bool) -> None:
         help="health + Prometheus address (default 0.0.0.0, for the kubelet and Prometheus;"
         " env STATECAR_METRICS_ADDRESS)",
     )
+    parser.add_argument(
+        "--graceful-shutdown-seconds",
+        type=int,
+        help="seconds in-flight calls get on SIGINT/SIGTERM before they are cancelled (default 5,"
+        " as daprd; 0: no bound; env STATECAR_GRACEFUL_SHUTDOWN_SECONDS)",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
         "--log-json", action="store_true", default=None, help="structured JSON logs"
@@ -85,6 +91,13 @@ def _settings(args: argparse.Namespace) -> object:
         metrics_address=args.metrics_address,
         log_level=args.log_level,
         log_json=args.log_json,
+        shutdown_grace=(
+            None
+            if args.graceful_shutdown_seconds is None
+            else sidecar_settings.shutdown_grace(
+                args.graceful_shutdown_seconds, "--graceful-shutdown-seconds"
+            )
+        ),
     )
 
 

@@ -31,6 +31,9 @@ READ_BODY_TIMEOUT: Final = "STATECAR_READ_BODY_TIMEOUT"
 MAX_CONNECTIONS: Final = "STATECAR_MAX_CONNECTIONS"
 METRICS_MAX_CONNECTIONS: Final = "STATECAR_METRICS_MAX_CONNECTIONS"
 MAX_BODY_BYTES: Final = "STATECAR_MAX_BODY_BYTES"
+#: Seconds the calls in flight get on SIGTERM (daprd's --dapr-graceful-shutdown-seconds; default 5,
+#: 0 no bound).
+GRACEFUL_SHUTDOWN_SECONDS: Final = "STATECAR_GRACEFUL_SHUTDOWN_SECONDS"
 SECRETS_FILE: Final = "STATECAR_SECRETS_FILE"
 #: Comma-separated component names the sidecar opens (from `statecar.io/components`); unset = every
 #: component of the wiring file that is in scope for the app id.
@@ -57,6 +60,7 @@ USER_SETTABLE: Final = frozenset(
         MAX_BODY_BYTES,
         LOG_JSON,
         RECORD_ERROR_CODES,
+        GRACEFUL_SHUTDOWN_SECONDS,
         "TZ",
         "PYTHONASYNCIODEBUG",
         "PYTHONFAULTHANDLER",

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import resource
 import signal
 import sys
@@ -266,16 +267,64 @@ async def serve_until(
     reload_task = asyncio.create_task(reloader.run())
     await stop.wait()
     reload_task.cancel()
-    if grpc_server is not None:
-        await grpc_server.server.stop(grace=settings.shutdown_grace)
-    for server in servers:
-        server.should_exit = True
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    results = await stop_within(settings.shutdown_grace, grpc_server, servers, tasks)
     await runtime.close()
     for result in results:
         if isinstance(result, BaseException) or any(s for s in servers if not s.started):
             return 1
     return 0
+
+
+def _not_a_cancelled_call(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+#: How long past the grace period the servers get to wind down before they are forced to.
+_STOP_MARGIN = 1.0
+
+
+async def stop_within(
+    grace: float,
+    grpc_server: GrpcServer | None,
+    servers: list[uvicorn.Server],
+    tasks: list[asyncio.Task[None]],
+) -> list[BaseException | None]:
+    """daprd's graceful shutdown (`--dapr-graceful-shutdown-seconds`): every port stops accepting
+    at once, the calls in flight on both transports get `grace` seconds together (`math.inf`: as
+    long as they take), then what still runs is cancelled; the servers' results, as `gather`'s.
+
+    daprd bounds its whole shutdown by the grace period (dapr pkg/runtime/runtime.go,
+    kit concurrency.RunnerCloserManager) and exits 1 from `log.Fatal` when it passes; statecar
+    cancels the stragglers instead and exits cleanly: the stores are still closed in order.
+    """
+    bound = None if math.isinf(grace) else grace
+    # A call cancelled at the bound is the bound working, not an error of the app's request:
+    # uvicorn would log each one with a traceback (httptools_impl run_asgi).
+    logging.getLogger("uvicorn.error").addFilter(_not_a_cancelled_call)
+    log.info(
+        "stopping: no new connections; the calls in flight get %s",
+        "as long as they take" if bound is None else f"{grace:g}s",
+    )
+    for server in servers:
+        # uvicorn closes its listener now and cancels its request tasks once `bound` has passed
+        # (Server.shutdown): a handler stuck on a store or on a client's body, say.
+        server.config.timeout_graceful_shutdown = bound  # type: ignore[assignment]  # typed int, used as asyncio.timeout(float)
+        server.should_exit = True
+    stopping: list[asyncio.Future[None]] = list(tasks)
+    if grpc_server is not None:
+        # grpcio stops listening now, and cancels the RPCs still running once `grace` has passed.
+        stopping.append(asyncio.ensure_future(grpc_server.server.stop(grace)))
+    _, pending = await asyncio.wait(
+        stopping, timeout=None if bound is None else bound + _STOP_MARGIN
+    )
+    if pending:
+        log.warning("shutdown: forcing %d server(s) still stopping after %gs", len(pending), grace)
+        for server in servers:
+            server.force_exit = True
+        for future in pending:
+            future.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    return [None if isinstance(r, asyncio.CancelledError) else r for r in results]
 
 
 async def _start_grpc(

@@ -8,6 +8,7 @@ Nothing else in the sidecar reads the environment.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,9 @@ DEFAULT_READ_BODY_TIMEOUT = 30.0
 # and Prometheus: a handful each. Both are lowered to fit the descriptor limit (server.py).
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_METRICS_MAX_CONNECTIONS = 64
+# daprd's default --dapr-graceful-shutdown-seconds (dapr pkg/runtime/config.go
+# DefaultGracefulShutdownDuration).
+DEFAULT_SHUTDOWN_GRACE = 5.0
 
 
 class SettingsError(ValueError):
@@ -64,8 +68,9 @@ class SidecarSettings:
     #: daprd's rule for a state component that cannot be served: unless it sets
     #: `spec.ignoreErrors: true`, the sidecar refuses to start (`statecar daprd` sets this).
     refuse_failed_components: bool = False
-    #: Seconds to finish in-flight calls on SIGINT/SIGTERM (`--dapr-graceful-shutdown-seconds`).
-    shutdown_grace: float = 2.0
+    #: Seconds the calls in flight get on SIGINT/SIGTERM before they are cancelled
+    #: (`--dapr-graceful-shutdown-seconds`, daprd's default 5); `math.inf`: no bound (daprd's 0).
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     #: More addresses the state API binds, on the same ports (`--dapr-listen-addresses a,b`).
     extra_listen_addresses: tuple[str, ...] = ()
     #: Log each API call at info (`--enable-api-logging`).
@@ -109,6 +114,20 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def shutdown_grace(raw: str | int, name: str) -> float:
+    """daprd's reading of a graceful-shutdown bound in whole seconds: a negative number is the
+    default, 0 is no bound (dapr pkg/runtime/config.go, kit concurrency.NewRunnerCloserManager)."""
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be a whole number of seconds, such as 5 (0: no bound); got {raw!r}"
+        ) from None
+    if seconds < 0:
+        return DEFAULT_SHUTDOWN_GRACE
+    return float(seconds) if seconds else math.inf
+
+
 def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
     value = _int(environ, name, default)
     if value < 1:
@@ -150,6 +169,10 @@ def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
         log_level=(environ.get(env.LOG_LEVEL) or "info").lower(),
         log_json=_bool(environ, env.LOG_JSON),
         record_error_codes=_bool(environ, env.RECORD_ERROR_CODES),
+        shutdown_grace=shutdown_grace(
+            (environ.get(env.GRACEFUL_SHUTDOWN_SECONDS) or "-1").strip(),
+            env.GRACEFUL_SHUTDOWN_SECONDS,
+        ),
         components=tuple(
             name.strip() for name in (environ.get(env.COMPONENTS) or "").split(",") if name.strip()
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,28 @@ def test_statecar_daprd_is_a_subcommand_that_exits_2_on_a_bad_command_line(
     assert "-resources-path" in capsys.readouterr().err
     assert main(["daprd", "--no-such-flag"]) == 2
     assert "flag provided but not defined: -no-such-flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("value", "grace"),
+    [("9", 9.0), ("-1", 5.0), ("-30", 5.0), ("0", math.inf)],
+)
+def test_the_graceful_shutdown_bound_reads_as_daprd_reads_it(value: str, grace: float) -> None:
+    """dapr pkg/runtime/config.go: negative is the default (5 s), 0 is no bound."""
+    assert settings([f"--dapr-graceful-shutdown-seconds={value}"]).shutdown_grace == grace
+    assert settings([]).shutdown_grace == 5.0
+
+
+def test_statecar_sidecar_takes_the_same_bound_as_graceful_shutdown_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from statecar_cli import main
+
+    monkeypatch.delenv("STATECAR_GRACEFUL_SHUTDOWN_SECONDS", raising=False)
+    parser = main.build_parser()
+    chosen = main._settings(parser.parse_args(["sidecar", "--graceful-shutdown-seconds", "2"]))
+    assert isinstance(chosen, SidecarSettings)
+    assert chosen.shutdown_grace == 2.0
+    default = main._settings(parser.parse_args(["sidecar"]))
+    assert isinstance(default, SidecarSettings)
+    assert default.shutdown_grace == 5.0

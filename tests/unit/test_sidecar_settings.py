@@ -6,6 +6,7 @@ object; statecar's own variables win over daprd's; a bad value names the variabl
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,18 @@ def test_an_operators_malloc_threshold_is_not_overridden() -> None:
     from statecar_sidecar import memory
 
     assert memory.release_large_buffers({"MALLOC_MMAP_THRESHOLD_": "65536"}) is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "grace"), [(None, 5.0), ("", 5.0), ("12", 12.0), ("-1", 5.0), (" 0 ", math.inf)]
+)
+def test_the_graceful_shutdown_bound_is_daprds_default_unless_set(
+    raw: str | None, grace: float
+) -> None:
+    environ = {} if raw is None else {"STATECAR_GRACEFUL_SHUTDOWN_SECONDS": raw}
+    assert from_environ(environ).shutdown_grace == grace
+
+
+def test_a_graceful_shutdown_bound_that_is_not_whole_seconds_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="STATECAR_GRACEFUL_SHUTDOWN_SECONDS must be a whole"):
+        from_environ({"STATECAR_GRACEFUL_SHUTDOWN_SECONDS": "2.5s"})
