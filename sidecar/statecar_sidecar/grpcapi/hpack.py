@@ -156,6 +156,16 @@ class Decoder:
         self._max_list = max_header_list_size
         self._cache: dict[bytes, list[Header]] = {}
 
+    @property
+    def table(self) -> list[Header]:
+        """The dynamic table, newest entry first (for tests)."""
+        return list(self._dynamic)
+
+    @property
+    def size(self) -> int:
+        """The dynamic table's size as §4.1 counts it."""
+        return self._size
+
     def _entry(self, index: int) -> Header:
         if index <= 0:
             raise HpackError("a header field refers to index 0")
