@@ -65,6 +65,16 @@ class H2Client:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def send_until_refused(self, data: bytes, at_most: int) -> int:
+        """Send `data` repeatedly until the server stops taking it (it closed, or stopped
+        reading and the socket timed out); returns how many sends went through."""
+        for count in range(at_most):
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                return count
+        return at_most
+
     def frame(self, kind: int, flags: int, stream: int, payload: bytes = b"") -> None:
         self.send(http2.frame(kind, flags, stream, payload))
 

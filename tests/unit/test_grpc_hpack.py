@@ -150,7 +150,9 @@ def test_the_encoder_writes_literals_the_decoder_reads_back() -> None:
     block = hpack.encode(headers)
     assert block[0] == 0x88
     decoder = hpack.Decoder(1 << 20)
-    assert decoder.decode(block) == [(n, v if isinstance(v, str) else v.decode()) for n, v in headers]
+    assert decoder.decode(block) == [
+        (n, v if isinstance(v, str) else v.decode()) for n, v in headers
+    ]
     assert decoder.table == []  # literals without indexing leave the peer's table alone
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -54,7 +56,11 @@ def _app(served: list[str]) -> GrpcApplication:
             call.write(got.upper())
 
     return GrpcApplication(
-        {"/t.T/Echo": Route(unary=echo), "/t.T/Slow": Route(unary=slow), "/t.T/Up": Route(stream=stream)},
+        {
+            "/t.T/Echo": Route(unary=echo),
+            "/t.T/Slow": Route(unary=slow),
+            "/t.T/Up": Route(stream=stream),
+        },
         LIMIT,
     )
 
@@ -85,19 +91,24 @@ def _client(served: Served, settings: bytes = b"") -> H2Client:
 def test_the_server_speaks_first_and_acknowledges_the_clients_settings(served: Served) -> None:
     with _client(served) as client:
         first = client.read_frame()
-        assert first is not None and first.kind == http2.SETTINGS and not first.flags
+        assert first is not None
+        assert first.kind == http2.SETTINGS
+        assert not first.flags
         assert struct.pack(">HL", http2.SETTINGS_MAX_CONCURRENT_STREAMS, 100) in first.payload
         window = client.read_frame()
-        assert window is not None and window.kind == http2.WINDOW_UPDATE
+        assert window is not None
+        assert window.kind == http2.WINDOW_UPDATE
         ack = client.read_frame()
-        assert ack is not None and (ack.kind, ack.flags) == (http2.SETTINGS, http2.ACK)
+        assert ack is not None
+        assert (ack.kind, ack.flags) == (http2.SETTINGS, http2.ACK)
 
 
 def test_a_unary_call_gets_headers_its_message_and_ok_trailers(served: Served) -> None:
     with _client(served) as client:
         client.unary(1, "/t.T/Echo", b"hello")
         headers, data, trailers = client.response(1)
-        assert headers[":status"] == "200" and headers["content-type"] == "application/grpc"
+        assert headers[":status"] == "200"
+        assert headers["content-type"] == "application/grpc"
         assert data == message(b"hello")
         assert trailers["grpc-status"] == "0"
         # The next call on the connection, with the headers now cached by the decoder.
@@ -108,7 +119,7 @@ def test_a_unary_call_gets_headers_its_message_and_ok_trailers(served: Served) -
 def test_an_error_is_trailers_only_with_a_percent_encoded_message(served: Served) -> None:
     with _client(served) as client:
         client.unary(1, "/t.T/Echo", b"fail")
-        headers, data, trailers = client.response(1)
+        _headers, data, trailers = client.response(1)
         assert data == b""
         assert trailers["grpc-status"] == str(int(StatusCode.ABORTED))
         assert trailers["grpc-message"] == "echo refused: 100%25 %C3%A9"
@@ -128,7 +139,9 @@ def test_huffman_coded_dynamically_indexed_headers_split_over_continuation(
         client.frame(http2.DATA, http2.END_STREAM, 1, message(b"ab"))
         assert client.response(1)[1] == message(b"abab")
         # Stream 3 refers to the :path now in the dynamic table (index 62).
-        client.frame(http2.HEADERS, http2.END_HEADERS, 3, b"\x83\x86\xbe" + block[3 + 1 + len(path) :])
+        client.frame(
+            http2.HEADERS, http2.END_HEADERS, 3, b"\x83\x86\xbe" + block[3 + 1 + len(path) :]
+        )
         client.frame(http2.DATA, http2.END_STREAM, 3, message(b"c"))
         assert client.response(3)[1] == message(b"cc")
 
@@ -161,7 +174,8 @@ def test_the_peers_window_holds_data_back_until_window_update(served: Served) ->
         client.sock.settimeout(10)
         client.frame(http2.WINDOW_UPDATE, 0, 1, struct.pack(">L", 1000))
         _, rest, trailers = client.response(1)
-        assert len(rest) == 64 + 5 - 10 and trailers["grpc-status"] == "0"
+        assert len(rest) == 64 + 5 - 10
+        assert trailers["grpc-status"] == "0"
 
 
 def test_data_is_split_by_the_peers_max_frame_size(served: Served) -> None:
@@ -171,7 +185,8 @@ def test_data_is_split_by_the_peers_max_frame_size(served: Served) -> None:
         client.unary(1, "/t.T/Echo", b"x" * 1000, **{"x-times": "40"})
         head = client.frames_until(http2.HEADERS, 1)  # SETTINGS, ACK, the response headers
         data = [f for f in client.frames_until(http2.HEADERS, 1) if f.kind == http2.DATA]
-        assert head[-1].kind == http2.HEADERS and data
+        assert head[-1].kind == http2.HEADERS
+        assert data
         assert max(len(f.payload) for f in data) <= http2.DEFAULT_MAX_FRAME
         assert sum(len(f.payload) for f in data) == 40_000 + 5
 
@@ -239,7 +254,8 @@ def test_a_bidirectional_stream_answers_each_message_as_it_comes(served: Served)
         assert got[-1].payload == message(b"ONE")
         client.frame(http2.DATA, http2.END_STREAM, 1, message(b"two"))
         _, data, trailers = client.response(1)
-        assert data == message(b"TWO") and trailers["grpc-status"] == "0"
+        assert data == message(b"TWO")
+        assert trailers["grpc-status"] == "0"
 
 
 def test_streams_beyond_the_cap_are_refused(served: Served) -> None:
@@ -273,7 +289,8 @@ def test_connection_errors_send_goaway_with_the_code_and_close(
     with H2Client(served.port) as client:
         client.send(send)
         (*_, goaway) = client.frames_until(http2.GOAWAY)
-        assert goaway.kind == http2.GOAWAY and goaway.error_code == code
+        assert goaway.kind == http2.GOAWAY
+        assert goaway.error_code == code
         assert client.closed()
 
 
@@ -288,9 +305,8 @@ def test_a_frame_between_headers_and_continuation_is_a_protocol_error(served: Se
 def test_a_continuation_flood_is_cut_off_with_enhance_your_calm(served: Served) -> None:
     with _client(served) as client:
         client.frame(http2.HEADERS, 0, 1, b"\x82")
-        with pytest.raises(OSError):
-            for _ in range(10_000):
-                client.frame(http2.CONTINUATION, 0, 1, b"\x00" * 16_000)
+        flood = http2.frame(http2.CONTINUATION, 0, 1, b"\x00" * 16_000)
+        assert client.send_until_refused(flood, 10_000) < 10_000
         (*_, goaway) = client.frames_until(http2.GOAWAY)
         assert goaway.error_code == http2.ENHANCE_YOUR_CALM
 
@@ -303,7 +319,8 @@ def test_a_connection_without_a_preface_is_closed_after_the_handshake_timeout(
         started = time.monotonic()
         (*_, goaway) = client.frames_until(http2.GOAWAY)
         assert goaway.error_code == http2.PROTOCOL_ERROR
-        assert client.closed() and time.monotonic() - started < 5
+        assert client.closed()
+        assert time.monotonic() - started < 5
 
 
 def test_stop_sends_goaway_and_lets_the_open_call_finish(served: Served) -> None:
@@ -315,3 +332,13 @@ def test_stop_sends_goaway_and_lets_the_open_call_finish(served: Served) -> None
         assert goaway.error_code == http2.NO_ERROR
         assert struct.unpack(">L", goaway.payload[:4])[0] == 1  # the last stream it took
         assert client.closed()
+
+
+def test_the_sidecar_never_imports_grpcio() -> None:
+    """The RSS and start-up win: grpcio stays installed for tests and `make protos` only."""
+    code = (
+        "import sys, statecar_sidecar.server, statecar_sidecar.grpcapi.server;"
+        "print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

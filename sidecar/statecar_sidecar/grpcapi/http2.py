@@ -23,6 +23,7 @@ handshake timeout, a peer that does not read (reading pauses while our writes ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import Callable
@@ -252,10 +253,10 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         server = self._server
         if len(server.connections) >= server.max_connections:
-            log.warning(
-                "refusing a gRPC connection: %d are open, the cap", server.max_connections
+            log.warning("refusing a gRPC connection: %d are open, the cap", server.max_connections)
+            transport.write(
+                SERVER_PREFACE + self._goaway_frame(ENHANCE_YOUR_CALM, b"too many connections")
             )
-            transport.write(SERVER_PREFACE + self._goaway_frame(ENHANCE_YOUR_CALM, b"too many connections"))
             transport.close()
             self._closed = True
             return
@@ -458,7 +459,9 @@ class Connection(asyncio.Protocol):
     def _continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
         stream = self._continued
         if stream is None or stream.id != stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
+            raise ConnectionError_(
+                PROTOCOL_ERROR, "CONTINUATION without a header block to continue"
+            )
         self._continued_size += len(payload)
         if self._continued_size > MAX_HEADER_BLOCK:
             raise ConnectionError_(
@@ -513,9 +516,8 @@ class Connection(asyncio.Protocol):
             self._peer_window += increment
             if self._peer_window > MAX_WINDOW:
                 raise ConnectionError_(FLOW_CONTROL_ERROR, "the connection window overflowed")
-            if self._blocked:
-                for stream in list(self._blocked.values()):
-                    self._flush(stream)
+            for blocked in list(self._blocked.values()):
+                self._flush(blocked)
             return
         stream = self.streams.get(stream_id)
         if stream is None:
@@ -729,9 +731,7 @@ class Connection(asyncio.Protocol):
 class Server:
     """The listening sockets and their connections."""
 
-    def __init__(
-        self, app: Application, *, handshake_timeout: float, max_connections: int
-    ) -> None:
+    def __init__(self, app: Application, *, handshake_timeout: float, max_connections: int) -> None:
         self.app = app
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
@@ -760,10 +760,8 @@ class Server:
             connection.go_away()
         if self.connections and grace:
             self._idle = asyncio.Event()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
-            except TimeoutError:
-                pass
         for connection in list(self.connections):
             connection.abort()
         for server in self._servers:

@@ -182,7 +182,7 @@ class _Health:
         if request.service not in self.KNOWN:
             raise RpcError(StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         status = await self._status(request.service)
-        return health_pb2.HealthCheckResponse(status=status).SerializeToString()  # type: ignore[arg-type]  # the enum's int
+        return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
     async def watch(self, call: Call) -> None:
         message = await call.read()
@@ -191,7 +191,7 @@ class _Health:
         while True:
             status = await self._status(request.service)
             if status != last:
-                call.write(health_pb2.HealthCheckResponse(status=status).SerializeToString())  # type: ignore[arg-type]  # the enum's int
+                call.write(health_pb2.HealthCheckResponse(status=status).SerializeToString())
                 last = status
             await asyncio.sleep(WATCH_INTERVAL_S)
 

@@ -11,17 +11,15 @@ protobuf messages (ErrorInfo, ResourceInfo, BadRequest, Help), which the SDKs re
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
-
-import enum
 
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from statecar_sidecar.api import errors
 from statecar_sidecar.api.errors import DaprError
-
 
 
 class StatusCode(enum.IntEnum):

@@ -55,9 +55,7 @@ def _percent_encode(message: str) -> bytes:
     raw = message.encode("utf-8")[:_MESSAGE_LIMIT]
     if all(0x20 <= b <= 0x7E and b != 0x25 for b in raw):
         return raw
-    return b"".join(
-        bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw
-    )
+    return b"".join(bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw)
 
 
 def status_fields(error: RpcError) -> list[tuple[str, str | bytes]]:
@@ -176,7 +174,9 @@ class Call:
     def write(self, message: bytes) -> None:
         if not self._started:
             self._started = True
-            self.stream.connection.send(self.stream, _RESPONSE_HEADERS, frame_message(message), None)
+            self.stream.connection.send(
+                self.stream, _RESPONSE_HEADERS, frame_message(message), None
+            )
         else:
             self.stream.send_data(frame_message(message))
 
@@ -185,9 +185,7 @@ class Call:
             if self._started:
                 self.stream.send_headers(_OK_TRAILERS, end_stream=True)
             else:
-                self.stream.send_headers(
-                    _RESPONSE_HEADERS + _OK_TRAILERS, end_stream=True
-                )
+                self.stream.send_headers(_RESPONSE_HEADERS + _OK_TRAILERS, end_stream=True)
         elif self._started:
             self.stream.send_headers(hpack.encode(status_fields(error)), end_stream=True)
         else:
