@@ -2,9 +2,9 @@
 The gRPC port: `dapr.proto.runtime.v1.Dapr`, `grpc.health.v1.Health` and server reflection.
 
 statecar's own asyncio HTTP/2 server (`http2`, `hpack`, `transport`) on the sidecar's event loop,
-not grpcio: grpcio's asyncio server alone cost 3.8x the HTTP API's whole GET in CPU, 13 MiB of
-RSS and ~60 ms of start-up to import (docs/grpc.md, bench/grpc_vs_http.py). Every RPC of the
-`Dapr` service (all 74 of the pinned release) has a route built from the service descriptor:
+not grpcio: grpcio's asyncio server alone, answering a constant, cost 3.9-4.8x the HTTP API's
+whole GET in CPU, and importing it ~13 MiB of RSS (docs/grpc.md "Transport", bench/
+grpc_vs_http.py). Every RPC of the pinned `Dapr` service has a route built from its descriptor:
 the ones `service.DaprService` implements decode their request with the generated protobuf
 classes (upb), check `dapr-api-token` (constant time), convert errors to daprd's statuses and
 record `dapr_grpc_io_server_*`; the others answer UNIMPLEMENTED naming statecar and the RPC,
