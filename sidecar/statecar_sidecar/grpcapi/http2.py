@@ -308,6 +308,10 @@ class Connection(asyncio.Protocol):
         except ConnectionError_ as exc:
             self._connection_error(exc.code, str(exc))
             return
+        except Exception as exc:  # a bug here must cost one connection, not the listener
+            log.exception("a gRPC connection failed")
+            self._connection_error(INTERNAL_ERROR, f"statecar: {exc}")
+            return
         self._buffer = buffer[position:] if position < len(buffer) else b""
         if self._recv_unacked >= CONNECTION_WINDOW // 4 and not self._closed:
             assert self._transport is not None
