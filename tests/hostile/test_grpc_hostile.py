@@ -222,3 +222,27 @@ def test_a_message_body_is_read_whole_even_in_one_byte_frames(sidecar: SidecarPr
             flags = http2.END_STREAM if index == len(body) - 1 else 0
             client.frame(http2.DATA, flags, 1, body[index : index + 1])
         assert client.response(1)[2]["grpc-status"] == "0"
+
+
+def test_a_response_larger_than_the_clients_window_arrives_whole(sidecar: SidecarProcess) -> None:
+    """800 KB of GetBulkState through grpcio's 64 KiB initial window: WINDOW_UPDATE resumes it."""
+    values = {f"bulk{i}": bytes([i % 256]) * 4096 for i in range(200)}
+    with grpc.insecure_channel(sidecar.grpc_address) as channel:
+        stub = dapr_pb2_grpc.DaprStub(channel)
+        keys = list(values)
+        for start in range(0, len(keys), 10):
+            items = [common_pb2.StateItem(key=k, value=values[k]) for k in keys[start : start + 10]]
+            stub.SaveState(state_pb2.SaveStateRequest(store_name="store", states=items), timeout=10)
+        request = state_pb2.GetBulkStateRequest(store_name="store", keys=keys)
+        got = stub.GetBulkState(request, timeout=30)
+        assert {item.key: item.data for item in got.items} == values
+
+
+def test_many_concurrent_calls_on_one_connection_all_answer(sidecar: SidecarProcess) -> None:
+    with grpc.insecure_channel(sidecar.grpc_address) as channel:
+        stub = dapr_pb2_grpc.DaprStub(channel)
+        item = common_pb2.StateItem(key="shared", value=b"v")
+        stub.SaveState(state_pb2.SaveStateRequest(store_name="store", states=[item]), timeout=10)
+        request = state_pb2.GetStateRequest(store_name="store", key="shared")
+        futures = [stub.GetState.future(request, timeout=30) for _ in range(500)]
+        assert {f.result().data for f in futures} == {b"v"}
