@@ -14,7 +14,8 @@ built once into ${STATECAR_CACHE:-~/.cache/statecar}), interleaved HTTP, gRPC, H
   divided by the requests it completed.
 
 Beside them, `grpc-floor`: `bench/grpc_floor_app.py`, grpcio's asyncio server answering GetState
-with a constant, measured the same way: the part of the gRPC figures that is grpcio's own.
+with a constant, measured the same way: what grpcio alone costs per call, the reason the
+sidecar serves gRPC on its own HTTP/2 (docs/grpc.md, "Transport").
 
 The sidecar is pinned to `--server-cpu`, Redis and the load generator to `--load-cpu`. The
 report (stdout, and bench/results/grpc-vs-http.{json,md}) gives medians and gRPC/HTTP ratios;

@@ -3,7 +3,7 @@ Running the sidecar: open the stores, serve the state API and the ops port, relo
 
 One process, one event loop (uvloop when installed), two uvicorn servers: the state API on
 loopback and the ops port (health, metrics) where the kubelet can reach it; and, on the same
-loop and loopback address, grpcio's server for the Dapr gRPC API (`grpcapi`). After start-up the
+loop and loopback address, statecar's HTTP/2 server for the Dapr gRPC API (`grpcapi`). After start-up the
 garbage collector is frozen and its first threshold raised: with default settings CPython's
 cyclic GC puts a 40-55 ms p99 tail on this workload (bench/README.md has the measurements).
 
@@ -243,7 +243,7 @@ async def serve_until(
     if not failed and settings.grpc_port:
         try:
             grpc_server = await _start_grpc(settings, runtime, metrics, stop, health)
-        except RuntimeError as exc:  # grpcio: the port could not be bound
+        except RuntimeError as exc:  # the port could not be bound
             log.error("cannot serve the gRPC API on port %d: %s", settings.grpc_port, exc)
             failed = tasks
     if failed:
@@ -344,6 +344,8 @@ async def _start_grpc(
         max_message_bytes=settings.max_body_bytes,
         problems=health.problems,
         extra_hosts=settings.extra_listen_addresses,
+        handshake_timeout=settings.read_header_timeout,
+        max_connections=settings.max_connections,
     )
 
 

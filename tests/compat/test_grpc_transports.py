@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -322,6 +323,42 @@ def test_health_and_reflection_serve_grpcurl_and_kubernetes_probes(
         )
         names = {s.name for s in listing.list_services_response.service}
         assert {"dapr.proto.runtime.v1.Dapr", "grpc.health.v1.Health"} <= names
+
+
+def test_reflection_resolves_the_services_descriptors_as_grpcurl_does(
+    open_sidecar: SidecarProcess,
+) -> None:
+    """grpcurl's `describe`/`invoke`: file_containing_symbol, then the files it imports."""
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(open_sidecar.grpc_address) as channel:
+        pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        service = pool.FindServiceByName("dapr.proto.runtime.v1.Dapr")
+        get_state = service.methods_by_name["GetState"]
+        assert get_state.input_type.full_name == "dapr.proto.runtime.v1.GetStateRequest"
+        item = pool.FindMessageTypeByName("dapr.proto.common.v1.StateItem")
+        etag = item.fields_by_name["etag"].message_type
+        assert etag is not None
+        assert etag.full_name == "dapr.proto.common.v1.Etag"
+        with pytest.raises(KeyError, match=r"no\.such\.Service"):
+            pool.FindServiceByName("no.such.Service")
+
+
+def test_health_watch_streams_the_status_and_unknown_services_are_not_found(
+    open_sidecar: SidecarProcess,
+) -> None:
+    with grpc.insecure_channel(open_sidecar.grpc_address) as channel:
+        # types-grpcio-health-checking declares HealthStub's __init__ only, not the Watch it sets.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service="dapr.proto.runtime.v1.Dapr"))
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+        with pytest.raises(grpc.RpcError) as unknown:
+            health_check(channel)(health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert grpc_error(unknown.value)[0] == "NOT_FOUND"
 
 
 def test_metadata_and_set_metadata_agree_with_http(

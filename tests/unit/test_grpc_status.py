@@ -5,13 +5,12 @@ no backend triggers today (every statecar store has transactions and query).
 
 from __future__ import annotations
 
-import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from statecar_sidecar.api import errors
 from statecar_sidecar.api.errors import DaprError
-from statecar_sidecar.grpcapi.status import DETAILS_TRAILER, basic, from_dapr_error
+from statecar_sidecar.grpcapi.status import DETAILS_TRAILER, StatusCode, basic, from_dapr_error
 
 
 @pytest.mark.parametrize(
@@ -46,7 +45,7 @@ def test_each_error_gets_daprds_code_and_an_error_info_reason(
     ((key, value),) = converted.trailer()
     assert key == DETAILS_TRAILER
     status = status_pb2.Status.FromString(value)
-    assert status.code == converted.code.value[0]
+    assert status.code == int(converted.code)
     infos = []
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
@@ -67,7 +66,7 @@ def test_details_keep_daprds_order_and_content() -> None:
 
 
 def test_basic_is_daprds_apierrors_basic() -> None:
-    error = basic(grpc.StatusCode.INVALID_ARGUMENT, "ERR_STATE_SAVE", "state key cannot be empty")
+    error = basic(StatusCode.INVALID_ARGUMENT, "ERR_STATE_SAVE", "state key cannot be empty")
     status = status_pb2.Status.FromString(error.trailer()[0][1])
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
@@ -89,5 +88,5 @@ def test_the_grpc_error_keeps_the_dapr_error_code_and_daprds_category(
     """What dapr_error_code_total counts on the gRPC side (daprd's RecordErrorCode)."""
     rpc = from_dapr_error(error)
     assert (rpc.error_code, rpc.category) == (code, category)
-    plain = basic(grpc.StatusCode.INTERNAL, "ERR_STATE_GET", "no")
+    plain = basic(StatusCode.INTERNAL, "ERR_STATE_GET", "no")
     assert (plain.error_code, plain.category) == ("ERR_STATE_GET", "state")

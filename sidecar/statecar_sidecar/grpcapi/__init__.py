@@ -3,6 +3,8 @@ The Dapr gRPC API (`dapr.proto.runtime.v1.Dapr`) over the same stores and reques
 
 `service` answers the state, metadata and shutdown RPCs (every other RPC is UNIMPLEMENTED with
 a message naming statecar and the RPC); `status` turns statecar's errors into daprd's gRPC
-statuses and `google.rpc` details; `server` runs it on grpcio's asyncio server beside gRPC
-health and reflection. Only this package imports grpcio (an import-linter contract).
+statuses and `google.rpc` details; `server` routes them, beside gRPC health and reflection, on
+statecar's own transport: `transport` (gRPC framing, trailers, deadlines) over `http2` (an
+asyncio HTTP/2 server) and `hpack`/`huffman` (header compression). Nothing imports grpcio (an
+import-linter contract): it is the tests' and benchmarks' client only.
 """

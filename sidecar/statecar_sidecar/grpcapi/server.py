@@ -1,17 +1,20 @@
 """
 The gRPC port: `dapr.proto.runtime.v1.Dapr`, `grpc.health.v1.Health` and server reflection.
 
-grpcio's C-core server with its asyncio API, on the sidecar's event loop. Every RPC of the
-`Dapr` service (all 74 of the pinned release) is registered from the service descriptor: the ones
-`service.DaprService` implements run through `_unary`, which checks `dapr-api-token` (constant
-time), converts errors to daprd's statuses and records `dapr_grpc_io_server_*`; the others
-answer UNIMPLEMENTED naming statecar and the RPC, after the same token check (daprd's auth
-interceptor runs before any handler). Health and reflection need no token, so `grpcurl` and
-Kubernetes gRPC probes work.
+statecar's own asyncio HTTP/2 server (`http2`, `hpack`, `transport`) on the sidecar's event loop,
+not grpcio: grpcio's asyncio server alone, answering a constant, cost 3.9-4.8x the HTTP API's
+whole GET in CPU, and importing it ~13 MiB of RSS (docs/grpc.md "Transport", bench/
+grpc_vs_http.py). Every RPC of the pinned `Dapr` service has a route built from its descriptor:
+the ones `service.DaprService` implements decode their request with the generated protobuf
+classes (upb), check `dapr-api-token` (constant time), convert errors to daprd's statuses and
+record `dapr_grpc_io_server_*`; the others answer UNIMPLEMENTED naming statecar and the RPC,
+after the same token check (daprd's auth interceptor runs before any handler). Health and
+reflection need no token, so `grpcurl` and Kubernetes gRPC probes work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -19,24 +22,31 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import grpc
-from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor import FileDescriptor, MethodDescriptor
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2
 from statecar_sidecar.api.errors import DaprError
+from statecar_sidecar.grpcapi import http2
 from statecar_sidecar.grpcapi.service import IMPLEMENTED, DaprService
-from statecar_sidecar.grpcapi.status import DOMAIN, RpcError, from_dapr_error
+from statecar_sidecar.grpcapi.status import DOMAIN, RpcError, StatusCode, from_dapr_error
+from statecar_sidecar.grpcapi.transport import Call, GrpcApplication, Metadata, Route
 from statecar_sidecar.metrics import Metrics
 
 log = logging.getLogger("statecar.grpc")
 
 SERVICE: Final = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"]
-#: The RPCs registered with grpcio (see `start`): the state data path.
-HOT: Final = ("GetState", "SaveState", "GetBulkState", "DeleteState", "ExecuteStateTransaction")
+HEALTH_SERVICE: Final = "grpc.health.v1.Health"
+REFLECTION_SERVICE: Final = "grpc.reflection.v1alpha.ServerReflection"
 TOKEN_HEADER: Final = "dapr-api-token"  # noqa: S105 -- the metadata key, not a token
+#: How often a health Watch re-checks the stores to push a change.
+WATCH_INTERVAL_S: Final = 5.0
+#: A connection that has not sent the HTTP/2 preface within this is closed (slowloris).
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+MAX_CONNECTIONS: Final = 1024
 
 
 def _unauthenticated(detail: str) -> RpcError:
@@ -44,7 +54,7 @@ def _unauthenticated(detail: str) -> RpcError:
     from google.rpc import error_details_pb2
 
     return RpcError(
-        grpc.StatusCode.UNAUTHENTICATED,
+        StatusCode.UNAUTHENTICATED,
         "Unauthorized",
         [
             error_details_pb2.ErrorInfo(
@@ -62,16 +72,14 @@ class _Guard:
     def __init__(self, token: str | None) -> None:
         self._token = token.encode() if token else None
 
-    def check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def check(self, metadata: Metadata) -> None:
         if self._token is None:
             return
-        for key, value in context.invocation_metadata() or ():
-            if key == TOKEN_HEADER:
-                given = value.encode() if isinstance(value, str) else value
-                if hmac.compare_digest(given, self._token):
-                    return
-                raise _unauthenticated("authentication error: api token mismatch")
-        raise _unauthenticated("missing api token in request metadata")
+        given = metadata.get(TOKEN_HEADER)
+        if given is None:
+            raise _unauthenticated("missing api token in request metadata")
+        if not hmac.compare_digest(given.encode("latin-1"), self._token):
+            raise _unauthenticated("authentication error: api token mismatch")
 
 
 def _unary(
@@ -79,109 +87,189 @@ def _unary(
     call: Callable[[Any], Awaitable[Any]],
     guard: _Guard,
     metrics: Metrics,
-) -> grpc.RpcMethodHandler[Any, Any]:
+) -> Route:
     path = f"/{SERVICE.full_name}/{method.name}"
-    request_class = message_factory.GetMessageClass(method.input_type)
-    response_class = message_factory.GetMessageClass(method.output_type)
+    parse = message_factory.GetMessageClass(method.input_type).FromString
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def handler(message: bytes, metadata: Metadata) -> bytes:
         started = time.perf_counter()
         try:
-            guard.check(context)
+            guard.check(metadata)
+            try:
+                request = parse(message)
+            except DecodeError as exc:
+                raise RpcError(
+                    StatusCode.INTERNAL, f"statecar: cannot parse the {path} request: {exc}"
+                ) from None
             response = await call(request)
+            data: bytes = response.SerializeToString()
         except RpcError as exc:
             error = exc
         except DaprError as exc:
             error = from_dapr_error(exc)
         except Exception as exc:  # an unexpected failure is INTERNAL, and logged
             log.exception("%s failed", path)
-            error = RpcError(grpc.StatusCode.INTERNAL, f"statecar: {path} failed: {exc}")
+            error = RpcError(StatusCode.INTERNAL, f"statecar: {path} failed: {exc}")
         else:
             metrics.grpc(path, "OK", (time.perf_counter() - started) * 1000)
-            return response
+            return data
         metrics.grpc(path, error.code.name, (time.perf_counter() - started) * 1000)
         metrics.error_code(error.error_code, error.category)
-        await context.abort(error.code, error.message, error.trailer())
+        raise error
 
-    return grpc.unary_unary_rpc_method_handler(
-        handler,
-        request_deserializer=request_class.FromString,
-        response_serializer=response_class.SerializeToString,
-    )
+    return Route(unary=handler)
 
 
-def _unimplemented(
-    method: MethodDescriptor, guard: _Guard, metrics: Metrics
-) -> grpc.RpcMethodHandler[Any, Any]:
+def _unimplemented(method: MethodDescriptor, guard: _Guard, metrics: Metrics) -> Route:
+    """Answered as soon as the headers arrive, whatever the method's streaming shape."""
     path = f"/{SERVICE.full_name}/{method.name}"
     message = (
         f"statecar does not implement {path}: it serves Dapr's state API over gRPC "
         f"({', '.join(IMPLEMENTED)}); run daprd for the other building blocks"
     )
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def handler(call: Call) -> None:
         started = time.perf_counter()
         try:
-            guard.check(context)
-            error = RpcError(grpc.StatusCode.UNIMPLEMENTED, message)
+            guard.check(call.metadata)
+            error = RpcError(StatusCode.UNIMPLEMENTED, message)
         except RpcError as exc:
             error = exc
         metrics.grpc(path, error.code.name, (time.perf_counter() - started) * 1000)
-        await context.abort(error.code, error.message, error.trailer())
+        raise error
 
-    # Requests are never decoded: the bytes arrive as they are and are dropped.
-    if method.client_streaming and method.server_streaming:
-        return grpc.stream_stream_rpc_method_handler(handler)
-    if method.client_streaming:
-        return grpc.stream_unary_rpc_method_handler(handler)
-    if method.server_streaming:
-        return grpc.unary_stream_rpc_method_handler(handler)
-    return grpc.unary_unary_rpc_method_handler(handler)
+    return Route(stream=handler)
 
 
-def method_handlers(
-    service: DaprService, metrics: Metrics, api_token: str | None
-) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
-    """One handler per RPC of the pinned `Dapr` service, by method name."""
+def dapr_routes(service: DaprService, metrics: Metrics, api_token: str | None) -> dict[str, Route]:
+    """One route per RPC of the pinned `Dapr` service, by path."""
     guard = _Guard(api_token)
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    routes: dict[str, Route] = {}
     for method in SERVICE.methods:
+        path = f"/{SERVICE.full_name}/{method.name}"
         if method.name in IMPLEMENTED:
-            handlers[method.name] = _unary(method, getattr(service, method.name), guard, metrics)
+            routes[path] = _unary(method, getattr(service, method.name), guard, metrics)
         else:
-            handlers[method.name] = _unimplemented(method, guard, metrics)
-    return handlers
+            routes[path] = _unimplemented(method, guard, metrics)
+    return routes
 
 
-class _Health(health.aio.HealthServicer):
+# -- grpc.health.v1 ------------------------------------------------------------------------------
+
+
+class _Health:
     """grpc.health.v1 that answers NOT_SERVING while a store does not answer (as /v1.0/healthz).
 
     `problems` is the HTTP health's measured, briefly cached store check, so a Kubernetes gRPC
-    readiness probe and the HTTP one agree.
+    readiness probe and the HTTP one agree. The server ("") and the Dapr service are known;
+    another name is NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch), as grpcio's servicer answers.
     """
 
+    KNOWN: Final = ("", SERVICE.full_name)
+
     def __init__(self, problems: Callable[[], Awaitable[Mapping[str, str]]] | None) -> None:
-        super().__init__()
         self._problems = problems
 
-    async def Check(  # the RPC's name, as grpc_health spells it
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> health_pb2.HealthCheckResponse:
-        response: health_pb2.HealthCheckResponse = await super().Check(request, context)
-        serving = health_pb2.HealthCheckResponse.SERVING
-        if response.status == serving and self._problems is not None and await self._problems():
-            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+    async def _status(self, service: str) -> int:
+        if service not in self.KNOWN:
+            return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        if self._problems is not None and await self._problems():
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse.SERVING
+
+    async def check(self, message: bytes, metadata: Metadata) -> bytes:
+        request = _parse(health_pb2.HealthCheckRequest, message)
+        if request.service not in self.KNOWN:
+            raise RpcError(StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        status = await self._status(request.service)
+        return health_pb2.HealthCheckResponse(status=status).SerializeToString()
+
+    async def watch(self, call: Call) -> None:
+        message = await call.read()
+        request = _parse(health_pb2.HealthCheckRequest, message or b"")
+        last: int | None = None
+        while True:
+            status = await self._status(request.service)
+            if status != last:
+                call.write(health_pb2.HealthCheckResponse(status=status).SerializeToString())
+                last = status
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+
+def _parse(kind: Any, message: bytes) -> Any:
+    try:
+        return kind.FromString(message)
+    except DecodeError as exc:
+        raise RpcError(StatusCode.INTERNAL, f"cannot parse the request: {exc}") from None
+
+
+# -- server reflection (grpc.reflection.v1alpha) ---------------------------------------------------
+
+
+def _with_dependencies(file: FileDescriptor) -> list[bytes]:
+    """`file` and everything it imports, serialized FileDescriptorProtos, `file` first."""
+    seen: dict[str, bytes] = {}
+    todo = [file]
+    while todo:
+        current = todo.pop()
+        if current.name in seen:
+            continue
+        seen[current.name] = current.serialized_pb
+        todo.extend(current.dependencies)
+    return list(seen.values())
+
+
+class _Reflection:
+    """ServerReflectionInfo over the default descriptor pool, where the generated code of every
+    served service (the committed `_protos`, health, reflection) registered its files."""
+
+    def __init__(self, services: Sequence[str]) -> None:
+        self._services = sorted(services)
+        self._pool = descriptor_pool.Default()
+
+    def answer(self, request: Any) -> Any:
+        response = reflection_pb2.ServerReflectionResponse(
+            valid_host=request.host, original_request=request
+        )
+        kind = request.WhichOneof("message_request")
+        try:
+            if kind == "list_services":
+                for name in self._services:
+                    response.list_services_response.service.add(name=name)
+            elif kind == "file_by_filename":
+                files = _with_dependencies(self._pool.FindFileByName(request.file_by_filename))
+                response.file_descriptor_response.file_descriptor_proto.extend(files)
+            elif kind == "file_containing_symbol":
+                file = self._pool.FindFileContainingSymbol(request.file_containing_symbol)
+                response.file_descriptor_response.file_descriptor_proto.extend(
+                    _with_dependencies(file)
+                )
+            elif kind == "all_extension_numbers_of_type":
+                self._pool.FindMessageTypeByName(request.all_extension_numbers_of_type)
+                response.all_extension_numbers_response.base_type_name = (
+                    request.all_extension_numbers_of_type
+                )
+            else:  # file_containing_extension: statecar's protos declare no extensions
+                raise KeyError(kind)
+        except KeyError:
+            response.ClearField("file_descriptor_response")
+            response.error_response.error_code = int(StatusCode.NOT_FOUND)
+            response.error_response.error_message = "not found"
         return response
+
+    async def info(self, call: Call) -> None:
+        while (message := await call.read()) is not None:
+            request = _parse(reflection_pb2.ServerReflectionRequest, message)
+            call.write(self.answer(request).SerializeToString())
+
+
+# -- the server ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class GrpcServer:
-    server: grpc.aio.Server
+    server: http2.Server
     port: int
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 async def start(
@@ -194,40 +282,25 @@ async def start(
     max_message_bytes: int,
     problems: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
     extra_hosts: Sequence[str] = (),
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> GrpcServer:
     """A started server on `host:port` and each of `extra_hosts` on the same port (port 0 picks
-    a free one: see `.port`); an IPv6 address is given bare (`::1`)."""
-    server = grpc.aio.server(
-        options=[
-            # daprd's --max-body-size bounds gRPC messages too.
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            # Linux SO_REUSEPORT would let a second sidecar bind the same port silently.
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    handlers = method_handlers(service, metrics, api_token)
-    # Only the hot RPCs are *registered* methods. grpcio's asyncio server keeps one pending
-    # request per registered method and waits on all of them for every call: with the service's
-    # 74 methods registered, that wait cost as much as the rest of a GetState
-    # (bench/grpc_vs_http.py, docs/grpc.md). Every other RPC goes through a generic handler.
-    server.add_registered_method_handlers(SERVICE.full_name, {name: handlers[name] for name in HOT})
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                SERVICE.full_name, {name: h for name, h in handlers.items() if name not in HOT}
-            ),
-        )
-    )
-    health_servicer = _Health(problems)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    bound = server.add_insecure_port(f"{_bracketed(host)}:{port}")
-    for extra in extra_hosts:
-        server.add_insecure_port(f"{_bracketed(extra)}:{bound}")
-    await server.start()
-    for name in ("", SERVICE.full_name):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    a free one: see `.port`); an IPv6 address is given bare (`::1`). A port that cannot be
+    bound raises RuntimeError naming it."""
+    routes = dapr_routes(service, metrics, api_token)
+    health = _Health(problems)
+    routes[f"/{HEALTH_SERVICE}/Check"] = Route(unary=health.check)
+    routes[f"/{HEALTH_SERVICE}/Watch"] = Route(stream=health.watch)
+    reflection = _Reflection((SERVICE.full_name, HEALTH_SERVICE, REFLECTION_SERVICE))
+    routes[f"/{REFLECTION_SERVICE}/ServerReflectionInfo"] = Route(stream=reflection.info)
+    app = GrpcApplication(routes, max_message_bytes)
+    server = http2.Server(app, handshake_timeout=handshake_timeout, max_connections=max_connections)
+    try:
+        bound = await server.listen(host, port)
+        for extra in extra_hosts:
+            await server.listen(extra, bound)
+    except OSError as exc:
+        await server.stop()
+        raise RuntimeError(f"cannot listen on {host}:{port} for gRPC: {exc}") from exc
     return GrpcServer(server, bound)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
-import grpc
 import orjson
 from google.protobuf import empty_pb2
 
@@ -31,7 +30,7 @@ from statecar_sidecar._protos.dapr.proto.runtime.v1 import (
 from statecar_sidecar.api import errors, policy
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.api.metadata import capabilities
-from statecar_sidecar.grpcapi.status import RpcError, basic, from_dapr_error
+from statecar_sidecar.grpcapi.status import RpcError, StatusCode, basic, from_dapr_error
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import BoundStore, ComponentRuntime
 from statecar_sidecar.stores.base import Feature
@@ -77,9 +76,9 @@ def _write_error(error_code: str, message: str, failures: Sequence[Exception]) -
     text = f"{message}: " + "; ".join(str(f) for f in failures)
     if all(isinstance(f, ETagMismatchError | ETagInvalidError) for f in failures):
         if any(isinstance(f, ETagInvalidError) for f in failures):
-            return basic(grpc.StatusCode.INVALID_ARGUMENT, error_code, text)
-        return basic(grpc.StatusCode.ABORTED, error_code, text)
-    return basic(grpc.StatusCode.INTERNAL, error_code, text)
+            return basic(StatusCode.INVALID_ARGUMENT, error_code, text)
+        return basic(StatusCode.ABORTED, error_code, text)
+    return basic(StatusCode.INTERNAL, error_code, text)
 
 
 class DaprService:
@@ -119,7 +118,7 @@ class DaprService:
         except StoreError as exc:
             self._record(bound, "get", False, started)
             raise basic(
-                grpc.StatusCode.INTERNAL,
+                StatusCode.INTERNAL,
                 "ERR_STATE_GET",
                 f"fail to get {request.key} from state store {request.store_name}: {exc}",
             ) from exc
@@ -150,7 +149,7 @@ class DaprService:
             items = await bound.store.bulk_get(stored)
         except StoreError as exc:
             self._record(bound, "bulk_get", False, started)
-            raise basic(grpc.StatusCode.INTERNAL, "ERR_STATE_BULK_GET", str(exc)) from exc
+            raise basic(StatusCode.INTERNAL, "ERR_STATE_BULK_GET", str(exc)) from exc
         self._record(bound, "bulk_get", True, started)
         response = state_pb2.GetBulkStateResponse()
         for key, item in zip(keys, items, strict=True):
@@ -175,7 +174,7 @@ class DaprService:
         for state in request.states:
             if not state.key:
                 raise basic(
-                    grpc.StatusCode.INVALID_ARGUMENT, "ERR_STATE_SAVE", "state key cannot be empty"
+                    StatusCode.INVALID_ARGUMENT, "ERR_STATE_SAVE", "state key cannot be empty"
                 )
             metadata: Mapping[str, str] = state.metadata
             if metadata.get("contentType") == _JSON:
@@ -276,7 +275,7 @@ class DaprService:
                 )
             else:
                 raise basic(
-                    grpc.StatusCode.UNIMPLEMENTED,
+                    StatusCode.UNIMPLEMENTED,
                     "ERR_NOT_SUPPORTED_STATE_OPERATION",
                     f"operation type {operation.operationType} not supported",
                 )
@@ -295,7 +294,7 @@ class DaprService:
                     f"applied: {exc.cause}"
                 )
             raise basic(
-                grpc.StatusCode.INTERNAL,
+                StatusCode.INTERNAL,
                 "ERR_STATE_TRANSACTION",
                 f"error while executing state transaction: {reason}",
             ) from exc
@@ -362,7 +361,7 @@ class DaprService:
         """Stop the sidecar gracefully, as daprd does; refused when nothing can stop it."""
         if self._shutdown is None:
             raise RpcError(
-                grpc.StatusCode.UNIMPLEMENTED,
+                StatusCode.UNIMPLEMENTED,
                 "statecar does not implement Shutdown here: this server has no stop hook",
             )
         self._shutdown()

@@ -11,39 +11,62 @@ protobuf messages (ErrorInfo, ResourceInfo, BadRequest, Help), which the SDKs re
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from statecar_sidecar.api import errors
 from statecar_sidecar.api.errors import DaprError
 
+
+class StatusCode(enum.IntEnum):
+    """gRPC's status codes (grpc/grpc doc/statuscodes.md), named as grpcio names them."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
 DOMAIN: Final = "dapr.io"
 DETAILS_TRAILER: Final = "grpc-status-details-bin"
 
 #: errorCode -> gRPC code where the code alone decides it (daprd's APIError/kit error codes).
-_BY_ERROR_CODE: Final[Mapping[str, grpc.StatusCode]] = {
-    "ERR_STATE_STORE_NOT_FOUND": grpc.StatusCode.INVALID_ARGUMENT,
-    "ERR_STATE_STORE_NOT_CONFIGURED": grpc.StatusCode.FAILED_PRECONDITION,
-    "ERR_MALFORMED_REQUEST": grpc.StatusCode.INVALID_ARGUMENT,
-    "ERR_STATE_GET": grpc.StatusCode.INTERNAL,
-    "ERR_STATE_BULK_GET": grpc.StatusCode.INTERNAL,
-    "ERR_STATE_TRANSACTION": grpc.StatusCode.INTERNAL,
-    "ERR_STATE_QUERY": grpc.StatusCode.INTERNAL,
-    "ERR_NOT_SUPPORTED_STATE_OPERATION": grpc.StatusCode.UNIMPLEMENTED,
+_BY_ERROR_CODE: Final[Mapping[str, StatusCode]] = {
+    "ERR_STATE_STORE_NOT_FOUND": StatusCode.INVALID_ARGUMENT,
+    "ERR_STATE_STORE_NOT_CONFIGURED": StatusCode.FAILED_PRECONDITION,
+    "ERR_MALFORMED_REQUEST": StatusCode.INVALID_ARGUMENT,
+    "ERR_STATE_GET": StatusCode.INTERNAL,
+    "ERR_STATE_BULK_GET": StatusCode.INTERNAL,
+    "ERR_STATE_TRANSACTION": StatusCode.INTERNAL,
+    "ERR_STATE_QUERY": StatusCode.INTERNAL,
+    "ERR_NOT_SUPPORTED_STATE_OPERATION": StatusCode.UNIMPLEMENTED,
 }
 
 #: For the rest (the write errors, whose code depends on the ETag failure), the HTTP status.
-_BY_HTTP_STATUS: Final[Mapping[int, grpc.StatusCode]] = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.ABORTED,  # ETag mismatch: daprd's "test-and-set failed" (dapr/dapr#2648)
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    501: grpc.StatusCode.UNIMPLEMENTED,
+_BY_HTTP_STATUS: Final[Mapping[int, StatusCode]] = {
+    400: StatusCode.INVALID_ARGUMENT,
+    401: StatusCode.UNAUTHENTICATED,
+    404: StatusCode.NOT_FOUND,
+    409: StatusCode.ABORTED,  # ETag mismatch: daprd's "test-and-set failed" (dapr/dapr#2648)
+    413: StatusCode.RESOURCE_EXHAUSTED,
+    501: StatusCode.UNIMPLEMENTED,
 }
 
 
@@ -52,7 +75,7 @@ class RpcError(Exception):
 
     def __init__(
         self,
-        code: grpc.StatusCode,
+        code: StatusCode,
         message: str,
         details: Sequence[Any] = (),
         *,
@@ -72,7 +95,7 @@ class RpcError(Exception):
         """The `grpc-status-details-bin` trailer; empty when there are no details."""
         if not self.details:
             return ()
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        status = status_pb2.Status(code=int(self.code), message=self.message)
         for detail in self.details:
             packed = any_pb2.Any()
             packed.Pack(detail)
@@ -84,7 +107,7 @@ def error_info(reason: str, metadata: Mapping[str, str] | None = None) -> Any:
     return error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
 
 
-def basic(code: grpc.StatusCode, error_code: str, message: str) -> RpcError:
+def basic(code: StatusCode, error_code: str, message: str) -> RpcError:
     """daprd's `apierrors.Basic`: the message and one ErrorInfo whose reason is the errorCode."""
     return RpcError(
         code,
@@ -134,10 +157,10 @@ def _has_reason(error: DaprError, reason: str) -> bool:
 def from_dapr_error(error: DaprError) -> RpcError:
     """The gRPC form of an error the shared policy (or a store lookup) raised."""
     if _has_reason(error, "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED"):
-        code = grpc.StatusCode.UNIMPLEMENTED
+        code = StatusCode.UNIMPLEMENTED
     else:
         code = _BY_ERROR_CODE.get(error.code) or _BY_HTTP_STATUS.get(
-            error.status, grpc.StatusCode.INTERNAL
+            error.status, StatusCode.INTERNAL
         )
     details = [d for d in (_detail(doc) for doc in error.details) if d is not None]
     if not details:
