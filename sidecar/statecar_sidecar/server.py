@@ -312,7 +312,8 @@ async def stop_within(
         server.should_exit = True
     stopping: list[asyncio.Future[None]] = list(tasks)
     if grpc_server is not None:
-        # grpcio stops listening now, and cancels the RPCs still running once `grace` has passed.
+        # The gRPC server stops listening now, GOAWAYs every connection and aborts the ones still
+        # running calls once `grace` has passed (grpcapi.http2.Server.stop).
         stopping.append(asyncio.ensure_future(grpc_server.server.stop(grace)))
     _, pending = await asyncio.wait(
         stopping, timeout=None if bound is None else bound + _STOP_MARGIN
