@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from tests.interop.conftest import (
@@ -40,6 +41,7 @@ from tests.interop.conftest import (
 )
 
 from statecar_contract.settings import EncryptionKey, EncryptionSettings
+from statecar_sidecar._protos.dapr.proto.runtime.v1 import state_pb2
 from statecar_sidecar.stores.encryption import NONCE_BYTES, open_value, seal
 
 ODD_JSON = b'{"z": 1, "price": 1.10, "html": "<&>", "a": [true, null]}'
@@ -217,6 +219,14 @@ def test_a_query_on_an_encrypted_store_is_refused_naming_the_setting(pair: Pair)
     assert theirs.status_code == 500, theirs.text
     assert theirs.json()["errorCode"] == "ERR_STATE_QUERY"
     assert "cannot query encrypted store" in theirs.json()["message"]
+    # Over gRPC both answer INTERNAL, statecar's message naming the setting too.
+    request = state_pb2.QueryStateRequest(store_name="statestore", query=json.dumps(query))
+    for side in (pair.statecar, pair.daprd):
+        with pytest.raises(grpc.RpcError) as raised:
+            side.stub.QueryStateAlpha1(request)
+        assert isinstance(raised.value, grpc.Call)
+        assert raised.value.code() == grpc.StatusCode.INTERNAL
+        assert "cannot query encrypted store" in (raised.value.details() or "")
 
 
 def test_daprds_ciphertexts_open_and_reseal_byte_for_byte(
