@@ -2,7 +2,8 @@
 # it installs what it needs, lints, type-checks, and runs every tier against real servers.
 PYTHON ?= python3
 
-.PHONY: test bootstrap lint typecheck imports unit conformance compat hostile daprd e2e run bench protos \
+.PHONY: test bootstrap lint typecheck imports unit conformance compat hostile daprd interop e2e run bench \
+	protos \
 	bootstrap-cluster image cluster cluster-down cluster-status cluster-test
 
 test: bootstrap bootstrap-cluster lint typecheck imports
@@ -38,6 +39,11 @@ hostile:
 # statecar daprd started with dapr run's exact argv: errors, metric, TTL, reload, fuzz, shutdown, memory.
 daprd:
 	$(PYTHON) -m pytest -q tests/daprd
+
+# statecar and a real daprd (built by scripts/daprd.sh) over the same databases.
+interop:
+	bash scripts/daprd.sh >/dev/null
+	STATECAR_REQUIRE_SERVERS=1 $(PYTHON) -m pytest -q tests/interop
 
 e2e:
 	$(PYTHON) -m pytest -q tests/e2e

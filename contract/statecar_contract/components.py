@@ -19,9 +19,12 @@ from statecar_contract.settings import (
     BACKENDS,
     COMMON_METADATA,
     COMMON_REFUSED,
+    COMMON_SETTINGS,
     BackendSettings,
+    EncryptionSettings,
     read_settings,
 )
+from statecar_contract.settings.encryption import ENCRYPTION_SETTINGS
 
 __all__ = [
     "API_GROUP",
@@ -134,6 +137,9 @@ class ResolvedComponent:
     enforce: bool = False
     key_prefix: str = "appid"
     scopes: tuple[str, ...] = ()
+    #: The secret each encryption key came from, by setting name: daprd tags every encrypted
+    #: value with it (`settings.encryption`), so it travels with the key (in the wiring too).
+    key_names: Mapping[str, str] = field(default_factory=dict)
 
     def in_scope(self, app_id: str) -> bool:
         return not self.scopes or app_id in self.scopes
@@ -141,6 +147,12 @@ class ResolvedComponent:
     def settings(self) -> BackendSettings:
         """The backend's typed settings (a ComponentError when the metadata is invalid)."""
         return read_settings(self.type, self.metadata, component=self.name)
+
+    def encryption(self, *, source: str | None = None) -> EncryptionSettings | None:
+        """The store's encryption keys, or None when it is not encrypted (ComponentError)."""
+        return EncryptionSettings.from_metadata(
+            self.metadata, self.key_names, component=self.name, source=source
+        )
 
 
 def _expect_mapping(value: object, field_path: str, source: str | None) -> Mapping[str, object]:
@@ -262,9 +274,10 @@ def validate_backend_metadata(
             source=source,
         )
     known = BACKEND_METADATA[component_type]
+    common = {n for s in COMMON_SETTINGS for n in s.names} | COMMON_METADATA
     refused = {r.name: r.reason for r in (*backend.REFUSED, *COMMON_REFUSED)}
     for index, name in enumerate(names):
-        if name in known or name in COMMON_METADATA:
+        if name in known or name in common:
             continue
         if name in refused:
             raise ComponentError(
@@ -322,6 +335,13 @@ def parse_component(document: object, *, source: str | None = None) -> Component
     read_settings(
         component_type,
         {m.name: m.value for m in metadata if m.value is not None},
+        component=name,
+        source=source,
+        deferred=[m.name for m in metadata if m.secret_key_ref is not None],
+    )
+    EncryptionSettings.from_metadata(
+        {m.name: m.value for m in metadata if m.value is not None},
+        {},
         component=name,
         source=source,
         deferred=[m.name for m in metadata if m.secret_key_ref is not None],
@@ -435,6 +455,12 @@ def resolve(
         source=source,
         redacted=[m.name for m in spec.metadata if m.secret_key_ref is not None],
     )
+    key_names = {
+        m.name: m.secret_key_ref.name
+        for m in spec.metadata
+        if m.name in ENCRYPTION_SETTINGS and m.secret_key_ref is not None
+    }
+    EncryptionSettings.from_metadata(values, key_names, component=spec.name, source=source)
     return ResolvedComponent(
         name=spec.name,
         type=spec.type,
@@ -445,4 +471,5 @@ def resolve(
         enforce=spec.enforce,
         key_prefix=spec.key_prefix,
         scopes=spec.scopes,
+        key_names=key_names,
     )

@@ -47,6 +47,8 @@ def _component_to_json(component: ResolvedComponent) -> dict[str, object]:
         "enforce": component.enforce,
         "keyPrefix": component.key_prefix,
         "scopes": list(component.scopes),
+        # Only when set, so the wiring of a component without encryption keys is unchanged.
+        **({"keyNames": dict(sorted(component.key_names.items()))} if component.key_names else {}),
     }
 
 
@@ -110,6 +112,11 @@ def decode(data: bytes) -> Wiring:
         scopes = raw.get("scopes", [])
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise ComponentError(f"{where}.scopes", "must be a list of strings")
+        key_names = raw.get("keyNames", {})
+        if not isinstance(key_names, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in key_names.items()
+        ):
+            raise ComponentError(f"{where}.keyNames", "must map names to strings")
         components.append(
             ResolvedComponent(
                 name=name,
@@ -121,6 +128,7 @@ def decode(data: bytes) -> Wiring:
                 enforce=bool(raw.get("enforce", False)),
                 key_prefix=_str_field(raw, "keyPrefix", where),
                 scopes=tuple(scopes),
+                key_names=key_names,
             )
         )
     return Wiring(

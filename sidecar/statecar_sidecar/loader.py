@@ -479,6 +479,7 @@ def load_wiring_file(path: Path) -> LoadedComponents:
                 # Every value came from a Secret: a message never quotes one.
                 redacted=list(component.metadata),
             )
+            component.encryption(source=f"{path} (component {component.name})")
         except ComponentError as exc:
             failed.append(
                 FailedComponent(component.name, str(path), exc, component.type, component.scopes)

@@ -24,6 +24,7 @@ from statecar_contract.settings import RedisSettings
 from statecar_sidecar import keys
 from statecar_sidecar.loader import FailedComponent, LoadedComponents
 from statecar_sidecar.stores.base import StateStore
+from statecar_sidecar.stores.encryption import EncryptedStore
 from statecar_sidecar.stores.errors import StoreError
 from statecar_sidecar.stores.registry import open_store
 
@@ -101,9 +102,16 @@ class ComponentRuntime:
         return BoundStore(component.name, component, store, prefix, _default_ttl(component))
 
     async def _open(self, component: ResolvedComponent) -> StateStore:
+        try:
+            encryption = component.encryption()
+        except ComponentError as exc:
+            raise StoreError(str(exc)) from None
         store = await asyncio.wait_for(
             open_store(component.type, component.metadata), OPEN_TIMEOUT_SECONDS
         )
+        if encryption is not None:
+            # Every backend, the same way: daprd encrypts in its API layer, above the store.
+            store = EncryptedStore(store, encryption)
         try:
             await asyncio.wait_for(store.ping(), OPEN_TIMEOUT_SECONDS)
         except BaseException:

@@ -454,3 +454,41 @@ async def test_a_conflict_marks_the_namespace_again(h: Harness) -> None:
     h.reconciler.mark("shop")
     await h.reconciler.run_pass()
     assert h.reconciler._dirty == {"shop"}
+
+
+async def test_encryption_keys_reach_the_wiring_with_their_secret_names(h: Harness) -> None:
+    # daprd tags every encrypted value with the key's secret name, so the sidecar needs it too.
+    new, old = "ab" * 32, "cd" * 16
+    h.cluster.put_secret("shop", "redis-auth", {"password": "s3cret"})
+    h.cluster.put_secret("shop", "state-key-2", {"key": new})
+    h.cluster.put_secret("shop", "state-key-1", {"key": old})
+    spec = {
+        **ORDERS,
+        "metadata": [
+            *ORDERS["metadata"],
+            {"name": "primaryEncryptionKey", "secretKeyRef": {"name": "state-key-2", "key": "key"}},
+            {
+                "name": "secondaryEncryptionKey",
+                "secretKeyRef": {"name": "state-key-1", "key": "key"},
+            },
+        ],
+    }
+    h.set_components(component("orders", spec))
+    await h.reconcile()
+    orders = h.cluster.wiring()[0]
+    assert orders.key_names == {
+        "primaryEncryptionKey": "state-key-2",
+        "secondaryEncryptionKey": "state-key-1",
+    }
+    keys = orders.encryption()
+    assert keys is not None
+    assert (keys.primary.name, keys.primary.key) == ("state-key-2", bytes.fromhex(new))
+    assert keys.secondary is not None
+    assert (keys.secondary.name, keys.secondary.key) == ("state-key-1", bytes.fromhex(old))
+    # A key AES cannot take is that component's problem, named, never echoed.
+    h.cluster.put_secret("shop", "state-key-2", {"key": "abc"})
+    await h.reconcile()
+    resolved = h.cluster.condition("orders", "SecretsResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", "SecretValueInvalid")
+    assert "spec.metadata.primaryEncryptionKey" in resolved["message"]
+    assert "abc" not in resolved["message"]

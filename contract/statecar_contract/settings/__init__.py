@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping
 from typing import Final
 
 from statecar_contract.errors import ComponentError
+from statecar_contract.settings.encryption import EncryptionKey, EncryptionSettings
 from statecar_contract.settings.libpq import PostgresDSN, parse_libpq
 from statecar_contract.settings.memory import InMemorySettings
 from statecar_contract.settings.postgresql import PostgreSQLSettings
@@ -23,6 +24,7 @@ from statecar_contract.settings.redis import RedisSettings
 from statecar_contract.settings.schema import (
     COMMON_METADATA,
     COMMON_REFUSED,
+    COMMON_SETTINGS,
     BackendSettings,
     Refused,
     Setting,
@@ -42,7 +44,10 @@ __all__ = [
     "BACKENDS",
     "COMMON_METADATA",
     "COMMON_REFUSED",
+    "COMMON_SETTINGS",
     "BackendSettings",
+    "EncryptionKey",
+    "EncryptionSettings",
     "HostPort",
     "InMemorySettings",
     "PostgreSQLSettings",

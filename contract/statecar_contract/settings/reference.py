@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from statecar_contract.settings import BACKENDS
-from statecar_contract.settings.schema import COMMON_REFUSED, Refused, Setting
+from statecar_contract.settings.schema import COMMON_REFUSED, COMMON_SETTINGS, Refused, Setting
 
 __all__ = ["render"]
 
@@ -83,6 +83,15 @@ def render() -> str:
             lines += ["Refused (daprd knows these; statecar does not implement them):", ""]
             lines += [*_refused_table(backend.REFUSED), ""]
     lines += [
+        "## Encryption, on every backend",
+        "",
+        "Dapr's automatic state encryption, byte-compatible with daprd's: AES-GCM with a random"
+        ' 12-byte nonce; the stored value is `base64(nonce + ciphertext + tag) + "||" +'
+        " <secret name>`. Saves, bulk saves and transactions encrypt; get and bulk get decrypt;"
+        ' ETags and TTLs are unchanged. See docs/state-api.md, "Encrypted stores".',
+        "",
+        *_settings_table(COMMON_SETTINGS),
+        "",
         "## Refused on every backend",
         "",
         *_refused_table(COMMON_REFUSED),

@@ -22,6 +22,7 @@ from statecar_contract.settings.values import SettingValueError
 __all__ = [
     "COMMON_METADATA",
     "COMMON_REFUSED",
+    "COMMON_SETTINGS",
     "BackendSettings",
     "MetadataReader",
     "Refused",
@@ -62,6 +63,28 @@ class Refused:
 
 #: Metadata names about the component, not the backend (Dapr puts them in `metadata`).
 COMMON_METADATA: Final = frozenset({"keyPrefix", "actorStateStore"})
+
+#: Settings every backend takes that the runtime applies, not the store: Dapr's automatic state
+#: encryption (dapr/dapr `pkg/encryption/encryption.go`; read by `settings.encryption`). They stay
+#: in the component's metadata, so the backend's reader must accept them.
+COMMON_SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting(
+        "primaryEncryptionKey",
+        "secretKeyRef to a hex AES key (32, 48 or 64 hex digits)",
+        "Encrypt every saved value with AES-GCM under this key, as daprd does; each value is"
+        " tagged with the key's secret name (`secretKeyRef.name`). Only a `secretKeyRef` is"
+        " accepted. A store with it refuses queries.",
+        secret=True,
+    ),
+    Setting(
+        "secondaryEncryptionKey",
+        "secretKeyRef to a hex AES key (32, 48 or 64 hex digits)",
+        "The previous key during a rotation: values tagged with its secret name are still read;"
+        " new writes use `primaryEncryptionKey`. Needs `primaryEncryptionKey`, from another"
+        " secret.",
+        secret=True,
+    ),
+)
 
 _NO_OUTBOX: Final = (
     "statecar has no transactional outbox: it publishes no events when state changes; remove it"
@@ -125,10 +148,11 @@ class MetadataReader:
 
     def _check_names(self, backend: type[BackendSettings]) -> None:
         known = {n for s in backend.SETTINGS for n in s.names}
+        common = {n for s in COMMON_SETTINGS for n in s.names} | COMMON_METADATA
         refused = {r.name: r.reason for r in (*backend.REFUSED, *COMMON_REFUSED)}
         present = set(self._metadata) | self._deferred
         for name in sorted(present):
-            if name in known or name in COMMON_METADATA:
+            if name in known or name in common:
                 continue
             if name in refused:
                 raise self.error(name, refused[name])

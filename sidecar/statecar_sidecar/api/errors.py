@@ -215,6 +215,18 @@ def query_not_supported(store: str) -> DaprError:
     )
 
 
+def query_encrypted(store: str, detail: str) -> DaprError:
+    """A query on an encrypted store. daprd answers 500 `ERR_STATE_QUERY` "cannot query
+    encrypted store" (`pkg/api/universal/state_query.go`); the request, not the server, is what
+    cannot work, so statecar answers 400 with the same code and a message naming the setting."""
+    return DaprError(
+        400,
+        "ERR_STATE_QUERY",
+        f"state store {store} query failed: {detail}",
+        [_resource_info(store), _error_info("DAPR_STATE_QUERY_FAILED", None)],
+    )
+
+
 def query_failed(store: str, detail: str) -> DaprError:
     return DaprError(
         500,

@@ -22,6 +22,7 @@ from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import BoundStore, ComponentRuntime
 from statecar_sidecar.stores.base import Feature
+from statecar_sidecar.stores.encryption import EncryptedQueryError
 from statecar_sidecar.stores.errors import (
     ETagInvalidError,
     ETagMismatchError,
@@ -228,6 +229,8 @@ class StateHandlers:
             )
         except QueryError as exc:
             raise errors.query_failed(store_name, str(exc)) from None
+        except EncryptedQueryError as exc:
+            raise errors.query_encrypted(store_name, str(exc)) from None
         except StoreError as exc:
             raise errors.query_failed(store_name, str(exc)) from exc
         if not page.results:

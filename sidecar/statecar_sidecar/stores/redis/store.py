@@ -3,10 +3,12 @@
 
 Layout is daprd's (components-contrib `state/redis`): one HASH per key with `data` (the value
 bytes) and `version` (the ETag, a decimal integer), so daprd and statecar read each other's data;
-statecar adds `exp` (expiry, epoch ms) so a GET reports `ttlExpireTime` in the same round trip.
+statecar adds `exp` (expiry, epoch ms) so a GET reports `ttlExpireTime` in the same round trip;
+a key daprd gave a TTL (a bare `EXPIRE`, no `exp`) reports the key's `PTTL`, pipelined with the
+read.
 
-Round trips (bench S4): GET = 1 `HMGET`; save = 1 `EVALSHA`; bulk get of N = N `HMGET`s in one
-pipelined write; a transaction of N = 1 `EVALSHA` of a script that checks every op against the
+Round trips (bench S4): GET = 1 (`HMGET` + `PTTL`, pipelined); save = 1 `EVALSHA`; bulk get of
+N = N `HMGET`s and `PTTL`s in one pipelined write; a transaction of N = 1 `EVALSHA` of a script that checks every op against the
 state the earlier ops leave, then applies all of them — atomic, unlike daprd's MULTI/EXEC, which
 keeps the ops that passed when another failed. Strong consistency adds `WAIT` on a dedicated
 connection and FAILS the request when not every connected replica confirmed (daprd ignores the
@@ -116,15 +118,21 @@ class RedisStore(StateStore):
         return OutcomeUnknownError(self._description, str(exc))
 
     @staticmethod
-    def _item(reply: Sequence[Any]) -> StoredItem | None:
+    def _read(key: str) -> list[tuple[bytes | str, ...]]:
+        """A key's hash fields, and its remaining TTL: one round trip, pipelined."""
+        return [(b"HMGET", key, b"data", b"version", b"exp"), (b"PTTL", key)]
+
+    @staticmethod
+    def _item(reply: Sequence[Any], pttl: object) -> StoredItem | None:
         data, version, expire_ms = reply
         if data is None or version is None:
             return None
-        return StoredItem(
-            value=data,
-            etag=version.decode(),
-            expire_at=int(expire_ms) / 1000 if expire_ms is not None else None,
-        )
+        expire_at = int(expire_ms) / 1000 if expire_ms is not None else None
+        if expire_at is None and isinstance(pttl, int) and pttl > 0:
+            # daprd sets a TTL with a bare EXPIRE and no `exp` field (components-contrib
+            # state/redis/redis.go Set): the key's own TTL is its expiry.
+            expire_at = time.time() + pttl / 1000
+        return StoredItem(value=data, etag=version.decode(), expire_at=expire_at)
 
     async def _replica_count(self) -> int:
         measured_at, count = self._replicas
@@ -193,25 +201,24 @@ class RedisStore(StateStore):
     async def get(self, key: str, *, strong: bool = False) -> StoredItem | None:
         # Every read goes to the primary, so `strong` needs nothing more here.
         try:
-            reply = await self._client.execute(b"HMGET", key, b"data", b"version", b"exp")
+            reply, pttl = await self._client.pipeline(self._read(key))
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
-        except ReplyError as exc:
-            raise StoreError(f"{self._description}: key {key!r}: {exc.message}") from exc
-        return self._item(reply)
+        if isinstance(reply, ReplyError):
+            raise StoreError(f"{self._description}: key {key!r}: {reply.message}")
+        return self._item(reply, pttl)
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
         try:
-            replies = await self._client.pipeline(
-                [(b"HMGET", k, b"data", b"version", b"exp") for k in keys]
-            )
+            replies = await self._client.pipeline([c for k in keys for c in self._read(k)])
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
         items: list[StoredItem | None] = []
-        for key, reply in zip(keys, replies, strict=True):
+        for index, key in enumerate(keys):
+            reply, pttl = replies[2 * index], replies[2 * index + 1]
             if isinstance(reply, ReplyError):
                 raise StoreError(f"{self._description}: key {key!r}: {reply.message}")
-            items.append(self._item(reply))
+            items.append(self._item(reply, pttl))
         return items
 
     async def set(self, op: SetOp) -> None:
@@ -373,7 +380,7 @@ class RedisStore(StateStore):
         for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, ReplyError):
                 continue  # not one of ours (another type under the same prefix)
-            item = self._item(reply)
+            item = self._item(reply, None)  # a query reports no TTL
             if item is None:
                 continue
             try:
