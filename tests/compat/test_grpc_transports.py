@@ -248,6 +248,36 @@ def test_bulk_get_keeps_request_order_and_reports_missing_keys_empty(
     assert not stub.GetState(state_pb2.GetStateRequest(store_name="sqlite", key=f"{run}-a")).data
 
 
+@pytest.mark.parametrize("store", COMPAT_STORES)
+def test_an_http_bulk_get_of_values_saved_as_any_bytes_over_grpc_is_valid_json(
+    http: httpx.Client, stub: dapr_pb2_grpc.DaprStub, store: str
+) -> None:
+    """gRPC saves any bytes; HTTP bulk get stays one JSON document (daprd answers an empty 200)."""
+    run = uuid.uuid4().hex[:10]
+    values = {
+        f"{run}-json": b'{"a": [1, 1e999]}',
+        f"{run}-text": b"map[a:1]",
+        f"{run}-binary": b"\xff\x00\x80",
+    }
+    stub.SaveState(
+        state_pb2.SaveStateRequest(
+            store_name=store,
+            states=[common_pb2.StateItem(key=k, value=v) for k, v in values.items()],
+        )
+    )
+    answer = http.post(f"/v1.0/state/{store}/bulk", json={"keys": list(values)})
+    assert answer.status_code == 200
+    data = {item["key"]: item["data"] for item in answer.json()}
+    assert data == {
+        f"{run}-json": {"a": [1, float("inf")]},
+        f"{run}-text": "map[a:1]",
+        f"{run}-binary": "/wCA",
+    }
+    # A single GET still answers the stored bytes themselves.
+    for key, value in values.items():
+        assert http.get(f"/v1.0/state/{store}/{key}").content == value
+
+
 def test_errors_carry_daprds_codes_and_error_info(stub: dapr_pb2_grpc.DaprStub) -> None:
     with pytest.raises(grpc.RpcError) as unknown:
         stub.GetState(state_pb2.GetStateRequest(store_name="nope", key="k"))

@@ -9,6 +9,8 @@ the sending of replies belong to `routing`; nothing here knows the URL.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -163,7 +165,7 @@ class StateHandlers:
                 b'{"key":'
                 + encoded_key
                 + b',"data":'
-                + item.value
+                + _json_data(item.value)
                 + b',"etag":'
                 + orjson.dumps(item.etag)
             )
@@ -253,6 +255,41 @@ class StateHandlers:
 
 def _all_applied(results: Sequence[Exception | None]) -> bool:
     return all(r is None for r in results)
+
+
+def _json_data(value: bytes) -> bytes:
+    """A stored value as the JSON of a bulk-get item's `data`.
+
+    Values saved over HTTP are JSON and go out as they are. A value saved over gRPC (or by another
+    program) may be any bytes; pasted raw it would make the whole reply invalid JSON (daprd
+    v1.18.1 then answers 200 with an empty body: pkg/api/http/http.go onBulkGetState encodes
+    `json.RawMessage` and drops the encoder's error). Such a value goes out as a JSON string: its
+    text when it is UTF-8, else its base64 (docs/state-api.md, "Bulk get").
+    """
+    if _is_json(value):
+        return value
+    try:
+        return orjson.dumps(value.decode())
+    except UnicodeDecodeError:
+        return orjson.dumps(base64.b64encode(value).decode())
+
+
+def _is_json(value: bytes) -> bool:
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        # orjson refuses two things RFC 8259 allows: numbers beyond a double (1e999) and
+        # escaped lone surrogates ("\ud800"). The standard parser takes both; NaN and Infinity,
+        # which it would also take, are not JSON.
+        try:
+            json.loads(value, parse_constant=_not_json)
+        except ValueError:
+            return False
+    return True
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _rfc3339(epoch: float) -> bytes:
