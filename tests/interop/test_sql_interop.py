@@ -33,6 +33,7 @@ from tests.support.sidecar import running_sidecar
 
 from statecar_sidecar._protos.dapr.proto.common.v1 import common_pb2
 from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
+from statecar_sidecar.stores.base import SetOp
 from statecar_sidecar.stores.errors import StoreError
 from statecar_sidecar.stores.registry import open_store
 
@@ -234,3 +235,29 @@ async def test_statecars_own_layout_refuses_a_daprd_table_unchanged(components: 
         await open_store(spec["type"], {**metadata, "layout": "statecar"})
     with running_daprd(components, app_id=APP_ID) as daprd:
         assert _get(daprd.url, "k").content == b"1"
+
+
+async def test_daprds_layout_refuses_a_statecar_table_unchanged(components: Path) -> None:
+    # The reverse: a table in statecar's own layout is never migrated into daprd's.
+    spec = yaml.safe_load((components / "store.yaml").read_text())["spec"]
+    metadata = {m["name"]: m["value"] for m in spec["metadata"]}
+    ours = {k: v for k, v in metadata.items() if k not in ("metadataTableName", "tablePrefix")}
+    if "tablePrefix" in metadata:
+        ours["tableName"] = metadata["tablePrefix"] + "state"
+    store = await open_store(spec["type"], {**ours, "layout": "statecar"})
+    try:
+        await store.set(SetOp("interop-sql||k", b'{"a":1}'))
+    finally:
+        await store.close()
+    layout = {"v1": "dapr-v1", "v2": "dapr-v2"}[spec["version"]]
+    if spec["type"] == "state.sqlite":
+        layout = "dapr"
+    with pytest.raises(StoreError, match="does not have daprd's layout"):
+        await open_store(spec["type"], {**metadata, "layout": layout})
+    store = await open_store(spec["type"], {**ours, "layout": "statecar"})
+    try:
+        item = await store.get("interop-sql||k")
+        assert item is not None
+        assert item.value == b'{"a":1}'
+    finally:
+        await store.close()
