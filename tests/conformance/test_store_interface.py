@@ -764,7 +764,9 @@ def test_backends_agree_with_the_memory_store(
         namespace = uuid.uuid4().hex + "/"
         # Only the SQL backends have a table (the others refuse the setting, as parse_component).
         sql = kind.startswith(("sqlite", "postgres"))
-        table = {"tableName": "differential"} if sql else {}
+        # One table per layout: each layout refuses a table in another's.
+        name = "differential" + ("_" + kind.replace("-", "_") if kind in LAYOUTS else "")
+        table = {"tableName": name} if sql else {}
         store = await open_backend(kind, request, tmp_path, **table)
         try:
             unknown = str(uuid.UUID(int=42, version=4)) if kind in UUID_ETAGS else "42"
