@@ -18,6 +18,8 @@ both. What is proven, per layout:
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -31,6 +33,7 @@ from tests.support import pg_server
 from tests.support.daprd import DaprdProcess, running_daprd
 from tests.support.sidecar import running_sidecar
 
+from statecar_contract.components import parse_component, resolve
 from statecar_sidecar._protos.dapr.proto.common.v1 import common_pb2
 from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
 from statecar_sidecar.stores.base import SetOp
@@ -261,3 +264,35 @@ async def test_daprds_layout_refuses_a_statecar_table_unchanged(components: Path
         assert item.value == b'{"a":1}'
     finally:
         await store.close()
+
+
+async def test_expired_rows_are_swept_in_turns_with_daprd(components: Path) -> None:
+    # daprd's cleanup (common/component/sql/cleanup.go) claims its turn through a row of the
+    # metadata table; statecar's sweep claims the same row, so the programs sweep in turns.
+    with running_daprd(components, app_id=APP_ID) as daprd:
+        items: list[dict[str, object]] = [
+            {"key": "short", "value": 1, "metadata": {"ttlInSeconds": "1"}},
+            {"key": "kept", "value": 2},
+        ]
+        assert _save(daprd.url, items).is_success
+    time.sleep(2.1)  # past the expiry, in whole seconds on SQLite
+    # Opened as the sidecar opens the component file: its layout comes from the Dapr Component.
+    component = resolve(
+        parse_component(yaml.safe_load((components / "store.yaml").read_text())), {}
+    )
+    store = await open_store(component.type, {**component.metadata, "cleanupInterval": "1h"})
+    try:
+        assert await store.get(f"{APP_ID}||short") is None  # expired: already invisible
+        sweep = store._sweeper._sweep  # what the background task runs, once per interval
+        assert await sweep() == 1  # the expired row, and only it, is deleted
+        await store.set(SetOp(f"{APP_ID}||short", b"3", ttl=1))
+        await asyncio.sleep(2.1)
+        assert await store.get(f"{APP_ID}||short") is None
+        assert await sweep() == 0  # expired, but not our turn again within the interval
+        item = await store.get(f"{APP_ID}||kept")
+        assert item is not None
+        assert item.value == b"2"
+    finally:
+        await store.close()
+    with running_daprd(components, app_id=APP_ID) as daprd:  # and daprd still starts on it
+        assert _get(daprd.url, "kept").content == b"2"
