@@ -38,7 +38,9 @@ from statecar_sidecar._protos.dapr.proto.common.v1 import common_pb2
 from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
 from statecar_sidecar.stores.base import SetOp
 from statecar_sidecar.stores.errors import StoreError
+from statecar_sidecar.stores.postgresql import PostgreSQLStore
 from statecar_sidecar.stores.registry import open_store
+from statecar_sidecar.stores.sqlite import SQLiteStore
 
 APP_ID = "interop-sql"
 STORE = "store"
@@ -283,6 +285,7 @@ async def test_expired_rows_are_swept_in_turns_with_daprd(components: Path) -> N
     store = await open_store(component.type, {**component.metadata, "cleanupInterval": "1h"})
     try:
         assert await store.get(f"{APP_ID}||short") is None  # expired: already invisible
+        assert isinstance(store, PostgreSQLStore | SQLiteStore)
         sweep = store._sweeper._sweep  # what the background task runs, once per interval
         assert await sweep() == 1  # the expired row, and only it, is deleted
         await store.set(SetOp(f"{APP_ID}||short", b"3", ttl=1))
