@@ -196,6 +196,12 @@ class DaprSQLiteStore(SQLiteStore):
     def _read(self, keys: Sequence[str]) -> list[StoredItem | None]:
         conn = self._connection()
         now = _timestamp(time.time())
+        if len(keys) == 1:
+            row = conn.execute(self._sql["get"], (keys[0], now)).fetchone()
+            if row is None:
+                return [None]
+            value, is_binary, etag, expiry = row
+            return [StoredItem(_decode(value, is_binary), str(etag), _epoch(expiry))]
         found: dict[str, StoredItem] = {}
         unique = list(dict.fromkeys(keys))
         step = max(1, self._max_variables - 1)
