@@ -1369,7 +1369,10 @@ class Bench:
         (folder / "memory.yaml").write_text(component_yaml("memory", "state.in-memory", {}))
         (folder / "sqlite.yaml").write_text(
             component_yaml(
-                "sqlite", "state.sqlite", {"connectionString": str(self.work / "bench.db")}
+                # statecar's own layout: a Dapr Component would otherwise get daprd's.
+                "sqlite",
+                "state.sqlite",
+                {"connectionString": str(self.work / "bench.db"), "layout": "statecar"},
             )
         )
         names = ["memory", "sqlite"]
@@ -1389,7 +1392,11 @@ class Bench:
                         if b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes():
                             pin_tree(pid, self.load_cpu)
                 (folder / "postgres.yaml").write_text(
-                    component_yaml("postgres", "state.postgresql", {"connectionString": pg.dsn})
+                    component_yaml(
+                        "postgres",
+                        "state.postgresql",
+                        {"connectionString": pg.dsn, "layout": "statecar"},
+                    )
                 )
                 names.append("postgres")
             port = free_port()

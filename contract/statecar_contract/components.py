@@ -300,6 +300,50 @@ def validate_backend_metadata(
         )
 
 
+#: (type, spec.version) -> daprd's table layout, the `layout` setting a Dapr `Component` gets
+#: when it names none: a database daprd wrote for that component is then served as it is.
+_DAPR_LAYOUTS: Final[Mapping[tuple[str, str], str]] = {
+    ("state.postgresql", "v1"): "dapr-v1",
+    ("state.postgresql", "v2"): "dapr-v2",
+    ("state.sqlite", "v1"): "dapr",
+}
+
+
+def _with_layout(
+    metadata: tuple[MetadataItem, ...],
+    component_type: str,
+    version: str,
+    *,
+    dapr: bool,
+    source: str | None,
+) -> tuple[MetadataItem, ...]:
+    """Check `spec.version`, and give a Dapr `Component` daprd's layout of its version.
+
+    `spec.version: v2` exists for `state.postgresql` only: daprd's v2 table layout (components-
+    contrib `state/postgresql/v2`), so it needs `layout: dapr-v2`, which it implies.
+    """
+    if version not in ("v1", "v2") or (version == "v2" and component_type != "state.postgresql"):
+        raise ComponentError(
+            "spec.version",
+            f"{component_type} has only v1 (state.postgresql also v2), got {version!r}",
+            source=source,
+        )
+    given = next((m for m in metadata if m.name == "layout"), None)
+    if version == "v2":
+        if given is not None and given.value not in (None, "dapr-v2"):
+            raise ComponentError(
+                "spec.metadata.layout",
+                "spec.version v2 is daprd's v2 table layout: set layout to dapr-v2 or remove it",
+                source=source,
+            )
+        if given is None:
+            return (*metadata, MetadataItem(name="layout", value="dapr-v2"))
+    layout = _DAPR_LAYOUTS.get((component_type, version))
+    if dapr and given is None and layout is not None:
+        return (*metadata, MetadataItem(name="layout", value=layout))
+    return metadata
+
+
 def parse_component(document: object, *, source: str | None = None) -> ComponentSpec:
     """Parse a `StateStoreComponent` or a Dapr `Component` (state.*) document."""
     doc = _expect_mapping(document, "(document)", source)
@@ -328,6 +372,13 @@ def parse_component(document: object, *, source: str | None = None) -> Component
     component_type = _expect_str(spec.get("type"), "spec.type", source)
     version = str(spec.get("version") or "v1")
     metadata = _parse_metadata(spec.get("metadata"), source=source)
+    metadata = _with_layout(
+        metadata,
+        component_type,
+        version,
+        dapr=api_version == DAPR_API_VERSION and kind == "Component",
+        source=source,
+    )
     names = [m.name for m in metadata]
     validate_backend_metadata(component_type, names, source)
     # The values given in the document are checked now, by the backend's settings class; a
@@ -346,8 +397,6 @@ def parse_component(document: object, *, source: str | None = None) -> Component
         source=source,
         deferred=[m.name for m in metadata if m.secret_key_ref is not None],
     )
-    if version != "v1":
-        raise ComponentError("spec.version", f"only v1 exists, got {version!r}", source=source)
 
     if api_version == DAPR_API_VERSION and kind == "Component":
         # Dapr keeps the key prefix in metadata and has no concurrency/consistency defaults.

@@ -21,7 +21,19 @@ import yaml
 from tests.support import pg_server, redis_server
 from tests.support.sidecar import SidecarProcess
 
-ALL_BACKENDS = ("memory", "sqlite", "redis", "postgres")
+ALL_BACKENDS = (
+    "memory",
+    "sqlite",
+    "redis",
+    "postgres",
+    # daprd's table layouts (a Dapr `Component`, as daprd would read it): the same promises,
+    # except those docs/state-api.md names ("daprd's table layouts").
+    "sqlite-dapr",
+    "postgres-dapr-v1",
+    "postgres-dapr-v2",
+)
+#: The backends that need the PostgreSQL server.
+POSTGRES_BACKENDS = frozenset({"postgres", "postgres-dapr-v1", "postgres-dapr-v2"})
 # A developer may narrow the run (STATECAR_TEST_BACKENDS=memory,redis); CI always runs all four.
 BACKENDS = (
     tuple(
@@ -70,6 +82,20 @@ def _component(name: str, type_: str, metadata: dict[str, str], **spec: str) -> 
     return yaml.safe_dump(document) + "---\n"
 
 
+def _dapr_component(name: str, type_: str, version: str, metadata: dict[str, str]) -> str:
+    document = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name},
+        "spec": {
+            "type": type_,
+            "version": version,
+            "metadata": [{"name": k, "value": v} for k, v in metadata.items()],
+        },
+    }
+    return yaml.safe_dump(document) + "---\n"
+
+
 @pytest.fixture(scope="session")
 def components_dir(
     tmp_path_factory: pytest.TempPathFactory,
@@ -78,7 +104,7 @@ def components_dir(
     request: pytest.FixtureRequest,
 ) -> Path:
     postgres: pg_server.PgServer | None = (
-        request.getfixturevalue("postgres") if "postgres" in BACKENDS else None
+        request.getfixturevalue("postgres") if POSTGRES_BACKENDS & set(BACKENDS) else None
     )
     folder = tmp_path_factory.mktemp("components")
     sqlite_file = folder / "state.db"
@@ -107,6 +133,35 @@ def components_dir(
         _component("prefix-custom", "state.redis", redis, keyPrefix="MyPrefix"),
         _component("prefix-namespace", "state.redis", redis, keyPrefix="namespace"),
     ]
+    # daprd's layouts, chosen the way a Dapr user's components folder chooses them.
+    documents.append(
+        _dapr_component(
+            "sqlite-dapr", "state.sqlite", "v1", {"connectionString": str(folder / "dapr.db")}
+        )
+    )
+    if postgres:
+        documents.append(
+            _dapr_component(
+                "postgres-dapr-v1",
+                "state.postgresql",
+                "v1",
+                {
+                    "connectionString": postgres.dsn,
+                    "tableName": "conformance_dapr_v1",
+                },
+            )
+        )
+        documents.append(
+            _dapr_component(
+                "postgres-dapr-v2",
+                "state.postgresql",
+                "v2",
+                {
+                    "connectionString": postgres.dsn,
+                    "tablePrefix": "conformance_",
+                },
+            )
+        )
     (folder / "components.yaml").write_text("".join(documents))
     # A Dapr Component file works as it is.
     (folder / "dapr.yaml").write_text(

@@ -73,6 +73,11 @@ CASES: dict[str, dict[str, Case]] = {
             {"connectionString": "file:{dir}/x.db?_pragma=journal_mode(WAL)"},
         ),
         "tableName": Case({"tableName": "everywhere_1"}, {"tableName": "bad name"}),
+        "layout": Case({"layout": "dapr", "tableName": "everywhere_dapr"}, {"layout": "v2"}),
+        "metadataTableName": Case(
+            {"layout": "dapr", "tableName": "everywhere_d2", "metadataTableName": "every_md"},
+            {"layout": "dapr", "metadataTableName": "bad name"},
+        ),
         "timeout": Case({"timeout": "2s"}, {"timeout": "0.5s"}),
         "busyTimeout": Case({"busyTimeout": "100ms"}, {"busyTimeout": "soon"}),
         "disableWAL": Case({"disableWAL": "true"}, {"disableWAL": "maybe"}),
@@ -139,6 +144,15 @@ CASES: dict[str, dict[str, Case]] = {
             {"connectionString": "host=127.0.0.1 port=notaport"},
         ),
         "tableName": Case({"tableName": "public.everywhere_1"}, {"tableName": "bad name"}),
+        "layout": Case({"layout": "dapr-v1", "tableName": "everywhere_dapr"}, {"layout": "daprV3"}),
+        "metadataTableName": Case(
+            {"layout": "dapr-v1", "tableName": "everywhere_d2", "metadataTableName": "every_md"},
+            {"layout": "dapr-v1", "metadataTableName": "bad name"},
+        ),
+        "tablePrefix": Case(
+            {"layout": "dapr-v2", "tablePrefix": "everywhere_"},
+            {"layout": "dapr-v2", "tablePrefix": "bad name"},
+        ),
         "timeoutInSeconds": Case({"timeoutInSeconds": "5"}, {"timeoutInSeconds": "0"}),
         "maxConns": Case({"maxConns": "2"}, {"maxConns": "0"}),
         "connectionMaxIdleTime": Case(

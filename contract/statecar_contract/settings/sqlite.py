@@ -4,6 +4,10 @@
 Names, aliases and defaults are daprd's (components-contrib
 `common/authentication/sqlite/metadata.go`, `state/sqlite/sqlite_metadata.go`). Durations are
 Go durations or whole seconds, as daprd's metadata decoder reads them.
+
+`layout` picks the table layout: statecar's own, or daprd's (`state/sqlite`), so that a file
+daprd wrote is served as it is. A Dapr `Component` gets daprd's layout unless it names one
+(`components.parse_component` fills it in).
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ _FORBIDDEN_PRAGMAS: Final = {
 }
 
 _seconds = partial(parse_duration, bare_unit=1.0)
+
+#: statecar's own layout and daprd's `state.sqlite` one.
+LAYOUTS: Final = ("statecar", "dapr")
+#: daprd's default (components-contrib `state/sqlite/sqlite_metadata.go`).
+DAPR_METADATA_TABLE: Final = "metadata"
+
+
+def _layout(text: str) -> str:
+    value = text.strip()
+    if value not in LAYOUTS:
+        raise SettingValueError(f"use one of {', '.join(LAYOUTS)}")
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +150,21 @@ class SQLiteSettings:
         "The table holding the state: letters, digits and `_`.",
         default="state",
     )
+    LAYOUT: ClassVar[Setting] = Setting(
+        "layout",
+        "statecar or dapr",
+        "The table layout. `statecar`: BLOB values, ETags that never repeat. `dapr`: daprd's"
+        " `state.sqlite` table (TEXT values, base64 for binary ones, UUID ETags), read and"
+        " written as daprd does, so statecar and daprd can share a file; docs/state-api.md"
+        " lists what this layout cannot promise.",
+        default="statecar; a Dapr `Component`: dapr",
+    )
+    METADATA_TABLE_NAME: ClassVar[Setting] = Setting(
+        "metadataTableName",
+        "identifier",
+        "dapr layout only: daprd's table of schema versions and cleanup times.",
+        default=DAPR_METADATA_TABLE,
+    )
     TIMEOUT: ClassVar[Setting] = Setting(
         "timeout",
         "duration (bare number: seconds)",
@@ -164,6 +195,8 @@ class SQLiteSettings:
     SETTINGS: ClassVar[tuple[Setting, ...]] = (
         CONNECTION_STRING,
         TABLE_NAME,
+        LAYOUT,
+        METADATA_TABLE_NAME,
         TIMEOUT,
         BUSY_TIMEOUT,
         DISABLE_WAL,
@@ -173,6 +206,9 @@ class SQLiteSettings:
 
     target: SQLiteTarget
     table_name: str = "state"
+    #: One of LAYOUTS.
+    layout: str = "statecar"
+    metadata_table_name: str = DAPR_METADATA_TABLE
     #: Seconds.
     timeout: float = 20.0
     busy_timeout: float = 2.0
@@ -193,9 +229,19 @@ class SQLiteSettings:
         read = MetadataReader(
             cls, metadata, component=component, source=source, deferred=deferred, redacted=redacted
         )
+        layout = read.read(cls.LAYOUT, _layout, "statecar")
+        if layout == "statecar" and read.present(cls.METADATA_TABLE_NAME):
+            raise read.error(
+                cls.METADATA_TABLE_NAME.name,
+                "only daprd's layout (layout: dapr) has a metadata table; remove it",
+            )
         return cls(
             target=read.read(cls.CONNECTION_STRING, parse_sqlite_target, _PLACEHOLDER_TARGET),
             table_name=read.read(cls.TABLE_NAME, _table_name, "state"),
+            layout=layout,
+            metadata_table_name=read.read(
+                cls.METADATA_TABLE_NAME, _table_name, DAPR_METADATA_TABLE
+            ),
             timeout=read.read(cls.TIMEOUT, _at_least_one_second, 20.0),
             busy_timeout=read.read(cls.BUSY_TIMEOUT, _not_negative, 2.0),
             disable_wal=read.read(cls.DISABLE_WAL, parse_flag, False),

@@ -16,12 +16,25 @@ from typing import Final
 from statecar_sidecar.stores.errors import ETagInvalidError, ETagMismatchError
 
 _ETAG: Final = re.compile(r"[1-9][0-9]{0,18}")
+# daprd's SQLite and PostgreSQL v2 tables hold random UUIDs (`uuid.NewRandom`, text form).
+_UUID_ETAG: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
 def validate_etag(key: str, etag: str) -> None:
     """An ETag no store of ours could have produced is 'invalid' (HTTP 400), not a mismatch."""
     if not _ETAG.fullmatch(etag):
         raise ETagInvalidError(key, etag)
+
+
+def validate_uuid_etag(key: str, etag: str) -> str:
+    """The ETag of a daprd layout with UUID ETags, in the lower-case form it is stored in.
+
+    daprd answers a non-UUID ETag with a mismatch (or, on SQLite, compares it as text); we call
+    it invalid, as any ETag no store of ours could have produced.
+    """
+    if not _UUID_ETAG.fullmatch(etag):
+        raise ETagInvalidError(key, etag)
+    return etag.lower()
 
 
 def check_write(key: str, current: str | None, given: str | None, *, first_write: bool) -> None:

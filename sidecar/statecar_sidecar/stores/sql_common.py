@@ -10,12 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
 from statecar_sidecar.stores.errors import StoreError
 
-__all__ = ["Sweeper", "check_layout", "prefix_successor"]
+__all__ = ["Sweeper", "check_layout", "json_text", "prefix_successor"]
+
+# JSON escapes PostgreSQL's jsonb refuses (U+0000) or may read differently (surrogates).
+_RISKY_ESCAPE: Final = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(name)  # NaN, Infinity: Python reads them, JSON does not
+
+
+def json_text(value: bytes, *, for_jsonb: bool = False) -> str | None:
+    """`value` as text when it is one JSON document in UTF-8 (daprd's layouts store those as
+    text, anything else as base64 with a binary flag), else None. `for_jsonb`: also None when
+    it holds an escape PostgreSQL's jsonb refuses or may change (U+0000, surrogates)."""
+    try:
+        text = value.decode("utf-8")
+        if for_jsonb and ("\x00" in text or _RISKY_ESCAPE.search(text)):
+            return None
+        json.loads(text, parse_constant=_no_constants)
+    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+        return None
+    return text
 
 
 def prefix_successor(prefix: str) -> str | None:
@@ -42,17 +66,26 @@ def check_layout(
     table: str,
     location: str,
     engine: str,
+    layout: str,
 ) -> None:
-    """Refuse a table whose `columns` (name -> type) lack statecar's `expected` ones.
+    """Refuse a table whose `columns` (name -> type) lack the `expected` ones of `layout`.
 
     `table` is the table as messages name it, `location` where it is (`in <file>`,
-    `at <host:port>`), `engine` the product name daprd's tables are named after.
+    `at <host:port>`), `engine` the product name, `layout` the `layout` setting in use.
     """
     if any(columns.get(name) != kind for name, kind in expected.items()):
         found = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+        if layout == "statecar":
+            hint = (
+                f"if daprd wrote it, set the layout setting to daprd's {engine} layout"
+                " (docs/components.md), else point tableName at a new table"
+            )
+            raise StoreError(
+                f"table {table} {location} was not created by statecar (it has {found}); {hint}"
+            )
         raise StoreError(
-            f"table {table} {location} was not created by statecar (it has {found});"
-            f" daprd's {engine} tables have another layout, so point tableName at a new table"
+            f"table {table} {location} does not have daprd's layout {layout!r} (it has {found});"
+            " set the layout setting to the one that wrote it, or point tableName at another table"
         )
 
 

@@ -6,7 +6,8 @@ timestamptz, updated_at timestamptz)`, a sequence `<table>_etag_seq` and a funct
 `<table>_statecar_write_v2`, created when missing under an advisory lock, so sidecars starting
 together do not race on the catalogs. The "C" collation orders keys by code point: a key prefix
 is an index range, and the query engine's key tiebreak is the index order. daprd's own tables
-(jsonb values, xid or UUID ETags) have another layout; `open` refuses them with a clear error.
+(jsonb values, xid or UUID ETags) have another layout: this one refuses them with a clear error,
+and `layout: dapr-v1`/`dapr-v2` serves them instead (`dapr_layout`, `dapr_store`).
 
 The concurrency table as SQL: each row of docs/state-api.md's table is the WHERE clause of one
 conditional statement, and the row lock that statement takes makes check-then-write atomic:

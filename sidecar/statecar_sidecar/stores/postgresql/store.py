@@ -33,7 +33,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 import asyncpg
 
@@ -131,10 +131,22 @@ class PostgreSQLStore(StateStore):
         self._sql = {name: render(template, self._names) for name, template in STATEMENTS.items()}
 
     @classmethod
-    async def open(cls, metadata: Mapping[str, str]) -> Self:
-        """Connect, create the table, sequence and function if missing, check the layout."""
+    async def open(cls, metadata: Mapping[str, str]) -> PostgreSQLStore:
+        """Connect, create the table, sequence and function if missing, check the layout.
+
+        `layout: dapr-v1` / `dapr-v2` open daprd's tables instead (`dapr_store`).
+        """
         settings = read_settings(PostgreSQLSettings, metadata)
-        store = cls(settings)
+        store: PostgreSQLStore
+        if settings.layout == "statecar":
+            store = cls(settings)
+        else:
+            # Imported here: dapr_store subclasses this class, so it imports this module.
+            from statecar_sidecar.stores.postgresql.dapr_store import (
+                DaprPostgreSQLStore,
+            )
+
+            store = DaprPostgreSQLStore(settings)
         timeout = settings.timeout
         try:
             # Connecting, then a few DDL round trips (which may wait for another sidecar's).
@@ -196,6 +208,7 @@ class PostgreSQLStore(StateStore):
             table=self._names.table,
             location=f"at {self._target.label}",
             engine="PostgreSQL",
+            layout="statecar",
         )
 
     # -----------------------------------------------------------------------------------------
@@ -343,8 +356,7 @@ class PostgreSQLStore(StateStore):
     # -----------------------------------------------------------------------------------------
     # Writes.
 
-    @staticmethod
-    def _validate(op: Operation) -> None:
+    def _validate(self, op: Operation) -> None:
         """What is refused before touching the database."""
         if op.etag:
             etags.validate_etag(op.key, op.etag)

@@ -3,6 +3,7 @@
 
 * `store`: `SQLiteStore`: its metadata, its worker thread, and the atomic check-then-write.
 * `statements`: the table layout and the SQL text.
+* `dapr_store`: daprd's own table (`layout: dapr`), its SQL and its migration.
 """
 
 from statecar_sidecar.stores.sqlite.store import SQLiteStore

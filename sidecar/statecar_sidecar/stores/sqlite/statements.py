@@ -4,7 +4,8 @@ The SQLite layout and the SQL text that runs on it.
 Layout: `<table>(key TEXT PRIMARY KEY, value BLOB, etag INTEGER, expire_at REAL)`, the value
 being the exact bytes the client sent and `expire_at` epoch seconds, plus `<table>_meta`, one
 row holding the highest ETag ever issued in the file. daprd's own SQLite table has a different
-layout (TEXT values, UUID ETags), so `open` refuses a table it did not create.
+layout (TEXT values, UUID ETags): this one refuses a table it did not create, and `layout: dapr`
+serves daprd's instead (`dapr_store`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, Self, TypeVar
+from typing import Final, TypeVar
 
 from statecar_contract.settings import SQLiteSettings
 from statecar_sidecar.stores import etags
@@ -99,10 +99,20 @@ class SQLiteStore(StateStore):
         self._sql_schema = tuple(render(template, table) for template in SCHEMA)
 
     @classmethod
-    async def open(cls, metadata: Mapping[str, str]) -> Self:
-        """Open (creating if missing) the database and table named by daprd's metadata."""
+    async def open(cls, metadata: Mapping[str, str]) -> SQLiteStore:
+        """Open (creating if missing) the database and table named by daprd's metadata.
+
+        `layout: dapr` opens daprd's table instead (`dapr_store`).
+        """
         settings = read_settings(SQLiteSettings, metadata)
-        store = cls(settings)
+        store: SQLiteStore
+        if settings.layout == "statecar":
+            store = cls(settings)
+        else:
+            # Imported here: dapr_store subclasses this class, so it imports this module.
+            from statecar_sidecar.stores.sqlite.dapr_store import DaprSQLiteStore
+
+            store = DaprSQLiteStore(settings)
         try:
             await store._call(store._connect)
         except BaseException:
@@ -172,7 +182,11 @@ class SQLiteStore(StateStore):
         conn.execute("PRAGMA synchronous = NORMAL")
         self._full_sync = False
         self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        if target.read_only:
+        self._prepare_schema(conn)
+
+    def _prepare_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the table (and what goes with it) when missing; refuse one not ours."""
+        if self._target.read_only:
             self._check_layout(conn)
             return
         conn.execute("BEGIN IMMEDIATE")
@@ -197,6 +211,7 @@ class SQLiteStore(StateStore):
             table=repr(self._table),
             location=f"in {self._target.label}",
             engine="SQLite",
+            layout="statecar",
         )
 
     @staticmethod
