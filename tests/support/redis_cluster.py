@@ -25,6 +25,7 @@ import redis
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess, require_redis_server
 from tests.support.require import require
+from tests.support.tls_certs import Certs, redis_tls_args
 
 _FORM_TIMEOUT = 30.0
 #: Short, so that a killed primary is replaced within a few seconds (default 15 s).
@@ -71,10 +72,18 @@ def parse_nodes(text: str) -> list[Node]:
 class RedisCluster:
     host = "127.0.0.1"
 
-    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+    def __init__(self, primaries: int = 3, replicas: int = 1, certs: Certs | None = None) -> None:
+        """With `certs`, every port is TLS only and clients must present a certificate
+        (`--tls-auth-clients yes`); the cluster bus and replication use TLS too."""
         require_redis_server()
         self.cli = require("redis-cli", hint="apt-get install redis-tools")
         self.replicas_per_primary = replicas
+        self.certs = certs
+        tls = (
+            [*redis_tls_args(certs, "yes"), "--tls-cluster", "yes", "--tls-replication", "yes"]
+            if certs
+            else []
+        )
         self.processes = [
             RedisProcess(
                 [
@@ -89,7 +98,9 @@ class RedisCluster:
                     # Every acknowledged write also goes to the AOF: a restarted node keeps it.
                     "--appendonly",
                     "yes",
-                ]
+                    *tls,
+                ],
+                tls=certs is not None,
             )
             for _ in range(primaries * (1 + replicas))
         ]
@@ -103,7 +114,30 @@ class RedisCluster:
         return next(p for p in self.processes if p.port == port)
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(host=self.host, port=port, socket_timeout=5)
+        if self.certs is None:
+            return redis.Redis(host=self.host, port=port, socket_timeout=5)
+        return redis.Redis(
+            host=self.host,
+            port=port,
+            socket_timeout=5,
+            ssl=True,
+            ssl_ca_certs=self.certs.path("ca.pem"),
+            ssl_certfile=self.certs.path("client.pem"),
+            ssl_keyfile=self.certs.path("client-key.pem"),
+        )
+
+    def _cli_tls(self) -> list[str]:
+        if self.certs is None:
+            return []
+        return [
+            "--tls",
+            "--cacert",
+            self.certs.path("ca.pem"),
+            "--cert",
+            self.certs.path("client.pem"),
+            "--key",
+            self.certs.path("client-key.pem"),
+        ]
 
     def nodes(self) -> list[Node]:
         for process in self.processes:
@@ -128,6 +162,7 @@ class RedisCluster:
         subprocess.run(
             [
                 self.cli,
+                *self._cli_tls(),
                 "--cluster",
                 "create",
                 *(p.address for p in self.processes),
@@ -193,8 +228,10 @@ class RedisCluster:
 
 
 @contextlib.contextmanager
-def running_cluster(primaries: int = 3, replicas: int = 1) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(primaries, replicas)
+def running_cluster(
+    primaries: int = 3, replicas: int = 1, certs: Certs | None = None
+) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(primaries, replicas, certs)
     try:
         cluster.start()
         yield cluster

@@ -85,7 +85,11 @@ def _cert(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
             critical=False,
         )
-    if usage is not None:
+    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+        # Cluster nodes and replicas also connect to each other as clients, with this cert.
+        usages = [usage, ExtendedKeyUsageOID.CLIENT_AUTH]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    elif usage is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if usage == ExtendedKeyUsageOID.SERVER_AUTH:
         builder = builder.add_extension(
