@@ -119,6 +119,8 @@ class ClusterClient:
         self._table: list[str | None] = [None] * slots.SLOT_COUNT
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed_at = -1.0
+        #: When each address last failed to answer CLUSTER SLOTS: those are asked last.
+        self._failed_at: dict[str, float] = {}
         self._closed = False
         #: Monotonic time of the last change of the slot table (tests measure failover with it).
         self.topology_changed_at = 0.0
@@ -187,15 +189,21 @@ class ClusterClient:
 
     async def _load_table(self) -> None:
         try:
-            # The primaries we know first (they are likely up), then the seeds.
+            # The primaries we know first (they are likely up), then the seeds; an address that
+            # just failed goes last, so a dead primary does not delay every refresh of a failover.
             known = [a for a in dict.fromkeys(self._table) if a is not None]
+            candidates = sorted(
+                dict.fromkeys([*known, *self._seeds]), key=lambda a: self._failed_at.get(a, 0.0)
+            )
             failures: list[str] = []
-            for address in dict.fromkeys([*known, *self._seeds]):
+            for address in candidates:
                 try:
                     reply = await self._client(address).execute(b"CLUSTER", b"SLOTS")
                 except (RedisUnavailableError, ReplyError) as exc:
+                    self._failed_at[address] = asyncio.get_running_loop().time()
                     failures.append(f"{address}: {exc}")
                     continue
+                self._failed_at.pop(address, None)
                 ranges = slots.parse_slots(reply, address.rpartition(":")[0])
                 if not ranges:
                     failures.append(f"{address}: no slots assigned (cluster not formed yet)")

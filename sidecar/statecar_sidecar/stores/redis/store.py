@@ -12,6 +12,12 @@ keeps the ops that passed when another failed. Strong consistency adds `WAIT` on
 connection and FAILS the request when not every connected replica confirmed (daprd ignores the
 count WAIT returns).
 
+On a Redis Cluster (`redisType: cluster`) every command goes through `cluster.ClusterClient` to
+the primary owning the key's slot; bulk get is one pipeline per primary; a transaction runs on
+its slot's primary and is refused (`CrossSlotError`, a 400) when its keys span slots;
+`keyPrefixHashTag` stores `app||key` as `{app}||key` so an app's keys share one slot
+(docs/state-api.md, "Redis Cluster").
+
 Failures: a write that never reached Redis (no connection could be had) raises
 StoreUnavailableError; one that was sent and then lost its reply (the primary stalled past
 `readTimeout`, the connection dropped) raises OutcomeUnknownError, since Redis may have applied
@@ -191,12 +197,7 @@ class RedisStore(StateStore):
         for _ in range(MAX_STRONG_REDIRECTS):
             node = await self._router.node(key)
             async with node.dedicated() as conn:
-                if self._router.is_cluster:
-                    # A dedicated connection may be fresh on a node that never loaded the script.
-                    try:
-                        await conn.execute(*script.load_command())
-                    except RedisReplyLostError as exc:
-                        raise RedisUnavailableError(str(exc)) from None  # no write sent yet
+                # One write: on NOSCRIPT pipeline_with_scripts loads it and resends, which is safe.
                 (reply,) = await self._run_strong(node, conn, [command], [script])
             if not _redirected(reply):
                 return reply
