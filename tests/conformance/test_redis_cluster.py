@@ -2,7 +2,8 @@
 What only a real Redis Cluster can show (3 primaries, 3 replicas, `tests/support/redis_cluster.py`),
 through the sidecar's HTTP API: keys spread over every primary and read back in one bulk get, a
 transaction across slots refused with a 400 naming keys and slots, `keyPrefixHashTag` making an
-app's transactions atomic, and failovers under write load: the coordinated `CLUSTER FAILOVER`
+app's transactions atomic, a slot migration followed through ASK then MOVED, and failovers
+under write load: the coordinated `CLUSTER FAILOVER`
 loses no acknowledged write, and after a primary is killed the sidecar serves its slots again
 within seconds. The rest of the state API on the cluster is the `redis-cluster` backend of
 test_state_api.py and test_properties.py.
@@ -23,7 +24,9 @@ from tests.conformance.conftest import APP_ID, BACKENDS
 from tests.support.redis_cluster import RedisCluster
 from tests.support.sidecar import SidecarProcess
 
+from statecar_sidecar.stores.base import SetOp
 from statecar_sidecar.stores.redis.slots import key_slot
+from statecar_sidecar.stores.registry import open_store
 
 pytestmark = [
     pytest.mark.conformance,
@@ -261,3 +264,52 @@ def test_health_reports_the_cluster(api: httpx.Client, cluster: RedisCluster) ->
     assert api.get("/v1.0/healthz").status_code == 204
     with redis.Redis(host="127.0.0.1", port=cluster.primaries()[0].port) as raw:
         assert raw.execute_command("CLUSTER", "KEYSLOT", "foo") == key_slot("foo")
+
+
+async def test_a_slot_in_migration_is_followed_through_ask_then_moved(
+    cluster: RedisCluster,
+) -> None:
+    """Redis's resharding protocol by hand (CLUSTER SETSLOT, the spec's "Live resharding"):
+    while a slot migrates, a key the source lacks is answered with ASK and must be written and
+    read on the target after ASKING; once the slot is handed over, MOVED points there."""
+    primaries = cluster.primaries()
+    key = ""
+    for _ in range(1000):
+        candidate = f"{{ask-{uuid.uuid4().hex[:8]}}}k"
+        source = cluster.owner(key_slot(candidate))
+        with cluster.client(source.port) as raw:
+            if raw.execute_command("CLUSTER", "COUNTKEYSINSLOT", key_slot(candidate)) == 0:
+                key = candidate
+                break
+    slot = key_slot(key)
+    target = next(p for p in primaries if p.port != source.port)
+    store = await open_store("state.redis", {"redisHost": cluster.seeds, "redisType": "cluster"})
+    try:
+        await store.ping()  # the table says: the slot is on source
+        with cluster.client(target.port) as raw:
+            raw.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        with cluster.client(source.port) as raw:
+            raw.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+        await store.set(SetOp(key, b'"asked"'))
+        with cluster.client(target.port) as raw:
+            assert raw.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 1
+        with cluster.client(source.port) as raw:
+            assert raw.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+        item = await store.get(key)
+        assert item is not None
+        assert item.value == b'"asked"'
+        bulk = await store.bulk_get([key, "conformance||elsewhere"])
+        assert bulk[0] is not None
+        assert bulk[0].value == b'"asked"'
+        # Hand the slot over everywhere: from now on the source answers MOVED.
+        for node in primaries:
+            with cluster.client(node.port) as raw:
+                raw.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+        cluster.wait_healthy()
+        await store.set(SetOp(key, b'"moved"'))
+        item = await store.get(key)
+        assert item is not None
+        assert item.value == b'"moved"'
+        assert cluster.owner(slot).port == target.port
+    finally:
+        await store.close()

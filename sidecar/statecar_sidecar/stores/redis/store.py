@@ -374,6 +374,8 @@ class RedisStore(StateStore):
             )  # pragma: no cover -- the script and check_delete agree
 
     async def transact(self, ops: Sequence[Operation]) -> None:
+        if not ops:
+            return  # nothing to check or apply (and no key to route by)
         keys: list[str] = []
         args: list[Any] = []
         for index, op in enumerate(ops):
