@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import httpx
 import pytest
 import redis
@@ -24,6 +25,8 @@ from tests.conformance.conftest import APP_ID, BACKENDS
 from tests.support.redis_cluster import RedisCluster
 from tests.support.sidecar import SidecarProcess
 
+from statecar_sidecar._protos.dapr.proto.common.v1 import common_pb2
+from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
 from statecar_sidecar.stores.base import SetOp
 from statecar_sidecar.stores.redis.slots import key_slot
 from statecar_sidecar.stores.registry import open_store
@@ -85,7 +88,7 @@ def _two_keys_on_different_slots() -> tuple[str, str]:
 
 
 def test_a_transaction_across_slots_is_a_400_naming_keys_and_slots(
-    api: httpx.Client, cluster: RedisCluster
+    sidecar: SidecarProcess, api: httpx.Client, cluster: RedisCluster
 ) -> None:
     a, b = _two_keys_on_different_slots()
     ops = [
@@ -100,6 +103,20 @@ def test_a_transaction_across_slots_is_a_400_naming_keys_and_slots(
         assert f"slot {key_slot(_stored(key))}: '{_stored(key)}'" in body["message"]
     assert "keyPrefixHashTag" in body["message"]
     assert "nothing was applied" in body["message"]
+    # gRPC says the same with INVALID_ARGUMENT, HTTP 400's counterpart.
+    with grpc.insecure_channel(sidecar.grpc_address) as channel:
+        operations = [
+            state_pb2.TransactionalStateOperation(
+                operationType="upsert", request=common_pb2.StateItem(key=k, value=b"1")
+            )
+            for k in (a, b)
+        ]
+        with pytest.raises(grpc.RpcError) as raised:
+            dapr_pb2_grpc.DaprStub(channel).ExecuteStateTransaction(
+                state_pb2.ExecuteStateTransactionRequest(storeName=PLAIN, operations=operations)
+            )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"slot {key_slot(_stored(a))}" in str(raised.value.details())
     for key in (a, b):
         assert api.get(f"/v1.0/state/{PLAIN}/{key}").status_code == 204
 

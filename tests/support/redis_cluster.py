@@ -78,14 +78,27 @@ class RedisCluster:
         require_redis_server()
         self.cli = require("redis-cli", hint="apt-get install redis-tools")
         self.replicas_per_primary = replicas
+        self.size = primaries * (1 + replicas)
         self.certs = certs
+        self.processes: list[RedisProcess] = []
+
+    def _create(self) -> None:
+        """One process per node, each with its own client and bus port, all distinct: two
+        calls of free_port() may hand out the same port, as it is free until someone binds."""
+        ports: list[int] = []
+        while len(ports) < 2 * self.size:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        certs = self.certs
         tls = (
             [*redis_tls_args(certs, "yes"), "--tls-cluster", "yes", "--tls-replication", "yes"]
             if certs
             else []
         )
-        self.processes = [
-            RedisProcess(
+        self.processes = []
+        for index in range(self.size):
+            process = RedisProcess(
                 [
                     "--cluster-enabled",
                     "yes",
@@ -94,7 +107,7 @@ class RedisCluster:
                     "--cluster-node-timeout",
                     str(NODE_TIMEOUT_MS),
                     "--cluster-port",
-                    str(free_port()),
+                    str(ports[self.size + index]),
                     # Every acknowledged write also goes to the AOF: a restarted node keeps it.
                     "--appendonly",
                     "yes",
@@ -102,8 +115,8 @@ class RedisCluster:
                 ],
                 tls=certs is not None,
             )
-            for _ in range(primaries * (1 + replicas))
-        ]
+            process.port = ports[index]
+            self.processes.append(process)
 
     @property
     def seeds(self) -> str:
@@ -157,8 +170,18 @@ class RedisCluster:
         return next(n for n in self.primaries() if any(a <= slot <= b for a, b in n.slots))
 
     def start(self) -> None:
-        for process in self.processes:
-            process.start()
+        # A port handed out by free_port() can be taken by another program before redis-server
+        # binds it: then start again on fresh ports (at most 3 times).
+        for attempt in range(3):
+            self._create()
+            try:
+                for process in self.processes:
+                    process.start()
+                break
+            except RuntimeError as exc:
+                self.stop()
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
         subprocess.run(
             [
                 self.cli,

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Final, Protocol
 
 from statecar_sidecar.stores.redis import slots
@@ -54,9 +54,11 @@ class Router(Protocol):
     @property
     def is_cluster(self) -> bool: ...
 
-    async def execute(self, key: Arg, *args: Arg) -> Any: ...
+    def execute(self, key: Arg, *args: Arg) -> Awaitable[Any]: ...
 
-    async def pipeline(self, keys: Sequence[Arg], commands: Sequence[Command]) -> list[Any]: ...
+    def pipeline(
+        self, keys: Sequence[Arg], commands: Sequence[Command]
+    ) -> Awaitable[list[Any]]: ...
 
     async def node(self, key: Arg) -> Client: ...
 
@@ -79,11 +81,13 @@ class SingleNode:
     def endpoint(self) -> RedisEndpoint:
         return self._client.endpoint
 
-    async def execute(self, key: Arg, *args: Arg) -> Any:
-        return await self._client.execute(*args)
+    # Plain functions handing back the client's coroutine: no extra coroutine frame on the
+    # single-server hot path (bench/README.md measures GET in microseconds).
+    def execute(self, key: Arg, *args: Arg) -> Awaitable[Any]:
+        return self._client.execute(*args)
 
-    async def pipeline(self, keys: Sequence[Arg], commands: Sequence[Command]) -> list[Any]:
-        return await self._client.pipeline(commands)
+    def pipeline(self, keys: Sequence[Arg], commands: Sequence[Command]) -> Awaitable[list[Any]]:
+        return self._client.pipeline(commands)
 
     async def node(self, key: Arg) -> Client:
         return self._client
