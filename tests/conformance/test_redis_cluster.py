@@ -330,3 +330,32 @@ async def test_a_slot_in_migration_is_followed_through_ask_then_moved(
         assert cluster.owner(slot).port == target.port
     finally:
         await store.close()
+
+
+def test_strong_writes_wait_for_the_replica_of_the_keys_primary(
+    api: httpx.Client, cluster: RedisCluster
+) -> None:
+    """consistency=strong on a cluster: WAIT on the primary that owns the key, for its own
+    replicas, failing clearly (and fast) when the replica does not confirm."""
+    key = f"strong-{uuid.uuid4().hex[:8]}"
+    primary = cluster.owner(key_slot(_stored(key)))
+    replica = cluster.replica_of(primary)
+    strong = [{"key": key, "value": 1, "options": {"consistency": "strong"}}]
+    answer = api.post(f"/v1.0/state/{PLAIN}", json=strong)
+    assert answer.status_code == 204, answer.text
+    with redis.Redis(host="127.0.0.1", port=replica.port, single_connection_client=True) as raw:
+        raw.execute_command("READONLY")  # a cluster replica serves reads only after READONLY
+        assert raw.hget(_stored(key), "data") == b"1"  # confirmed means on the replica
+    process = cluster.process(replica.port)
+    process.pause()  # SIGSTOP: still connected, never acknowledges (resumed well within the
+    try:  # cluster's node timeout, so no failover starts)
+        started = time.monotonic()
+        answer = api.post(f"/v1.0/state/{PLAIN}", json=[{**strong[0], "value": 2}])
+        elapsed = time.monotonic() - started
+    finally:
+        process.resume()
+    assert answer.status_code == 500
+    assert "0 of 1 connected replicas" in answer.json()["message"]
+    assert elapsed < 1.8
+    eventual = [{"key": key, "value": 3}]
+    assert api.post(f"/v1.0/state/{PLAIN}", json=eventual).status_code == 204
