@@ -189,7 +189,7 @@ class _Load:
                         self.unknown.pop(key, None)
                     else:
                         self.unknown.setdefault(key, set()).add(n)
-                        self.failures.append(f"{answer.status_code} {answer.text[:200]}")
+                        self.failures.append(f"{answer.status_code} {answer.text[-400:]}")
                     self.done += 1
                     if self.done >= WRITERS * SAVES_PER_WRITER // 4:
                         self.half.set()

@@ -31,6 +31,7 @@ from statecar_sidecar.stores.redis.resp import (
     RedisReplyLostError,
     RedisUnavailableError,
     ReplyError,
+    Script,
 )
 
 __all__ = ["ClusterClient", "Router", "SingleNode"]
@@ -54,10 +55,13 @@ class Router(Protocol):
     @property
     def is_cluster(self) -> bool: ...
 
-    def execute(self, key: Arg, *args: Arg) -> Awaitable[Any]: ...
+    def execute(self, key: Arg, *args: Arg, scripts: Sequence[Script] = ()) -> Awaitable[Any]:
+        """`args` where `key` lives. A cluster loads `scripts` on a node that answers NOSCRIPT
+        and resends there; a single server leaves NOSCRIPT to the caller."""
+        ...
 
     def pipeline(
-        self, keys: Sequence[Arg], commands: Sequence[Command]
+        self, keys: Sequence[Arg], commands: Sequence[Command], scripts: Sequence[Script] = ()
     ) -> Awaitable[list[Any]]: ...
 
     async def node(self, key: Arg) -> Client: ...
@@ -83,10 +87,12 @@ class SingleNode:
 
     # Plain functions handing back the client's coroutine: no extra coroutine frame on the
     # single-server hot path (bench/README.md measures GET in microseconds).
-    def execute(self, key: Arg, *args: Arg) -> Awaitable[Any]:
+    def execute(self, key: Arg, *args: Arg, scripts: Sequence[Script] = ()) -> Awaitable[Any]:
         return self._client.execute(*args)
 
-    def pipeline(self, keys: Sequence[Arg], commands: Sequence[Command]) -> Awaitable[list[Any]]:
+    def pipeline(
+        self, keys: Sequence[Arg], commands: Sequence[Command], scripts: Sequence[Script] = ()
+    ) -> Awaitable[list[Any]]:
         return self._client.pipeline(commands)
 
     async def node(self, key: Arg) -> Client:
@@ -125,6 +131,7 @@ class ClusterClient:
         self._refreshed_at = -1.0
         #: When each address last failed to answer CLUSTER SLOTS: those are asked last.
         self._failed_at: dict[str, float] = {}
+        self._prefer: str | None = None
         self._closed = False
         #: Monotonic time of the last change of the slot table (tests measure failover with it).
         self.topology_changed_at = 0.0
@@ -196,6 +203,9 @@ class ClusterClient:
             # The primaries we know first (they are likely up), then the seeds; an address that
             # just failed goes last, so a dead primary does not delay every refresh of a failover.
             known = [a for a in dict.fromkeys(self._table) if a is not None]
+            if self._prefer is not None:
+                known.insert(0, self._prefer)
+                self._prefer = None
             candidates = sorted(
                 dict.fromkeys([*known, *self._seeds]), key=lambda a: self._failed_at.get(a, 0.0)
             )
@@ -226,7 +236,21 @@ class ClusterClient:
             self._refreshed_at = asyncio.get_running_loop().time()
             self._refreshing = None
 
+    async def _load_scripts(self, address: str, scripts: Sequence[Script]) -> None:
+        """SCRIPT LOAD on one node: a promoted replica or a new primary has an empty cache."""
+        try:
+            replies = await self._client(address).pipeline([s.load_command() for s in scripts])
+        except RedisReplyLostError as exc:
+            # The caller's EVALSHA got NOSCRIPT, so it did not run: nothing was applied.
+            raise RedisUnavailableError(str(exc)) from None
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise reply
+
     def _moved(self, redirect: slots.Redirect) -> None:
+        # The node a MOVED names knows it owns the slot: ask it first when re-reading the
+        # table, rather than a node that may not have heard of the failover yet.
+        self._prefer = redirect.address
         if self._table[redirect.slot] != redirect.address:
             self._table[redirect.slot] = redirect.address
             self.topology_changed_at = asyncio.get_running_loop().time()
@@ -234,13 +258,15 @@ class ClusterClient:
 
     # ------------------------------------------------------------------------------ calls
 
-    async def execute(self, key: Arg, *args: Arg) -> Any:
-        """`args` on the primary owning `key`; MOVED/ASK followed, unsent commands resent."""
+    async def execute(self, key: Arg, *args: Arg, scripts: Sequence[Script] = ()) -> Any:
+        """`args` on the primary owning `key`; MOVED/ASK followed, unsent commands resent,
+        `scripts` loaded on a node that answers NOSCRIPT (once per node)."""
         slot = slots.key_slot(_bytes(key))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._endpoint.command_timeout
         ask: str | None = None
         redirects = 0
+        loaded: set[str] = set()
         while True:
             address = ask or await self._owner(slot)
             try:
@@ -253,6 +279,10 @@ class ClusterClient:
                     return reply
                 return await self._client(address).execute(*args)
             except ReplyError as exc:
+                if exc.code == "NOSCRIPT" and scripts and address not in loaded:
+                    loaded.add(address)
+                    await self._load_scripts(address, scripts)
+                    continue
                 redirect = slots.parse_redirect(exc.message, address.rpartition(":")[0])
                 if redirect is not None and redirects < MAX_REDIRECTS:
                     redirects += 1
@@ -282,12 +312,16 @@ class ClusterClient:
         with contextlib.suppress(RedisUnavailableError):
             await self.refresh(force=False)
 
-    async def pipeline(self, keys: Sequence[Arg], commands: Sequence[Command]) -> list[Any]:
+    async def pipeline(
+        self, keys: Sequence[Arg], commands: Sequence[Command], scripts: Sequence[Script] = ()
+    ) -> list[Any]:
         """`commands[i]` on the owner of `keys[i]`: one pipeline per primary, run concurrently.
 
-        Replies come back in the order of `commands`. Items redirected or not sent are resent
-        as `execute` would; a lost reply raises RedisReplyLostError (some items may have run).
+        Replies come back in the order of `commands`. Items redirected, not sent, or answered
+        NOSCRIPT (then `scripts` are loaded on that node, once) are resent as `execute` would;
+        a lost reply raises RedisReplyLostError (some items may have run).
         """
+        loaded: set[str] = set()
         replies: list[Any] = [None] * len(commands)
         pending = list(range(len(commands)))
         key_slots = [slots.key_slot(_bytes(k)) for k in keys]
@@ -323,6 +357,13 @@ class ClusterClient:
                 for i, reply in zip(positions, result, strict=True):
                     if not isinstance(reply, ReplyError):
                         replies[i] = reply
+                        continue
+                    if reply.code == "NOSCRIPT" and scripts and address not in loaded:
+                        loaded.add(address)
+                        await self._load_scripts(address, scripts)
+                    if reply.code == "NOSCRIPT" and scripts and rounds <= MAX_REDIRECTS:
+                        replies[i] = reply  # did not run: resent below, after the load
+                        pending.append(i)
                         continue
                     redirect = slots.parse_redirect(reply.message, address.rpartition(":")[0])
                     if redirect is None:

@@ -63,6 +63,7 @@ STRONG_TIMEOUT_MS: Final = 1000  # daprd waits 1 s for replicas (components-cont
 REPLICA_COUNT_TTL: Final = 1.0  # seconds a measured replica count is reused
 QUERY_SCAN_COUNT: Final = 500  # keys per SCAN of a query, fetched with one pipeline each
 MAX_STRONG_REDIRECTS: Final = 3  # a strong write follows this many cluster redirects
+_SCRIPTS: Final = (SAVE, DELETE, TRANSACT)  # loaded together wherever one is missing
 
 
 def _ttl_ms(op: SetOp) -> str:
@@ -211,7 +212,7 @@ class RedisStore(StateStore):
             if not strong:
                 command = script.command(keys, args)
                 try:
-                    return await self._router.execute(keys[0], *command)
+                    return await self._router.execute(keys[0], *command, scripts=_SCRIPTS)
                 except ReplyError as exc:
                     if exc.code != "NOSCRIPT":
                         raise
@@ -318,7 +319,7 @@ class RedisStore(StateStore):
                         raise RedisUnavailableError(str(exc)) from None  # no write sent yet
                     replies = await self._run_strong(node, conn, commands, [SAVE])
             else:
-                replies = await self._router.pipeline(rkeys, commands)
+                replies = await self._router.pipeline(rkeys, commands, _SCRIPTS)
                 if any(isinstance(r, ReplyError) and r.code == "NOSCRIPT" for r in replies):
                     # Re-send only the items that did not run: the others must not run twice.
                     try:
