@@ -1,6 +1,7 @@
 """
-The conformance tier's world: real Redis (a primary with AOF and one replica), a real
-PostgreSQL, and ONE real `statecar sidecar` process serving a store on each backend.
+The conformance tier's world: real Redis (a primary with AOF and one replica), a real Redis
+Cluster (3 primaries, 3 replicas), a real PostgreSQL, and ONE real `statecar sidecar` process
+serving a store on each backend.
 
 Every test takes the `store` fixture and runs once per backend: that is the suite's promise
 that behaviour is the same everywhere (docs/state-api.md). `test_store_interface.py` runs the same
@@ -19,12 +20,15 @@ import httpx
 import pytest
 import yaml
 from tests.support import pg_server, redis_server
+from tests.support import redis_cluster as redis_cluster_support
+from tests.support.ports import free_port
 from tests.support.sidecar import SidecarProcess
 
 ALL_BACKENDS = (
     "memory",
     "sqlite",
     "redis",
+    "redis-cluster",
     "postgres",
     # daprd's table layouts (a Dapr `Component`, as daprd would read it): the same promises,
     # except those docs/state-api.md names ("daprd's table layouts").
@@ -34,7 +38,7 @@ ALL_BACKENDS = (
 )
 #: The backends that need the PostgreSQL server.
 POSTGRES_BACKENDS = frozenset({"postgres", "postgres-dapr-v1", "postgres-dapr-v2"})
-# A developer may narrow the run (STATECAR_TEST_BACKENDS=memory,redis); CI always runs all four.
+# A developer may narrow the run (STATECAR_TEST_BACKENDS=memory,redis); CI always runs them all.
 BACKENDS = (
     tuple(
         b
@@ -60,6 +64,12 @@ def redis_replica(redis_primary: redis_server.RedisProcess) -> Iterator[redis_se
         ["--replicaof", "127.0.0.1", str(redis_primary.port)]
     ) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[redis_cluster_support.RedisCluster]:
+    with redis_cluster_support.running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +116,9 @@ def components_dir(
     postgres: pg_server.PgServer | None = (
         request.getfixturevalue("postgres") if POSTGRES_BACKENDS & set(BACKENDS) else None
     )
+    cluster: redis_cluster_support.RedisCluster | None = (
+        request.getfixturevalue("redis_cluster") if "redis-cluster" in BACKENDS else None
+    )
     folder = tmp_path_factory.mktemp("components")
     sqlite_file = folder / "state.db"
     redis = {"redisHost": redis_primary.address}
@@ -116,6 +129,20 @@ def components_dir(
         *(
             [_component("postgres", "state.postgresql", {"connectionString": postgres.dsn})]
             if postgres
+            else []
+        ),
+        # A plain cluster (keys spread over every primary) and one with each app's keys on one
+        # slot (keyPrefixHashTag). The seeds: one dead address first, then every node.
+        *(
+            [
+                _component("redis-cluster", "state.redis", _cluster_metadata(cluster)),
+                _component(
+                    "redis-cluster-tagged",
+                    "state.redis",
+                    {**_cluster_metadata(cluster), "keyPrefixHashTag": "true"},
+                ),
+            ]
+            if cluster
             else []
         ),
         # Component policy: defaults a request may override, and one that enforces.
@@ -183,6 +210,10 @@ def components_dir(
         )
     )
     return folder
+
+
+def _cluster_metadata(cluster: redis_cluster_support.RedisCluster) -> dict[str, str]:
+    return {"redisHost": f"127.0.0.1:{free_port()},{cluster.seeds}", "redisType": "cluster"}
 
 
 @pytest.fixture(scope="session")

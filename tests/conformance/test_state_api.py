@@ -30,8 +30,10 @@ def unknown_etag(store: str) -> str:
     return "00000000-0000-4000-8000-000000000001" if store in UUID_ETAG_STORES else "1"
 
 
-def new_key(label: str = "k") -> str:
-    return f"{label}-{uuid.uuid4().hex[:12]}"
+def new_key(label: str = "k", *, tag: str = "") -> str:
+    """A fresh key; keys given the same `tag` share a Redis Cluster hash tag (`{tag}`), so a
+    transaction over them is atomic on a cluster too (docs/state-api.md, "Redis Cluster")."""
+    return (f"{{{tag}}}" if tag else "") + f"{label}-{uuid.uuid4().hex[:12]}"
 
 
 def save(
@@ -389,7 +391,8 @@ def transact(
 
 def test_transaction_applies_in_order(api: httpx.Client, store: str) -> None:
     # state.go "transaction-order"
-    k1, k2, k3 = new_key(), new_key(), new_key()
+    tag = uuid.uuid4().hex
+    k1, k2, k3 = new_key(tag=tag), new_key(tag=tag), new_key(tag=tag)
     assert save(api, store, [{"key": k1, "value": "value1"}]).status_code == 204
     ops = [
         {"operation": "delete", "request": {"key": k1}},
@@ -404,8 +407,10 @@ def test_transaction_applies_in_order(api: httpx.Client, store: str) -> None:
 
 
 def test_transaction_is_all_or_nothing(api: httpx.Client, store: str) -> None:
-    existing, etag = _prepare(api, store, "present")
-    fresh = new_key()
+    tag = uuid.uuid4().hex
+    existing, fresh = new_key(tag=tag), new_key(tag=tag)
+    assert save(api, store, [{"key": existing, "value": "old"}]).status_code == 204
+    etag = etag_of(api, store, existing)
     ops = [
         {"operation": "upsert", "request": {"key": fresh, "value": "written?"}},
         {"operation": "delete", "request": {"key": existing}},

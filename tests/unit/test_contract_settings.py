@@ -430,6 +430,41 @@ def test_redis_sentinel_settings() -> None:
     assert with_port.hosts == (HostPort("s1", 1),)
 
 
+def test_redis_cluster_settings() -> None:
+    settings = RedisSettings.from_metadata(
+        {"redisHost": "n1:7000, n2:7001,n3", "redisType": "cluster", "keyPrefixHashTag": "true"}
+    )
+    assert settings.cluster
+    assert settings.key_prefix_hash_tag
+    assert settings.hosts == (HostPort("n1", 7000), HostPort("n2", 7001), HostPort("n3", 6379))
+    assert not RedisSettings.from_metadata(REDIS).cluster
+
+
+@pytest.mark.parametrize(
+    ("extra", "name", "fragment"),
+    [
+        ({"failover": "true", "sentinelMasterName": "m"}, "failover", "exclude each other"),
+        ({"redisDB": "2"}, "redisDB", "Redis Cluster has only database 0"),
+    ],
+)
+def test_redis_cluster_refuses_what_a_cluster_cannot_do(
+    extra: dict[str, str], name: str, fragment: str
+) -> None:
+    refused(RedisSettings, {**REDIS, "redisType": "cluster", **extra}, name, fragment)
+
+
+def test_redis_client_certificate_and_ca_are_pem_text() -> None:
+    cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
+    settings = RedisSettings.from_metadata(
+        {**REDIS, "enableTLS": "true", "clientCert": cert, "clientKey": key, "caCert": cert}
+    )
+    assert (settings.client_cert, settings.client_key, settings.ca_cert) == (cert, key, cert)
+    assert "MHc" not in repr(settings)
+    # The error names the missing half of the pair.
+    refused(RedisSettings, {**REDIS, "clientKey": key}, "clientCert", "set clientCert too")
+
+
 @pytest.mark.parametrize("ttl", ["0", "-1"])
 def test_redis_ttl_zero_or_minus_one_means_no_default_ttl(ttl: str) -> None:
     assert RedisSettings.from_metadata({**REDIS, "ttlInSeconds": ttl}).ttl_in_seconds is None
@@ -439,14 +474,16 @@ def test_redis_ttl_zero_or_minus_one_means_no_default_ttl(ttl: str) -> None:
     ("name", "value", "fragment"),
     [
         ("redisHost", "redis:abc", "use an integer port such as 6379"),
-        ("redisHost", "a:1,b:2", "only Sentinel (failover: true) takes a list"),
+        ("redisHost", "a:1,b:2", "only Sentinel (failover: true) and Redis Cluster"),
         ("redisHost", "::1", "in brackets"),
         ("redisPort", "abc", "use an integer port such as 6379"),
         ("redisPort", "70000", "use an integer port"),
         ("redisDB", "-1", "at least 0"),
         ("redisDB", "one", "whole number such as 0"),
-        ("redisType", "cluster", "Redis Cluster is not supported yet"),
-        ("redisType", "sentinel", "Redis Cluster is not supported yet"),
+        ("redisType", "sentinel", "use node (one server or Sentinel) or cluster"),
+        ("clientCert", "/etc/tls/client.crt", "must be the PEM text itself"),
+        ("caCert", "-----BEGIN CERTIFICATE-----", "only used with TLS: set enableTLS: true"),
+        ("keyPrefixHashTag", "always", "use true or false"),
         ("enableTLS", "maybe", "use true or false (got 'maybe')"),
         ("insecureSkipTLSVerify", "sure", "use true or false"),
         ("failover", "perhaps", "use true or false"),
@@ -779,7 +816,7 @@ def test_parse_component_accepts_what_the_stores_read() -> None:
 @pytest.mark.parametrize(
     ("kind", "name", "value", "fragment"),
     [
-        ("state.redis", "redisType", "cluster", "Redis Cluster is not supported yet"),
+        ("state.redis", "redisType", "sentinel", "use node (one server or Sentinel) or cluster"),
         ("state.redis", "poolSize", "10", "no pool to size"),
         ("state.redis", "maxRetries", "3", "does not retry"),
         ("state.redis", "redisMaxRetries", "3", "does not retry"),

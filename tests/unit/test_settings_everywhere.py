@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from tests.support import pg_server
 from tests.support.redis_server import RedisProcess, running_redis
+from tests.support.tls_certs import Certs, make_certs, redis_tls_args
 
 from statecar_contract.components import (
     ComponentError,
@@ -92,7 +93,40 @@ CASES: dict[str, dict[str, Case]] = {
         "redisUsername": Case({"redisUsername": ACL_USER, "redisPassword": ACL_PASSWORD}, None),
         "redisPassword": Case({"redisPassword": PASSWORD}, None),
         "redisDB": Case({"redisDB": "3"}, {"redisDB": "-1"}),
-        "redisType": Case({"redisType": "node"}, {"redisType": "cluster"}),
+        # `cluster` is walked by tests/conformance/test_redis_cluster.py on a real cluster.
+        "redisType": Case({"redisType": "node"}, {"redisType": "sentinel"}),
+        "keyPrefixHashTag": Case({"keyPrefixHashTag": "true"}, {"keyPrefixHashTag": "maybe"}),
+        # The TLS server takes a client certificate but does not demand one (the operator's
+        # probe has none), and the probe trusts no private CA: insecureSkipTLSVerify for both.
+        "clientCert": Case(
+            {
+                "redisHost": "{redis_tls}",
+                "enableTLS": "true",
+                "insecureSkipTLSVerify": "true",
+                "clientCert": "{client_cert}",
+                "clientKey": "{client_key}",
+            },
+            {"enableTLS": "true", "clientCert": "/etc/tls/client.pem", "clientKey": "{client_key}"},
+        ),
+        "clientKey": Case(
+            {
+                "redisHost": "{redis_tls}",
+                "enableTLS": "true",
+                "insecureSkipTLSVerify": "true",
+                "clientCert": "{client_cert}",
+                "clientKey": "{client_key}",
+            },
+            {"enableTLS": "true", "clientCert": "{client_cert}"},  # half a pair
+        ),
+        "caCert": Case(
+            {
+                "redisHost": "{redis_tls}",
+                "enableTLS": "true",
+                "insecureSkipTLSVerify": "true",
+                "caCert": "{ca}",
+            },
+            {"caCert": "{ca}"},  # without enableTLS
+        ),
         "enableTLS": Case({"enableTLS": "false"}, {"enableTLS": "maybe"}),
         "insecureSkipTLSVerify": Case(
             {"insecureSkipTLSVerify": "false"}, {"insecureSkipTLSVerify": "maybe"}
@@ -192,6 +226,8 @@ class World:
     directory: Path
     redis: RedisProcess
     sentinel: RedisProcess
+    redis_tls: RedisProcess
+    certs: Certs
     postgres: pg_server.PgServer
 
     def base(self, kind: str) -> dict[str, str]:
@@ -208,6 +244,10 @@ class World:
             "redis": self.redis.address,
             "redis_port": str(self.redis.port),
             "sentinel": self.sentinel.address,
+            "redis_tls": self.redis_tls.address,
+            "ca": self.certs.ca_pem,
+            "client_cert": self.certs.client_pem,
+            "client_key": self.certs.client_key_pem,
             "pg_port": str(self.postgres.port),
             "pg_user": self.postgres.user,
         }
@@ -234,11 +274,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f"sentinel auth-pass {MASTER} {PASSWORD}\n"
             f"requirepass {SENTINEL_PASSWORD}\n"
         )
+        certs = make_certs(tmp_path_factory.mktemp("tls"))
+        tls_args = [*redis_tls_args(certs, "optional"), "--requirepass", PASSWORD]
         with (
             running_redis(sentinel_config=sentinel_config) as sentinel,
+            running_redis(tls_args, tls=True) as redis_tls,
             pg_server.required_postgres() as postgres,
         ):
-            yield World(tmp_path_factory.mktemp("everywhere"), redis, sentinel, postgres)
+            yield World(
+                tmp_path_factory.mktemp("everywhere"), redis, sentinel, redis_tls, certs, postgres
+            )
 
 
 def document(kind: str, metadata: Mapping[str, str]) -> dict[str, Any]:

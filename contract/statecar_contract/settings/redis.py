@@ -1,5 +1,5 @@
 """
-`state.redis` settings: which server (or Sentinel) to reach, how, and the default TTL.
+`state.redis` settings: which server, Sentinel or Redis Cluster to reach, how, and the default TTL.
 
 Names, aliases and defaults are daprd's (components-contrib `common/component/redis/settings.go`,
 `state/redis/metadata.yaml`). Bare numbers in `dialTimeout`/`readTimeout` are milliseconds, as
@@ -8,7 +8,7 @@ there. Settings daprd has that statecar does not implement are refused with the 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import ClassVar, Final, Self
@@ -44,13 +44,27 @@ def _positive_ms(text: str) -> float:
     return seconds
 
 
-def _node_only(text: str) -> str:
-    if text.strip() != "node":
-        raise SettingValueError(
-            "Redis Cluster is not supported yet (statecar would get MOVED errors);"
-            " use a single node or Sentinel (failover: true), and remove redisType or set it to node"
-        )
-    return "node"
+def _redis_type(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("node", "cluster"):
+        raise SettingValueError("use node (one server or Sentinel) or cluster (Redis Cluster)")
+    return value
+
+
+def _pem(kind: str) -> Callable[[str], str]:
+    # daprd takes the PEM text itself (components-contrib common/component/redis/settings.go,
+    # SetCertificate: tls.X509KeyPair of the two strings), not a file path.
+    marker = "PRIVATE KEY-----" if kind == "PRIVATE KEY" else f"-----BEGIN {kind}-----"
+
+    def parse(text: str) -> str:
+        if marker not in text:
+            raise SettingValueError(
+                f"must be the PEM text itself (-----BEGIN {kind}-----...), not a file path;"
+                " put the file's content in a secret and use a secretKeyRef"
+            )
+        return text
+
+    return parse
 
 
 def _ttl(text: str) -> int | None:
@@ -64,13 +78,16 @@ class RedisSettings:
 
     TYPE: ClassVar[str] = "state.redis"
     SUMMARY: ClassVar[str] = (
-        "State in Redis with daprd's layout (one hash per key), on one server or behind Sentinel."
+        "State in Redis with daprd's layout (one hash per key), on one server, behind Sentinel,"
+        " or on a Redis Cluster."
     )
     REDIS_HOST: ClassVar[Setting] = Setting(
         "redisHost",
         "host:port list",
         "The server as `host:port` (`[v6]:port` for IPv6). With `failover: true`, a"
-        " comma-separated list of Sentinels; without it, exactly one address.",
+        " comma-separated list of Sentinels; with `redisType: cluster`, a comma-separated list"
+        " of seed nodes (any one that answers gives the whole topology); otherwise exactly one"
+        " address.",
         required=True,
     )
     REDIS_PORT: ClassVar[Setting] = Setting(
@@ -93,8 +110,11 @@ class RedisSettings:
     )
     REDIS_TYPE: ClassVar[Setting] = Setting(
         "redisType",
-        "`node`",
-        "Only `node` is supported: Redis Cluster is refused until statecar implements it.",
+        "`node` or `cluster`",
+        "`cluster`: Redis Cluster. Each key goes to the primary owning its slot (`MOVED`/`ASK`"
+        " followed, topology re-read on failover); reads and writes go to primaries only. A"
+        " transaction must keep its keys in one slot (see `keyPrefixHashTag`), else it is"
+        " refused. Not with `failover` or a `redisDB` other than 0.",
         default="node",
     )
     ENABLE_TLS: ClassVar[Setting] = Setting(
@@ -107,6 +127,33 @@ class RedisSettings:
         "insecureSkipTLSVerify",
         "boolean",
         "With TLS, do not verify the server's certificate or name.",
+        default="false",
+    )
+    CLIENT_CERT: ClassVar[Setting] = Setting(
+        "clientCert",
+        "PEM text",
+        "With TLS, the client certificate (chain) presented to Redis (`tls-auth-clients yes`);"
+        " needs `clientKey`.",
+    )
+    CLIENT_KEY: ClassVar[Setting] = Setting(
+        "clientKey",
+        "PEM text",
+        "The private key of `clientCert` (unencrypted PEM).",
+        secret=True,
+    )
+    CA_CERT: ClassVar[Setting] = Setting(
+        "caCert",
+        "PEM text",
+        "statecar extension: with TLS, trust these CA certificates instead of the system's"
+        " (a private CA). daprd has no such setting: it trusts the system's CAs only.",
+    )
+    KEY_PREFIX_HASH_TAG: ClassVar[Setting] = Setting(
+        "keyPrefixHashTag",
+        "boolean",
+        "statecar extension: store `prefix||key` as `{prefix}||key`, a Redis Cluster hash tag,"
+        " so every key of the prefix (the app, with `keyPrefix: appid`) hashes to one slot and"
+        " multi-key transactions are atomic on a cluster. Costs: all of that prefix's keys live"
+        " on one primary. daprd reads these keys with `keyPrefix` set to `{prefix}`.",
         default="false",
     )
     FAILOVER: ClassVar[Setting] = Setting(
@@ -153,6 +200,10 @@ class RedisSettings:
         REDIS_TYPE,
         ENABLE_TLS,
         INSECURE_SKIP_TLS_VERIFY,
+        CLIENT_CERT,
+        CLIENT_KEY,
+        CA_CERT,
+        KEY_PREFIX_HASH_TAG,
         FAILOVER,
         SENTINEL_MASTER_NAME,
         SENTINEL_USERNAME,
@@ -171,13 +222,19 @@ class RedisSettings:
         Refused("redisMaxRetries", _NO_RETRIES),
     )
 
-    #: One server, or the Sentinels with `failover`.
+    #: One server, the Sentinels with `failover`, or the seed nodes of a cluster.
     hosts: tuple[HostPort, ...]
+    #: `redisType: cluster`.
+    cluster: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     db: int = 0
     enable_tls: bool = False
     insecure_skip_tls_verify: bool = False
+    client_cert: str | None = None
+    client_key: str | None = field(default=None, repr=False)
+    ca_cert: str | None = None
+    key_prefix_hash_tag: bool = False
     failover: bool = False
     sentinel_master_name: str | None = None
     sentinel_username: str | None = None
@@ -190,7 +247,7 @@ class RedisSettings:
 
     @property
     def address(self) -> HostPort:
-        """The server (without failover) or the first Sentinel."""
+        """The server (without failover), the first Sentinel or the first cluster seed."""
         return self.hosts[0]
 
     @classmethod
@@ -206,7 +263,7 @@ class RedisSettings:
         read = MetadataReader(
             cls, metadata, component=component, source=source, deferred=deferred, redacted=redacted
         )
-        read.read(cls.REDIS_TYPE, _node_only, "node")
+        cluster = read.read(cls.REDIS_TYPE, _redis_type, "node") == "cluster"
         failover = read.read(cls.FAILOVER, parse_flag, False)
         port = read.read(
             cls.REDIS_PORT,
@@ -218,20 +275,25 @@ class RedisSettings:
             partial(parse_host_list, default_port=port),
             (HostPort("localhost", port),),  # stands in for a value from a secret
         )
-        if len(hosts) > 1 and not failover and not read.is_deferred(cls.FAILOVER):
+        if len(hosts) > 1 and not failover and not cluster and not read.is_deferred(cls.FAILOVER):
             raise read.error(
                 cls.REDIS_HOST.name,
-                f"lists {len(hosts)} addresses, but only Sentinel (failover: true) takes a list;"
-                " Redis Cluster is not supported yet: give one host:port",
+                f"lists {len(hosts)} addresses, but only Sentinel (failover: true) and Redis"
+                " Cluster (redisType: cluster) take a list: give one host:port or set one of them",
             )
         master = read.text(cls.SENTINEL_MASTER_NAME)
         settings = cls(
             hosts=hosts,
+            cluster=cluster,
             username=read.text(cls.REDIS_USERNAME) or None,
             password=read.text(cls.REDIS_PASSWORD) or None,
             db=read.read(cls.REDIS_DB, partial(parse_integer, minimum=0, example="0"), 0),
             enable_tls=read.read(cls.ENABLE_TLS, parse_flag, False),
             insecure_skip_tls_verify=read.read(cls.INSECURE_SKIP_TLS_VERIFY, parse_flag, False),
+            client_cert=read.read(cls.CLIENT_CERT, _pem("CERTIFICATE"), None),
+            client_key=read.read(cls.CLIENT_KEY, _pem("PRIVATE KEY"), None),
+            ca_cert=read.read(cls.CA_CERT, _pem("CERTIFICATE"), None),
+            key_prefix_hash_tag=read.read(cls.KEY_PREFIX_HASH_TAG, parse_flag, False),
             failover=failover,
             sentinel_master_name=master,
             sentinel_username=read.text(cls.SENTINEL_USERNAME) or None,
@@ -240,6 +302,19 @@ class RedisSettings:
             read_timeout=read.read(cls.READ_TIMEOUT, _positive_ms, 5.0),
             ttl_in_seconds=read.read(cls.TTL_IN_SECONDS, _ttl, None),
         )
+        _check_tls(read, cls, settings)
+        if cluster:
+            if failover:
+                raise read.error(
+                    cls.FAILOVER.name,
+                    "Sentinel and Redis Cluster exclude each other (a cluster fails over on its"
+                    " own): remove failover, or set redisType: node",
+                )
+            if settings.db:
+                raise read.error(
+                    cls.REDIS_DB.name,
+                    "Redis Cluster has only database 0: remove redisDB (or set it to 0)",
+                )
         if read.is_deferred(cls.FAILOVER):
             return settings
         if failover and not read.present(cls.SENTINEL_MASTER_NAME):
@@ -255,3 +330,22 @@ class RedisSettings:
                         "is only used with Sentinel: set failover: true, or remove it",
                     )
         return settings
+
+
+def _check_tls(read: MetadataReader, cls: type[RedisSettings], settings: RedisSettings) -> None:
+    """Client certificates go in pairs and, like a CA, only mean something with TLS."""
+    cert, key = read.present(cls.CLIENT_CERT), read.present(cls.CLIENT_KEY)
+    if cert != key:
+        given, missing = (
+            (cls.CLIENT_CERT, cls.CLIENT_KEY) if cert else (cls.CLIENT_KEY, cls.CLIENT_CERT)
+        )
+        raise read.error(
+            missing.name, f"{given.name} is set: set {missing.name} too (they are a pair)"
+        )
+    if read.is_deferred(cls.ENABLE_TLS) or settings.enable_tls:
+        return
+    for setting in (cls.CLIENT_CERT, cls.CA_CERT):
+        if read.present(setting):
+            raise read.error(
+                setting.name, "is only used with TLS: set enableTLS: true, or remove it"
+            )

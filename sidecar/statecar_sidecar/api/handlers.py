@@ -29,6 +29,7 @@ from statecar_sidecar.stores.errors import (
     ETagInvalidError,
     ETagMismatchError,
     OutcomeUnknownError,
+    RequestRefusedError,
     StoreError,
     TransactionError,
 )
@@ -204,8 +205,13 @@ class StateHandlers:
                 raise errors.outcome_unknown(
                     f"error while executing state transaction: {message}"
                 ) from exc
+            # A request the store can never run as written (keys on several Redis Cluster slots)
+            # is the client's to change: 400, where daprd passes Redis's CROSSSLOT on as a 500.
+            status = 400 if isinstance(exc, RequestRefusedError) else 500
             raise DaprError(
-                500, "ERR_STATE_TRANSACTION", f"error while executing state transaction: {message}"
+                status,
+                "ERR_STATE_TRANSACTION",
+                f"error while executing state transaction: {message}",
             ) from exc
         return NO_CONTENT
 

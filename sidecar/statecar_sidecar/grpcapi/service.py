@@ -37,6 +37,7 @@ from statecar_sidecar.stores.base import Feature
 from statecar_sidecar.stores.errors import (
     ETagInvalidError,
     ETagMismatchError,
+    RequestRefusedError,
     StoreError,
     TransactionError,
 )
@@ -294,7 +295,10 @@ class DaprService:
                     f"applied: {exc.cause}"
                 )
             raise basic(
-                StatusCode.INTERNAL,
+                # As HTTP's 400: the client must change the request (keys on several slots).
+                StatusCode.INVALID_ARGUMENT
+                if isinstance(exc, RequestRefusedError)
+                else StatusCode.INTERNAL,
                 "ERR_STATE_TRANSACTION",
                 f"error while executing state transaction: {reason}",
             ) from exc

@@ -65,6 +65,11 @@ class ConsistencyError(StoreError):
     """A strong write could not be confirmed by every replica within the timeout."""
 
 
+class RequestRefusedError(StoreError):
+    """The request can never succeed on this store as it is written: the client must change it
+    (HTTP 400), e.g. a transaction whose keys a Redis Cluster keeps on different slots."""
+
+
 class TransactionError(StoreError):
     """A transaction was refused as a whole; the message names the key and the reason."""
 

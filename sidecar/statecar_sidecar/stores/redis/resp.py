@@ -18,8 +18,9 @@ What this module owns:
   vocabulary `client` and the store share.
 
 What it does not own: key layout, the Lua scripts themselves, Dapr semantics (ETags, consistency),
-mapping errors to HTTP; those belong to the Redis store. RESP3, Pub/Sub, MONITOR and Redis Cluster
-are out of scope: every reply must answer exactly one request, in order.
+mapping errors to HTTP; those belong to the Redis store. Nor Redis Cluster routing: a
+`Connection` talks to one node, and `cluster` picks which. RESP3, Pub/Sub and MONITOR are out of
+scope: every reply must answer exactly one request, in order.
 
 Replies are decoded by hiredis: bulk and status strings are ``bytes``, integers ``int``, arrays
 ``list``, nil ``None``. An error reply is a ``ReplyError``: raised by ``execute``, returned in

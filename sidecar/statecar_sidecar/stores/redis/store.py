@@ -14,6 +14,12 @@ keeps the ops that passed when another failed. Strong consistency adds `WAIT` on
 connection and FAILS the request when not every connected replica confirmed (daprd ignores the
 count WAIT returns).
 
+On a Redis Cluster (`redisType: cluster`) every command goes through `cluster.ClusterClient` to
+the primary owning the key's slot; bulk get is one pipeline per primary; a transaction runs on
+its slot's primary and is refused (`CrossSlotError`, a 400) when its keys span slots;
+`keyPrefixHashTag` stores `app||key` as `{app}||key` so an app's keys share one slot
+(docs/state-api.md, "Redis Cluster").
+
 Failures: a write that never reached Redis (no connection could be had) raises
 StoreUnavailableError; one that was sent and then lost its reply (the primary stalled past
 `readTimeout`, the connection dropped) raises OutcomeUnknownError, since Redis may have applied
@@ -35,13 +41,16 @@ from statecar_sidecar.stores.errors import (
     ConsistencyError,
     ETagMismatchError,
     OutcomeUnknownError,
+    RequestRefusedError,
     StoreError,
     StoreUnavailableError,
     TransactionError,
     read_settings,
 )
 from statecar_sidecar.stores.query import Query, QueryPage, QueryRun, collector_paused
-from statecar_sidecar.stores.redis.client import Client, SentinelConfig
+from statecar_sidecar.stores.redis import slots
+from statecar_sidecar.stores.redis.client import Client, SentinelConfig, tls_context
+from statecar_sidecar.stores.redis.cluster import ClusterClient, Router, SingleNode
 from statecar_sidecar.stores.redis.resp import (
     Connection,
     RedisEndpoint,
@@ -55,6 +64,8 @@ from statecar_sidecar.stores.redis.scripts import DELETE, SAVE, TRANSACT
 STRONG_TIMEOUT_MS: Final = 1000  # daprd waits 1 s for replicas (components-contrib state/redis)
 REPLICA_COUNT_TTL: Final = 1.0  # seconds a measured replica count is reused
 QUERY_SCAN_COUNT: Final = 500  # keys per SCAN of a query, fetched with one pipeline each
+MAX_STRONG_REDIRECTS: Final = 3  # a strong write follows this many cluster redirects
+_SCRIPTS: Final = (SAVE, DELETE, TRANSACT)  # loaded together wherever one is missing
 
 
 def _ttl_ms(op: SetOp) -> str:
@@ -64,10 +75,12 @@ def _ttl_ms(op: SetOp) -> str:
 class RedisStore(StateStore):
     features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
 
-    def __init__(self, client: Client, description: str) -> None:
-        self._client = client
+    def __init__(self, router: Router, description: str, *, hash_tag: bool = False) -> None:
+        self._router = router
         self._description = description
-        self._replicas: tuple[float, int] = (0.0, 0)
+        self._hash_tag = hash_tag
+        #: Connected replicas per primary (address -> (measured at, count)), for strong writes.
+        self._replicas: dict[str, tuple[float, int]] = {}
         self._scripts_loaded = False
 
     @classmethod
@@ -85,6 +98,14 @@ class RedisStore(StateStore):
             connect_timeout=settings.dial_timeout,
             command_timeout=settings.read_timeout,
         )
+        context = tls_context(settings) if settings.enable_tls else None
+        hash_tag = settings.key_prefix_hash_tag
+        if settings.cluster:
+            hosts = ",".join(h.address for h in settings.hosts)
+            router: Router = ClusterClient(
+                [(h.host, h.port) for h in settings.hosts], endpoint, ssl_context=context
+            )
+            return cls(router, f"redis cluster (seeds {hosts})", hash_tag=hash_tag)
         sentinel = None
         description = f"redis at {endpoint.address}"
         if settings.failover:
@@ -99,16 +120,23 @@ class RedisStore(StateStore):
             )
             hosts = ",".join(h.address for h in settings.hosts)
             description = f"redis master {master!r} via sentinel {hosts}"
-        return cls(Client(endpoint, sentinel=sentinel), description)
+        client = Client(endpoint, sentinel=sentinel, ssl_context=context)
+        return cls(SingleNode(client), description, hash_tag=hash_tag)
 
     async def _load_scripts(self) -> None:
         # Loaded up front so the first save or transaction is one EVALSHA, not a NOSCRIPT retry.
-        replies = await self._client.pipeline([s.load_command() for s in (SAVE, DELETE, TRANSACT)])
-        for reply in replies:
-            if isinstance(reply, ReplyError):
-                raise StoreError(f"{self._description} refused SCRIPT LOAD: {reply.message}")
+        # On a cluster each primary has its own script cache: load on every one.
+        for node in await self._router.primaries():
+            replies = await node.pipeline([s.load_command() for s in (SAVE, DELETE, TRANSACT)])
+            for reply in replies:
+                if isinstance(reply, ReplyError):
+                    raise StoreError(f"{self._description} refused SCRIPT LOAD: {reply.message}")
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        """The Redis key of a stored key: `{app}||key` with `keyPrefixHashTag`."""
+        return slots.hash_tagged(key) if self._hash_tag else key
 
     def _unavailable(self, exc: Exception) -> StoreUnavailableError:
         return StoreUnavailableError(f"{self._description} is unavailable: {exc}")
@@ -134,29 +162,36 @@ class RedisStore(StateStore):
             expire_at = time.time() + pttl / 1000
         return StoredItem(value=data, etag=version.decode(), expire_at=expire_at)
 
-    async def _replica_count(self) -> int:
-        measured_at, count = self._replicas
-        if time.monotonic() - measured_at < REPLICA_COUNT_TTL:
+    async def _replica_count(self, node: Client) -> int:
+        address = node.endpoint.address
+        measured_at, count = self._replicas.get(address, (0.0, 0))
+        if measured_at and time.monotonic() - measured_at < REPLICA_COUNT_TTL:
             return count
         try:
-            info = await self._client.execute(b"INFO", b"replication")
+            info = await node.execute(b"INFO", b"replication")
         except RedisReplyLostError as exc:
             raise RedisUnavailableError(str(exc)) from None  # a read: no write was sent yet
         match = re.search(rb"connected_slaves:(\d+)", info)
         count = int(match.group(1)) if match else 0
-        self._replicas = (time.monotonic(), count)
+        self._replicas[address] = (time.monotonic(), count)
         return count
 
     async def _run_strong(
-        self, conn: Connection, commands: list[tuple[Any, ...]], scripts: Sequence[Script]
+        self,
+        node: Client,
+        conn: Connection,
+        commands: list[tuple[Any, ...]],
+        scripts: Sequence[Script],
     ) -> list[Any]:
         """Run `commands` then WAIT for every connected replica, on one dedicated connection."""
-        replicas = await self._replica_count()
+        replicas = await self._replica_count(node)
         if replicas == 0:
             return await conn.pipeline_with_scripts(commands, scripts)
         replies = await conn.pipeline_with_scripts(
             [*commands, (b"WAIT", replicas, STRONG_TIMEOUT_MS)], scripts
         )
+        if any(_redirected(r) for r in replies[:-1]):
+            return replies[:-1]  # nothing ran there: the caller follows the redirect
         confirmed = replies[-1]
         if isinstance(confirmed, int) and confirmed < replicas:
             raise ConsistencyError(
@@ -166,6 +201,18 @@ class RedisStore(StateStore):
             )
         return replies[:-1]
 
+    async def _strong(self, key: str, command: tuple[Any, ...], script: Script) -> Any:
+        """One write plus WAIT on the primary owning `key` (following a cluster redirect)."""
+        for _ in range(MAX_STRONG_REDIRECTS):
+            node = await self._router.node(key)
+            async with node.dedicated() as conn:
+                # One write: on NOSCRIPT pipeline_with_scripts loads it and resends, which is safe.
+                (reply,) = await self._run_strong(node, conn, [command], [script])
+            if not _redirected(reply):
+                return reply
+            await self._router.refresh()
+        return reply
+
     async def _eval(
         self, script: Script, keys: Sequence[Any], args: Sequence[Any], strong: bool
     ) -> Any:
@@ -173,7 +220,7 @@ class RedisStore(StateStore):
             if not strong:
                 command = script.command(keys, args)
                 try:
-                    return await self._client.execute(*command)
+                    return await self._router.execute(keys[0], *command, scripts=_SCRIPTS)
                 except ReplyError as exc:
                     if exc.code != "NOSCRIPT":
                         raise
@@ -183,9 +230,8 @@ class RedisStore(StateStore):
                     await self._load_scripts()
                 except RedisReplyLostError as exc:
                     raise RedisUnavailableError(str(exc)) from None
-                return await self._client.execute(*command)
-            async with self._client.dedicated() as conn:
-                (reply,) = await self._run_strong(conn, [script.command(keys, args)], [script])
+                return await self._router.execute(keys[0], *command)
+            reply = await self._strong(keys[0], script.command(keys, args), script)
             if isinstance(reply, ReplyError):
                 raise reply
             return reply
@@ -201,7 +247,8 @@ class RedisStore(StateStore):
     async def get(self, key: str, *, strong: bool = False) -> StoredItem | None:
         # Every read goes to the primary, so `strong` needs nothing more here.
         try:
-            reply, pttl = await self._client.pipeline(self._read(key))
+            rkey = self._key(key)
+            reply, pttl = await self._router.pipeline((rkey, rkey), self._read(rkey))
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
         if isinstance(reply, ReplyError):
@@ -210,7 +257,10 @@ class RedisStore(StateStore):
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
         try:
-            replies = await self._client.pipeline([c for k in keys for c in self._read(k)])
+            rkeys = [self._key(k) for k in keys]
+            replies = await self._router.pipeline(
+                [k for k in rkeys for _ in range(2)], [c for k in rkeys for c in self._read(k)]
+            )
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
         items: list[StoredItem | None] = []
@@ -226,7 +276,7 @@ class RedisStore(StateStore):
             etags.validate_etag(op.key, op.etag)
         reply = await self._eval(
             SAVE,
-            (op.key,),
+            (self._key(op.key),),
             (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)),
             op.strong,
         )
@@ -241,6 +291,7 @@ class RedisStore(StateStore):
     async def set_many(self, ops: Sequence[SetOp]) -> list[Exception | None]:
         results: list[Exception | None] = [None] * len(ops)
         commands: list[tuple[Any, ...]] = []
+        rkeys: list[str] = []
         positions: list[int] = []
         for index, op in enumerate(ops):
             if op.etag:
@@ -249,9 +300,10 @@ class RedisStore(StateStore):
                 except StoreError as exc:
                     results[index] = exc
                     continue
+            rkeys.append(self._key(op.key))
             commands.append(
                 SAVE.command(
-                    (op.key,),
+                    (rkeys[-1],),
                     (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)),
                 )
             )
@@ -260,24 +312,37 @@ class RedisStore(StateStore):
             return results
         strong = any(op.strong for op in ops)
         try:
-            if strong:
-                async with self._client.dedicated() as conn:
+            if strong and self._router.is_cluster:
+                # Each key's write and WAIT on its own primary: one dedicated connection each.
+                replies = list(
+                    await asyncio.gather(
+                        *(self._strong(k, c, SAVE) for k, c in zip(rkeys, commands, strict=True))
+                    )
+                )
+            elif strong:
+                node = await self._router.node(rkeys[0])
+                async with node.dedicated() as conn:
                     try:
                         await conn.execute(*SAVE.load_command())
                     except RedisReplyLostError as exc:
                         raise RedisUnavailableError(str(exc)) from None  # no write sent yet
-                    replies = await self._run_strong(conn, commands, [SAVE])
+                    replies = await self._run_strong(node, conn, commands, [SAVE])
             else:
-                replies = await self._client.pipeline(commands)
+                replies = await self._router.pipeline(rkeys, commands, _SCRIPTS)
                 if any(isinstance(r, ReplyError) and r.code == "NOSCRIPT" for r in replies):
                     # Re-send only the items that did not run: the others must not run twice.
-                    await self._client.execute(*SAVE.load_command())
+                    try:
+                        await self._load_scripts()
+                    except RedisReplyLostError as exc:
+                        raise RedisUnavailableError(str(exc)) from None  # no write sent yet
                     again = [
                         i
                         for i, r in enumerate(replies)
                         if isinstance(r, ReplyError) and r.code == "NOSCRIPT"
                     ]
-                    retried = await self._client.pipeline([commands[i] for i in again])
+                    retried = await self._router.pipeline(
+                        [rkeys[i] for i in again], [commands[i] for i in again]
+                    )
                     for i, reply in zip(again, retried, strict=True):
                         replies[i] = reply
         except RedisReplyLostError as exc:
@@ -305,7 +370,10 @@ class RedisStore(StateStore):
         if op.etag:
             etags.validate_etag(op.key, op.etag)
         reply = await self._eval(
-            DELETE, (op.key,), (op.etag or "", "1" if op.first_write else "0"), op.strong
+            DELETE,
+            (self._key(op.key),),
+            (op.etag or "", "1" if op.first_write else "0"),
+            op.strong,
         )
         if reply[0] != 1:
             etags.check_delete(
@@ -316,6 +384,8 @@ class RedisStore(StateStore):
             )  # pragma: no cover -- the script and check_delete agree
 
     async def transact(self, ops: Sequence[Operation]) -> None:
+        if not ops:
+            return  # nothing to check or apply (and no key to route by)
         keys: list[str] = []
         args: list[Any] = []
         for index, op in enumerate(ops):
@@ -324,11 +394,15 @@ class RedisStore(StateStore):
                     etags.validate_etag(op.key, op.etag)
                 except StoreError as exc:
                     raise TransactionError(index, op.key, exc) from exc
-            keys.append(op.key)
+            keys.append(self._key(op.key))
             if isinstance(op, SetOp):
                 args += ["s", op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)]
             else:
                 args += ["d", op.etag or "", "1" if op.first_write else "0", "", "0"]
+        if self._router.is_cluster:
+            spread = slots.slot_spread(keys)
+            if len(spread) > 1:
+                raise CrossSlotError(spread)
         reply = await self._eval(TRANSACT, keys, args, any(op.strong for op in ops))
         if reply[0] != 1:
             index = int(reply[1]) - 1
@@ -347,27 +421,30 @@ class RedisStore(StateStore):
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
         # Redis has no secondary index without RediSearch: scan this app's keys, one SCAN batch
         # at a time: fetch its values in one pipeline, then filter them in the engine's bounded
-        # slices, so neither the replies nor the evaluation stall the event loop for long.
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", key_prefix) + "*"
-        cut = len(key_prefix)
+        # slices, so neither the replies nor the evaluation stall the event loop for long. On a
+        # cluster every primary holds some of the keys: each is scanned in turn.
+        prefix = self._key(key_prefix + "x")[:-1] if key_prefix else ""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        cut = len(prefix)
         run = QueryRun(query)
         seen: set[bytes] = set()  # SCAN may return a key more than once
-        cursor = b"0"
         with collector_paused():
             try:
-                while True:
-                    cursor, batch = await self._client.execute(
-                        b"SCAN", cursor, b"MATCH", pattern, b"COUNT", QUERY_SCAN_COUNT
-                    )
-                    fresh = [k for k in batch if k not in seen]
-                    seen.update(fresh)
-                    if fresh:
-                        replies = await self._client.pipeline(
-                            [(b"HMGET", k, b"data", b"version", b"exp") for k in fresh]
+                for node in await self._router.primaries():
+                    cursor = b"0"
+                    while True:
+                        cursor, batch = await node.execute(
+                            b"SCAN", cursor, b"MATCH", pattern, b"COUNT", QUERY_SCAN_COUNT
                         )
-                        await run.feed_async(self._query_rows(fresh, replies, cut))
-                    if cursor == b"0":
-                        break
+                        fresh = [k for k in batch if k not in seen]
+                        seen.update(fresh)
+                        if fresh:
+                            replies = await self._router.pipeline(
+                                fresh, [(b"HMGET", k, b"data", b"version", b"exp") for k in fresh]
+                            )
+                            await run.feed_async(self._query_rows(fresh, replies, cut))
+                        if cursor == b"0":
+                            break
             except RedisUnavailableError as exc:
                 raise self._unavailable(exc) from exc
             finally:
@@ -391,7 +468,7 @@ class RedisStore(StateStore):
 
     async def ping(self) -> None:
         try:
-            await asyncio.wait_for(self._client.ping(), self._client.endpoint.command_timeout)
+            await asyncio.wait_for(self._ping_primaries(), self._router.endpoint.command_timeout)
             if not self._scripts_loaded:
                 await self._load_scripts()
                 self._scripts_loaded = True
@@ -400,5 +477,31 @@ class RedisStore(StateStore):
         except ReplyError as exc:
             raise StoreUnavailableError(f"{self._description} refused PING: {exc.message}") from exc
 
+    async def _ping_primaries(self) -> None:
+        if self._router.is_cluster:
+            await self._router.refresh()  # health follows the topology: a failover shows here
+        for node in await self._router.primaries():
+            await node.ping()
+
     async def close(self) -> None:
-        await self._client.close()
+        await self._router.close()
+
+
+def _redirected(reply: object) -> bool:
+    return isinstance(reply, ReplyError) and reply.code in ("MOVED", "ASK")
+
+
+class CrossSlotError(RequestRefusedError):
+    """A transaction over keys of several Redis Cluster slots: Redis cannot run it atomically."""
+
+    def __init__(self, spread: Mapping[int, Sequence[str]]) -> None:
+        self.spread = dict(spread)
+        listed = "; ".join(
+            f"slot {slot}: " + ", ".join(repr(k) for k in keys) for slot, keys in spread.items()
+        )
+        super().__init__(
+            f"a transaction on a Redis Cluster must keep all its keys in one hash slot, and these"
+            f" keys hash to {len(spread)} slots ({listed}); nothing was applied. Set the"
+            " component's keyPrefixHashTag: true to keep each app's keys in one slot, or split"
+            " the transaction by slot"
+        )
