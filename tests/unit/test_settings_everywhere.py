@@ -96,13 +96,13 @@ CASES: dict[str, dict[str, Case]] = {
         # `cluster` is walked by tests/conformance/test_redis_cluster.py on a real cluster.
         "redisType": Case({"redisType": "node"}, {"redisType": "sentinel"}),
         "keyPrefixHashTag": Case({"keyPrefixHashTag": "true"}, {"keyPrefixHashTag": "maybe"}),
-        # The TLS server takes a client certificate but does not demand one (the operator's
-        # probe has none), and the probe trusts no private CA: insecureSkipTLSVerify for both.
+        # The TLS server demands a client certificate signed by the private CA, and its own
+        # certificate is the CA's: the store and the operator's probe both need all three.
         "clientCert": Case(
             {
                 "redisHost": "{redis_tls}",
                 "enableTLS": "true",
-                "insecureSkipTLSVerify": "true",
+                "caCert": "{ca}",
                 "clientCert": "{client_cert}",
                 "clientKey": "{client_key}",
             },
@@ -112,7 +112,7 @@ CASES: dict[str, dict[str, Case]] = {
             {
                 "redisHost": "{redis_tls}",
                 "enableTLS": "true",
-                "insecureSkipTLSVerify": "true",
+                "caCert": "{ca}",
                 "clientCert": "{client_cert}",
                 "clientKey": "{client_key}",
             },
@@ -122,8 +122,9 @@ CASES: dict[str, dict[str, Case]] = {
             {
                 "redisHost": "{redis_tls}",
                 "enableTLS": "true",
-                "insecureSkipTLSVerify": "true",
                 "caCert": "{ca}",
+                "clientCert": "{client_cert}",
+                "clientKey": "{client_key}",
             },
             {"caCert": "{ca}"},  # without enableTLS
         ),
@@ -275,7 +276,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             f"requirepass {SENTINEL_PASSWORD}\n"
         )
         certs = make_certs(tmp_path_factory.mktemp("tls"))
-        tls_args = [*redis_tls_args(certs, "optional"), "--requirepass", PASSWORD]
+        tls_args = [*redis_tls_args(certs, "yes"), "--requirepass", PASSWORD]
         with (
             running_redis(sentinel_config=sentinel_config) as sentinel,
             running_redis(tls_args, tls=True) as redis_tls,

@@ -24,6 +24,8 @@ from typing import Any, Final
 
 from statecar_contract.components import ComponentError, ResolvedComponent
 from statecar_contract.settings import HostPort, PostgresDSN, PostgreSQLSettings, RedisSettings
+from statecar_contract.settings.redis_tls import redis_tls_context
+from statecar_contract.settings.values import SettingValueError
 from statecar_operator.reconciliation.conditions import Reachability
 
 _POD_LOCAL: Final = frozenset({"state.sqlite", "state.in-memory"})
@@ -69,7 +71,10 @@ async def _redis(settings: RedisSettings) -> Reachability:
         username, password = settings.sentinel_username, settings.sentinel_password
     else:
         username, password = settings.username, settings.password
-    tls = _tls_context(settings) if settings.enable_tls else None
+    try:
+        tls = redis_tls_context(settings) if settings.enable_tls else None
+    except SettingValueError as exc:  # the sidecar refuses the same PEM with the same message
+        return Reachability("False", "BadSettings", str(exc))
     first_failure: Reachability | None = None
     for address in settings.hosts:
         outcome = await _redis_one(address, tls, username, password)
@@ -137,15 +142,6 @@ async def _command(
 
 def _error_text(reply: str) -> str:
     return reply[1:] if reply[:1] in {"-", "+"} else repr(reply[:200])
-
-
-def _tls_context(settings: RedisSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if settings.insecure_skip_tls_verify:
-        # The component asks for it explicitly (Dapr's insecureSkipTLSVerify), as the sidecar will.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import dataclasses
 import ssl
-import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 from statecar_contract.settings import RedisSettings
+from statecar_contract.settings.redis_tls import redis_tls_context
+from statecar_contract.settings.values import SettingValueError
 from statecar_sidecar.stores.errors import StoreError
 from statecar_sidecar.stores.redis.resp import (
     Arg,
@@ -401,34 +401,12 @@ class Client:
 
 
 def tls_context(settings: RedisSettings) -> ssl.SSLContext:
-    """The TLS context of every connection of a store: the system's CAs or `caCert`, the
-    client certificate `clientCert`/`clientKey` when given, no checks with
-    `insecureSkipTLSVerify`. Bad PEM is a StoreError naming the setting.
-    """
+    """The TLS context of every connection of a store (the contract's, shared with the operator's
+    probe); bad PEM is a StoreError naming the setting."""
     try:
-        context = ssl.create_default_context(cadata=settings.ca_cert)
-    except (ssl.SSLError, ValueError) as exc:
-        raise StoreError(f"spec.metadata.caCert: not a PEM CA certificate: {exc}") from None
-    if settings.insecure_skip_tls_verify:
-        # Explicit opt-in for self-signed in-cluster certificates: no hostname or chain check.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if settings.client_cert and settings.client_key:
-        # load_cert_chain reads files only: the PEM texts go to a private temporary directory
-        # (0700, removed at once), never next to other files.
-        with tempfile.TemporaryDirectory(prefix="statecar-tls-") as folder:
-            cert, key = Path(folder, "cert.pem"), Path(folder, "key.pem")
-            cert.write_text(settings.client_cert)
-            key.touch(mode=0o600)
-            key.write_text(settings.client_key)
-            try:
-                context.load_cert_chain(cert, key)
-            except (ssl.SSLError, ValueError) as exc:
-                raise StoreError(
-                    "spec.metadata.clientCert/clientKey: not a PEM certificate and its unencrypted"
-                    f" private key: {exc}"
-                ) from None
-    return context
+        return redis_tls_context(settings)
+    except SettingValueError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def _consume_task_result(task: asyncio.Task[Any]) -> None:
