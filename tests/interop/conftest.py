@@ -6,9 +6,12 @@ Both sidecars run with the same app id, so they address the same stored keys
 other. What "the same data" means is asserted byte for byte: values, ETags, TTLs.
 
 A backend is one row of `BACKENDS`: a function that takes the session's server (a fixture) and
-returns a `Backend`, the component metadata each sidecar gets for the same database (usually the
-same mapping) and a way to read a stored value's bytes directly (to check the encrypted format).
-Every test of the tier that takes the `backend` fixture runs once per row. Encryption adds a
+returns a `Backend`, the component (type, `spec.version`) and metadata each sidecar gets for the
+same database (usually the same mapping) and a way to read a stored value's bytes directly,
+from daprd's own columns (to check the encrypted format). The rows: Redis, PostgreSQL v1
+(jsonb `value` + `isbinary`), PostgreSQL v2 (`spec.version: v2`, bytea `value`) and SQLite
+(TEXT `value` + `is_binary`), each on its own table (file) for the session. Every test of the
+tier that takes the `backend` fixture runs once per row. Encryption adds a
 `secretstores.local.file` secret store and `primaryEncryptionKey`/`secondaryEncryptionKey`
 secretKeyRefs to both documents, identically.
 
@@ -18,8 +21,11 @@ statecar runs either as `statecar sidecar --components-path` (`STATECAR_SIDECAR`
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import json
+import sqlite3
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -27,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import asyncpg
 import pytest
 import redis
 import yaml
 from tests.interop.sides import STORE, Side
-from tests.support import redis_server
+from tests.support import pg_server, redis_server
 from tests.support.daprd import DaprdProcess, running_daprd
 from tests.support.sidecar import running_sidecar
 
@@ -63,6 +70,21 @@ class Backend:
     #: Whether daprd's store reports `ttlExpireTime` on a read (its Redis store does not:
     #: components-contrib state/redis/redis.go Get returns no metadata).
     daprd_reports_ttl: bool = True
+    #: The Component's `spec.version` (`v2` picks daprd's second PostgreSQL layout).
+    version: str = "v1"
+    #: Whether daprd's store implements `state.Querier` (Redis and PostgreSQL v1 do; v2 and
+    #: SQLite do not, components-contrib state/postgresql/v2, state/sqlite). daprd checks that
+    #: before encryption (dapr pkg/api/universal/state_query.go). statecar runs queries on every
+    #: SQL layout itself.
+    daprd_queries: bool = True
+    #: Whether daprd stores JSON values as PostgreSQL jsonb, so that what it reads back is
+    #: jsonb's rendering (`{"a": 1}`: spaces, keys by length) rather than Go's `json.Marshal`
+    #: (PostgreSQL v1, common/component/postgresql/v1/postgresql.go).
+    daprd_jsonb: bool = False
+    #: Whether daprd can save an empty value over gRPC. PostgreSQL v2 binds the empty (nil)
+    #: []byte as NULL into its NOT NULL bytea column and fails the save
+    #: (state/postgresql/v2/postgresql.go doSet).
+    daprd_saves_empty: bool = True
 
 
 def _redis_backend(request: pytest.FixtureRequest) -> Backend:
@@ -79,10 +101,106 @@ def _redis_backend(request: pytest.FixtureRequest) -> Backend:
     return Backend("redis", "state.redis", metadata, metadata, raw_value, daprd_reports_ttl=False)
 
 
+def _postgres_raw(dsn: str, query: str, key: str) -> asyncpg.Record | None:
+    async def fetch() -> asyncpg.Record | None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            row: asyncpg.Record | None = await conn.fetchrow(query, key)
+            return row
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def _postgres_v1_backend(request: pytest.FixtureRequest) -> Backend:
+    server: pg_server.PgServer = request.getfixturevalue("postgres")
+    table = "interop_v1_" + uuid.uuid4().hex[:8]
+    metadata = {
+        "connectionString": server.dsn,
+        "tableName": table,
+        "metadataTableName": table + "_meta",
+    }
+
+    def raw_value(stored_key: str) -> bytes | None:
+        # daprd's v1 layout (components-contrib common/component/postgresql/v1/postgresql.go):
+        # a JSON value is the jsonb itself; any other value is a jsonb string holding its
+        # base64, with `isbinary` set.
+        query = f"SELECT value #>> '{{}}', value::text, isbinary FROM {table} WHERE key = $1"
+        row = _postgres_raw(server.dsn, query, stored_key)
+        if row is None:
+            return None
+        if row[2]:
+            return base64.b64decode(row[0], validate=True)
+        return str(row[1]).encode()
+
+    return Backend(
+        "postgresql-v1", "state.postgresql", metadata, metadata, raw_value, daprd_jsonb=True
+    )
+
+
+def _postgres_v2_backend(request: pytest.FixtureRequest) -> Backend:
+    server: pg_server.PgServer = request.getfixturevalue("postgres")
+    prefix = "interop_v2_" + uuid.uuid4().hex[:8] + "_"
+    metadata = {
+        "connectionString": server.dsn,
+        "tablePrefix": prefix,
+        "metadataTableName": prefix + "meta",
+    }
+
+    def raw_value(stored_key: str) -> bytes | None:
+        # daprd's v2 layout (components-contrib state/postgresql/v2/postgresql.go): bytea.
+        query = f"SELECT value FROM {prefix}state WHERE key = $1"
+        row = _postgres_raw(server.dsn, query, stored_key)
+        return None if row is None else bytes(row[0])
+
+    return Backend(
+        "postgresql-v2",
+        "state.postgresql",
+        metadata,
+        metadata,
+        raw_value,
+        version="v2",
+        daprd_queries=False,
+        daprd_saves_empty=False,
+    )
+
+
+def _sqlite_backend(request: pytest.FixtureRequest) -> Backend:
+    folder: Path = request.getfixturevalue("tmp_path_factory").mktemp("interop-sqlite")
+    path = folder / "state.db"
+    metadata = {"connectionString": str(path)}
+
+    def raw_value(stored_key: str) -> bytes | None:
+        # daprd's layout (components-contrib state/sqlite/sqlite_dbaccess.go): TEXT `value`,
+        # base64 with `is_binary` set for a value that is not JSON. The table is daprd's
+        # default, `state`.
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+            row = db.execute(
+                "SELECT CAST(value AS BLOB), is_binary FROM state WHERE key = ?", (stored_key,)
+            ).fetchone()
+        if row is None:
+            return None
+        value = bytes(row[0])
+        return base64.b64decode(value, validate=True) if row[1] else value
+
+    return Backend("sqlite", "state.sqlite", metadata, metadata, raw_value, daprd_queries=False)
+
+
 #: The tier's backends. Adding one is adding a row (and its server fixture).
 BACKENDS: Mapping[str, Callable[[pytest.FixtureRequest], Backend]] = {
     "redis": _redis_backend,
+    "postgresql-v1": _postgres_v1_backend,
+    "postgresql-v2": _postgres_v2_backend,
+    "sqlite": _sqlite_backend,
 }
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg_server.PgServer]:
+    """One PostgreSQL server for the tier (each backend row and SQL test has its own tables)."""
+    with pg_server.required_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -118,6 +236,7 @@ def component_documents(
     metadata: Mapping[str, str],
     encryption: Encryption | None,
     secrets_file: Path,
+    version: str = "v1",
 ) -> list[dict[str, object]]:
     """The resources folder's documents: the state store (and its secret store when encrypted)."""
     items: list[object] = [{"name": k, "value": v} for k, v in metadata.items()]
@@ -125,7 +244,7 @@ def component_documents(
         "apiVersion": "dapr.io/v1alpha1",
         "kind": "Component",
         "metadata": {"name": STORE},
-        "spec": {"type": backend_type, "version": "v1", "metadata": items},
+        "spec": {"type": backend_type, "version": version, "metadata": items},
     }
     if encryption is None:
         return [store]
@@ -170,7 +289,9 @@ class Interop:
         self._starts += 1
         folder = self.workdir / f"resources-{self._starts}"
         folder.mkdir()
-        documents = component_documents(self.backend.type, metadata, encryption, self.secrets_file)
+        documents = component_documents(
+            self.backend.type, metadata, encryption, self.secrets_file, self.backend.version
+        )
         (folder / "components.yaml").write_text(yaml.safe_dump_all(documents))
         return folder
 

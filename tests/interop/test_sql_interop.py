@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,12 +44,6 @@ from statecar_sidecar.stores.sqlite import SQLiteStore
 APP_ID = "interop-sql"
 STORE = "store"
 LAYOUTS = ("postgresql-v1", "postgresql-v2", "sqlite")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[pg_server.PgServer]:
-    with pg_server.required_postgres() as server:
-        yield server
 
 
 @pytest.fixture(params=LAYOUTS)
