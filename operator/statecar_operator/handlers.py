@@ -20,7 +20,7 @@ import kopf
 from statecar_contract import annotations as ann
 from statecar_contract import components as contract
 from statecar_contract.components import ComponentError, parse_component
-from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_contract.wiring import WIRING_SECRET_NAME, is_wiring_secret_name
 from statecar_operator.cluster.events import pod_event_target
 from statecar_operator.injection.annotations import is_valid_app_id, parse_bool
 from statecar_operator.injection.patching import apply_injection
@@ -158,7 +158,7 @@ async def bind_indexes(
     memo: Memo,
     statecar_components: kopf.Index[str, ComponentEntry],
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
-    statecar_wiring: kopf.Index[str, str],
+    statecar_wiring: kopf.Index[tuple[str, str], str],
     **_: Any,
 ) -> None:
     """Give the reconciler and the health check live views of kopf's indexes."""
@@ -187,11 +187,13 @@ async def index_secret_refs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], 
 
 
 def is_wiring_secret(name: str | None, **_: Any) -> bool:
-    return name == WIRING_SECRET_NAME
+    return is_wiring_secret_name(name)
 
 
-async def index_wiring(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, str]:
-    return {namespace or "": wiring_secret.hash_of(body) or ""}
+async def index_wiring(
+    body: kopf.Body, name: str | None, namespace: str | None, **_: Any
+) -> dict[tuple[str, str], str]:
+    return {(namespace or "", name or ""): wiring_secret.hash_of(body) or ""}
 
 
 # --- watch events: mark namespaces for the reconciler --------------------------------------------
@@ -209,7 +211,7 @@ def secret_matters(
 ) -> bool:
     """Only our wiring Secrets and referenced ones reach `secret_event` (kopf's `when=`), so the
     rest of the cluster's Secrets cost a lookup and no handler call or log line."""
-    return name == WIRING_SECRET_NAME or (namespace, name) in statecar_secret_refs
+    return is_wiring_secret_name(name) or (namespace, name) in statecar_secret_refs
 
 
 async def secret_event(
@@ -223,10 +225,10 @@ async def secret_event(
 ) -> None:
     if not namespace or not name:
         return
-    if name == WIRING_SECRET_NAME:
+    if is_wiring_secret_name(name):
         # Ours (or squatting on our name): someone else's edit or delete is repaired.
         memo.reconciler.wiring_secret_changed(
-            namespace, wiring_secret.hash_of(body), deleted=type == "DELETED"
+            namespace, name, wiring_secret.hash_of(body), deleted=type == "DELETED"
         )
     elif (namespace, name) in statecar_secret_refs:
         # A referenced Secret was created, changed (a rotated password) or deleted.
@@ -260,7 +262,7 @@ async def pod_mutate(
             namespace=namespace,
             components_in_namespace=usable_specs(memo.indexes.components_in(namespace)),
             settings=memo.settings.injector,
-            config_hash=memo.indexes.config_hash(namespace),
+            config_hash=functools.partial(memo.indexes.config_hash, namespace),
         )
     except InjectionError as exc:
         _report(memo, pod, namespace, dryrun, "InjectionRejected", str(exc))

@@ -16,10 +16,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from statecar_contract.wiring import WIRING_SECRET_NAME, app_secret_name
 from statecar_operator.cluster.events import EventRecorder
 from statecar_operator.health_server import Readiness
 from statecar_operator.reconciliation.component_index import ComponentEntry
 from statecar_operator.reconciliation.reconciler import Reconciler, View
+from statecar_operator.reconciliation.wiring_secret import pod_config_hash
 from statecar_operator.settings import OperatorSettings
 
 
@@ -39,23 +41,31 @@ class Indexes:
 
     components: Mapping[str, Collection[ComponentEntry]] | None = None
     secret_refs: Mapping[tuple[str, str], Collection[str]] | None = None
-    wiring: Mapping[str, Collection[str]] | None = None
+    #: (namespace, Secret name) -> the wiring Secret's config hash.
+    wiring: Mapping[tuple[str, str], Collection[str]] | None = None
 
     def components_in(self, namespace: str) -> list[ComponentEntry]:
         if self.components is None or namespace not in self.components:
             return []
         return list(self.components[namespace])
 
-    def config_hash(self, namespace: str) -> str | None:
-        if self.wiring is None or namespace not in self.wiring:
+    def secret_hash(self, namespace: str, name: str) -> str | None:
+        if self.wiring is None or (namespace, name) not in self.wiring:
             return None
-        return next((h for h in self.wiring[namespace] if h), None)
+        return next((h for h in self.wiring[(namespace, name)] if h), None)
+
+    def config_hash(self, namespace: str, app_id: str) -> str | None:
+        """What a pod of `app_id` records: its two wiring Secrets' hashes, combined."""
+        return pod_config_hash(
+            self.secret_hash(namespace, WIRING_SECRET_NAME),
+            self.secret_hash(namespace, app_secret_name(app_id)),
+        )
 
     def view(self) -> View:
         return View(
             components=self.components_in,
             component_namespaces=lambda: set(self.components or ()),
-            wiring_namespaces=lambda: set(self.wiring or ()),
+            wiring_namespaces=lambda: {namespace for namespace, _ in self.wiring or ()},
         )
 
 

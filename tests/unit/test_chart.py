@@ -360,6 +360,8 @@ def test_the_default_install_has_every_piece_and_no_disruption_budget(helm: Any)
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingWebhookConfiguration",
         ]
     ), "one replica gets no PodDisruptionBudget; the helm test Pod is a hook"
@@ -610,6 +612,13 @@ def test_the_rbac_is_exactly_the_operators_documented_rbac(helm: Any, mode: str)
     assert only(objects, "Role")["metadata"]["namespace"] == NAMESPACE
     env = container_env(only(objects, "Deployment"))
     assert env["STATECAR_OPERATOR_LEASE_NAME"] == "my-lease"
+    # The admission policy narrowing the operator's Secret writes to its wiring Secrets.
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        rendered = only(objects, kind)
+        spec = dict(documented[kind]["spec"])
+        if "policyName" in spec:
+            spec["policyName"] = only(objects, "ValidatingAdmissionPolicy")["metadata"]["name"]
+        assert rendered["spec"] == spec, kind
 
 
 @pytest.mark.parametrize("mode", ["operator", "secret"])

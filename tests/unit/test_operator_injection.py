@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from statecar_contract.components import ComponentSpec, parse_component
+from statecar_contract.wiring import app_secret_name
 from statecar_operator.injection.patching import apply_injection, is_injected
 from statecar_operator.injection.plan import InjectionError, InjectionPlan, Skip, plan_injection
 from statecar_operator.settings import InjectorSettings
@@ -238,12 +239,58 @@ def test_the_wiring_secret_is_mounted_read_only() -> None:
         "readOnly": True,
     }
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    # The namespace's shared Secret and the app's own, each optional, one key each: nothing of
+    # another app's Secret is ever mounted.
     assert volumes["statecar-wiring"] == {
+        "name": "statecar-wiring",
+        "projected": {
+            "sources": [
+                {
+                    "secret": {
+                        "name": "statecar-wiring",
+                        "optional": True,
+                        "items": [{"key": "components.json", "path": "shared.json"}],
+                    }
+                },
+                {
+                    "secret": {
+                        "name": app_secret_name("cart"),
+                        "optional": True,
+                        "items": [{"key": "components.json", "path": "app.json"}],
+                    }
+                },
+            ]
+        },
+    }
+    env = {e["name"]: e for e in pod["spec"]["initContainers"][0]["env"]}
+    assert env["STATECAR_WIRING_FILE"]["value"] == "/var/run/statecar/wiring"
+
+
+def test_a_pod_injected_by_an_earlier_release_is_reinjected_with_the_scoped_wiring() -> None:
+    """An earlier release mounted the shared Secret whole: that volume is ours (not a user's
+    volume taking a reserved name), and re-injection replaces it with the projected one."""
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    apply_injection(pod, plan_for(pod))
+    volumes = pod["spec"]["volumes"]
+    index = next(i for i, v in enumerate(volumes) if v["name"] == "statecar-wiring")
+    volumes[index] = {
         "name": "statecar-wiring",
         "secret": {"secretName": "statecar-wiring", "optional": True},
     }
-    env = {e["name"]: e for e in pod["spec"]["initContainers"][0]["env"]}
-    assert env["STATECAR_WIRING_FILE"]["value"] == "/var/run/statecar/wiring/components.json"
+    apply_injection(pod, plan_for(pod))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "statecar-wiring")
+    assert "secret" not in volume
+    assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == [
+        "statecar-wiring",
+        app_secret_name("cart"),
+    ]
+    # A user's own volume of that name is still refused.
+    other = annotated_pod(**{"statecar.io/app-id": "cart"})
+    other["spec"]["volumes"] = [
+        {"name": "statecar-wiring", "projected": {"sources": [{"secret": {"name": "mine"}}]}}
+    ]
+    with pytest.raises(InjectionError, match="reserved for statecar"):
+        plan_for(other)
 
 
 def test_the_status_annotation_records_what_was_injected() -> None:
@@ -405,7 +452,8 @@ def test_a_pod_asking_before_its_components_exist_is_injected_all_the_same() -> 
         apply_injection(pod, decision)
         assert is_injected(pod)
         volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "statecar-wiring")
-        assert volume["secret"]["optional"] is True  # starts before the Secret exists
+        # Starts before the Secrets exist.
+        assert all(s["secret"]["optional"] is True for s in volume["projected"]["sources"])
 
 
 def test_a_pod_template_takes_its_app_id_from_the_owner_hint() -> None:

@@ -30,6 +30,8 @@ _JSON: Final = "application/json"
 #: for a dict body unless told (api_client.select_header_content_type).
 _MERGE_PATCH: Final = "application/merge-patch+json"
 _JSON_PATCH: Final = "application/json-patch+json"
+#: The labels every wiring Secret carries (`reconciliation.wiring_secret.WIRING_LABELS`).
+WIRING_SELECTOR: Final = "app.kubernetes.io/managed-by=statecar,app.kubernetes.io/component=wiring"
 _RESPONSE_TYPES: Final = {200: "object", 201: "object", 202: "object"}
 
 
@@ -122,6 +124,19 @@ class Kube:
             )
         except NotFoundError:
             return None
+
+    async def list_wiring_secrets(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """The namespace's Secrets labelled as statecar's wiring, by name."""
+        listing = await self._request(
+            "GET",
+            _path("api", "v1", "namespaces", namespace, "secrets"),
+            query=[("labelSelector", WIRING_SELECTOR)],
+        )
+        return {
+            str(item["metadata"]["name"]): item
+            for item in listing.get("items") or []
+            if isinstance(item, dict) and (item.get("metadata") or {}).get("name")
+        }
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._request(

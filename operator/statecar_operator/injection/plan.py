@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from statecar_contract import annotations as ann
 from statecar_contract import env
 from statecar_contract.components import ComponentSpec
-from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_contract.wiring import WIRING_SECRET_NAME, is_wiring_secret_name
 from statecar_operator.injection.annotations import (
     SecretKey,
     bool_problem,
@@ -137,15 +137,16 @@ def plan_injection(
     components_in_namespace: Sequence[ComponentSpec],
     settings: InjectorSettings,
     owner_name_hint: str | None = None,
-    config_hash: str | None = None,
+    config_hash: str | Callable[[str], str | None] | None = None,
 ) -> InjectionPlan | Skip:
     """
-    Decide whether and how to inject `pod` (a Pod or a pod template: `metadata` + `spec`).
+        Decide whether and how to inject `pod` (a Pod or a pod template: `metadata` + `spec`).
 
-    `components_in_namespace` are the namespace's *valid* components (invalid ones never reach
-    the wiring); `config_hash` is the hash on the namespace's wiring Secret, if there is one yet.
-    Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations and
-    with the pod itself (hostNetwork without a token, reserved names, a malformed shape).
+        `components_in_namespace` are the namespace's *valid* components (invalid ones never reach
+        the wiring); `config_hash` is the hash of the pod's wiring Secrets, if there is one yet, or a
+    function of the app id giving it (the webhook's: the pod's app id is only known here).
+        Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations and
+        with the pod itself (hostNetwork without a token, reserved names, a malformed shape).
     """
     metadata: Any = pod.get("metadata") or {}
     annotations: Any = metadata.get("annotations") or {} if isinstance(metadata, Mapping) else {}
@@ -255,7 +256,7 @@ def plan_injection(
         limits=limits,
         extra_env=extra_env,
         max_body_bytes=max_body,
-        config_hash=config_hash,
+        config_hash=config_hash(app_id) if callable(config_hash) else config_hash,
         warnings=tuple(warnings),
     )
 
@@ -417,13 +418,31 @@ def _check_containers(
         if not isinstance(volume, Mapping) or volume.get("name") not in _OUR_VOLUMES:
             continue
         if volume["name"] == WIRING_VOLUME:
-            ours_too = (volume.get("secret") or {}).get("secretName") == WIRING_SECRET_NAME
+            ours_too = _is_our_wiring_volume(volume)
         else:
             ours_too = "emptyDir" in volume
         if not ours_too:
             problems.append(
                 f"the volume name {volume['name']!r} is reserved for statecar; rename it"
             )
+
+
+def _is_our_wiring_volume(volume: Mapping[str, Any]) -> bool:
+    """An injected wiring volume: today's projected one, or an earlier release's Secret volume."""
+    if (volume.get("secret") or {}).get("secretName") == WIRING_SECRET_NAME:
+        return True
+    sources = (volume.get("projected") or {}).get("sources")
+    return (
+        isinstance(sources, list)
+        and bool(sources)
+        and all(
+            isinstance(source, Mapping)
+            and set(source) == {"secret"}
+            and isinstance(source["secret"], Mapping)
+            and is_wiring_secret_name(source["secret"].get("name"))
+            for source in sources
+        )
+    )
 
 
 def _env_overrides(spec: Mapping[str, Any], http_port: int | None) -> list[str]:

@@ -9,8 +9,14 @@ Least privilege, rule by rule (each verb is used by the code named next to it):
   status; kopf writes nothing else: no finalizers, no progress annotations, see `reconciliation.reconciler`).
 * Secrets, cluster-wide `get, list, watch`: resolving `secretKeyRef`s in any namespace, and the
   watch that re-renders the wiring when a referenced Secret changes (a rotated password).
-  `create`: the wiring Secret of a namespace (RBAC cannot restrict `create` by name);
-  `update, delete` only on Secrets named `statecar-wiring` (`resourceNames`).
+  `create, update, delete`: the wiring Secrets of a namespace (`reconciliation.wiring_secret`:
+  the shared `statecar-wiring` and one `statecar-wiring-<app>-<hash>` per scoped app id). RBAC
+  can restrict `update`/`delete` by exact name only and `create` not at all, and the per-app
+  names are not known at install time, so these verbs are granted on Secrets and narrowed by a
+  ValidatingAdmissionPolicy (`secret_policy`), bound to the operator's ServiceAccount only: it
+  may create, update and delete only Secrets of type `statecar.io/wiring` named like a wiring
+  Secret (the type is immutable, so no user Secret can be turned into one), and its webhook
+  certificate Secret. That is narrower than before (`create` used to be unrestricted).
 * Events `create`: skipped pods, rejected pods and condition changes (kopf's own warnings too).
 * CustomResourceDefinitions `list, watch`: kopf's resource observer notices the CRD being
   installed or upgraded after the operator started (without it kopf only scans at startup).
@@ -49,12 +55,14 @@ from typing import Any, Final
 
 from statecar_contract import components as contract
 from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_operator.manifests.labels import WIRING_SECRET_TYPE
 from statecar_operator.manifests.webhooks import (
     MUTATING_CONFIGURATION_NAME,
     VALIDATING_CONFIGURATION_NAME,
 )
 
 CLUSTER_ROLE_NAME: Final = "statecar-operator"
+SECRET_POLICY_NAME: Final = "statecar-operator-secrets"  # noqa: S105  # a policy name, not a credential
 ROLE_NAME: Final = "statecar-operator-leader-election"
 
 NAMESPACED_RULES: Final[tuple[dict[str, Any], ...]] = (
@@ -69,13 +77,8 @@ NAMESPACED_RULES: Final[tuple[dict[str, Any], ...]] = (
         "verbs": ["patch"],
     },
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-    {
-        "apiGroups": [""],
-        "resources": ["secrets"],
-        "resourceNames": [WIRING_SECRET_NAME],
-        "verbs": ["update", "delete"],
-    },
+    # Narrowed to wiring Secrets by `secret_policy` (RBAC cannot name them in advance).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 )
 CRD_RULES: Final[tuple[dict[str, Any], ...]] = (
@@ -115,6 +118,85 @@ def webhook_secret_rules(secret_name: str) -> tuple[dict[str, Any], ...]:
             "verbs": ["update"],
         },
     )
+
+
+def _written(variable: str) -> str:
+    """CEL: the Secret as written (`object`), or as it was for a DELETE (`oldObject`)."""
+    return f"(request.operation == 'DELETE' ? oldObject : object).{variable}"
+
+
+def secret_policy(
+    *,
+    namespace: str,
+    service_account: str,
+    webhook_secret: str | None = None,
+    name: str = SECRET_POLICY_NAME,
+) -> list[dict[str, Any]]:
+    """
+    A ValidatingAdmissionPolicy and its binding: the operator's ServiceAccount may create,
+    update and delete only wiring Secrets (their type and name prefix) and, in its own
+    namespace, its webhook certificate Secret. Everyone else is not matched at all
+    (`matchConditions` on the username), so the policy costs nothing for other requests.
+    """
+    user = f"system:serviceaccount:{namespace}:{service_account}"
+    wiring = (
+        f"has({_written('type')}) && {_written('type')} == '{WIRING_SECRET_TYPE}' && "
+        f"({_written('metadata.name')} == '{WIRING_SECRET_NAME}' || "
+        f"{_written('metadata.name')}.startsWith('{WIRING_SECRET_NAME}-')) && "
+        # An update keeps the type (Secrets' type is immutable): checked anyway, on both sides.
+        f"(request.operation != 'UPDATE' || (has(oldObject.type) && "
+        f"oldObject.type == '{WIRING_SECRET_TYPE}'))"
+    )
+    allowed = wiring
+    if webhook_secret:
+        allowed = (
+            f"({wiring}) || (request.namespace == '{namespace}' && "
+            f"{_written('metadata.name')} == '{webhook_secret}')"
+        )
+    labels = {"app.kubernetes.io/name": "statecar", "app.kubernetes.io/component": "operator"}
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE", "DELETE"],
+                            "resources": ["secrets"],
+                        }
+                    ]
+                },
+                "matchConditions": [
+                    {
+                        "name": "statecar-operator",
+                        "expression": f"request.userInfo.username == '{user}'",
+                    }
+                ],
+                "validations": [
+                    {
+                        "expression": allowed,
+                        "message": (
+                            "statecar's operator may write only its wiring Secrets (type "
+                            f"{WIRING_SECRET_TYPE}, named {WIRING_SECRET_NAME} or "
+                            f"{WIRING_SECRET_NAME}-*) and its webhook certificate Secret"
+                        ),
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"policyName": name, "validationActions": ["Deny"]},
+        },
+    ]
 
 
 def lease_rules(lease_name: str) -> tuple[dict[str, Any], ...]:
@@ -234,5 +316,8 @@ def manifests(
                     "subjects": subject,
                 },
             )
+        ),
+        *secret_policy(
+            namespace=namespace, service_account=service_account, webhook_secret=webhook_secret
         ),
     ]
