@@ -37,7 +37,8 @@ def test_secret_writes_are_narrowed_to_wiring_secrets_by_an_admission_policy() -
     assert "== 'statecar.io/wiring'" in expression
     assert "startsWith('statecar-wiring-')" in expression
     assert "request.namespace == 'ops'" in expression
-    assert ".metadata.name == 'op-tls'" in expression
+    assert "request.operation != 'DELETE' && request.namespace == 'ops'" in expression
+    assert "object.metadata.name == 'op-tls'" in expression
     # Without operator-managed certificates, no Secret but wiring ones.
     plain = rbac.secret_policy(namespace="ops", service_account="op")
     assert "request.namespace" not in plain[0]["spec"]["validations"][0]["expression"]

@@ -135,7 +135,7 @@ def secret_policy(
     """
     A ValidatingAdmissionPolicy and its binding: the operator's ServiceAccount may create,
     update and delete only wiring Secrets (their type and name prefix) and, in its own
-    namespace, its webhook certificate Secret. Everyone else is not matched at all
+    namespace, create and update its webhook certificate Secret. Everyone else is not matched at all
     (`matchConditions` on the username), so the policy costs nothing for other requests.
     """
     user = f"system:serviceaccount:{namespace}:{service_account}"
@@ -149,9 +149,10 @@ def secret_policy(
     )
     allowed = wiring
     if webhook_secret:
+        # Created and rotated, never deleted (the chart or an admin does that).
         allowed = (
-            f"({wiring}) || (request.namespace == '{namespace}' && "
-            f"{_written('metadata.name')} == '{webhook_secret}')"
+            f"({wiring}) || (request.operation != 'DELETE' && request.namespace == '{namespace}' "
+            f"&& object.metadata.name == '{webhook_secret}')"
         )
     labels = {"app.kubernetes.io/name": "statecar", "app.kubernetes.io/component": "operator"}
     return [

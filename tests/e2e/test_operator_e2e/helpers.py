@@ -35,13 +35,15 @@ EMPTY = "e2e-empty"  # no component at all
 SCHEMA = "e2e-schema"  # resources the API server must refuse
 SECRETS = "e2e-secrets"  # a secretKeyRef to a Secret that does not exist (yet)
 LIFECYCLE = "e2e-lifecycle"  # password rotation, deletion of components
-NAMESPACES = (SYSTEM, SHOP, EMPTY, SCHEMA, SECRETS, LIFECYCLE)
+SCOPES = "e2e-scopes"  # credentials reach only the apps in scope
+NAMESPACES = (SYSTEM, SHOP, EMPTY, SCHEMA, SECRETS, LIFECYCLE, SCOPES)
 
 SERVICE_ACCOUNT = "statecar-operator"
 PASSWORD = "s3cret-e2e"  # the throwaway Redis's password
 WIRING = "statecar-wiring"
 WIRING_FILE = "components.json"
 WIRING_MOUNT = "/var/run/statecar/wiring"
+WIRING_SELECTOR = "app.kubernetes.io/managed-by=statecar,app.kubernetes.io/component=wiring"
 
 #: Bound on anything the operator does in reaction to a change. Typically 0.2-3 s (it re-measures
 #: every second here); the margin is for a loaded two-core machine, not for slowness we accept.
@@ -127,10 +129,25 @@ def wiring_document(api: Api, namespace: str) -> dict[str, Any] | None:
     return document
 
 
-def wired(api: Api, namespace: str) -> dict[str, dict[str, Any]]:
-    """Component name -> rendered component, from the namespace's wiring Secret."""
-    document = wiring_document(api, namespace) or {"components": []}
+def wiring_document_of(secret: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Component name -> rendered component, from one wiring Secret."""
+    document = json.loads(base64.b64decode(secret["data"][WIRING_FILE]))
     return {c["name"]: c for c in document["components"]}
+
+
+def wiring_secrets(api: Api, namespace: str) -> dict[str, dict[str, Any]]:
+    """Every wiring Secret of a namespace (the shared one and the per-app ones), by name."""
+    listing = api.get(f"/api/v1/namespaces/{namespace}/secrets", labelSelector=WIRING_SELECTOR)
+    return {s["metadata"]["name"]: s for s in (listing or {}).get("items") or []}
+
+
+def wired(api: Api, namespace: str) -> dict[str, dict[str, Any]]:
+    """Component name -> rendered component, from all of the namespace's wiring Secrets."""
+    found: dict[str, dict[str, Any]] = {}
+    for secret in wiring_secrets(api, namespace).values():
+        document = json.loads(base64.b64decode(secret["data"][WIRING_FILE]))
+        found.update({c["name"]: c for c in document["components"]})
+    return found
 
 
 def wait_condition(
