@@ -37,6 +37,7 @@ from kopf._core.engines import peering as kopf_peering
 
 from statecar_operator import handlers, health_server
 from statecar_operator.cluster import kube
+from statecar_operator.cluster.dapr_injector import DaprInjectorPresence
 from statecar_operator.cluster.events import EventRecorder
 from statecar_operator.cluster.leader import AlwaysLeader, LeaderElector
 from statecar_operator.memo import Indexes, Memo
@@ -224,6 +225,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
     else:
         elector = AlwaysLeader()
         reconciler.leadership_changed(True)
+    dapr_injector = DaprInjectorPresence(api) if settings.injector.dapr_annotations else None
     memo = Memo(
         settings=settings,
         readiness=readiness,
@@ -231,6 +233,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         reconciler=reconciler,
         leadership=elector,
         indexes=indexes,
+        dapr_injector=dapr_injector,
     )
 
     def details() -> dict[str, Any]:
@@ -258,6 +261,8 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
             metrics=certificates.metrics,
         ),
     }
+    if dapr_injector is not None:
+        parts["Dapr injector watch"] = dapr_injector.run()
     tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts.items()}
     warmup = asyncio.create_task(
         health_server.wait_until_warm(

@@ -249,11 +249,20 @@ async def pod_mutate(
     """Inject the sidecar into an annotated pod (CREATE), or say why not."""
     pod: dict[str, Any] = dict(body)
     namespace = str((pod.get("metadata") or {}).get("namespace") or "")
-    if not memo.readiness.indexes_warm and _asks_for_injection(pod):
+    if not memo.readiness.indexes_warm and _asks_for_injection(
+        pod, dapr=memo.settings.injector.dapr_annotations
+    ):
         # Deciding from a half-filled index could skip a pod that has components; refusing
         # lets the pod's controller retry in a moment (and a human see why).
         raise kopf.AdmissionError(
             "statecar's operator is still loading the namespace's components; retry shortly",
+            code=503,
+        )
+    dapr_injector = memo.dapr_injector.installed if memo.dapr_injector is not None else False
+    if dapr_injector is None and _asks_through_dapr(pod):
+        raise kopf.AdmissionError(
+            "statecar's operator is still checking whether Dapr's own sidecar injector is "
+            "installed (it honours dapr.io/* annotations only where it is not); retry shortly",
             code=503,
         )
     try:
@@ -263,6 +272,7 @@ async def pod_mutate(
             components_in_namespace=usable_specs(memo.indexes.components_in(namespace)),
             settings=memo.settings.injector,
             config_hash=functools.partial(memo.indexes.config_hash, namespace),
+            dapr_injector_installed=bool(dapr_injector),
         )
     except InjectionError as exc:
         _report(memo, pod, namespace, dryrun, "InjectionRejected", str(exc))
@@ -293,9 +303,18 @@ def _accept(plan: InjectionPlan, warnings: list[str], namespace: str) -> None:
         )
 
 
-def _asks_for_injection(pod: dict[str, Any]) -> bool:
+def _asks_for_injection(pod: dict[str, Any], *, dapr: bool) -> bool:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return parse_bool(str(annotations.get(ann.ENABLED, ""))) is True
+    asks = parse_bool(str(annotations.get(ann.ENABLED, ""))) is True
+    return asks or (dapr and _asks_through_dapr(pod))
+
+
+def _asks_through_dapr(pod: dict[str, Any]) -> bool:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return (
+        ann.ENABLED not in annotations
+        and parse_bool(str(annotations.get(ann.DAPR_PREFIX + "enabled", ""))) is True
+    )
 
 
 def _report(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from statecar_contract.wiring import WIRING_SECRET_NAME, app_secret_name
+from statecar_operator.cluster.dapr_injector import DaprInjectorPresence
 from statecar_operator.cluster.events import EventRecorder
 from statecar_operator.health_server import Readiness
 from statecar_operator.reconciliation.component_index import ComponentEntry
@@ -79,3 +80,5 @@ class Memo:
     reconciler: Reconciler
     leadership: Leadership
     indexes: Indexes = field(default_factory=Indexes)
+    #: Only with the Dapr-annotations option: whether Dapr's own injector is installed.
+    dapr_injector: DaprInjectorPresence | None = None

@@ -77,6 +77,14 @@ class InjectorSettings:
         default=65532, metadata=_env("RUN_AS_USER", "uid (and gid) the sidecar runs as")
     )
     version: str = field(default=__version__, metadata=_env("VERSION", "recorded in pod status"))
+    dapr_annotations: bool = field(
+        default=False,
+        metadata=_env(
+            "DAPR_ANNOTATIONS",
+            "honour dapr.io/enabled, app-id, ports, log level, resources, env and API token "
+            "(migration; skipped while Dapr's own injector is installed)",
+        ),
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> InjectorSettings:

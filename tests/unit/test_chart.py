@@ -867,3 +867,44 @@ def test_the_notes_tell_how_to_annotate_a_pod_and_check_it_worked(
     assert "kubectl get ssc" in notes
     assert "kube-system" in notes
     assert NAMESPACE in notes, "the notes say which namespaces are never injected"
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_dapr_annotations_turn_on_the_operator_webhook_and_rbac_together(
+    helm: Any, restricted: bool
+) -> None:
+    """dapr.annotations: the operator's setting, the webhook's matchCondition and the RBAC rule
+    to see Dapr's injector, each exactly the operator's own rendering of that option."""
+    from statecar_operator.manifests import rbac, webhooks
+
+    namespaces = ["shop"] if restricted else []
+    sets: dict[str, Any] = {"dapr__annotations": True, **SECRET_MODE}
+    if restricted:
+        sets["operator__namespaces"] = namespaces
+    objects = render(helm, **sets)
+    assert (
+        container_env(only(objects, "Deployment"))["STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS"]
+        == "true"
+    )
+    service = only(objects, "Service")["metadata"]["name"]
+    mutating, _ = webhooks.build_webhook_configurations(
+        ca_bundle=b"-", service_name=service, service_namespace=NAMESPACE, dapr_annotations=True
+    )
+    got = only(objects, "MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"]
+    assert got == mutating["webhooks"][0]["matchConditions"]
+    assert "dapr.io/enabled" in got[0]["expression"]
+    documented = rbac.manifests(
+        namespace=NAMESPACE,
+        service_account=only(objects, "ServiceAccount")["metadata"]["name"],
+        namespaces=namespaces,
+        dapr_annotations=True,
+    )
+    cluster = [d["rules"] for d in documented if d["kind"] == "ClusterRole"]
+    assert [only(objects, "ClusterRole")["rules"]] == cluster
+    (rule,) = rbac.dapr_injector_rules()
+    assert rule in cluster[0]
+    # Off (the default): neither the rule nor the condition.
+    plain = render(helm, **SECRET_MODE)
+    assert "dapr" not in str(only(plain, "ClusterRole")["rules"])
+    condition = only(plain, "MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"]
+    assert "dapr.io" not in condition[0]["expression"]

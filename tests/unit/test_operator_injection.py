@@ -11,6 +11,7 @@ JSON patch that a second admission leaves empty.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -20,10 +21,17 @@ import kopf
 import pytest
 import yaml
 
+from statecar_contract.annotations import DAPR_EQUIVALENTS
 from statecar_contract.components import ComponentSpec, parse_component
 from statecar_contract.wiring import app_secret_name
 from statecar_operator.injection.patching import apply_injection, is_injected
-from statecar_operator.injection.plan import InjectionError, InjectionPlan, Skip, plan_injection
+from statecar_operator.injection.plan import (
+    InjectionError,
+    InjectionPlan,
+    Skip,
+    from_dapr_annotations,
+    plan_injection,
+)
 from statecar_operator.settings import InjectorSettings
 
 GOLDEN = Path(__file__).parent / "golden" / "injection"
@@ -78,9 +86,12 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             pod,
             namespace=case["namespace"],
             components_in_namespace=components_of(case),
-            settings=SETTINGS,
+            settings=dataclasses.replace(
+                SETTINGS, dapr_annotations=bool(case.get("daprAnnotations"))
+            ),
             owner_name_hint=case.get("ownerNameHint"),
             config_hash=case.get("configHash"),
+            dapr_injector_installed=bool(case.get("daprInjectorInstalled")),
         )
     except InjectionError as exc:
         return {"result": "rejected", "problems": list(exc.problems)}
@@ -543,3 +554,63 @@ def test_the_operators_default_ports_are_bounded_too() -> None:
             components_in_namespace=[parse_component(d) for d in DEFAULT_COMPONENTS],
             settings=InjectorSettings(metrics_port=80),
         )
+
+
+def test_dapr_annotations_map_to_their_statecar_equivalents_and_nothing_else() -> None:
+    translated, notes = from_dapr_annotations(
+        {
+            "dapr.io/enabled": "true",
+            "dapr.io/app-id": "cart",
+            "dapr.io/sidecar-memory-limit": "1Gi",
+            "dapr.io/env": "GODEBUG=x,TZ=UTC,broken",
+            "dapr.io/app-port": "8080",
+            "statecar.io/app-id": "not-read-here",
+            "example.com/other": "x",
+        }
+    )
+    assert translated == {
+        "statecar.io/enabled": "true",
+        "statecar.io/app-id": "cart",
+        "statecar.io/sidecar-memory-limit": "1Gi",
+        "statecar.io/env": "TZ=UTC,broken",  # the malformed item stays, to be refused
+    }
+    assert any("dapr.io/app-port" in n for n in notes)
+    assert any("GODEBUG" in n for n in notes)
+    # Every key of the brief's list has an equivalent.
+    for key in (
+        "enabled",
+        "app-id",
+        "http-port",
+        "grpc-port",
+        "log-level",
+        "sidecar-cpu-request",
+        "sidecar-cpu-limit",
+        "sidecar-memory-request",
+        "sidecar-memory-limit",
+        "env",
+        "api-token-secret",
+    ):
+        assert f"dapr.io/{key}" in DAPR_EQUIVALENTS, key
+
+
+def test_statecar_inject_offline_agrees_with_the_webhook_on_dapr_annotations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from statecar_cli.inject_cli import main
+
+    case = load_case(GOLDEN / "dapr-annotations.yaml")
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(yaml.safe_dump(case["input"]))
+    components = tmp_path / "components.yaml"
+    components.write_text(yaml.safe_dump_all(DEFAULT_COMPONENTS))
+    args = ["-f", str(manifest), "--component-file", str(components), "--image", SETTINGS.image]
+    assert main([*args, "--dapr-annotations"]) == 0
+    offline = yaml.safe_load(capsys.readouterr().out)
+    webhook = run_case(case)["pod"]
+    offline_status = json.loads(offline["metadata"]["annotations"].pop("statecar.io/status"))
+    webhook_status = json.loads(webhook["metadata"]["annotations"].pop("statecar.io/status"))
+    assert offline_status["appId"] == webhook_status["appId"] == "checkout"
+    assert offline["spec"] == webhook["spec"]
+    # Without the flag, offline as online: nothing asked for.
+    assert main(args) == 0
+    assert "initContainers" not in yaml.safe_load(capsys.readouterr().out)["spec"]

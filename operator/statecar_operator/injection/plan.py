@@ -138,6 +138,7 @@ def plan_injection(
     settings: InjectorSettings,
     owner_name_hint: str | None = None,
     config_hash: str | Callable[[str], str | None] | None = None,
+    dapr_injector_installed: bool = False,
 ) -> InjectionPlan | Skip:
     """
         Decide whether and how to inject `pod` (a Pod or a pod template: `metadata` + `spec`).
@@ -157,6 +158,27 @@ def plan_injection(
             [f"metadata.annotations: must be a map (name: value), not {_kind(annotations)}"]
         )
     ours, not_strings = _our_annotations(annotations)
+    dapr_keys: dict[str, str] = {}
+    if settings.dapr_annotations and ann.ENABLED not in ours:
+        dapr, dapr_notes = from_dapr_annotations(annotations)
+        if dapr.get(ann.ENABLED) is not None and parse_bool(dapr[ann.ENABLED]) is True:
+            if dapr_injector_installed:
+                return Skip(
+                    "DaprInjectorInstalled",
+                    f"Dapr's own sidecar injector is installed (MutatingWebhookConfiguration "
+                    f"{ann.DAPR_INJECTOR_WEBHOOK}), so it serves {_DAPR_ENABLED}; statecar "
+                    "honours dapr.io/* annotations only where it is not. Set "
+                    f'{ann.ENABLED}: "true" to get statecar instead',
+                    notify=True,
+                )
+            dapr_keys = {v: k for k, v in ann.DAPR_EQUIVALENTS.items() if v in dapr}
+            # The pod's own statecar.io/* annotations win over the translated ones.
+            ours = {**dapr, **ours}
+            warnings_from_dapr = dapr_notes
+        else:
+            warnings_from_dapr = []
+    else:
+        warnings_from_dapr = []
     if not ours and not not_strings:
         return Skip("NotRequested", "the pod has no statecar.io annotations", notify=False)
     if not_strings:
@@ -176,7 +198,7 @@ def plan_injection(
         return Skip("OptedOut", f"{ann.ENABLED} is {ours[ann.ENABLED]!r}", notify=False)
 
     problems: list[str] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(warnings_from_dapr)
     spec = _check_shape(pod)
     problems.extend(unknown_keys(ours))
 
@@ -205,8 +227,10 @@ def plan_injection(
     requested = read_component_names(ours.get(ann.COMPONENTS), problems)
 
     _check_containers(spec, annotations, http_port, metrics_port, problems, grpc_port)
-    if parse_bool(str(annotations.get(_DAPR_ENABLED, "false"))) and (
-        {http_port, metrics_port, grpc_port} & _DAPR_PORTS
+    if (
+        not dapr_keys
+        and parse_bool(str(annotations.get(_DAPR_ENABLED, "false")))
+        and ({http_port, metrics_port, grpc_port} & _DAPR_PORTS)
     ):
         problems.append(
             f"the pod also asks for the Dapr sidecar ({_DAPR_ENABLED}), which binds "
@@ -227,6 +251,9 @@ def plan_injection(
             f"the pod uses hostNetwork, so the statecar state API port {http_port} is bound on the "
             "node's loopback and must be unique among such pods on a node"
         )
+    if dapr_keys:
+        # Name what the pod says: a translated value's problem is its dapr.io/* annotation's.
+        problems = [_dapr_named(p, dapr_keys) for p in problems]
     if problems or app_id is None or http_port is None or metrics_port is None or grpc_port is None:
         raise InjectionError(problems)  # each None above came with a problem
 
@@ -259,6 +286,56 @@ def plan_injection(
         config_hash=config_hash(app_id) if callable(config_hash) else config_hash,
         warnings=tuple(warnings),
     )
+
+
+def from_dapr_annotations(annotations: Mapping[Any, Any]) -> tuple[dict[str, str], list[str]]:
+    """
+    Dapr's annotations of a pod as their `statecar.io/*` equivalents (`ann.DAPR_EQUIVALENTS`),
+    and a warning naming the `dapr.io/*` annotations statecar has no use for (it serves only
+    the state API: `dapr.io/app-port`, `dapr.io/config`, ... change nothing). Pure; values are
+    passed through unchanged and checked like the pod's own `statecar.io/*` ones.
+    """
+    translated: dict[str, str] = {}
+    ignored: list[str] = []
+    for key, value in annotations.items():
+        if not isinstance(key, str) or not key.startswith(ann.DAPR_PREFIX):
+            continue
+        target = ann.DAPR_EQUIVALENTS.get(key)
+        if target is None:
+            ignored.append(key)
+        elif isinstance(value, str):
+            translated[target] = value
+    notes = []
+    if ann.ENV in translated:
+        # dapr.io/env configures daprd (GOMAXPROCS, GODEBUG, ...): only what statecar's sidecar
+        # reads is passed on; a malformed item is kept, to be refused with its message.
+        kept, dropped = [], []
+        for item in translated[ann.ENV].split(","):
+            name, sep, _ = item.partition("=")
+            if sep and name.strip() not in env.USER_SETTABLE:
+                dropped.append(name.strip())
+            elif item.strip():
+                kept.append(item)
+        translated[ann.ENV] = ",".join(kept)
+        if dropped:
+            notes.append(
+                f"{ann.DAPR_PREFIX}env: {', '.join(dropped)} set daprd's environment; the "
+                "statecar sidecar does not receive them"
+            )
+    if ignored:
+        notes.append(
+            "statecar serves only Dapr's state API; these annotations change nothing: "
+            + ", ".join(sorted(ignored))
+        )
+    return translated, notes
+
+
+def _dapr_named(problem: str, dapr_keys: Mapping[str, str]) -> str:
+    """A problem about a translated annotation, naming the dapr.io/* key the pod set."""
+    for ours, theirs in dapr_keys.items():
+        if problem.startswith(ours + ":"):
+            return theirs + problem[len(ours) :]
+    return problem
 
 
 def _kind(value: Any) -> str:

@@ -35,6 +35,10 @@ Only with operator-managed webhook certificates (`webhook_secret`, the chart's d
   `create` or `delete`: the chart creates and deletes them, and no other webhook
   configuration of the cluster is readable or writable.
 
+With the Dapr-annotations option (`dapr_annotations`, the chart's `dapr.annotations`): `get` and
+`watch` of the MutatingWebhookConfiguration `dapr-sidecar-injector`, by name
+(`cluster.dapr_injector`: statecar honours `dapr.io/*` annotations only while it is absent).
+
 Nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
 so it does not list them), or kopf's peering resources (peering is off; `cluster.leader` explains why).
 
@@ -54,6 +58,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from statecar_contract import components as contract
+from statecar_contract.annotations import DAPR_INJECTOR_WEBHOOK
 from statecar_contract.wiring import WIRING_SECRET_NAME
 from statecar_operator.manifests.labels import WIRING_SECRET_TYPE
 from statecar_operator.manifests.webhooks import (
@@ -105,6 +110,18 @@ def webhook_configuration_rules() -> tuple[dict[str, Any], ...]:
             ("mutatingwebhookconfigurations", MUTATING_CONFIGURATION_NAME),
             ("validatingwebhookconfigurations", VALIDATING_CONFIGURATION_NAME),
         )
+    )
+
+
+def dapr_injector_rules() -> tuple[dict[str, Any], ...]:
+    """With the Dapr-annotations option: whether Dapr's injector is installed, by its one name."""
+    return (
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [DAPR_INJECTOR_WEBHOOK],
+            "verbs": ["get", "watch"],
+        },
     )
 
 
@@ -219,6 +236,7 @@ def manifests(
     lease_name: str = "statecar-operator",
     webhook_secret: str | None = None,
     namespaces: Sequence[str] = (),
+    dapr_annotations: bool = False,
 ) -> list[dict[str, Any]]:
     """
     ClusterRole + Role and their bindings to `service_account` in `namespace`; with
@@ -229,6 +247,7 @@ def manifests(
     cluster_rules = [
         *(() if watched else CLUSTER_RULES),
         *(webhook_configuration_rules() if webhook_secret else ()),
+        *(dapr_injector_rules() if dapr_annotations else ()),
     ]
     own_namespace_rules: list[dict[str, Any]] = []
     if watched:
