@@ -904,7 +904,7 @@ def test_dapr_annotations_turn_on_the_operator_webhook_and_rbac_together(
     (rule,) = rbac.dapr_injector_rules()
     assert rule in cluster[0]
     # Off (the default): neither the rule nor the condition.
-    plain = render(helm, **SECRET_MODE)
+    plain = render(helm, **dict[str, Any](SECRET_MODE))
     assert "dapr" not in str(only(plain, "ClusterRole")["rules"])
     condition = only(plain, "MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"]
     assert "dapr.io" not in condition[0]["expression"]
