@@ -28,8 +28,8 @@ from tests.e2e.test_operator_e2e.helpers import (
     CRD_FILE,
     CRD_NAME,
     EXAMPLES,
-    LEASE_TIMINGS,
     NAMESPACES,
+    OPERATOR_ENV,
     PASSWORD,
     REACT,
     SCHEMA,
@@ -108,7 +108,13 @@ def operator_identity(
         }
     )
     rbac = run_statecar(
-        "operator", "rbac", "--namespace", SYSTEM, "--service-account", SERVICE_ACCOUNT
+        "operator",
+        "rbac",
+        "--namespace",
+        SYSTEM,
+        "--service-account",
+        SERVICE_ACCOUNT,
+        "--dapr-annotations",
     )
     cluster.apply(rbac)
     token = cluster.kubectl(
@@ -144,7 +150,7 @@ def operator(
         cert_file=cert,
         key_file=key,
         ca_file=ca,
-        extra_env=LEASE_TIMINGS,
+        extra_env=OPERATOR_ENV,
     )
     diagnostics.add("operator log (tail)", process.log_tail)
     process.start()
@@ -172,6 +178,7 @@ def webhooks(
         str(webhook_pki[0]),
         "--exclude-namespace",
         SYSTEM,
+        "--dapr-annotations",
     )
     cluster.apply(configs)
     # The API server loads webhook configurations through an informer: wait until both are

@@ -60,6 +60,9 @@ LEASE_TIMINGS = {
     "STATECAR_OPERATOR_RETRY_PERIOD_SECONDS": "1",
 }
 
+#: The package's operators: short Lease timings, and Dapr's annotations honoured (part 5c).
+OPERATOR_ENV = {**LEASE_TIMINGS, "STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS": "true"}
+
 
 @dataclass(frozen=True)
 class OperatorIdentity:
