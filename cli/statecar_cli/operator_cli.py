@@ -42,6 +42,7 @@ def run(argv: Sequence[str]) -> int:
                     webhook_secret=args.webhook_secret,
                     namespaces=_names(args.namespaces),
                     dapr_annotations=args.dapr_annotations,
+                    dapr_components=args.dapr_components,
                 ),
                 sort_keys=False,
             ),
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS: may see whether Dapr's injector "
         "is installed",
+    )
+    rbac_cmd.add_argument(
+        "--dapr-components",
+        action="store_true",
+        help="with STATECAR_OPERATOR_DAPR_COMPONENTS: may read Dapr's Components",
     )
     hooks = commands.add_parser("webhook-config", help="print the webhook configurations")
     target = hooks.add_mutually_exclusive_group(required=True)

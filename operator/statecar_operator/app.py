@@ -266,7 +266,12 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
     tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts.items()}
     warmup = asyncio.create_task(
         health_server.wait_until_warm(
-            readiness, functools.partial(api.list_component_uids, settings.namespaces)
+            readiness,
+            functools.partial(
+                api.list_component_uids,
+                settings.namespaces,
+                dapr_components=settings.dapr_components,
+            ),
         )
     )
     stop = asyncio.Event()
@@ -339,7 +344,9 @@ def kopf_options(
     raises KeyError under a uid with no passwd entry (the image's 65532, or any arbitrary uid).
     """
     return {
-        "registry": handlers.register(kopf.OperatorRegistry()),
+        "registry": handlers.register(
+            kopf.OperatorRegistry(), dapr_components=settings.dapr_components
+        ),
         "settings": handlers.kopf_settings(server, restricted=bool(settings.namespaces)),
         # With STATECAR_OPERATOR_NAMESPACES, only those (exact names: kopf then needs no access
         # to Namespace objects; it says so once at start-up and uses the names as given).

@@ -29,8 +29,10 @@ from statecar_operator.manifests import labels, webhooks
 from statecar_operator.memo import Memo
 from statecar_operator.reconciliation import wiring_secret
 from statecar_operator.reconciliation.component_index import (
+    DAPR_COMPONENTS,
     ComponentEntry,
     component_entry,
+    is_wired_dapr_component,
     secret_ref_keys,
     usable_specs,
 )
@@ -43,6 +45,10 @@ SECRET_REFS_INDEX = "statecar_secret_refs"  # noqa: S105  # an index name, not a
 WIRING_INDEX = "statecar_wiring"
 
 _COMPONENTS = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
+#: Dapr's Component resource (components.dapr.io/v1alpha1), with the Dapr-components option.
+_DAPR_COMPONENTS = DAPR_COMPONENTS
+DAPR_COMPONENTS_INDEX = "statecar_dapr_components"
+DAPR_SECRET_REFS_INDEX = "statecar_dapr_secret_refs"  # noqa: S105  # an index name, not a credential
 
 
 def _fn(handler: Callable[..., Awaitable[Any] | bool]) -> Any:
@@ -50,8 +56,10 @@ def _fn(handler: Callable[..., Awaitable[Any] | bool]) -> Any:
     return handler
 
 
-def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
-    """Put every handler of the operator on `registry`."""
+def register(
+    registry: kopf.OperatorRegistry, *, dapr_components: bool = False
+) -> kopf.OperatorRegistry:
+    """Put every handler of the operator on `registry` (Dapr's Components' with the option)."""
     kopf.on.login(registry=registry)(login)
     kopf.on.startup(registry=registry)(_fn(bind_indexes))
     kopf.on.cleanup(registry=registry)(_fn(release_lease))
@@ -66,6 +74,16 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         registry=registry,
     )(_fn(index_wiring))
     kopf.on.event(*_COMPONENTS, id="component-events", registry=registry)(_fn(component_event))
+    if dapr_components:
+        kopf.index(*_DAPR_COMPONENTS, id=DAPR_COMPONENTS_INDEX, registry=registry)(
+            _fn(index_dapr_components)
+        )
+        kopf.index(*_DAPR_COMPONENTS, id=DAPR_SECRET_REFS_INDEX, registry=registry)(
+            index_dapr_secret_refs
+        )
+        kopf.on.event(*_DAPR_COMPONENTS, id="dapr-component-events", registry=registry)(
+            _fn(dapr_component_event)
+        )
     kopf.on.event("v1", "secrets", id="secret-events", when=_fn(secret_matters), registry=registry)(
         _fn(secret_event)
     )
@@ -159,12 +177,14 @@ async def bind_indexes(
     statecar_components: kopf.Index[str, ComponentEntry],
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
     statecar_wiring: kopf.Index[tuple[str, str], str],
-    **_: Any,
+    **rest: Any,
 ) -> None:
-    """Give the reconciler and the health check live views of kopf's indexes."""
+    """Give the reconciler and the health check live views of kopf's indexes (Dapr's
+    Components' too, with the option: kopf passes every index by its id)."""
     memo.indexes.components = statecar_components
     memo.indexes.secret_refs = statecar_secret_refs
     memo.indexes.wiring = statecar_wiring
+    memo.indexes.dapr_components = rest.get(DAPR_COMPONENTS_INDEX)
 
 
 async def release_lease(memo: Memo, **_: Any) -> None:
@@ -186,6 +206,21 @@ async def index_secret_refs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], 
     return {key: entry.name for key in secret_ref_keys(entry)}
 
 
+async def index_dapr_components(body: kopf.Body, memo: Memo, **_: Any) -> dict[str, ComponentEntry]:
+    """Dapr's Components: every one counts for warm-up, only `state.*` ones are indexed."""
+    entry = component_entry(body)
+    memo.readiness.note_indexed(entry.uid)
+    if not is_wired_dapr_component(body):
+        return {}
+    return {entry.namespace: entry}
+
+
+async def index_dapr_secret_refs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+    if not is_wired_dapr_component(body):
+        return {}
+    return await index_secret_refs(body)
+
+
 def is_wiring_secret(name: str | None, **_: Any) -> bool:
     return is_wiring_secret_name(name)
 
@@ -203,15 +238,32 @@ async def component_event(type: str | None, body: kopf.Body, memo: Memo, **_: An
     memo.reconciler.component_changed(component_entry(body), deleted=type == "DELETED")
 
 
+async def dapr_component_event(type: str | None, body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """A Dapr Component that is not (or no longer) `state.*` is, to the wiring, gone."""
+    deleted = type == "DELETED" or not is_wired_dapr_component(body)
+    memo.reconciler.component_changed(component_entry(body), deleted=deleted)
+
+
 def secret_matters(
     name: str | None,
     namespace: str | None,
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
-    **_: Any,
+    **rest: Any,
 ) -> bool:
     """Only our wiring Secrets and referenced ones reach `secret_event` (kopf's `when=`), so the
     rest of the cluster's Secrets cost a lookup and no handler call or log line."""
-    return is_wiring_secret_name(name) or (namespace, name) in statecar_secret_refs
+    return is_wiring_secret_name(name) or _referenced(namespace, name, statecar_secret_refs, rest)
+
+
+def _referenced(
+    namespace: str | None,
+    name: str | None,
+    statecar_secret_refs: kopf.Index[tuple[str, str], str],
+    rest: dict[str, Any],
+) -> bool:
+    dapr = rest.get(DAPR_SECRET_REFS_INDEX)
+    key = (namespace, name)
+    return key in statecar_secret_refs or (dapr is not None and key in dapr)
 
 
 async def secret_event(
@@ -221,7 +273,7 @@ async def secret_event(
     namespace: str | None,
     memo: Memo,
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
-    **_: Any,
+    **rest: Any,
 ) -> None:
     if not namespace or not name:
         return
@@ -230,7 +282,7 @@ async def secret_event(
         memo.reconciler.wiring_secret_changed(
             namespace, name, wiring_secret.hash_of(body), deleted=type == "DELETED"
         )
-    elif (namespace, name) in statecar_secret_refs:
+    elif _referenced(namespace, name, statecar_secret_refs, rest):
         # A referenced Secret was created, changed (a rotated password) or deleted.
         memo.reconciler.mark(namespace)
 

@@ -20,7 +20,7 @@ from statecar_contract.wiring import WIRING_SECRET_NAME, app_secret_name
 from statecar_operator.cluster.dapr_injector import DaprInjectorPresence
 from statecar_operator.cluster.events import EventRecorder
 from statecar_operator.health_server import Readiness
-from statecar_operator.reconciliation.component_index import ComponentEntry
+from statecar_operator.reconciliation.component_index import ComponentEntry, merged
 from statecar_operator.reconciliation.reconciler import Reconciler, View
 from statecar_operator.reconciliation.wiring_secret import pod_config_hash
 from statecar_operator.settings import OperatorSettings
@@ -42,13 +42,15 @@ class Indexes:
 
     components: Mapping[str, Collection[ComponentEntry]] | None = None
     secret_refs: Mapping[tuple[str, str], Collection[str]] | None = None
+    #: With the Dapr-components option: Dapr's state.* Components, as `components` holds ours.
+    dapr_components: Mapping[str, Collection[ComponentEntry]] | None = None
     #: (namespace, Secret name) -> the wiring Secret's config hash.
     wiring: Mapping[tuple[str, str], Collection[str]] | None = None
 
     def components_in(self, namespace: str) -> list[ComponentEntry]:
-        if self.components is None or namespace not in self.components:
-            return []
-        return list(self.components[namespace])
+        return merged(
+            _entries(self.components, namespace), _entries(self.dapr_components, namespace)
+        )
 
     def secret_hash(self, namespace: str, name: str) -> str | None:
         if self.wiring is None or (namespace, name) not in self.wiring:
@@ -65,9 +67,17 @@ class Indexes:
     def view(self) -> View:
         return View(
             components=self.components_in,
-            component_namespaces=lambda: set(self.components or ()),
+            component_namespaces=lambda: {*(self.components or ()), *(self.dapr_components or ())},
             wiring_namespaces=lambda: {namespace for namespace, _ in self.wiring or ()},
         )
+
+
+def _entries(
+    index: Mapping[str, Collection[ComponentEntry]] | None, namespace: str
+) -> list[ComponentEntry]:
+    if index is None or namespace not in index:
+        return []
+    return list(index[namespace])
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,13 @@ class OperatorSettings:
         default=3.0, metadata=_env("PROBE_TIMEOUT_SECONDS", "bound of one reachability check")
     )
     log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL", "DEBUG | INFO | WARNING"))
+    dapr_components: bool = field(
+        default=False,
+        metadata=_env(
+            "DAPR_COMPONENTS",
+            "also wire Dapr's own state.* Components (components.dapr.io); needs their CRD",
+        ),
+    )
     injector: InjectorSettings = field(default_factory=InjectorSettings)
 
     @classmethod

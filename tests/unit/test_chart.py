@@ -908,3 +908,39 @@ def test_dapr_annotations_turn_on_the_operator_webhook_and_rbac_together(
     assert "dapr" not in str(only(plain, "ClusterRole")["rules"])
     condition = only(plain, "MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"]
     assert "dapr.io" not in condition[0]["expression"]
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_dapr_components_turn_on_the_operator_and_its_read_rule_together(
+    helm: Any, restricted: bool
+) -> None:
+    from statecar_operator.manifests import rbac
+
+    namespaces = ["shop", "cart"] if restricted else []
+    sets: dict[str, Any] = {"dapr__components": True}
+    if restricted:
+        sets["operator__namespaces"] = namespaces
+    objects = render(helm, **sets)
+    env = container_env(only(objects, "Deployment"))
+    assert env["STATECAR_OPERATOR_DAPR_COMPONENTS"] == "true"
+    documented = rbac.manifests(
+        namespace=NAMESPACE,
+        service_account=only(objects, "ServiceAccount")["metadata"]["name"],
+        webhook_secret=env.get("STATECAR_OPERATOR_WEBHOOK_SECRET"),
+        namespaces=namespaces,
+        dapr_components=True,
+    )
+
+    def rules(documents: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return [
+            (d["kind"], d["metadata"].get("namespace"), d["rules"])
+            for d in documents
+            if d["kind"] in ("ClusterRole", "Role")
+        ]
+
+    assert sorted(map(str, rules(objects))) == sorted(map(str, rules(documented)))
+    (rule,) = rbac.DAPR_COMPONENT_RULES
+    assert any(rule in r for _, _, r in rules(objects))
+    plain = render(helm)
+    assert container_env(only(plain, "Deployment"))["STATECAR_OPERATOR_DAPR_COMPONENTS"] == "false"
+    assert not any(rule in r for _, _, r in rules(plain))

@@ -402,3 +402,30 @@ def test_expected_admission_rejections_are_logged_at_info(caplog: pytest.LogCapt
         ),
         ("ERROR", "Handler 'someone-else' failed permanently: boom"),
     ]
+
+
+async def test_dapr_components_are_indexed_when_state_and_counted_for_warm_up_always(
+    memo: Memo,
+) -> None:
+    state = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "statestore", "namespace": "shop", "uid": "d1"},
+        "spec": {"type": "state.in-memory", "version": "v1"},
+    }
+    pubsub = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "pubsub", "namespace": "shop", "uid": "d2"},
+        "spec": {"type": "pubsub.redis", "version": "v1"},
+    }
+    indexed = await handlers.index_dapr_components(body=body_of(state), memo=memo)
+    assert indexed["shop"].is_dapr
+    assert await handlers.index_dapr_components(body=body_of(pubsub), memo=memo) == {}
+    assert memo.readiness.check_warm({"d1", "d2"})
+    assert await handlers.index_dapr_secret_refs(body=body_of(pubsub)) == {}
+    registry = handlers.register(kopf.OperatorRegistry(), dapr_components=True)
+    ids = {h.id for h in registry._indexing.get_all_handlers()}
+    assert {"statecar_dapr_components", "statecar_dapr_secret_refs"} <= ids
+    plain = handlers.register(kopf.OperatorRegistry())
+    assert "statecar_dapr_components" not in {h.id for h in plain._indexing.get_all_handlers()}

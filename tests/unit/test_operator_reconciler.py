@@ -20,7 +20,11 @@ from statecar_contract.components import ResolvedComponent
 from statecar_contract.wiring import WIRING_FILE, app_secret_name, decode
 from statecar_operator.cluster.events import EventRecorder, EventType, ObjectRef
 from statecar_operator.cluster.kube import ConflictError
-from statecar_operator.reconciliation.component_index import ComponentEntry, component_entry
+from statecar_operator.reconciliation.component_index import (
+    ComponentEntry,
+    component_entry,
+    merged,
+)
 from statecar_operator.reconciliation.conditions import Reachability
 from statecar_operator.reconciliation.reconciler import Reconciler, View
 from statecar_operator.reconciliation.wiring_secret import WIRING_LABELS
@@ -519,3 +523,70 @@ async def test_a_foreign_secret_with_an_apps_wiring_name_is_never_overwritten(h:
     ready = h.cluster.condition("sessions", "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "WiringConflict")
     assert app_secret_name("checkout") in ready["message"]
+
+
+def dapr_component(name: str, spec: dict[str, Any], **extra: Any) -> ComponentEntry:
+    return component_entry(
+        {
+            "apiVersion": "dapr.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": name, "namespace": "shop", "uid": f"uid-{name}", "generation": 1},
+            "spec": spec,
+            **extra,
+        }
+    )
+
+
+DAPR_ORDERS = {
+    "type": "state.redis",
+    "version": "v1",
+    "metadata": [
+        {"name": "redisHost", "value": "redis:6379"},
+        {"name": "redisPassword", "secretKeyRef": {"name": "redis-auth", "key": "password"}},
+    ],
+}
+
+
+async def test_a_dapr_component_is_wired_like_ours_but_its_status_is_left_alone(
+    h: Harness,
+) -> None:
+    """Issue 10.5: Dapr's own state.* Components are wired (secrets resolved, scopes kept,
+    owned for garbage collection) and reported with Events, never with a status write."""
+    h.cluster.put_secret("shop", "redis-auth", {"password": "s3cret"})
+    entry = dapr_component("dapr-orders", DAPR_ORDERS, scopes=["checkout"])
+    assert entry.is_dapr
+    h.set_components(entry, component("sessions", SESSIONS))
+    await h.reconcile()
+    body = h.cluster.secrets[("shop", app_secret_name("checkout"))]
+    (wired,) = decode(base64.b64decode(body["data"][WIRING_FILE])).components
+    assert (wired.name, wired.metadata["redisPassword"]) == ("dapr-orders", "s3cret")
+    assert wired.key_prefix == "appid"
+    (owner,) = body["metadata"]["ownerReferences"]
+    assert (owner["apiVersion"], owner["kind"], owner["name"]) == (
+        "dapr.io/v1alpha1",
+        "Component",
+        "dapr-orders",
+    )
+    assert ("shop", "dapr-orders") not in h.cluster.statuses
+    assert ("shop", "sessions") in h.cluster.statuses
+    # A missing Secret: an Event on the Dapr Component, still no status write.
+    h.cluster.secrets.pop(("shop", "redis-auth"))
+    h.set_components(dapr_component("dapr-orders", DAPR_ORDERS, scopes=["checkout"]))
+    await h.reconcile()
+    assert ("dapr-orders", "Warning", "SecretNotFound") in [e[:3] for e in h.events.recorded]
+    assert ("shop", "dapr-orders") not in h.cluster.statuses
+
+
+def test_a_dapr_component_on_another_secret_store_is_refused_by_name() -> None:
+    entry = dapr_component("vaulted", DAPR_ORDERS, auth={"secretStore": "vault"})
+    assert entry.spec is None
+    assert entry.error is not None
+    assert "auth.secretStore" in entry.error
+    assert dapr_component("default", DAPR_ORDERS, auth={"secretStore": "kubernetes"}).spec
+
+
+def test_ours_wins_over_a_dapr_component_of_the_same_name() -> None:
+    ours = component("orders", SESSIONS)
+    theirs = dapr_component("orders", DAPR_ORDERS)
+    other = dapr_component("other", DAPR_ORDERS)
+    assert merged([ours], [theirs, other]) == [ours, other]

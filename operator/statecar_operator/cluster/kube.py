@@ -168,14 +168,19 @@ class Kube:
         path = _path(*_component_base(namespace), name, "status")
         await self._request("PATCH", path, body={"status": dict(status)}, content_type=_MERGE_PATCH)
 
-    async def list_component_uids(self, namespaces: Sequence[str] = ()) -> set[str]:
-        """Every component's uid: cluster-wide, or in each of `namespaces` (restricted RBAC)."""
-        group = ("apis", contract.API_GROUP, contract.API_VERSION)
-        paths = (
-            [_path(*group, "namespaces", ns, contract.PLURAL) for ns in namespaces]
-            if namespaces
-            else [_path(*group, contract.PLURAL)]
-        )
+    async def list_component_uids(
+        self, namespaces: Sequence[str] = (), *, dapr_components: bool = False
+    ) -> set[str]:
+        """Every component's uid: cluster-wide, or in each of `namespaces` (restricted RBAC);
+        with `dapr_components`, every Dapr Component's too (each of them is indexed)."""
+        kinds = [(contract.API_GROUP, contract.API_VERSION, contract.PLURAL)]
+        if dapr_components:
+            kinds.append(contract.DAPR_COMPONENTS_RESOURCE)
+        paths = [
+            _path("apis", group, version, *(("namespaces", ns) if ns else ()), plural)
+            for group, version, plural in kinds
+            for ns in (namespaces or [""])
+        ]
         uids: set[str] = set()
         for path in paths:
             listing = await self._request("GET", path)

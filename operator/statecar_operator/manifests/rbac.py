@@ -39,6 +39,10 @@ With the Dapr-annotations option (`dapr_annotations`, the chart's `dapr.annotati
 `watch` of the MutatingWebhookConfiguration `dapr-sidecar-injector`, by name
 (`cluster.dapr_injector`: statecar honours `dapr.io/*` annotations only while it is absent).
 
+With the Dapr-components option (`dapr_components`, the chart's `dapr.components`): Dapr's
+Components (`components.dapr.io`) `get, list, watch`, beside the StateStoreComponents; never
+written (their status is Dapr's: the operator reports on them with Events only).
+
 Nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
 so it does not list them), or kopf's peering resources (peering is off; `cluster.leader` explains why).
 
@@ -85,6 +89,11 @@ NAMESPACED_RULES: Final[tuple[dict[str, Any], ...]] = (
     # Narrowed to wiring Secrets by `secret_policy` (RBAC cannot name them in advance).
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+)
+#: With the Dapr-components option: Dapr's Components, read like StateStoreComponents (never
+#: written: no status, no finalizer).
+DAPR_COMPONENT_RULES: Final[tuple[dict[str, Any], ...]] = (
+    {"apiGroups": ["dapr.io"], "resources": ["components"], "verbs": ["get", "list", "watch"]},
 )
 CRD_RULES: Final[tuple[dict[str, Any], ...]] = (
     {
@@ -237,6 +246,7 @@ def manifests(
     webhook_secret: str | None = None,
     namespaces: Sequence[str] = (),
     dapr_annotations: bool = False,
+    dapr_components: bool = False,
 ) -> list[dict[str, Any]]:
     """
     ClusterRole + Role and their bindings to `service_account` in `namespace`; with
@@ -244,8 +254,9 @@ def manifests(
     `namespaces`, the namespaced rules as a Role in each of them instead of cluster-wide.
     """
     watched = sorted(set(namespaces))
+    namespaced_rules = [*NAMESPACED_RULES, *(DAPR_COMPONENT_RULES if dapr_components else ())]
     cluster_rules = [
-        *(() if watched else CLUSTER_RULES),
+        *(() if watched else (*namespaced_rules, *CRD_RULES)),
         *(webhook_configuration_rules() if webhook_secret else ()),
         *(dapr_injector_rules() if dapr_annotations else ()),
     ]
@@ -318,7 +329,7 @@ def manifests(
                         "namespace": watched_namespace,
                         "labels": labels,
                     },
-                    "rules": [dict(rule) for rule in NAMESPACED_RULES],
+                    "rules": [dict(rule) for rule in namespaced_rules],
                 },
                 {
                     "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -123,7 +123,7 @@ class Reconciler:
 
     def component_changed(self, entry: ComponentEntry, *, deleted: bool) -> None:
         """A watch event for a component: mark its namespace unless only its status moved."""
-        key = f"{entry.namespace}/{entry.name}"
+        key = f"{entry.kind}/{entry.namespace}/{entry.name}"
         if deleted:
             self._fingerprints.pop(key, None)
             self._written_status.pop(entry.uid, None)
@@ -238,7 +238,7 @@ class Reconciler:
         plans = wiring_secret.plan_secrets(
             [
                 wiring_secret.LiveComponent(
-                    wiring_secret.ComponentOwner(e.name, e.uid),
+                    wiring_secret.ComponentOwner(e.name, e.uid, e.api_version, e.kind),
                     e.spec.scopes if e.spec is not None else None,
                     resolved.get(e.name),
                 )
@@ -362,9 +362,17 @@ class Reconciler:
         verb = "Created" if existing is None else "Updated"
         logger.info("%s %s/%s (config hash %s)", verb, namespace, plan.name, config_hash)
         for component in plan.components:
-            uid = next((o.uid for o in plan.owners if o.name == component.name), "")
+            owner = next((o for o in plan.owners if o.name == component.name), None)
+            if owner is None:
+                continue
             self._events.record(
-                ObjectRef.component(namespace=namespace, name=component.name, uid=uid),
+                ObjectRef.component(
+                    namespace=namespace,
+                    name=owner.name,
+                    uid=owner.uid,
+                    api_version=owner.api_version,
+                    kind=owner.kind,
+                ),
                 type="Normal",
                 reason="WiringUpdated",
                 message=f"{verb.lower()} Secret {plan.name} (config hash {config_hash})",
@@ -395,9 +403,18 @@ class Reconciler:
             return
         if not self._is_leader():
             return
-        await self._api.patch_component_status(entry.namespace, entry.name, status)
+        if not entry.is_dapr:
+            # Dapr's Components are Dapr's objects: their status is not written, only Events
+            # say what the operator found (the remembered status drives the transitions).
+            await self._api.patch_component_status(entry.namespace, entry.name, status)
         self._written_status[entry.uid] = status
-        ref = ObjectRef.component(namespace=entry.namespace, name=entry.name, uid=entry.uid)
+        ref = ObjectRef.component(
+            namespace=entry.namespace,
+            name=entry.name,
+            uid=entry.uid,
+            api_version=entry.api_version,
+            kind=entry.kind,
+        )
         for change in conditions.transitions(previous, status):
             self._events.record(
                 ref,

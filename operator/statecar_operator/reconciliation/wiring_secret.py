@@ -65,6 +65,8 @@ class ComponentOwner:
 
     name: str
     uid: str
+    api_version: str = f"{contract.API_GROUP}/{contract.API_VERSION}"
+    kind: str = contract.KIND
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,7 @@ def build_wiring_secret(
     wiring = build_wiring(namespace, components)
     data = {key: base64.b64encode(value).decode("ascii") for key, value in encode(wiring).items()}
     owner_references = [
-        {
-            "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}",
-            "kind": contract.KIND,
-            "name": owner.name,
-            "uid": owner.uid,
-        }
+        {"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name, "uid": owner.uid}
         for owner in sorted(owners, key=lambda o: (o.name, o.uid))
     ]
     annotations = {ann.WIRING_CONFIG_HASH: config_hash(wiring, salt), ann.WIRING_SALT: salt}
