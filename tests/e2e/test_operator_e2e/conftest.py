@@ -27,6 +27,8 @@ from tests.e2e.operator_fixtures import (
 from tests.e2e.test_operator_e2e.helpers import (
     CRD_FILE,
     CRD_NAME,
+    DAPR_CRD_FILE,
+    DAPR_CRD_NAME,
     EXAMPLES,
     NAMESPACES,
     OPERATOR_ENV,
@@ -69,7 +71,9 @@ def namespaces(cluster: LocalCluster) -> tuple[str, ...]:
 
 @pytest.fixture(scope="package")
 def crd(cluster: LocalCluster, api: Api, namespaces: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    """The CRD, applied from crds/ and Established; deleted again (with its objects) at the end."""
+    """The CRD, applied from crds/ and Established; deleted again (with its objects) at the end.
+    Dapr's Component CRD too (a minimal stand-in), as the operator also watches Dapr's."""
+    cluster.kubectl("apply", "-f", str(DAPR_CRD_FILE))
     cluster.kubectl("apply", "-f", str(CRD_FILE))
     installed = wait_for_object(
         "the CRD to be Established",
@@ -83,8 +87,15 @@ def crd(cluster: LocalCluster, api: Api, namespaces: tuple[str, ...]) -> Iterato
         lambda body: body is not None,
         timeout=REACT,
     )
+    wait_for(
+        "dapr.io/v1alpha1 to be served",
+        lambda: api.get(f"/apis/dapr.io/v1alpha1/namespaces/{SCHEMA}/components"),
+        lambda body: body is not None,
+        timeout=REACT,
+    )
     yield installed
-    cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", "--timeout=60s", check=False)
+    for name in (CRD_NAME, DAPR_CRD_NAME):
+        cluster.kubectl("delete", "crd", name, "--ignore-not-found", "--timeout=60s", check=False)
 
 
 @pytest.fixture(scope="package")
@@ -115,6 +126,7 @@ def operator_identity(
         "--service-account",
         SERVICE_ACCOUNT,
         "--dapr-annotations",
+        "--dapr-components",
     )
     cluster.apply(rbac)
     token = cluster.kubectl(

@@ -27,6 +27,9 @@ from tests.support.redis_server import RedisProcess
 
 CRD_FILE = REPO_ROOT / "crds" / "statestorecomponents.statecar.io.yaml"
 CRD_NAME = "statestorecomponents.statecar.io"
+#: A minimal stand-in for Dapr's Component CRD (the operator also watches components.dapr.io).
+DAPR_CRD_FILE = Path(__file__).with_name("dapr-components-crd.yaml")
+DAPR_CRD_NAME = "components.dapr.io"
 EXAMPLES = REPO_ROOT / "crds" / "examples"
 
 SYSTEM = "statecar-e2e-system"  # the operator's own namespace (its Lease)
@@ -36,7 +39,8 @@ SCHEMA = "e2e-schema"  # resources the API server must refuse
 SECRETS = "e2e-secrets"  # a secretKeyRef to a Secret that does not exist (yet)
 LIFECYCLE = "e2e-lifecycle"  # password rotation, deletion of components
 SCOPES = "e2e-scopes"  # credentials reach only the apps in scope
-NAMESPACES = (SYSTEM, SHOP, EMPTY, SCHEMA, SECRETS, LIFECYCLE, SCOPES)
+DAPR = "e2e-dapr"  # Dapr's own Components, wired
+NAMESPACES = (SYSTEM, SHOP, EMPTY, SCHEMA, SECRETS, LIFECYCLE, SCOPES, DAPR)
 
 SERVICE_ACCOUNT = "statecar-operator"
 PASSWORD = "s3cret-e2e"  # the throwaway Redis's password
@@ -60,8 +64,13 @@ LEASE_TIMINGS = {
     "STATECAR_OPERATOR_RETRY_PERIOD_SECONDS": "1",
 }
 
-#: The package's operators: short Lease timings, and Dapr's annotations honoured (part 5c).
-OPERATOR_ENV = {**LEASE_TIMINGS, "STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS": "true"}
+#: The package's operators: short Lease timings, Dapr's annotations honoured (part 5c) and
+#: Dapr's Components wired (part 5d).
+OPERATOR_ENV = {
+    **LEASE_TIMINGS,
+    "STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS": "true",
+    "STATECAR_OPERATOR_DAPR_COMPONENTS": "true",
+}
 
 
 @dataclass(frozen=True)
