@@ -9,6 +9,8 @@ against this one list. A bad value raises `SettingsError` naming the variable.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import re
 import socket
@@ -85,6 +87,19 @@ class InjectorSettings:
             "(migration; skipped while Dapr's own injector is installed)",
         ),
     )
+
+    def config_hash(self) -> str:
+        """
+        The identity of the injection configuration, recorded on every injected pod
+        (`injectorHash` in `statecar.io/status`) so stale sidecars can be found
+        (`reconciliation.staleness`). The version is recorded on its own; the Dapr-annotations
+        option changes which pods are injected, not how.
+        """
+        fields = dataclasses.asdict(self)
+        fields.pop("version", None)
+        fields.pop("dapr_annotations", None)
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> InjectorSettings:

@@ -312,8 +312,16 @@ def test_the_status_annotation_records_what_was_injected() -> None:
         "appId": "cart",
         "configHash": "abc123",
         "image": "ghcr.io/statecar/statecar:0.1.0",
+        "injectorHash": SETTINGS.config_hash(),
         "version": "0.1.0",
     }
+    # Any cluster-wide sidecar default moves the hash (stale sidecars are found by it); the
+    # version and the Dapr-annotations option do not.
+    assert dataclasses.replace(SETTINGS, memory_limit="1Gi").config_hash() != SETTINGS.config_hash()
+    assert dataclasses.replace(SETTINGS, version="9").config_hash() == SETTINGS.config_hash()
+    assert (
+        dataclasses.replace(SETTINGS, dapr_annotations=True).config_hash() == SETTINGS.config_hash()
+    )
     assert pod["metadata"]["labels"] == {"statecar.io/injected": "true"}
 
 

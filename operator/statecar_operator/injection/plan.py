@@ -114,6 +114,8 @@ class InjectionPlan:
     config_hash: str | None = None
     #: The Dapr gRPC API's port on the pod's loopback, exported to the app as DAPR_GRPC_PORT.
     grpc_port: int = ann.DEFAULT_GRPC_PORT
+    #: `InjectorSettings.config_hash`: which injection configuration made this sidecar.
+    injector_hash: str | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def status_annotation(self) -> str:
@@ -123,6 +125,7 @@ class InjectionPlan:
                 "appId": self.app_id,
                 "configHash": self.config_hash,
                 "image": self.image,
+                "injectorHash": self.injector_hash,
                 "version": self.version,
             },
             sort_keys=True,
@@ -284,6 +287,7 @@ def plan_injection(
         extra_env=extra_env,
         max_body_bytes=max_body,
         config_hash=config_hash(app_id) if callable(config_hash) else config_hash,
+        injector_hash=settings.config_hash(),
         warnings=tuple(warnings),
     )
 
