@@ -43,6 +43,8 @@ def run(argv: Sequence[str]) -> int:
                     namespaces=_names(args.namespaces),
                     dapr_annotations=args.dapr_annotations,
                     dapr_components=args.dapr_components,
+                    stale_sidecars=args.stale_sidecars,
+                    auto_rollout=args.auto_rollout,
                 ),
                 sort_keys=False,
             ),
@@ -102,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dapr-components",
         action="store_true",
         help="with STATECAR_OPERATOR_DAPR_COMPONENTS: may read Dapr's Components",
+    )
+    rbac_cmd.add_argument(
+        "--stale-sidecars",
+        action="store_true",
+        help="with STATECAR_OPERATOR_STALE_SIDECARS: may read pods",
+    )
+    rbac_cmd.add_argument(
+        "--auto-rollout",
+        action="store_true",
+        help="with STATECAR_OPERATOR_AUTO_ROLLOUT: may restart workloads (and read pods)",
     )
     hooks = commands.add_parser("webhook-config", help="print the webhook configurations")
     target = hooks.add_mutually_exclusive_group(required=True)

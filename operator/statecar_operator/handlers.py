@@ -36,6 +36,7 @@ from statecar_operator.reconciliation.component_index import (
     secret_ref_keys,
     usable_specs,
 )
+from statecar_operator.reconciliation.staleness import PodInfo, pod_info
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ _COMPONENTS = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
 #: Dapr's Component resource (components.dapr.io/v1alpha1), with the Dapr-components option.
 _DAPR_COMPONENTS = DAPR_COMPONENTS
 DAPR_COMPONENTS_INDEX = "statecar_dapr_components"
+PODS_INDEX = "statecar_injected_pods"
 DAPR_SECRET_REFS_INDEX = "statecar_dapr_secret_refs"  # noqa: S105  # an index name, not a credential
 
 
@@ -57,9 +59,18 @@ def _fn(handler: Callable[..., Awaitable[Any] | bool]) -> Any:
 
 
 def register(
-    registry: kopf.OperatorRegistry, *, dapr_components: bool = False
+    registry: kopf.OperatorRegistry, *, dapr_components: bool = False, pods: bool = False
 ) -> kopf.OperatorRegistry:
-    """Put every handler of the operator on `registry` (Dapr's Components' with the option)."""
+    """Put every handler of the operator on `registry` (Dapr's Components' and the injected
+    pods' only with their options)."""
+    if pods:
+        kopf.index(
+            "v1",
+            "pods",
+            id=PODS_INDEX,
+            labels={ann.INJECTED_LABEL: "true"},
+            registry=registry,
+        )(_fn(index_pods))
     kopf.on.login(registry=registry)(login)
     kopf.on.startup(registry=registry)(_fn(bind_indexes))
     kopf.on.cleanup(registry=registry)(_fn(release_lease))
@@ -185,6 +196,7 @@ async def bind_indexes(
     memo.indexes.secret_refs = statecar_secret_refs
     memo.indexes.wiring = statecar_wiring
     memo.indexes.dapr_components = rest.get(DAPR_COMPONENTS_INDEX)
+    memo.indexes.pods = rest.get(PODS_INDEX)
 
 
 async def release_lease(memo: Memo, **_: Any) -> None:
@@ -213,6 +225,12 @@ async def index_dapr_components(body: kopf.Body, memo: Memo, **_: Any) -> dict[s
     if not is_wired_dapr_component(body):
         return {}
     return {entry.namespace: entry}
+
+
+async def index_pods(body: kopf.Body, memo: Memo, **_: Any) -> dict[str, PodInfo]:
+    """Injected pods (label selector), with whether their sidecar is stale."""
+    info = pod_info(body, memo.settings.injector)
+    return {info.namespace: info}
 
 
 async def index_dapr_secret_refs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:

@@ -22,6 +22,7 @@ from statecar_operator.cluster.events import EventRecorder
 from statecar_operator.health_server import Readiness
 from statecar_operator.reconciliation.component_index import ComponentEntry, merged
 from statecar_operator.reconciliation.reconciler import Reconciler, View
+from statecar_operator.reconciliation.staleness import PodInfo
 from statecar_operator.reconciliation.wiring_secret import pod_config_hash
 from statecar_operator.settings import OperatorSettings
 
@@ -44,6 +45,21 @@ class Indexes:
     secret_refs: Mapping[tuple[str, str], Collection[str]] | None = None
     #: With the Dapr-components option: Dapr's state.* Components, as `components` holds ours.
     dapr_components: Mapping[str, Collection[ComponentEntry]] | None = None
+    #: With stale-sidecar reporting: the injected pods, by namespace.
+    pods: Mapping[str, Collection[PodInfo]] | None = None
+    #: Whether pods are watched at all (the index stays None until kopf binds it).
+    watches_pods: bool = False
+
+    def pods_in(self, namespace: str) -> list[PodInfo] | None:
+        if not self.watches_pods:
+            return None
+        if self.pods is None or namespace not in self.pods:
+            return []
+        return list(self.pods[namespace])
+
+    def all_pods(self) -> Mapping[str, Collection[PodInfo]]:
+        return dict(self.pods or {})
+
     #: (namespace, Secret name) -> the wiring Secret's config hash.
     wiring: Mapping[tuple[str, str], Collection[str]] | None = None
 
@@ -69,6 +85,7 @@ class Indexes:
             components=self.components_in,
             component_namespaces=lambda: {*(self.components or ()), *(self.dapr_components or ())},
             wiring_namespaces=lambda: {namespace for namespace, _ in self.wiring or ()},
+            pods=self.pods_in,
         )
 
 

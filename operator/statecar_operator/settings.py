@@ -225,6 +225,21 @@ class OperatorSettings:
         default=3.0, metadata=_env("PROBE_TIMEOUT_SECONDS", "bound of one reachability check")
     )
     log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL", "DEBUG | INFO | WARNING"))
+    stale_sidecars: bool = field(
+        default=False,
+        metadata=_env(
+            "STALE_SIDECARS",
+            "watch injected pods (read access to pods) and report stale sidecars",
+        ),
+    )
+    auto_rollout: str = field(
+        default="off",
+        metadata=_env(
+            "AUTO_ROLLOUT",
+            "off | annotated (workloads with statecar.io/auto-rollout: true) | all: restart "
+            "workloads whose sidecars are stale, one at a time (implies STALE_SIDECARS)",
+        ),
+    )
     dapr_components: bool = field(
         default=False,
         metadata=_env(
@@ -272,6 +287,11 @@ class OperatorSettings:
             raise SettingsError(
                 ENV_PREFIX + "WEBHOOK_KEY", "set both WEBHOOK_CERT and WEBHOOK_KEY, or neither"
             )
+        if self.auto_rollout not in ("off", "annotated", "all"):
+            raise SettingsError(
+                ENV_PREFIX + "AUTO_ROLLOUT",
+                f"expected off, annotated or all, got {self.auto_rollout!r}",
+            )
         if self.resync_interval <= 0 or self.probe_timeout <= 0:
             raise SettingsError(ENV_PREFIX + "RESYNC_SECONDS", "intervals must be positive")
         if self.webhook_secret and self.webhook_cert:
@@ -307,6 +327,11 @@ class OperatorSettings:
                 ENV_PREFIX + "WEBHOOK_CA_VALIDITY_SECONDS",
                 "must be more than six times WEBHOOK_CA_OVERLAP_SECONDS",
             )
+
+    @property
+    def watches_pods(self) -> bool:
+        """Injected pods are watched: to report stale sidecars, or to roll them out."""
+        return self.stale_sidecars or self.auto_rollout != "off"
 
     @property
     def namespaces(self) -> tuple[str, ...]:

@@ -944,3 +944,31 @@ def test_dapr_components_turn_on_the_operator_and_its_read_rule_together(
     plain = render(helm)
     assert container_env(only(plain, "Deployment"))["STATECAR_OPERATOR_DAPR_COMPONENTS"] == "false"
     assert not any(rule in r for _, _, r in rules(plain))
+
+
+@pytest.mark.parametrize(
+    ("report", "rollout"), [(True, "off"), (False, "annotated"), (True, "all")]
+)
+def test_stale_sidecar_values_turn_on_the_operator_and_its_rules_together(
+    helm: Any, report: bool, rollout: str
+) -> None:
+    from statecar_operator.manifests import rbac
+
+    objects = render(helm, staleSidecars__report=report, staleSidecars__autoRollout=rollout)
+    env = container_env(only(objects, "Deployment"))
+    assert env["STATECAR_OPERATOR_STALE_SIDECARS"] == str(report).lower()
+    assert env["STATECAR_OPERATOR_AUTO_ROLLOUT"] == rollout
+    documented = rbac.manifests(
+        namespace=NAMESPACE,
+        service_account=only(objects, "ServiceAccount")["metadata"]["name"],
+        webhook_secret=env.get("STATECAR_OPERATOR_WEBHOOK_SECRET"),
+        stale_sidecars=report,
+        auto_rollout=rollout != "off",
+    )
+    (cluster_role,) = [d for d in documented if d["kind"] == "ClusterRole"]
+    assert only(objects, "ClusterRole")["rules"] == cluster_role["rules"]
+    (pods,) = rbac.POD_RULES
+    assert pods in cluster_role["rules"]
+    assert all((r in cluster_role["rules"]) == (rollout != "off") for r in rbac.ROLLOUT_RULES)
+    plain = only(render(helm), "ClusterRole")["rules"]
+    assert pods not in plain

@@ -191,6 +191,30 @@ class Kube:
             )
         return uids
 
+    # --- Workloads (the opt-in rollout of stale sidecars; `reconciliation.sidecar_updates`) ----
+
+    async def read_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ReplicaSet, Deployment, StatefulSet or DaemonSet (apps/v1)."""
+        try:
+            return await self._request("GET", _workload_path(kind, namespace, name))
+        except NotFoundError:
+            return None
+
+    async def patch_workload(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._request(
+            "PATCH",
+            _workload_path(kind, namespace, name),
+            body=dict(patch),
+            content_type=_MERGE_PATCH,
+        )
+
+    async def list_disruption_budgets(self, namespace: str) -> list[dict[str, Any]]:
+        path = _path("apis", "policy", "v1", "namespaces", namespace, "poddisruptionbudgets")
+        listing = await self._request("GET", path)
+        return [i for i in listing.get("items") or [] if isinstance(i, dict)]
+
     # --- Leases (leader election) -------------------------------------------------------------
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -312,6 +336,16 @@ class Kube:
         await self._request(
             "POST", _path("api", "v1", "namespaces", namespace, "events"), body=dict(body)
         )
+
+
+def _workload_path(kind: str, namespace: str, name: str) -> str:
+    plural = {
+        "ReplicaSet": "replicasets",
+        "Deployment": "deployments",
+        "StatefulSet": "statefulsets",
+        "DaemonSet": "daemonsets",
+    }[kind]
+    return _path("apis", "apps", "v1", "namespaces", namespace, plural, name)
 
 
 def _webhook_configuration_path(kind: str, name: str | None) -> str:

@@ -43,7 +43,12 @@ With the Dapr-components option (`dapr_components`, the chart's `dapr.components
 Components (`components.dapr.io`) `get, list, watch`, beside the StateStoreComponents; never
 written (their status is Dapr's: the operator reports on them with Events only).
 
-Nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
+With stale-sidecar reporting (`stale_sidecars`): pods `get, list, watch` (kopf indexes the pods
+labelled `statecar.io/injected=true`; never written). With the rollout (`auto_rollout`):
+ReplicaSets `get` (a pod's Deployment), Deployments/StatefulSets/DaemonSets `get, patch` (the
+`statecar.io/restartedAt` annotation) and PodDisruptionBudgets `list`.
+
+Otherwise nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
 so it does not list them), or kopf's peering resources (peering is off; `cluster.leader` explains why).
 
 Restricted to some namespaces (`namespaces=`, the operator's `STATECAR_OPERATOR_NAMESPACES`):
@@ -94,6 +99,21 @@ NAMESPACED_RULES: Final[tuple[dict[str, Any], ...]] = (
 #: written: no status, no finalizer).
 DAPR_COMPONENT_RULES: Final[tuple[dict[str, Any], ...]] = (
     {"apiGroups": ["dapr.io"], "resources": ["components"], "verbs": ["get", "list", "watch"]},
+)
+#: With stale-sidecar reporting: injected pods, read (a label-selected watch; never written).
+POD_RULES: Final[tuple[dict[str, Any], ...]] = (
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+)
+#: With the rollout: a stale pod's ReplicaSet (to find its Deployment), the workloads (read, and
+#: patched with `statecar.io/restartedAt`), and the PodDisruptionBudgets that may hold it back.
+ROLLOUT_RULES: Final[tuple[dict[str, Any], ...]] = (
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets", "daemonsets"],
+        "verbs": ["get", "patch"],
+    },
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["list"]},
 )
 CRD_RULES: Final[tuple[dict[str, Any], ...]] = (
     {
@@ -247,6 +267,8 @@ def manifests(
     namespaces: Sequence[str] = (),
     dapr_annotations: bool = False,
     dapr_components: bool = False,
+    stale_sidecars: bool = False,
+    auto_rollout: bool = False,
 ) -> list[dict[str, Any]]:
     """
     ClusterRole + Role and their bindings to `service_account` in `namespace`; with
@@ -254,7 +276,12 @@ def manifests(
     `namespaces`, the namespaced rules as a Role in each of them instead of cluster-wide.
     """
     watched = sorted(set(namespaces))
-    namespaced_rules = [*NAMESPACED_RULES, *(DAPR_COMPONENT_RULES if dapr_components else ())]
+    namespaced_rules = [
+        *NAMESPACED_RULES,
+        *(DAPR_COMPONENT_RULES if dapr_components else ()),
+        *(POD_RULES if stale_sidecars or auto_rollout else ()),
+        *(ROLLOUT_RULES if auto_rollout else ()),
+    ]
     cluster_rules = [
         *(() if watched else (*namespaced_rules, *CRD_RULES)),
         *(webhook_configuration_rules() if webhook_secret else ()),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -42,6 +43,7 @@ from statecar_operator.manifests import labels
 from statecar_operator.reconciliation import conditions, wiring_secret
 from statecar_operator.reconciliation.component_index import ComponentEntry
 from statecar_operator.reconciliation.conditions import ComponentFacts, Problem, Reachability
+from statecar_operator.reconciliation.staleness import PodInfo, stale_in_scope
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class View:
     components: Callable[[str], Sequence[ComponentEntry]]
     component_namespaces: Callable[[], set[str]]
     wiring_namespaces: Callable[[], set[str]]
+    #: The namespace's injected pods, or None when they are not watched.
+    pods: Callable[[str], Sequence[PodInfo] | None] = lambda _: None
 
 
 class Reconciler:
@@ -250,8 +254,12 @@ class Reconciler:
             outcomes[name] = await self._write_wiring(namespace, plan, existing.get(name))
         await self._remove_wiring(namespace, existing, keep=set(plans))
         reachability = await self._measure_all(resolved)
+        pods = self._view.pods(namespace)
         for entry in live:
             fact = facts[entry.name]
+            if pods is not None and entry.spec is not None:
+                stale = stale_in_scope(pods, entry.spec.scopes)
+                fact = dataclasses.replace(fact, stale_pods=stale)
             if entry.name in resolved:
                 carried = [outcomes[n] for n in wiring_secret.secrets_of(plans, entry.name)]
                 hashes = [h for h, _ in carried]
@@ -262,6 +270,7 @@ class Reconciler:
                     wiring_problem=problem,
                     reachability=reachability[entry.name],
                     config_hash=_combined(hashes),
+                    stale_pods=fact.stale_pods,
                 )
             await self._write_status(entry, fact)
 
@@ -435,4 +444,5 @@ def _combined(hashes: Sequence[str | None]) -> str | None:
 
 def _ours(status: Mapping[str, Any] | None) -> dict[str, Any]:
     status = status or {}
-    return {k: status.get(k) for k in ("conditions", "observedGeneration", "configHash")}
+    keys = ("conditions", "observedGeneration", "configHash", "staleSidecars")
+    return {k: status.get(k) for k in keys}

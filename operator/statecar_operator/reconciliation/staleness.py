@@ -54,6 +54,45 @@ def stale_reason(annotations: Mapping[str, Any], settings: InjectorSettings) -> 
 
 
 @dataclass(frozen=True)
+class PodInfo:
+    """An injected pod as the pods index holds it."""
+
+    namespace: str
+    name: str
+    uid: str
+    app_id: str | None
+    #: `stale_reason`; None when its sidecar is current.
+    stale: str | None
+    #: Its controller (kind, name), e.g. ("ReplicaSet", "web-5d4f8b"), if any.
+    owner: tuple[str, str] | None
+
+
+def pod_info(body: Mapping[str, Any], settings: InjectorSettings) -> PodInfo:
+    metadata = body.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    try:
+        recorded = json.loads(annotations.get(ann.STATUS) or "null")
+    except ValueError:
+        recorded = None
+    app_id = recorded.get("appId") if isinstance(recorded, Mapping) else None
+    owners = [o for o in metadata.get("ownerReferences") or [] if isinstance(o, Mapping)]
+    controller = next((o for o in owners if o.get("controller")), None)
+    return PodInfo(
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        uid=str(metadata.get("uid") or ""),
+        app_id=app_id if isinstance(app_id, str) else None,
+        stale=stale_reason(annotations, settings),
+        owner=(str(controller.get("kind")), str(controller.get("name"))) if controller else None,
+    )
+
+
+def stale_in_scope(pods: Iterable[PodInfo], scopes: Sequence[str]) -> tuple[str, ...]:
+    """The stale pods a component serves (all of the namespace's when it has no scopes)."""
+    return tuple(sorted(p.name for p in pods if p.stale and (not scopes or p.app_id in scopes)))
+
+
+@dataclass(frozen=True)
 class Workload:
     """A pod's owning Deployment, StatefulSet or DaemonSet, as the rollout needs it."""
 
@@ -121,7 +160,7 @@ def is_rolled_out(kind: str, workload: Mapping[str, Any]) -> bool:
 
 def _selects(budget: Budget, labels: Mapping[str, str]) -> bool:
     if budget.match_labels is None:
-        return False
+        return True  # a selector with matchExpressions: assumed to select (waiting is safe)
     return all(labels.get(k) == v for k, v in budget.match_labels.items())
 
 
