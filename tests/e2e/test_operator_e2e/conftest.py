@@ -127,6 +127,8 @@ def operator_identity(
         SERVICE_ACCOUNT,
         "--dapr-annotations",
         "--dapr-components",
+        "--stale-sidecars",
+        "--auto-rollout",
     )
     cluster.apply(rbac)
     token = cluster.kubectl(

@@ -40,7 +40,8 @@ SECRETS = "e2e-secrets"  # a secretKeyRef to a Secret that does not exist (yet)
 LIFECYCLE = "e2e-lifecycle"  # password rotation, deletion of components
 SCOPES = "e2e-scopes"  # credentials reach only the apps in scope
 DAPR = "e2e-dapr"  # Dapr's own Components, wired
-NAMESPACES = (SYSTEM, SHOP, EMPTY, SCHEMA, SECRETS, LIFECYCLE, SCOPES, DAPR)
+STALE = "e2e-stale"  # stale sidecars, reported and rolled out
+NAMESPACES = (SYSTEM, SHOP, EMPTY, SCHEMA, SECRETS, LIFECYCLE, SCOPES, DAPR, STALE)
 
 SERVICE_ACCOUNT = "statecar-operator"
 PASSWORD = "s3cret-e2e"  # the throwaway Redis's password
@@ -64,12 +65,14 @@ LEASE_TIMINGS = {
     "STATECAR_OPERATOR_RETRY_PERIOD_SECONDS": "1",
 }
 
-#: The package's operators: short Lease timings, Dapr's annotations honoured (part 5c) and
-#: Dapr's Components wired (part 5d).
+#: The package's operators: short Lease timings, Dapr's annotations honoured (part 5c), Dapr's
+#: Components wired (part 5d), stale sidecars reported and annotated workloads rolled (part 5e).
 OPERATOR_ENV = {
     **LEASE_TIMINGS,
     "STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS": "true",
     "STATECAR_OPERATOR_DAPR_COMPONENTS": "true",
+    "STATECAR_OPERATOR_STALE_SIDECARS": "true",
+    "STATECAR_OPERATOR_AUTO_ROLLOUT": "annotated",
 }
 
 

@@ -76,7 +76,16 @@ def test_component_on_real_redis_becomes_ready(
 
     table = cluster.kubectl("get", "ssc", "-n", SHOP, "-o", "wide").stdout
     header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
-    assert header == ["NAME", "TYPE", "CONCURRENCY", "CONSISTENCY", "READY", "REASON", "AGE"]
+    assert header == [
+        "NAME",
+        "TYPE",
+        "CONCURRENCY",
+        "CONSISTENCY",
+        "READY",
+        "REASON",
+        "STALE",  # this operator watches injected pods (part 5e)
+        "AGE",
+    ]
     assert row[:6] == ["orders", "state.redis", "first-write", "strong", "True", "Ready"]
     wait_event(api, SHOP, "orders", "WiringUpdated")
 

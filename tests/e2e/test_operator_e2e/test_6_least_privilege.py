@@ -39,6 +39,9 @@ GRANTED = [
     ("update", "secrets", {"namespace": SHOP, "name": WIRING}),
     ("delete", "secrets", {"namespace": SHOP, "name": WIRING}),
     ("create", "events", {"namespace": SHOP}),
+    ("watch", "pods", {"namespace": SHOP}),
+    ("patch", "deployments", {"group": "apps", "namespace": SHOP}),
+    ("list", "poddisruptionbudgets", {"group": "policy", "namespace": SHOP}),
     (
         "update",
         "leases",
@@ -47,8 +50,15 @@ GRANTED = [
 ]
 #: ... and a selection of what it must not: the rules grant nothing of it.
 DENIED = [
+    # Pods are read only (stale-sidecar reporting, part 5e), never written.
     ("create", "pods", {"namespace": SHOP}),
-    ("get", "pods", {"namespace": SHOP}),
+    ("update", "pods", {"namespace": SHOP}),
+    ("delete", "pods", {"namespace": SHOP}),
+    # Workloads are read and patched (the opt-in rollout), nothing more.
+    ("update", "deployments", {"group": "apps", "namespace": SHOP}),
+    ("delete", "deployments", {"group": "apps", "namespace": SHOP}),
+    ("create", "deployments", {"group": "apps", "namespace": SHOP}),
+    ("delete", "poddisruptionbudgets", {"group": "policy", "namespace": SHOP}),
     ("list", "namespaces", {}),
     # Secrets' create/update/delete are granted (per-app wiring names are not known in advance)
     # and narrowed by the admission policy: see the real refusals below. Never patch.
@@ -129,7 +139,7 @@ def test_operator_ran_on_a_least_privilege_token(
     for args in (
         ("delete", "secret", "redis-auth", "-n", SHOP),
         ("run", "intruder", "--image=example.com/x:1", "-n", SHOP),
-        ("get", "pods", "-n", SHOP),
+        ("delete", "pods", "--all", "-n", SHOP),
     ):
         refused = cluster.kubectl(*args, kubeconfig=kubeconfig, check=False)
         assert refused.returncode != 0, (args, refused)
