@@ -10,6 +10,7 @@ kubelet's payload rules: `items`, `optional`); nothing of `cart`'s appears in wh
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     entry,
     kubectl_apply,
     pod_manifest,
+    timing,
     wait_condition,
     wiring_document_of,
     wiring_secrets,
@@ -165,6 +167,7 @@ def test_a_scope_change_moves_a_component_between_secrets_without_a_restart(
     """shared-memo scoped to cart: it leaves the shared Secret for cart's, and the running
     payments sidecar stops serving it (and no longer mounts it) with no restart."""
     pid = payments.pid
+    started = time.monotonic()
     cluster.apply(
         component_manifest("shared-memo", SCOPES, {"type": "state.in-memory", "scopes": ["cart"]})
     )
@@ -174,6 +177,7 @@ def test_a_scope_change_moves_a_component_between_secrets_without_a_restart(
         lambda served: served == ["pay-store"],
         timeout=REACT,
     )
+    timing("scope change reaching a running sidecar", time.monotonic() - started)
     files = _mounted(payments)
     assert all(b"shared-memo" not in content for content in files.values())
     cart = wiring_document_of(wiring_secrets(api, SCOPES)[app_secret_name("cart")])

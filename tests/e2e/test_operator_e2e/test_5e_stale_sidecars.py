@@ -29,6 +29,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     STALE,
     component_manifest,
     kubectl_apply,
+    timing,
     wait_condition,
     wait_event,
 )
@@ -222,7 +223,11 @@ def test_annotated_workloads_are_restarted_one_at_a_time_respecting_budgets(
 
     # agent done: api's budget allows no disruption (reported), so cart goes next.
     _finish_rollout(cluster, api, "DaemonSet", "agent")
+    started = time.monotonic()
     wait_for("cart to be restarted", lambda: _restarted(api, "Deployment", "cart"), timeout=REACT)
+    timing(
+        "next workload restarted after the previous rollout finished", time.monotonic() - started
+    )
     blocked = wait_event(api, STALE, "api", "SidecarRolloutBlocked")
     assert "PodDisruptionBudget api" in blocked["message"]
     assert _restarted(api, "Deployment", "api") is None
