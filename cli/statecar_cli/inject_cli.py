@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--component-file", action="append", default=[], type=Path)
     parser.add_argument("--image", help="sidecar image (default: STATECAR_OPERATOR_SIDECAR_IMAGE)")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    parser.add_argument(
+        "--dapr-annotations",
+        action="store_true",
+        help="honour dapr.io/* annotations as the operator does with "
+        "STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS (offline, Dapr's injector counts as absent)",
+    )
     return parser
 
 
@@ -51,6 +57,8 @@ def main(argv: Sequence[str]) -> int:
         settings = InjectorSettings.from_env()
         if args.image:
             settings = dataclasses.replace(settings, image=args.image)
+        if args.dapr_annotations:
+            settings = dataclasses.replace(settings, dapr_annotations=True)
         documents = [d for name in args.filename for d in load_documents(name)]
         components = load_components(args.components_dir, args.component_file, documents)
         injected, notes = inject_documents(

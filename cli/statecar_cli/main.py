@@ -37,7 +37,9 @@ def _sidecar_flags(parser: argparse.ArgumentParser, *, local: bool) -> None:
         ),
     )
     parser.add_argument(
-        "--wiring-file", type=Path, help="the operator's wiring file (set by the injector)"
+        "--wiring-file",
+        type=Path,
+        help="the operator's wiring file, or a folder of them (set by the injector)",
     )
     parser.add_argument(
         "--secrets-file", type=Path, help="YAML {secret: {key: value}} for local secretKeyRefs"

@@ -41,6 +41,10 @@ def run(argv: Sequence[str]) -> int:
                     lease_name=args.lease_name,
                     webhook_secret=args.webhook_secret,
                     namespaces=_names(args.namespaces),
+                    dapr_annotations=args.dapr_annotations,
+                    dapr_components=args.dapr_components,
+                    stale_sidecars=args.stale_sidecars,
+                    auto_rollout=args.auto_rollout,
                 ),
                 sort_keys=False,
             ),
@@ -90,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated namespaces the operator is restricted to (STATECAR_OPERATOR_"
         "NAMESPACES): a Role in each instead of cluster-wide rules",
     )
+    rbac_cmd.add_argument(
+        "--dapr-annotations",
+        action="store_true",
+        help="with STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS: may see whether Dapr's injector "
+        "is installed",
+    )
+    rbac_cmd.add_argument(
+        "--dapr-components",
+        action="store_true",
+        help="with STATECAR_OPERATOR_DAPR_COMPONENTS: may read Dapr's Components",
+    )
+    rbac_cmd.add_argument(
+        "--stale-sidecars",
+        action="store_true",
+        help="with STATECAR_OPERATOR_STALE_SIDECARS: may read pods",
+    )
+    rbac_cmd.add_argument(
+        "--auto-rollout",
+        action="store_true",
+        help="with STATECAR_OPERATOR_AUTO_ROLLOUT: may restart workloads (and read pods)",
+    )
     hooks = commands.add_parser("webhook-config", help="print the webhook configurations")
     target = hooks.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="https://host:port of the operator's webhook server")
@@ -109,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated namespaces the operator is restricted to: only they are sent",
     )
+    hooks.add_argument(
+        "--dapr-annotations",
+        action="store_true",
+        help="with STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS: send pods with dapr.io/enabled too",
+    )
     return parser
 
 
@@ -125,6 +155,7 @@ def _print_webhook_config(args: argparse.Namespace) -> int:
         excluded_namespaces=excluded,
         inject_failure_policy=args.failure_policy,
         namespaces=_names(args.namespaces),
+        dapr_annotations=args.dapr_annotations,
     )
     print(yaml.safe_dump_all([mutating, validating], sort_keys=False), end="")
     return 0

@@ -67,3 +67,31 @@ SIDECAR_CONTAINER_NAME: Final = "statecar"
 DEFAULT_HTTP_PORT: Final = 3500
 DEFAULT_GRPC_PORT: Final = 50001  # daprd's, where the Dapr SDKs look without DAPR_GRPC_PORT
 DEFAULT_METRICS_PORT: Final = 9090
+
+#: Dapr's annotations (https://docs.dapr.io/reference/arguments-annotations-overview/, Dapr's
+#: pkg/injector/annotations/annotations.go) that the injector honours when the operator runs with
+#: the Dapr-annotations option, each read exactly like its `statecar.io/*` counterpart. Dapr's
+#: values have the same shapes: ports, quantities, `NAME=value,...` env, a Secret name whose key
+#: is `token` (Dapr's patcher/sidecar_container.go), log levels (Dapr's `warn` included).
+#: `dapr.io/http-port` is not Dapr's (daprd's HTTP port is fixed in Kubernetes); it is honoured
+#: for manifests that set it anyway.
+DAPR_PREFIX: Final = "dapr.io/"
+DAPR_EQUIVALENTS: Final = {
+    DAPR_PREFIX + "enabled": ENABLED,
+    DAPR_PREFIX + "app-id": APP_ID,
+    DAPR_PREFIX + "http-port": HTTP_PORT,
+    DAPR_PREFIX + "grpc-port": GRPC_PORT,
+    DAPR_PREFIX + "log-level": LOG_LEVEL,
+    DAPR_PREFIX + "log-as-json": LOG_AS_JSON,
+    DAPR_PREFIX + "metrics-port": METRICS_PORT,
+    DAPR_PREFIX + "sidecar-cpu-request": SIDECAR_CPU_REQUEST,
+    DAPR_PREFIX + "sidecar-cpu-limit": SIDECAR_CPU_LIMIT,
+    DAPR_PREFIX + "sidecar-memory-request": SIDECAR_MEMORY_REQUEST,
+    DAPR_PREFIX + "sidecar-memory-limit": SIDECAR_MEMORY_LIMIT,
+    DAPR_PREFIX + "env": ENV,
+    DAPR_PREFIX + "http-max-request-size": MAX_BODY_SIZE,
+    DAPR_PREFIX + "api-token-secret": API_TOKEN_SECRET,
+}
+#: Dapr's injector: its MutatingWebhookConfiguration (Dapr's Helm chart,
+#: charts/dapr/charts/dapr_sidecar_injector/templates/dapr_sidecar_injector_webhook_config.yaml).
+DAPR_INJECTOR_WEBHOOK: Final = "dapr-sidecar-injector"

@@ -34,6 +34,7 @@ __all__ = [
     "CONCURRENCY_VALUES",
     "CONSISTENCY_VALUES",
     "DAPR_API_VERSION",
+    "DAPR_COMPONENTS_RESOURCE",
     "KIND",
     "PLURAL",
     "REQUIRED_METADATA",
@@ -56,6 +57,8 @@ API_VERSION: Final = "v1alpha1"
 KIND: Final = "StateStoreComponent"
 PLURAL: Final = "statestorecomponents"
 DAPR_API_VERSION: Final = "dapr.io/v1alpha1"
+#: Dapr's Component resource in Kubernetes (components.dapr.io): group, version, plural.
+DAPR_COMPONENTS_RESOURCE: Final = ("dapr.io", "v1alpha1", "components")
 
 Concurrency = Literal["first-write", "last-write"]
 Consistency = Literal["eventual", "strong"]

@@ -1,15 +1,24 @@
 """
 The wiring format: how the operator hands resolved components to the sidecars of a namespace.
 
-The operator writes one Secret per namespace (`WIRING_SECRET_NAME`) whose key `WIRING_FILE`
-holds JSON; the injected sidecar mounts it read-only at `WIRING_MOUNT_PATH` and reloads it when
-the kubelet refreshes the file. This module is the only place that format is defined:
-`encode` and `decode` are a tested round trip. Values are secrets, so the file lives in a Secret.
+A sidecar receives only the components in scope for its app id (as daprd does: Dapr's operator
+sends each sidecar only its in-scope components), through two Secrets of its namespace, each
+with one key `WIRING_FILE` holding JSON:
+
+* `WIRING_SECRET_NAME` (shared): the namespace's unscoped components, which every app may open;
+* `app_secret_name(app_id)`: the components whose `scopes` name that app id, and nothing else.
+
+The injected sidecar mounts both, `optional`, in one projected volume at `WIRING_MOUNT_PATH`
+(`SHARED_FILE` and `APP_FILE`), and merges them (`merge`); it reloads when the kubelet refreshes
+the files. This module is the only place that format is defined: `encode` and `decode` are a
+tested round trip. Values are secrets, so the files live in Secrets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,6 +35,31 @@ WIRING_SECRET_NAME: Final = "statecar-wiring"
 WIRING_FILE: Final = "components.json"
 WIRING_MOUNT_PATH: Final = "/var/run/statecar/wiring"
 WIRING_FORMAT_VERSION: Final = 1
+#: Names of the two files in the sidecar's wiring folder (the Secrets' key is `WIRING_FILE`).
+SHARED_FILE: Final = "shared.json"
+APP_FILE: Final = "app.json"
+#: Prefix of the per-app Secrets' names (`app_secret_name`).
+APP_SECRET_PREFIX: Final = WIRING_SECRET_NAME + "-"
+#: A Secret name is a DNS subdomain of at most 253 characters; room for prefix and hash.
+_SLUG_MAX: Final = 200
+
+
+def app_secret_name(app_id: str) -> str:
+    """
+    The name of the Secret holding the components scoped to `app_id`.
+
+    App ids are case-sensitive and may hold `_`; Secret names may not. The name is a readable
+    slug of the app id plus a hash of the exact id, so `Cart`, `cart` and `c_art` never share
+    a Secret (and thereby credentials).
+    """
+    slug = re.sub(r"[^a-z0-9.-]+", "-", app_id.lower()).strip("-.")[:_SLUG_MAX].strip("-.")
+    digest = hashlib.sha256(app_id.encode()).hexdigest()[:10]
+    return f"{APP_SECRET_PREFIX}{slug or 'app'}-{digest}"
+
+
+def is_wiring_secret_name(name: str | None) -> bool:
+    """The shared wiring Secret or a per-app one (by name; ownership is checked by label)."""
+    return name is not None and (name == WIRING_SECRET_NAME or name.startswith(APP_SECRET_PREFIX))
 
 
 @dataclass(frozen=True)
@@ -138,3 +172,29 @@ def decode(data: bytes) -> Wiring:
 
 def with_components(namespace: str, components: Sequence[ResolvedComponent]) -> Wiring:
     return Wiring(namespace=namespace, components=tuple(sorted(components, key=lambda c: c.name)))
+
+
+def merge(wirings: Iterable[Wiring]) -> Wiring:
+    """
+    One namespace's wiring from several files (the shared one and the app's own).
+
+    Each component is in exactly one of them, except for a moment while its scopes change: the
+    kubelet refreshes the two Secrets of a projected volume from its own cache, so the old and
+    the new copy may meet. Then the scoped copy wins: it is the one the operator wrote for this
+    app, and an unscoped copy of it is about to disappear. Files of different namespaces are a
+    mounting mistake and are refused.
+    """
+    namespaces: set[str] = set()
+    chosen: dict[str, ResolvedComponent] = {}
+    for wiring in wirings:
+        namespaces.add(wiring.namespace)
+        for component in wiring.components:
+            current = chosen.get(component.name)
+            if current is None or (component.scopes and not current.scopes):
+                chosen[component.name] = component
+    if len(namespaces) > 1:
+        raise ComponentError(
+            "namespace",
+            f"the wiring files are of different namespaces ({', '.join(sorted(namespaces))})",
+        )
+    return with_components(next(iter(namespaces), ""), list(chosen.values()))

@@ -37,11 +37,13 @@ from kopf._core.engines import peering as kopf_peering
 
 from statecar_operator import handlers, health_server
 from statecar_operator.cluster import kube
+from statecar_operator.cluster.dapr_injector import DaprInjectorPresence
 from statecar_operator.cluster.events import EventRecorder
 from statecar_operator.cluster.leader import AlwaysLeader, LeaderElector
 from statecar_operator.memo import Indexes, Memo
 from statecar_operator.reconciliation import reachability
 from statecar_operator.reconciliation.reconciler import Reconciler
+from statecar_operator.reconciliation.sidecar_updates import SidecarUpdates
 from statecar_operator.settings import OperatorSettings
 from statecar_operator.webhook_tls import issuing, rotation
 from statecar_operator.webhook_tls.server import LiveTLS, StatecarWebhookServer
@@ -185,7 +187,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
 
     tls = LiveTLS(scratch, on_change=certificate_readiness)
     server = build_webhook_server(settings, tls, on_listening)
-    indexes = Indexes()
+    indexes = Indexes(watches_pods=settings.watches_pods)
     events = EventRecorder(instance=settings.identity)
     elector: LeaderElector | AlwaysLeader
     reconciler = Reconciler(
@@ -224,6 +226,7 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
     else:
         elector = AlwaysLeader()
         reconciler.leadership_changed(True)
+    dapr_injector = DaprInjectorPresence(api) if settings.injector.dapr_annotations else None
     memo = Memo(
         settings=settings,
         readiness=readiness,
@@ -231,7 +234,26 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
         reconciler=reconciler,
         leadership=elector,
         indexes=indexes,
+        dapr_injector=dapr_injector,
     )
+
+    sidecar_updates = (
+        SidecarUpdates(
+            api=api,
+            pods=indexes.all_pods,
+            injector=settings.injector,
+            events=events,
+            is_leader=lambda: elector.is_leader,
+            rollout=settings.auto_rollout,
+            interval=settings.resync_interval,
+        )
+        if settings.watches_pods
+        else None
+    )
+
+    def metrics() -> str:
+        text = certificates.metrics()
+        return text + (sidecar_updates.metrics() if sidecar_updates is not None else "")
 
     def details() -> dict[str, Any]:
         return {
@@ -255,13 +277,22 @@ async def _operate(settings: OperatorSettings, scratch: Path, api: kube.Kube) ->
             addr=settings.health_addr,
             port=settings.health_port,
             details=details,
-            metrics=certificates.metrics,
+            metrics=metrics,
         ),
     }
+    if dapr_injector is not None:
+        parts["Dapr injector watch"] = dapr_injector.run()
+    if sidecar_updates is not None:
+        parts["stale sidecars"] = sidecar_updates.run()
     tasks = {asyncio.create_task(coro, name=name): name for name, coro in parts.items()}
     warmup = asyncio.create_task(
         health_server.wait_until_warm(
-            readiness, functools.partial(api.list_component_uids, settings.namespaces)
+            readiness,
+            functools.partial(
+                api.list_component_uids,
+                settings.namespaces,
+                dapr_components=settings.dapr_components,
+            ),
         )
     )
     stop = asyncio.Event()
@@ -334,7 +365,11 @@ def kopf_options(
     raises KeyError under a uid with no passwd entry (the image's 65532, or any arbitrary uid).
     """
     return {
-        "registry": handlers.register(kopf.OperatorRegistry()),
+        "registry": handlers.register(
+            kopf.OperatorRegistry(),
+            dapr_components=settings.dapr_components,
+            pods=settings.watches_pods,
+        ),
         "settings": handlers.kopf_settings(server, restricted=bool(settings.namespaces)),
         # With STATECAR_OPERATOR_NAMESPACES, only those (exact names: kopf then needs no access
         # to Namespace objects; it says so once at start-up and uses the names as given).

@@ -20,7 +20,7 @@ import kopf
 from statecar_contract import annotations as ann
 from statecar_contract import components as contract
 from statecar_contract.components import ComponentError, parse_component
-from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_contract.wiring import WIRING_SECRET_NAME, is_wiring_secret_name
 from statecar_operator.cluster.events import pod_event_target
 from statecar_operator.injection.annotations import is_valid_app_id, parse_bool
 from statecar_operator.injection.patching import apply_injection
@@ -29,11 +29,14 @@ from statecar_operator.manifests import labels, webhooks
 from statecar_operator.memo import Memo
 from statecar_operator.reconciliation import wiring_secret
 from statecar_operator.reconciliation.component_index import (
+    DAPR_COMPONENTS,
     ComponentEntry,
     component_entry,
+    is_wired_dapr_component,
     secret_ref_keys,
     usable_specs,
 )
+from statecar_operator.reconciliation.staleness import PodInfo, pod_info
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,11 @@ SECRET_REFS_INDEX = "statecar_secret_refs"  # noqa: S105  # an index name, not a
 WIRING_INDEX = "statecar_wiring"
 
 _COMPONENTS = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
+#: Dapr's Component resource (components.dapr.io/v1alpha1), with the Dapr-components option.
+_DAPR_COMPONENTS = DAPR_COMPONENTS
+DAPR_COMPONENTS_INDEX = "statecar_dapr_components"
+PODS_INDEX = "statecar_injected_pods"
+DAPR_SECRET_REFS_INDEX = "statecar_dapr_secret_refs"  # noqa: S105  # an index name, not a credential
 
 
 def _fn(handler: Callable[..., Awaitable[Any] | bool]) -> Any:
@@ -50,8 +58,19 @@ def _fn(handler: Callable[..., Awaitable[Any] | bool]) -> Any:
     return handler
 
 
-def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
-    """Put every handler of the operator on `registry`."""
+def register(
+    registry: kopf.OperatorRegistry, *, dapr_components: bool = False, pods: bool = False
+) -> kopf.OperatorRegistry:
+    """Put every handler of the operator on `registry` (Dapr's Components' and the injected
+    pods' only with their options)."""
+    if pods:
+        kopf.index(
+            "v1",
+            "pods",
+            id=PODS_INDEX,
+            labels={ann.INJECTED_LABEL: "true"},
+            registry=registry,
+        )(_fn(index_pods))
     kopf.on.login(registry=registry)(login)
     kopf.on.startup(registry=registry)(_fn(bind_indexes))
     kopf.on.cleanup(registry=registry)(_fn(release_lease))
@@ -66,6 +85,16 @@ def register(registry: kopf.OperatorRegistry) -> kopf.OperatorRegistry:
         registry=registry,
     )(_fn(index_wiring))
     kopf.on.event(*_COMPONENTS, id="component-events", registry=registry)(_fn(component_event))
+    if dapr_components:
+        kopf.index(*_DAPR_COMPONENTS, id=DAPR_COMPONENTS_INDEX, registry=registry)(
+            _fn(index_dapr_components)
+        )
+        kopf.index(*_DAPR_COMPONENTS, id=DAPR_SECRET_REFS_INDEX, registry=registry)(
+            index_dapr_secret_refs
+        )
+        kopf.on.event(*_DAPR_COMPONENTS, id="dapr-component-events", registry=registry)(
+            _fn(dapr_component_event)
+        )
     kopf.on.event("v1", "secrets", id="secret-events", when=_fn(secret_matters), registry=registry)(
         _fn(secret_event)
     )
@@ -158,13 +187,16 @@ async def bind_indexes(
     memo: Memo,
     statecar_components: kopf.Index[str, ComponentEntry],
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
-    statecar_wiring: kopf.Index[str, str],
-    **_: Any,
+    statecar_wiring: kopf.Index[tuple[str, str], str],
+    **rest: Any,
 ) -> None:
-    """Give the reconciler and the health check live views of kopf's indexes."""
+    """Give the reconciler and the health check live views of kopf's indexes (Dapr's
+    Components' too, with the option: kopf passes every index by its id)."""
     memo.indexes.components = statecar_components
     memo.indexes.secret_refs = statecar_secret_refs
     memo.indexes.wiring = statecar_wiring
+    memo.indexes.dapr_components = rest.get(DAPR_COMPONENTS_INDEX)
+    memo.indexes.pods = rest.get(PODS_INDEX)
 
 
 async def release_lease(memo: Memo, **_: Any) -> None:
@@ -186,12 +218,35 @@ async def index_secret_refs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], 
     return {key: entry.name for key in secret_ref_keys(entry)}
 
 
+async def index_dapr_components(body: kopf.Body, memo: Memo, **_: Any) -> dict[str, ComponentEntry]:
+    """Dapr's Components: every one counts for warm-up, only `state.*` ones are indexed."""
+    entry = component_entry(body)
+    memo.readiness.note_indexed(entry.uid)
+    if not is_wired_dapr_component(body):
+        return {}
+    return {entry.namespace: entry}
+
+
+async def index_pods(body: kopf.Body, memo: Memo, **_: Any) -> dict[str, PodInfo]:
+    """Injected pods (label selector), with whether their sidecar is stale."""
+    info = pod_info(body, memo.settings.injector)
+    return {info.namespace: info}
+
+
+async def index_dapr_secret_refs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+    if not is_wired_dapr_component(body):
+        return {}
+    return await index_secret_refs(body)
+
+
 def is_wiring_secret(name: str | None, **_: Any) -> bool:
-    return name == WIRING_SECRET_NAME
+    return is_wiring_secret_name(name)
 
 
-async def index_wiring(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, str]:
-    return {namespace or "": wiring_secret.hash_of(body) or ""}
+async def index_wiring(
+    body: kopf.Body, name: str | None, namespace: str | None, **_: Any
+) -> dict[tuple[str, str], str]:
+    return {(namespace or "", name or ""): wiring_secret.hash_of(body) or ""}
 
 
 # --- watch events: mark namespaces for the reconciler --------------------------------------------
@@ -201,15 +256,32 @@ async def component_event(type: str | None, body: kopf.Body, memo: Memo, **_: An
     memo.reconciler.component_changed(component_entry(body), deleted=type == "DELETED")
 
 
+async def dapr_component_event(type: str | None, body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """A Dapr Component that is not (or no longer) `state.*` is, to the wiring, gone."""
+    deleted = type == "DELETED" or not is_wired_dapr_component(body)
+    memo.reconciler.component_changed(component_entry(body), deleted=deleted)
+
+
 def secret_matters(
     name: str | None,
     namespace: str | None,
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
-    **_: Any,
+    **rest: Any,
 ) -> bool:
     """Only our wiring Secrets and referenced ones reach `secret_event` (kopf's `when=`), so the
     rest of the cluster's Secrets cost a lookup and no handler call or log line."""
-    return name == WIRING_SECRET_NAME or (namespace, name) in statecar_secret_refs
+    return is_wiring_secret_name(name) or _referenced(namespace, name, statecar_secret_refs, rest)
+
+
+def _referenced(
+    namespace: str | None,
+    name: str | None,
+    statecar_secret_refs: kopf.Index[tuple[str, str], str],
+    rest: dict[str, Any],
+) -> bool:
+    dapr = rest.get(DAPR_SECRET_REFS_INDEX)
+    key = (namespace, name)
+    return key in statecar_secret_refs or (dapr is not None and key in dapr)
 
 
 async def secret_event(
@@ -219,16 +291,16 @@ async def secret_event(
     namespace: str | None,
     memo: Memo,
     statecar_secret_refs: kopf.Index[tuple[str, str], str],
-    **_: Any,
+    **rest: Any,
 ) -> None:
     if not namespace or not name:
         return
-    if name == WIRING_SECRET_NAME:
+    if is_wiring_secret_name(name):
         # Ours (or squatting on our name): someone else's edit or delete is repaired.
         memo.reconciler.wiring_secret_changed(
-            namespace, wiring_secret.hash_of(body), deleted=type == "DELETED"
+            namespace, name, wiring_secret.hash_of(body), deleted=type == "DELETED"
         )
-    elif (namespace, name) in statecar_secret_refs:
+    elif _referenced(namespace, name, statecar_secret_refs, rest):
         # A referenced Secret was created, changed (a rotated password) or deleted.
         memo.reconciler.mark(namespace)
 
@@ -247,11 +319,20 @@ async def pod_mutate(
     """Inject the sidecar into an annotated pod (CREATE), or say why not."""
     pod: dict[str, Any] = dict(body)
     namespace = str((pod.get("metadata") or {}).get("namespace") or "")
-    if not memo.readiness.indexes_warm and _asks_for_injection(pod):
+    if not memo.readiness.indexes_warm and _asks_for_injection(
+        pod, dapr=memo.settings.injector.dapr_annotations
+    ):
         # Deciding from a half-filled index could skip a pod that has components; refusing
         # lets the pod's controller retry in a moment (and a human see why).
         raise kopf.AdmissionError(
             "statecar's operator is still loading the namespace's components; retry shortly",
+            code=503,
+        )
+    dapr_injector = memo.dapr_injector.installed if memo.dapr_injector is not None else False
+    if dapr_injector is None and _asks_through_dapr(pod):
+        raise kopf.AdmissionError(
+            "statecar's operator is still checking whether Dapr's own sidecar injector is "
+            "installed (it honours dapr.io/* annotations only where it is not); retry shortly",
             code=503,
         )
     try:
@@ -260,7 +341,8 @@ async def pod_mutate(
             namespace=namespace,
             components_in_namespace=usable_specs(memo.indexes.components_in(namespace)),
             settings=memo.settings.injector,
-            config_hash=memo.indexes.config_hash(namespace),
+            config_hash=functools.partial(memo.indexes.config_hash, namespace),
+            dapr_injector_installed=bool(dapr_injector),
         )
     except InjectionError as exc:
         _report(memo, pod, namespace, dryrun, "InjectionRejected", str(exc))
@@ -291,9 +373,18 @@ def _accept(plan: InjectionPlan, warnings: list[str], namespace: str) -> None:
         )
 
 
-def _asks_for_injection(pod: dict[str, Any]) -> bool:
+def _asks_for_injection(pod: dict[str, Any], *, dapr: bool) -> bool:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return parse_bool(str(annotations.get(ann.ENABLED, ""))) is True
+    asks = parse_bool(str(annotations.get(ann.ENABLED, ""))) is True
+    return asks or (dapr and _asks_through_dapr(pod))
+
+
+def _asks_through_dapr(pod: dict[str, Any]) -> bool:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return (
+        ann.ENABLED not in annotations
+        and parse_bool(str(annotations.get(ann.DAPR_PREFIX + "enabled", ""))) is True
+    )
 
 
 def _report(

@@ -9,6 +9,8 @@ against this one list. A bad value raises `SettingsError` naming the variable.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import re
 import socket
@@ -77,6 +79,27 @@ class InjectorSettings:
         default=65532, metadata=_env("RUN_AS_USER", "uid (and gid) the sidecar runs as")
     )
     version: str = field(default=__version__, metadata=_env("VERSION", "recorded in pod status"))
+    dapr_annotations: bool = field(
+        default=False,
+        metadata=_env(
+            "DAPR_ANNOTATIONS",
+            "honour dapr.io/enabled, app-id, ports, log level, resources, env and API token "
+            "(migration; skipped while Dapr's own injector is installed)",
+        ),
+    )
+
+    def config_hash(self) -> str:
+        """
+        The identity of the injection configuration, recorded on every injected pod
+        (`injectorHash` in `statecar.io/status`) so stale sidecars can be found
+        (`reconciliation.staleness`). The version is recorded on its own; the Dapr-annotations
+        option changes which pods are injected, not how.
+        """
+        fields = dataclasses.asdict(self)
+        fields.pop("version", None)
+        fields.pop("dapr_annotations", None)
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> InjectorSettings:
@@ -202,6 +225,28 @@ class OperatorSettings:
         default=3.0, metadata=_env("PROBE_TIMEOUT_SECONDS", "bound of one reachability check")
     )
     log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL", "DEBUG | INFO | WARNING"))
+    stale_sidecars: bool = field(
+        default=False,
+        metadata=_env(
+            "STALE_SIDECARS",
+            "watch injected pods (read access to pods) and report stale sidecars",
+        ),
+    )
+    auto_rollout: str = field(
+        default="off",
+        metadata=_env(
+            "AUTO_ROLLOUT",
+            "off | annotated (workloads with statecar.io/auto-rollout: true) | all: restart "
+            "workloads whose sidecars are stale, one at a time (implies STALE_SIDECARS)",
+        ),
+    )
+    dapr_components: bool = field(
+        default=False,
+        metadata=_env(
+            "DAPR_COMPONENTS",
+            "also wire Dapr's own state.* Components (components.dapr.io); needs their CRD",
+        ),
+    )
     injector: InjectorSettings = field(default_factory=InjectorSettings)
 
     @classmethod
@@ -242,6 +287,11 @@ class OperatorSettings:
             raise SettingsError(
                 ENV_PREFIX + "WEBHOOK_KEY", "set both WEBHOOK_CERT and WEBHOOK_KEY, or neither"
             )
+        if self.auto_rollout not in ("off", "annotated", "all"):
+            raise SettingsError(
+                ENV_PREFIX + "AUTO_ROLLOUT",
+                f"expected off, annotated or all, got {self.auto_rollout!r}",
+            )
         if self.resync_interval <= 0 or self.probe_timeout <= 0:
             raise SettingsError(ENV_PREFIX + "RESYNC_SECONDS", "intervals must be positive")
         if self.webhook_secret and self.webhook_cert:
@@ -277,6 +327,11 @@ class OperatorSettings:
                 ENV_PREFIX + "WEBHOOK_CA_VALIDITY_SECONDS",
                 "must be more than six times WEBHOOK_CA_OVERLAP_SECONDS",
             )
+
+    @property
+    def watches_pods(self) -> bool:
+        """Injected pods are watched: to report stale sidecars, or to roll them out."""
+        return self.stale_sidecars or self.auto_rollout != "off"
 
     @property
     def namespaces(self) -> tuple[str, ...]:

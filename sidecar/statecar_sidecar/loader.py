@@ -452,19 +452,41 @@ def stat_fingerprint(*paths: Path | None) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def load_wiring_file(path: Path) -> LoadedComponents:
-    """The wiring's components. No file in an existing folder is no component yet: the operator
-    mounts its Secret `optional` and writes it only once a component exists (then the kubelet
-    fills the folder and the reloader picks the file up); a missing folder is a mistake."""
+def _read_wiring(path: Path) -> bytes | None:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as exc:
         if path.parent.is_dir():
-            return LoadedComponents((), f"absent:{path}")
+            return None
         raise ComponentError("wiring file", f"cannot be read: {exc}", source=str(path)) from exc
     except OSError as exc:
         raise ComponentError("wiring file", f"cannot be read: {exc}", source=str(path)) from exc
-    document = wiring.decode(data)
+
+
+def wiring_files(folder: Path) -> list[Path]:
+    """The wiring files of a mounted folder (the kubelet's `..data` links and dirs excluded)."""
+    return sorted(p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
+
+
+def load_wiring_file(path: Path) -> LoadedComponents:
+    """
+    The wiring's components, from one file or from a folder of them.
+
+    A folder is what the injected sidecar mounts: its namespace's shared file and its app's own
+    (`statecar_contract.wiring`), merged. No file in an existing folder is no component yet: the
+    operator mounts its Secrets `optional` and writes them only once a component exists (then
+    the kubelet fills the folder and the reloader picks the files up); a missing folder is a
+    mistake.
+    """
+    files = wiring_files(path) if path.is_dir() else [path]
+    raw = [(file, _read_wiring(file)) for file in files]
+    present = [(file, data) for file, data in raw if data is not None]
+    if not present:
+        return LoadedComponents((), f"absent:{path}")
+    decoded = [(file, wiring.decode(data)) for file, data in present]
+    document = wiring.merge(d for _, d in decoded)
+    origin = {c.name: str(file) for file, d in reversed(decoded) for c in d.components}
+    digest = hashlib.sha256(b"\0".join(data for _, data in present)).hexdigest()
     # The operator checked each component, but a secret's value is only known here (a
     # `redisPort` of `abc` in the Secret): such a component fails alone, as in a folder.
     components: list[ResolvedComponent] = []
@@ -475,20 +497,26 @@ def load_wiring_file(path: Path) -> LoadedComponents:
                 component.type,
                 component.metadata,
                 component=component.name,
-                source=f"{path} (component {component.name})",
+                source=f"{origin.get(component.name, path)} (component {component.name})",
                 # Every value came from a Secret: a message never quotes one.
                 redacted=list(component.metadata),
             )
             component.encryption(source=f"{path} (component {component.name})")
         except ComponentError as exc:
             failed.append(
-                FailedComponent(component.name, str(path), exc, component.type, component.scopes)
+                FailedComponent(
+                    component.name,
+                    origin.get(component.name, str(path)),
+                    exc,
+                    component.type,
+                    component.scopes,
+                )
             )
         else:
             components.append(component)
     return LoadedComponents(
         tuple(components),
-        hashlib.sha256(data).hexdigest(),
+        digest,
         tuple(failed),
-        {c.name: str(path) for c in document.components},
+        {c.name: origin.get(c.name, str(path)) for c in document.components},
     )

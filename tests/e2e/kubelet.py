@@ -3,10 +3,12 @@ A kubelet stand-in for the e2e tier: run one container of a stored Pod as a loca
 
 There is no kubelet here (pods are stored, never run), so the e2e tier takes the container the
 webhook injected, exactly as the API server returned it, and runs it: its command and args, its
-env (literal values, `fieldRef`s and `secretKeyRef`s read from the API), and its Secret volume
-mounts materialised into a temp dir and kept in sync with the Secret the way the kubelet
-refreshes them (atomic swap per file; a key removed from the Secret disappears; while the Secret
-cannot be read the last content stays, as with the kubelet). Two things are necessarily rewritten,
+env (literal values, `fieldRef`s and `secretKeyRef`s read from the API), and its Secret and
+projected-Secret volume mounts materialised into a temp dir and kept in sync with the Secrets the
+way the kubelet refreshes them (atomic swap per file; a key removed from a Secret disappears;
+`items` select and rename keys; an `optional` Secret or key that does not exist is left out;
+while a Secret cannot be read the last content stays, as with the kubelet:
+pkg/volume/secret/secret.go `MakePayload`, pkg/volume/projected/projected.go `collectData`). Two things are necessarily rewritten,
 and only these: the image's `statecar` entrypoint becomes this checkout's interpreter, and mount
 paths / ports are moved to a temp dir and free ports so several "pods" share one machine.
 
@@ -74,7 +76,6 @@ class PodProcess:
             timeout=10,
             trust_env=False,
         )
-        self._optional: set[str] = set()
         self._mounts = self._secret_mounts()
         self.refresh_errors = 0
 
@@ -88,17 +89,23 @@ class PodProcess:
         data = response.json().get("data") or {}
         return {key: base64.b64decode(value) for key, value in data.items()}
 
-    def _secret_mounts(self) -> list[tuple[str, Path, str]]:
-        """(secret name, local dir, mount path) for every Secret volume the container mounts."""
+    def _secret_mounts(self) -> list[tuple[list[dict[str, Any]], Path, str]]:
+        """(secret sources, local dir, mount path) for every Secret or projected volume mounted;
+        a source is `{"name", "optional", "items"}` as in a projected volume."""
         volumes = {v["name"]: v for v in self.pod["spec"].get("volumes", [])}
         mounts = []
         for mount in self.container.get("volumeMounts", []):
             volume = volumes[mount["name"]]
+            local = self.root / mount["name"]
             if "secret" in volume:
-                local = self.root / mount["name"]
-                if volume["secret"].get("optional") is True:
-                    self._optional.add(volume["secret"]["secretName"])
-                mounts.append((volume["secret"]["secretName"], local, mount["mountPath"]))
+                source = dict(volume["secret"])
+                source["name"] = source.pop("secretName")
+                mounts.append(([source], local, mount["mountPath"]))
+            elif "projected" in volume:
+                sources = volume["projected"].get("sources") or []
+                if any(set(s) != {"secret"} for s in sources):
+                    raise NotImplementedError(f"projected volume {mount['name']}: {sources}")
+                mounts.append(([s["secret"] for s in sources], local, mount["mountPath"]))
         return mounts
 
     def _relocate(self, value: str) -> str:
@@ -106,6 +113,23 @@ class PodProcess:
             if value.startswith(mount_path):
                 return str(local) + value[len(mount_path) :]
         return value
+
+    def _files(self, sources: list[dict[str, Any]]) -> dict[str, bytes]:
+        """The files of one volume, as the kubelet computes its payload."""
+        files: dict[str, bytes] = {}
+        for source in sources:
+            optional = source.get("optional") is True
+            data = self._secret(source["name"], optional=optional)
+            items = source.get("items")
+            if items is None:
+                files.update(data)
+                continue
+            for item in items:
+                if item["key"] in data:
+                    files[item["path"]] = data[item["key"]]
+                elif not optional:
+                    raise LookupError(f"Secret {source['name']} has no key {item['key']}")
+        return files
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STATECAR_", "DAPR_"))}
@@ -138,8 +162,8 @@ class PodProcess:
     # -- what the kubelet does --------------------------------------------------------------
 
     def _materialise(self) -> None:
-        for secret_name, local, _ in self._mounts:
-            data = self._secret(secret_name, optional=secret_name in self._optional)
+        for sources, local, _ in self._mounts:
+            data = self._files(sources)
             local.mkdir(parents=True, exist_ok=True)
             for key, value in data.items():
                 target = local / key

@@ -528,10 +528,9 @@ DENIED = [
     ("patch", f"{MWC}/other-webhook", None, None),
     ("patch", f"{VWC}/{MUTATING}", None, None),
     ("create", MWC, None, None),
-    ("update", "secrets/some-other-secret", NAMESPACE, None),
-    ("delete", f"secrets/{SECRET}", NAMESPACE, None),
+    # Secrets' create/update/delete are granted (per-app wiring Secrets have names not known in
+    # advance) and narrowed by the chart's admission policy: POLICY_DENIED below. Never patch.
     ("patch", f"secrets/{SECRET}", NAMESPACE, None),
-    ("update", f"secrets/{SECRET}", APP, None),
     ("update", "leases.coordination.k8s.io/another-lease", NAMESPACE, None),
     ("create", "leases.coordination.k8s.io", APP, None),
     ("create", "clusterroles.rbac.authorization.k8s.io", None, None),
@@ -579,6 +578,44 @@ def test_the_charts_rbac_is_the_documented_rbac_and_no_broader(
             f"can {SERVICE_ACCOUNT} {verb} {resource} {subresource or ''} in {namespace}?"
         )
     TIMINGS[f"{len(ALLOWED) + len(DENIED)} can-i checks"] = time.monotonic() - started
+
+    # What RBAC grants on Secrets, the chart's ValidatingAdmissionPolicy narrows to wiring
+    # Secrets and the certificate Secret: asked for real as the ServiceAccount (server-side dry
+    # runs: admission runs, nothing is stored or deleted).
+    policy = next(o for o in release["objects"] if o["kind"] == "ValidatingAdmissionPolicy")
+    user_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "app-owned", "namespace": APP},
+        "stringData": {"password": "p"},
+    }
+    cluster.apply(user_secret)
+    current = json.loads(
+        cluster.kubectl("get", "secret", "app-owned", "-n", APP, "-o", "json").stdout
+    )
+    current["data"]["password"] = "b3duZWQ="
+    wiring = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "statecar.io/wiring",
+        "metadata": {"name": "statecar-wiring-probe", "namespace": APP},
+    }
+    attempts: list[tuple[tuple[str, ...], str | None, bool]] = [
+        (("create", "secret", "generic", "some-other-secret", "-n", NAMESPACE), None, False),
+        (("delete", "secret", SECRET, "-n", NAMESPACE), None, False),
+        (("delete", "secret", "app-owned", "-n", APP), None, False),
+        (("replace", "-f", "-"), json.dumps(current), False),
+        (("create", "-f", "-"), json.dumps(wiring), True),
+    ]
+    for attempt, stdin, allowed in attempts:
+        result = cluster.kubectl(
+            *attempt, f"--as={who}", "--dry-run=server", input=stdin, check=False
+        )
+        if allowed:
+            assert result.returncode == 0, (attempt, result.stderr)
+        else:
+            assert result.returncode != 0, attempt
+            assert policy["metadata"]["name"] in result.stderr, (attempt, result.stderr)
 
 
 # --- 4. caBundle self-heal -------------------------------------------------------------------------

@@ -360,6 +360,8 @@ def test_the_default_install_has_every_piece_and_no_disruption_budget(helm: Any)
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingWebhookConfiguration",
         ]
     ), "one replica gets no PodDisruptionBudget; the helm test Pod is a hook"
@@ -610,6 +612,13 @@ def test_the_rbac_is_exactly_the_operators_documented_rbac(helm: Any, mode: str)
     assert only(objects, "Role")["metadata"]["namespace"] == NAMESPACE
     env = container_env(only(objects, "Deployment"))
     assert env["STATECAR_OPERATOR_LEASE_NAME"] == "my-lease"
+    # The admission policy narrowing the operator's Secret writes to its wiring Secrets.
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        rendered = only(objects, kind)
+        spec = dict(documented[kind]["spec"])
+        if "policyName" in spec:
+            spec["policyName"] = only(objects, "ValidatingAdmissionPolicy")["metadata"]["name"]
+        assert rendered["spec"] == spec, kind
 
 
 @pytest.mark.parametrize("mode", ["operator", "secret"])
@@ -858,3 +867,108 @@ def test_the_notes_tell_how_to_annotate_a_pod_and_check_it_worked(
     assert "kubectl get ssc" in notes
     assert "kube-system" in notes
     assert NAMESPACE in notes, "the notes say which namespaces are never injected"
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_dapr_annotations_turn_on_the_operator_webhook_and_rbac_together(
+    helm: Any, restricted: bool
+) -> None:
+    """dapr.annotations: the operator's setting, the webhook's matchCondition and the RBAC rule
+    to see Dapr's injector, each exactly the operator's own rendering of that option."""
+    from statecar_operator.manifests import rbac, webhooks
+
+    namespaces = ["shop"] if restricted else []
+    sets: dict[str, Any] = {"dapr__annotations": True, **SECRET_MODE}
+    if restricted:
+        sets["operator__namespaces"] = namespaces
+    objects = render(helm, **sets)
+    assert (
+        container_env(only(objects, "Deployment"))["STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS"]
+        == "true"
+    )
+    service = only(objects, "Service")["metadata"]["name"]
+    mutating, _ = webhooks.build_webhook_configurations(
+        ca_bundle=b"-", service_name=service, service_namespace=NAMESPACE, dapr_annotations=True
+    )
+    got = only(objects, "MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"]
+    assert got == mutating["webhooks"][0]["matchConditions"]
+    assert "dapr.io/enabled" in got[0]["expression"]
+    documented = rbac.manifests(
+        namespace=NAMESPACE,
+        service_account=only(objects, "ServiceAccount")["metadata"]["name"],
+        namespaces=namespaces,
+        dapr_annotations=True,
+    )
+    cluster = [d["rules"] for d in documented if d["kind"] == "ClusterRole"]
+    assert [only(objects, "ClusterRole")["rules"]] == cluster
+    (rule,) = rbac.dapr_injector_rules()
+    assert rule in cluster[0]
+    # Off (the default): neither the rule nor the condition.
+    plain = render(helm, **dict[str, Any](SECRET_MODE))
+    assert "dapr" not in str(only(plain, "ClusterRole")["rules"])
+    condition = only(plain, "MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"]
+    assert "dapr.io" not in condition[0]["expression"]
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_dapr_components_turn_on_the_operator_and_its_read_rule_together(
+    helm: Any, restricted: bool
+) -> None:
+    from statecar_operator.manifests import rbac
+
+    namespaces = ["shop", "cart"] if restricted else []
+    sets: dict[str, Any] = {"dapr__components": True}
+    if restricted:
+        sets["operator__namespaces"] = namespaces
+    objects = render(helm, **sets)
+    env = container_env(only(objects, "Deployment"))
+    assert env["STATECAR_OPERATOR_DAPR_COMPONENTS"] == "true"
+    documented = rbac.manifests(
+        namespace=NAMESPACE,
+        service_account=only(objects, "ServiceAccount")["metadata"]["name"],
+        webhook_secret=env.get("STATECAR_OPERATOR_WEBHOOK_SECRET"),
+        namespaces=namespaces,
+        dapr_components=True,
+    )
+
+    def rules(documents: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return [
+            (d["kind"], d["metadata"].get("namespace"), d["rules"])
+            for d in documents
+            if d["kind"] in ("ClusterRole", "Role")
+        ]
+
+    assert sorted(map(str, rules(objects))) == sorted(map(str, rules(documented)))
+    (rule,) = rbac.DAPR_COMPONENT_RULES
+    assert any(rule in r for _, _, r in rules(objects))
+    plain = render(helm)
+    assert container_env(only(plain, "Deployment"))["STATECAR_OPERATOR_DAPR_COMPONENTS"] == "false"
+    assert not any(rule in r for _, _, r in rules(plain))
+
+
+@pytest.mark.parametrize(
+    ("report", "rollout"), [(True, "off"), (False, "annotated"), (True, "all")]
+)
+def test_stale_sidecar_values_turn_on_the_operator_and_its_rules_together(
+    helm: Any, report: bool, rollout: str
+) -> None:
+    from statecar_operator.manifests import rbac
+
+    objects = render(helm, staleSidecars__report=report, staleSidecars__autoRollout=rollout)
+    env = container_env(only(objects, "Deployment"))
+    assert env["STATECAR_OPERATOR_STALE_SIDECARS"] == str(report).lower()
+    assert env["STATECAR_OPERATOR_AUTO_ROLLOUT"] == rollout
+    documented = rbac.manifests(
+        namespace=NAMESPACE,
+        service_account=only(objects, "ServiceAccount")["metadata"]["name"],
+        webhook_secret=env.get("STATECAR_OPERATOR_WEBHOOK_SECRET"),
+        stale_sidecars=report,
+        auto_rollout=rollout != "off",
+    )
+    (cluster_role,) = [d for d in documented if d["kind"] == "ClusterRole"]
+    assert only(objects, "ClusterRole")["rules"] == cluster_role["rules"]
+    (pods,) = rbac.POD_RULES
+    assert pods in cluster_role["rules"]
+    assert all((r in cluster_role["rules"]) == (rollout != "off") for r in rbac.ROLLOUT_RULES)
+    plain = only(render(helm), "ClusterRole")["rules"]
+    assert pods not in plain

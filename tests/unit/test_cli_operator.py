@@ -13,7 +13,14 @@ from statecar_cli.operator_cli import run
 def test_rbac_prints_bindable_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["rbac", "--namespace", "ops", "--service-account", "op"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["kind"] for d in docs] == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    assert [d["kind"] for d in docs] == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
 
 
 def test_webhook_config_prints_both_configurations(

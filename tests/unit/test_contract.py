@@ -169,3 +169,20 @@ def test_wiring_round_trips_and_its_encoding_is_canonical() -> None:
 def test_a_corrupt_wiring_file_is_a_clear_error(data: bytes, fragment: str) -> None:
     with pytest.raises(ComponentError, match=fragment):
         wiring.decode(data)
+
+
+def test_merging_wiring_files_prefers_the_scoped_copy_and_refuses_mixed_namespaces() -> None:
+    from statecar_contract.components import ComponentError, ResolvedComponent
+
+    shared = wiring.with_components(
+        "shop", [ResolvedComponent("a", "state.in-memory"), ResolvedComponent("b", "state.redis")]
+    )
+    scoped = wiring.with_components(
+        "shop", [ResolvedComponent("b", "state.redis", scopes=("web",))]
+    )
+    for order in ((shared, scoped), (scoped, shared)):
+        merged = wiring.merge(order)
+        assert [(c.name, c.scopes) for c in merged.components] == [("a", ()), ("b", ("web",))]
+        assert merged.namespace == "shop"
+    with pytest.raises(ComponentError, match="different namespaces"):
+        wiring.merge([shared, wiring.with_components("other", [])])

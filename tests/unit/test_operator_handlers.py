@@ -14,6 +14,7 @@ import kopf
 import pytest
 from tests.unit.test_operator_reconciler import FakeCluster
 
+from statecar_contract.wiring import app_secret_name
 from statecar_operator import handlers
 from statecar_operator.cluster.events import EventRecorder, EventType, ObjectRef
 from statecar_operator.cluster.leader import AlwaysLeader
@@ -21,6 +22,7 @@ from statecar_operator.health_server import Readiness
 from statecar_operator.memo import Indexes, Memo
 from statecar_operator.reconciliation.component_index import ComponentEntry, component_entry
 from statecar_operator.reconciliation.reconciler import Reconciler
+from statecar_operator.reconciliation.wiring_secret import pod_config_hash
 from statecar_operator.settings import InjectorSettings, OperatorSettings
 
 K = TypeVar("K")
@@ -75,7 +77,11 @@ ORDERS = component_body(
 def memo() -> Memo:
     indexes = Indexes()
     indexes.components = {"shop": [component_entry(ORDERS)]}
-    indexes.wiring = {"shop": ["3f2a9c0d1e4b5a6f"]}
+    indexes.wiring = {
+        ("shop", "statecar-wiring"): ["3f2a9c0d1e4b5a6f"],
+        ("shop", app_secret_name("checkout")): ["0123456789abcdef"],
+        ("shop", app_secret_name("cart")): ["fedcba9876543210"],
+    }
     indexes.secret_refs = {("shop", "redis-auth"): ["orders"]}
     readiness = Readiness()
     readiness.check_warm(set())
@@ -145,7 +151,9 @@ async def test_an_annotated_pod_gets_a_patch_from_the_indexes(memo: Memo) -> Non
     status: Mapping[str, Any] = next(
         op for op in ops if op["path"] == "/metadata/annotations/statecar.io~1status"
     )
-    assert '"configHash":"3f2a9c0d1e4b5a6f"' in status["value"]
+    # The pod's hash covers the shared Secret and its own app's, not another app's.
+    expected = pod_config_hash("3f2a9c0d1e4b5a6f", "0123456789abcdef")
+    assert f'"configHash":"{expected}"' in status["value"]
     assert '"appId":"checkout"' in status["value"]
 
 
@@ -250,8 +258,11 @@ async def test_index_handlers(memo: Memo) -> None:
     wiring = {
         "metadata": {"name": "statecar-wiring", "annotations": {"statecar.io/config-hash": "h"}}
     }
-    assert await handlers.index_wiring(body=body_of(wiring), namespace="shop") == {"shop": "h"}
+    assert await handlers.index_wiring(
+        body=body_of(wiring), name="statecar-wiring", namespace="shop"
+    ) == {("shop", "statecar-wiring"): "h"}
     assert handlers.is_wiring_secret(name="statecar-wiring")
+    assert handlers.is_wiring_secret(name=app_secret_name("checkout"))
     assert not handlers.is_wiring_secret(name="other")
 
 
@@ -291,6 +302,9 @@ async def test_secret_events_mark_namespaces_of_referenced_secrets_only(memo: Me
 
 def test_only_relevant_secrets_reach_the_handler(memo: Memo) -> None:
     refs = as_index(memo.indexes.secret_refs)
+    assert handlers.secret_matters(
+        name=app_secret_name("cart"), namespace="any", statecar_secret_refs=refs
+    )
     assert handlers.secret_matters(name="redis-auth", namespace="shop", statecar_secret_refs=refs)
     assert handlers.secret_matters(
         name="statecar-wiring", namespace="any", statecar_secret_refs=refs
@@ -388,3 +402,30 @@ def test_expected_admission_rejections_are_logged_at_info(caplog: pytest.LogCapt
         ),
         ("ERROR", "Handler 'someone-else' failed permanently: boom"),
     ]
+
+
+async def test_dapr_components_are_indexed_when_state_and_counted_for_warm_up_always(
+    memo: Memo,
+) -> None:
+    state = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "statestore", "namespace": "shop", "uid": "d1"},
+        "spec": {"type": "state.in-memory", "version": "v1"},
+    }
+    pubsub = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "pubsub", "namespace": "shop", "uid": "d2"},
+        "spec": {"type": "pubsub.redis", "version": "v1"},
+    }
+    indexed = await handlers.index_dapr_components(body=body_of(state), memo=memo)
+    assert indexed["shop"].is_dapr
+    assert await handlers.index_dapr_components(body=body_of(pubsub), memo=memo) == {}
+    assert memo.readiness.check_warm({"d1", "d2"})
+    assert await handlers.index_dapr_secret_refs(body=body_of(pubsub)) == {}
+    registry = handlers.register(kopf.OperatorRegistry(), dapr_components=True)
+    ids = {h.id for h in registry._indexing.get_all_handlers()}
+    assert {"statecar_dapr_components", "statecar_dapr_secret_refs"} <= ids
+    plain = handlers.register(kopf.OperatorRegistry())
+    assert "statecar_dapr_components" not in {h.id for h in plain._indexing.get_all_handlers()}

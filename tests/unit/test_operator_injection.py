@@ -11,6 +11,7 @@ JSON patch that a second admission leaves empty.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -20,9 +21,17 @@ import kopf
 import pytest
 import yaml
 
+from statecar_contract.annotations import DAPR_EQUIVALENTS
 from statecar_contract.components import ComponentSpec, parse_component
+from statecar_contract.wiring import app_secret_name
 from statecar_operator.injection.patching import apply_injection, is_injected
-from statecar_operator.injection.plan import InjectionError, InjectionPlan, Skip, plan_injection
+from statecar_operator.injection.plan import (
+    InjectionError,
+    InjectionPlan,
+    Skip,
+    from_dapr_annotations,
+    plan_injection,
+)
 from statecar_operator.settings import InjectorSettings
 
 GOLDEN = Path(__file__).parent / "golden" / "injection"
@@ -77,9 +86,12 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             pod,
             namespace=case["namespace"],
             components_in_namespace=components_of(case),
-            settings=SETTINGS,
+            settings=dataclasses.replace(
+                SETTINGS, dapr_annotations=bool(case.get("daprAnnotations"))
+            ),
             owner_name_hint=case.get("ownerNameHint"),
             config_hash=case.get("configHash"),
+            dapr_injector_installed=bool(case.get("daprInjectorInstalled")),
         )
     except InjectionError as exc:
         return {"result": "rejected", "problems": list(exc.problems)}
@@ -238,12 +250,58 @@ def test_the_wiring_secret_is_mounted_read_only() -> None:
         "readOnly": True,
     }
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    # The namespace's shared Secret and the app's own, each optional, one key each: nothing of
+    # another app's Secret is ever mounted.
     assert volumes["statecar-wiring"] == {
+        "name": "statecar-wiring",
+        "projected": {
+            "sources": [
+                {
+                    "secret": {
+                        "name": "statecar-wiring",
+                        "optional": True,
+                        "items": [{"key": "components.json", "path": "shared.json"}],
+                    }
+                },
+                {
+                    "secret": {
+                        "name": app_secret_name("cart"),
+                        "optional": True,
+                        "items": [{"key": "components.json", "path": "app.json"}],
+                    }
+                },
+            ]
+        },
+    }
+    env = {e["name"]: e for e in pod["spec"]["initContainers"][0]["env"]}
+    assert env["STATECAR_WIRING_FILE"]["value"] == "/var/run/statecar/wiring"
+
+
+def test_a_pod_injected_by_an_earlier_release_is_reinjected_with_the_scoped_wiring() -> None:
+    """An earlier release mounted the shared Secret whole: that volume is ours (not a user's
+    volume taking a reserved name), and re-injection replaces it with the projected one."""
+    pod = annotated_pod(**{"statecar.io/app-id": "cart"})
+    apply_injection(pod, plan_for(pod))
+    volumes = pod["spec"]["volumes"]
+    index = next(i for i, v in enumerate(volumes) if v["name"] == "statecar-wiring")
+    volumes[index] = {
         "name": "statecar-wiring",
         "secret": {"secretName": "statecar-wiring", "optional": True},
     }
-    env = {e["name"]: e for e in pod["spec"]["initContainers"][0]["env"]}
-    assert env["STATECAR_WIRING_FILE"]["value"] == "/var/run/statecar/wiring/components.json"
+    apply_injection(pod, plan_for(pod))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "statecar-wiring")
+    assert "secret" not in volume
+    assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == [
+        "statecar-wiring",
+        app_secret_name("cart"),
+    ]
+    # A user's own volume of that name is still refused.
+    other = annotated_pod(**{"statecar.io/app-id": "cart"})
+    other["spec"]["volumes"] = [
+        {"name": "statecar-wiring", "projected": {"sources": [{"secret": {"name": "mine"}}]}}
+    ]
+    with pytest.raises(InjectionError, match="reserved for statecar"):
+        plan_for(other)
 
 
 def test_the_status_annotation_records_what_was_injected() -> None:
@@ -254,8 +312,16 @@ def test_the_status_annotation_records_what_was_injected() -> None:
         "appId": "cart",
         "configHash": "abc123",
         "image": "ghcr.io/statecar/statecar:0.1.0",
+        "injectorHash": SETTINGS.config_hash(),
         "version": "0.1.0",
     }
+    # Any cluster-wide sidecar default moves the hash (stale sidecars are found by it); the
+    # version and the Dapr-annotations option do not.
+    assert dataclasses.replace(SETTINGS, memory_limit="1Gi").config_hash() != SETTINGS.config_hash()
+    assert dataclasses.replace(SETTINGS, version="9").config_hash() == SETTINGS.config_hash()
+    assert (
+        dataclasses.replace(SETTINGS, dapr_annotations=True).config_hash() == SETTINGS.config_hash()
+    )
     assert pod["metadata"]["labels"] == {"statecar.io/injected": "true"}
 
 
@@ -405,7 +471,8 @@ def test_a_pod_asking_before_its_components_exist_is_injected_all_the_same() -> 
         apply_injection(pod, decision)
         assert is_injected(pod)
         volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "statecar-wiring")
-        assert volume["secret"]["optional"] is True  # starts before the Secret exists
+        # Starts before the Secrets exist.
+        assert all(s["secret"]["optional"] is True for s in volume["projected"]["sources"])
 
 
 def test_a_pod_template_takes_its_app_id_from_the_owner_hint() -> None:
@@ -495,3 +562,63 @@ def test_the_operators_default_ports_are_bounded_too() -> None:
             components_in_namespace=[parse_component(d) for d in DEFAULT_COMPONENTS],
             settings=InjectorSettings(metrics_port=80),
         )
+
+
+def test_dapr_annotations_map_to_their_statecar_equivalents_and_nothing_else() -> None:
+    translated, notes = from_dapr_annotations(
+        {
+            "dapr.io/enabled": "true",
+            "dapr.io/app-id": "cart",
+            "dapr.io/sidecar-memory-limit": "1Gi",
+            "dapr.io/env": "GODEBUG=x,TZ=UTC,broken",
+            "dapr.io/app-port": "8080",
+            "statecar.io/app-id": "not-read-here",
+            "example.com/other": "x",
+        }
+    )
+    assert translated == {
+        "statecar.io/enabled": "true",
+        "statecar.io/app-id": "cart",
+        "statecar.io/sidecar-memory-limit": "1Gi",
+        "statecar.io/env": "TZ=UTC,broken",  # the malformed item stays, to be refused
+    }
+    assert any("dapr.io/app-port" in n for n in notes)
+    assert any("GODEBUG" in n for n in notes)
+    # Every key of the brief's list has an equivalent.
+    for key in (
+        "enabled",
+        "app-id",
+        "http-port",
+        "grpc-port",
+        "log-level",
+        "sidecar-cpu-request",
+        "sidecar-cpu-limit",
+        "sidecar-memory-request",
+        "sidecar-memory-limit",
+        "env",
+        "api-token-secret",
+    ):
+        assert f"dapr.io/{key}" in DAPR_EQUIVALENTS, key
+
+
+def test_statecar_inject_offline_agrees_with_the_webhook_on_dapr_annotations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from statecar_cli.inject_cli import main
+
+    case = load_case(GOLDEN / "dapr-annotations.yaml")
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(yaml.safe_dump(case["input"]))
+    components = tmp_path / "components.yaml"
+    components.write_text(yaml.safe_dump_all(DEFAULT_COMPONENTS))
+    args = ["-f", str(manifest), "--component-file", str(components), "--image", SETTINGS.image]
+    assert main([*args, "--dapr-annotations"]) == 0
+    offline = yaml.safe_load(capsys.readouterr().out)
+    webhook = run_case(case)["pod"]
+    offline_status = json.loads(offline["metadata"]["annotations"].pop("statecar.io/status"))
+    webhook_status = json.loads(webhook["metadata"]["annotations"].pop("statecar.io/status"))
+    assert offline_status["appId"] == webhook_status["appId"] == "checkout"
+    assert offline["spec"] == webhook["spec"]
+    # Without the flag, offline as online: nothing asked for.
+    assert main(args) == 0
+    assert "initContainers" not in yaml.safe_load(capsys.readouterr().out)["spec"]

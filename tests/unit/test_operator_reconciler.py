@@ -17,12 +17,17 @@ from typing import Any
 import pytest
 
 from statecar_contract.components import ResolvedComponent
-from statecar_contract.wiring import WIRING_FILE, decode
+from statecar_contract.wiring import WIRING_FILE, app_secret_name, decode
 from statecar_operator.cluster.events import EventRecorder, EventType, ObjectRef
 from statecar_operator.cluster.kube import ConflictError
-from statecar_operator.reconciliation.component_index import ComponentEntry, component_entry
+from statecar_operator.reconciliation.component_index import (
+    ComponentEntry,
+    component_entry,
+    merged,
+)
 from statecar_operator.reconciliation.conditions import Reachability
 from statecar_operator.reconciliation.reconciler import Reconciler, View
+from statecar_operator.reconciliation.wiring_secret import WIRING_LABELS
 
 UP = Reachability("True", "Reachable", "answers PING")
 DOWN = Reachability("False", "ConnectionRefused", "refuses connections")
@@ -83,6 +88,16 @@ class FakeCluster:
         if current is not None and (uid is None or current["metadata"]["uid"] == uid):
             del self.secrets[(namespace, name)]
             self.writes.append(f"delete {name}")
+
+    async def list_wiring_secrets(self, namespace: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: copy.deepcopy(body)
+            for (ns, name), body in self.secrets.items()
+            if ns == namespace
+            and all(
+                (body["metadata"].get("labels") or {}).get(k) == v for k, v in WIRING_LABELS.items()
+            )
+        }
 
     async def patch_component_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
@@ -392,12 +407,12 @@ async def test_our_own_wiring_write_is_no_news_but_someone_elses_is(h: Harness) 
         "statecar.io/config-hash"
     ]
     h.reconciler._dirty.clear()
-    h.reconciler.wiring_secret_changed("shop", written, deleted=False)
+    h.reconciler.wiring_secret_changed("shop", "statecar-wiring", written, deleted=False)
     assert h.reconciler._dirty == set()
-    h.reconciler.wiring_secret_changed("shop", "edited", deleted=False)
+    h.reconciler.wiring_secret_changed("shop", "statecar-wiring", "edited", deleted=False)
     assert h.reconciler._dirty == {"shop"}
     h.reconciler._dirty.clear()
-    h.reconciler.wiring_secret_changed("shop", written, deleted=True)
+    h.reconciler.wiring_secret_changed("shop", "statecar-wiring", written, deleted=True)
     assert h.reconciler._dirty == {"shop"}
 
 
@@ -492,3 +507,124 @@ async def test_encryption_keys_reach_the_wiring_with_their_secret_names(h: Harne
     assert (resolved["status"], resolved["reason"]) == ("False", "SecretValueInvalid")
     assert "spec.metadata.primaryEncryptionKey" in resolved["message"]
     assert "abc" not in resolved["message"]
+
+
+async def test_scoped_credentials_go_only_to_their_apps_secrets(h: Harness) -> None:
+    """Issue 11.1: the shared Secret holds only unscoped components; each app id named in a
+    scope gets a Secret with exactly its components; a scope removed takes its Secret away."""
+    h.cluster.put_secret("shop", "redis-auth", {"password": "s3cret"})
+    h.set_components(
+        component("orders", {**ORDERS, "scopes": ["checkout", "cart"]}),
+        component("sessions", SESSIONS),
+    )
+    await h.reconcile()
+
+    def content(name: str) -> dict[str, ResolvedComponent]:
+        body = h.cluster.secrets[("shop", name)]
+        return {c.name: c for c in decode(base64.b64decode(body["data"][WIRING_FILE])).components}
+
+    assert set(content("statecar-wiring")) == {"sessions"}
+    for app in ("checkout", "cart"):
+        orders = content(app_secret_name(app))
+        assert set(orders) == {"orders"}
+        assert orders["orders"].metadata["redisPassword"] == "s3cret"
+        owners = h.cluster.secrets[("shop", app_secret_name(app))]["metadata"]["ownerReferences"]
+        assert [o["name"] for o in owners] == ["orders"]
+    status = h.cluster.statuses[("shop", "orders")]
+    shared = h.cluster.secrets[("shop", "statecar-wiring")]
+    assert status["configHash"]
+    assert status["configHash"] != shared["metadata"]["annotations"]["statecar.io/config-hash"]
+
+    # cart leaves the scopes: its Secret goes; checkout's stays, nothing else is touched.
+    h.cluster.writes.clear()
+    h.set_components(
+        component("orders", {**ORDERS, "scopes": ["checkout"]}, generation=2),
+        component("sessions", SESSIONS),
+    )
+    await h.reconcile()
+    assert ("shop", app_secret_name("cart")) not in h.cluster.secrets
+    assert f"delete {app_secret_name('cart')}" in h.cluster.writes
+    assert set(content(app_secret_name("checkout"))) == {"orders"}
+
+    # Unscoped now: it moves to the shared Secret and no per-app Secret is left.
+    h.set_components(component("orders", ORDERS, generation=3), component("sessions", SESSIONS))
+    await h.reconcile()
+    assert set(content("statecar-wiring")) == {"orders", "sessions"}
+    assert [n for ns, n in h.cluster.secrets if n.startswith("statecar-wiring-")] == []
+
+
+async def test_a_foreign_secret_with_an_apps_wiring_name_is_never_overwritten(h: Harness) -> None:
+    h.cluster.put_secret("shop", app_secret_name("checkout"), {"mine": "x"})
+    h.set_components(component("sessions", {**SESSIONS, "scopes": ["checkout"]}))
+    await h.reconcile()
+    assert h.cluster.secrets[("shop", app_secret_name("checkout"))]["data"].keys() == {"mine"}
+    ready = h.cluster.condition("sessions", "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "WiringConflict")
+    assert app_secret_name("checkout") in ready["message"]
+
+
+def dapr_component(name: str, spec: dict[str, Any], **extra: Any) -> ComponentEntry:
+    return component_entry(
+        {
+            "apiVersion": "dapr.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": name, "namespace": "shop", "uid": f"uid-{name}", "generation": 1},
+            "spec": spec,
+            **extra,
+        }
+    )
+
+
+DAPR_ORDERS = {
+    "type": "state.redis",
+    "version": "v1",
+    "metadata": [
+        {"name": "redisHost", "value": "redis:6379"},
+        {"name": "redisPassword", "secretKeyRef": {"name": "redis-auth", "key": "password"}},
+    ],
+}
+
+
+async def test_a_dapr_component_is_wired_like_ours_but_its_status_is_left_alone(
+    h: Harness,
+) -> None:
+    """Issue 10.5: Dapr's own state.* Components are wired (secrets resolved, scopes kept,
+    owned for garbage collection) and reported with Events, never with a status write."""
+    h.cluster.put_secret("shop", "redis-auth", {"password": "s3cret"})
+    entry = dapr_component("dapr-orders", DAPR_ORDERS, scopes=["checkout"])
+    assert entry.is_dapr
+    h.set_components(entry, component("sessions", SESSIONS))
+    await h.reconcile()
+    body = h.cluster.secrets[("shop", app_secret_name("checkout"))]
+    (wired,) = decode(base64.b64decode(body["data"][WIRING_FILE])).components
+    assert (wired.name, wired.metadata["redisPassword"]) == ("dapr-orders", "s3cret")
+    assert wired.key_prefix == "appid"
+    (owner,) = body["metadata"]["ownerReferences"]
+    assert (owner["apiVersion"], owner["kind"], owner["name"]) == (
+        "dapr.io/v1alpha1",
+        "Component",
+        "dapr-orders",
+    )
+    assert ("shop", "dapr-orders") not in h.cluster.statuses
+    assert ("shop", "sessions") in h.cluster.statuses
+    # A missing Secret: an Event on the Dapr Component, still no status write.
+    h.cluster.secrets.pop(("shop", "redis-auth"))
+    h.set_components(dapr_component("dapr-orders", DAPR_ORDERS, scopes=["checkout"]))
+    await h.reconcile()
+    assert ("dapr-orders", "Warning", "SecretNotFound") in [e[:3] for e in h.events.recorded]
+    assert ("shop", "dapr-orders") not in h.cluster.statuses
+
+
+def test_a_dapr_component_on_another_secret_store_is_refused_by_name() -> None:
+    entry = dapr_component("vaulted", DAPR_ORDERS, auth={"secretStore": "vault"})
+    assert entry.spec is None
+    assert entry.error is not None
+    assert "auth.secretStore" in entry.error
+    assert dapr_component("default", DAPR_ORDERS, auth={"secretStore": "kubernetes"}).spec
+
+
+def test_ours_wins_over_a_dapr_component_of_the_same_name() -> None:
+    ours = component("orders", SESSIONS)
+    theirs = dapr_component("orders", DAPR_ORDERS)
+    other = dapr_component("other", DAPR_ORDERS)
+    assert merged([ours], [theirs, other]) == [ours, other]

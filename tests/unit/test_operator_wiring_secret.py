@@ -7,7 +7,7 @@ import hashlib
 from typing import Any
 
 from statecar_contract.components import ResolvedComponent
-from statecar_contract.wiring import WIRING_FILE, decode, encode_bytes
+from statecar_contract.wiring import WIRING_FILE, app_secret_name, decode, encode_bytes
 from statecar_operator.reconciliation import wiring_secret
 from statecar_operator.reconciliation.wiring_secret import ComponentOwner
 
@@ -104,3 +104,80 @@ def test_an_owner_change_alone_is_a_difference() -> None:
 def test_managed_detection() -> None:
     assert wiring_secret.is_managed(secret([ORDERS]))
     assert not wiring_secret.is_managed({"metadata": {"name": "statecar-wiring"}})
+
+
+# --- which components go to which Secret (issue 11.1) -------------------------------------------
+
+
+def live(
+    name: str, scopes: tuple[str, ...] | None, *, resolved: bool = True
+) -> wiring_secret.LiveComponent:
+    component = ResolvedComponent(name=name, type="state.in-memory", scopes=scopes or ())
+    return wiring_secret.LiveComponent(
+        ComponentOwner(name, f"uid-{name}"), scopes, component if resolved else None
+    )
+
+
+def test_unscoped_components_are_shared_and_scoped_ones_go_to_their_apps_only() -> None:
+    plans = wiring_secret.plan_secrets(
+        [
+            live("sessions", ()),
+            live("orders", ("checkout", "cart")),
+            live("ledger", ("billing",)),
+        ]
+    )
+    by_name = {n: [c.name for c in p.components] for n, p in plans.items()}
+    assert by_name == {
+        "statecar-wiring": ["sessions"],
+        app_secret_name("billing"): ["ledger"],
+        app_secret_name("cart"): ["orders"],
+        app_secret_name("checkout"): ["orders"],
+    }
+    assert plans[app_secret_name("cart")].app_id == "cart"
+    assert plans["statecar-wiring"].app_id is None
+    # Owners: the shared Secret every component (GC once all are gone); an app's, its scopers.
+    assert [o.name for o in plans["statecar-wiring"].owners] == ["sessions", "orders", "ledger"]
+    assert [o.name for o in plans[app_secret_name("billing")].owners] == ["ledger"]
+    assert wiring_secret.secrets_of(plans, "orders") == sorted(
+        [app_secret_name("cart"), app_secret_name("checkout")]
+    )
+
+
+def test_an_unresolved_or_invalid_component_is_in_no_content_but_keeps_its_app_secret() -> None:
+    plans = wiring_secret.plan_secrets(
+        [live("orders", ("checkout",), resolved=False), live("broken", None, resolved=False)]
+    )
+    assert set(plans) == {"statecar-wiring", app_secret_name("checkout")}
+    assert all(p.components == () for p in plans.values())
+    assert [o.name for o in plans["statecar-wiring"].owners] == ["orders", "broken"]
+    assert wiring_secret.plan_secrets([]) == {}
+
+
+def test_app_secret_names_are_valid_distinct_and_stable() -> None:
+    import re
+
+    ids = ["checkout", "Checkout", "check_out", "check.out", "a" * 253, "x-" * 50 + "y"]
+    names = [app_secret_name(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    for name in names:
+        assert len(name) <= 253
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name), name
+        assert name.startswith("statecar-wiring-")
+    assert app_secret_name("checkout") == app_secret_name("checkout")
+
+
+def test_a_per_app_secret_names_its_app_and_the_pod_hash_combines_both() -> None:
+    body = wiring_secret.build_wiring_secret(
+        namespace="shop",
+        components=[ORDERS],
+        owners=[ComponentOwner("orders", "uid-1")],
+        salt="s",
+        name=app_secret_name("checkout"),
+        app_id="checkout",
+    )
+    assert body["metadata"]["name"] == app_secret_name("checkout")
+    assert body["metadata"]["annotations"]["statecar.io/app-id"] == "checkout"
+    assert wiring_secret.pod_config_hash(None, None) is None
+    both = wiring_secret.pod_config_hash("a", "b")
+    assert both not in (None, wiring_secret.pod_config_hash("a", None))
+    assert both != wiring_secret.pod_config_hash("a", "c")

@@ -214,6 +214,38 @@ def test_the_wiring_file_is_read_as_the_operator_wrote_it(tmp_path: Path) -> Non
     assert load_wiring_file(tmp_path / "missing.json").components == ()
 
 
+def test_a_wiring_folder_merges_the_shared_file_and_the_apps_own(tmp_path: Path) -> None:
+    """The injected sidecar mounts a folder: the namespace's unscoped components and its app's
+    scoped ones; a component seen in both (a scope change in flight) is the scoped copy."""
+    shared = wiring.with_components(
+        "shop",
+        [
+            ResolvedComponent("sessions", "state.in-memory"),
+            ResolvedComponent("orders", "state.in-memory"),
+        ],
+    )
+    app = wiring.with_components(
+        "shop", [ResolvedComponent("orders", "state.in-memory", scopes=("checkout",))]
+    )
+    folder = tmp_path / "wiring"
+    folder.mkdir()
+    # No file yet (both Secrets optional and absent): no component, no error.
+    assert load_wiring_file(folder).components == ()
+    (folder / wiring.SHARED_FILE).write_bytes(wiring.encode_bytes(shared))
+    (folder / wiring.APP_FILE).write_bytes(wiring.encode_bytes(app))
+    (folder / "..data").mkdir()  # the kubelet's bookkeeping is no wiring file
+    loaded = load_wiring_file(folder)
+    assert {c.name: c.scopes for c in loaded.components} == {
+        "orders": ("checkout",),
+        "sessions": (),
+    }
+    assert loaded.sources["orders"] == str(folder / wiring.APP_FILE)
+    assert loaded.sources["sessions"] == str(folder / wiring.SHARED_FILE)
+    (folder / wiring.APP_FILE).write_bytes(wiring.encode_bytes(wiring.with_components("other", [])))
+    with pytest.raises(ComponentError, match="different namespaces"):
+        load_wiring_file(folder)
+
+
 def test_a_wiring_component_the_backend_refuses_fails_alone_without_quoting_values(
     tmp_path: Path,
 ) -> None:

@@ -45,10 +45,17 @@ class ObjectRef:
     uid: str | None = None
 
     @classmethod
-    def component(cls, *, namespace: str, name: str, uid: str | None) -> ObjectRef:
-        return cls(
-            f"{contract.API_GROUP}/{contract.API_VERSION}", contract.KIND, name, namespace, uid
-        )
+    def component(
+        cls,
+        *,
+        namespace: str,
+        name: str,
+        uid: str | None,
+        api_version: str = f"{contract.API_GROUP}/{contract.API_VERSION}",
+        kind: str = contract.KIND,
+    ) -> ObjectRef:
+        """A StateStoreComponent (or, given its apiVersion and kind, a Dapr Component)."""
+        return cls(api_version, kind, name, namespace, uid)
 
 
 def pod_event_target(pod: Mapping[str, Any], namespace: str) -> ObjectRef:

@@ -30,6 +30,8 @@ _JSON: Final = "application/json"
 #: for a dict body unless told (api_client.select_header_content_type).
 _MERGE_PATCH: Final = "application/merge-patch+json"
 _JSON_PATCH: Final = "application/json-patch+json"
+#: The labels every wiring Secret carries (`reconciliation.wiring_secret.WIRING_LABELS`).
+WIRING_SELECTOR: Final = "app.kubernetes.io/managed-by=statecar,app.kubernetes.io/component=wiring"
 _RESPONSE_TYPES: Final = {200: "object", 201: "object", 202: "object"}
 
 
@@ -123,6 +125,19 @@ class Kube:
         except NotFoundError:
             return None
 
+    async def list_wiring_secrets(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """The namespace's Secrets labelled as statecar's wiring, by name."""
+        listing = await self._request(
+            "GET",
+            _path("api", "v1", "namespaces", namespace, "secrets"),
+            query=[("labelSelector", WIRING_SELECTOR)],
+        )
+        return {
+            str(item["metadata"]["name"]): item
+            for item in listing.get("items") or []
+            if isinstance(item, dict) and (item.get("metadata") or {}).get("name")
+        }
+
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._request(
             "POST", _path("api", "v1", "namespaces", namespace, "secrets"), body=dict(body)
@@ -153,14 +168,19 @@ class Kube:
         path = _path(*_component_base(namespace), name, "status")
         await self._request("PATCH", path, body={"status": dict(status)}, content_type=_MERGE_PATCH)
 
-    async def list_component_uids(self, namespaces: Sequence[str] = ()) -> set[str]:
-        """Every component's uid: cluster-wide, or in each of `namespaces` (restricted RBAC)."""
-        group = ("apis", contract.API_GROUP, contract.API_VERSION)
-        paths = (
-            [_path(*group, "namespaces", ns, contract.PLURAL) for ns in namespaces]
-            if namespaces
-            else [_path(*group, contract.PLURAL)]
-        )
+    async def list_component_uids(
+        self, namespaces: Sequence[str] = (), *, dapr_components: bool = False
+    ) -> set[str]:
+        """Every component's uid: cluster-wide, or in each of `namespaces` (restricted RBAC);
+        with `dapr_components`, every Dapr Component's too (each of them is indexed)."""
+        kinds = [(contract.API_GROUP, contract.API_VERSION, contract.PLURAL)]
+        if dapr_components:
+            kinds.append(contract.DAPR_COMPONENTS_RESOURCE)
+        paths = [
+            _path("apis", group, version, *(("namespaces", ns) if ns else ()), plural)
+            for group, version, plural in kinds
+            for ns in (namespaces or [""])
+        ]
         uids: set[str] = set()
         for path in paths:
             listing = await self._request("GET", path)
@@ -170,6 +190,30 @@ class Kube:
                 if isinstance(item, Mapping) and "uid" in (item.get("metadata") or {})
             )
         return uids
+
+    # --- Workloads (the opt-in rollout of stale sidecars; `reconciliation.sidecar_updates`) ----
+
+    async def read_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ReplicaSet, Deployment, StatefulSet or DaemonSet (apps/v1)."""
+        try:
+            return await self._request("GET", _workload_path(kind, namespace, name))
+        except NotFoundError:
+            return None
+
+    async def patch_workload(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._request(
+            "PATCH",
+            _workload_path(kind, namespace, name),
+            body=dict(patch),
+            content_type=_MERGE_PATCH,
+        )
+
+    async def list_disruption_budgets(self, namespace: str) -> list[dict[str, Any]]:
+        path = _path("apis", "policy", "v1", "namespaces", namespace, "poddisruptionbudgets")
+        listing = await self._request("GET", path)
+        return [i for i in listing.get("items") or [] if isinstance(i, dict)]
 
     # --- Leases (leader election) -------------------------------------------------------------
 
@@ -292,6 +336,16 @@ class Kube:
         await self._request(
             "POST", _path("api", "v1", "namespaces", namespace, "events"), body=dict(body)
         )
+
+
+def _workload_path(kind: str, namespace: str, name: str) -> str:
+    plural = {
+        "ReplicaSet": "replicasets",
+        "Deployment": "deployments",
+        "StatefulSet": "statefulsets",
+        "DaemonSet": "daemonsets",
+    }[kind]
+    return _path("apis", "apps", "v1", "namespaces", namespace, plural, name)
 
 
 def _webhook_configuration_path(kind: str, name: str | None) -> str:

@@ -16,7 +16,14 @@ from typing import Any, Final
 
 from statecar_contract import annotations as ann
 from statecar_contract import env
-from statecar_contract.wiring import WIRING_FILE, WIRING_MOUNT_PATH, WIRING_SECRET_NAME
+from statecar_contract.wiring import (
+    APP_FILE,
+    SHARED_FILE,
+    WIRING_FILE,
+    WIRING_MOUNT_PATH,
+    WIRING_SECRET_NAME,
+    app_secret_name,
+)
 from statecar_operator.injection.annotations import SecretKey
 from statecar_operator.injection.plan import (
     DATA_VOLUME,
@@ -63,7 +70,7 @@ def apply_injection(pod: MutableMapping[str, Any], plan: InjectionPlan) -> None:
         _ensure_env(container, app_env)
 
     volumes = list(spec.get("volumes") or [])
-    for wanted in build_volumes():
+    for wanted in build_volumes(plan):
         index = next((i for i, v in enumerate(volumes) if v.get("name") == wanted["name"]), None)
         if index is None:
             volumes.append(wanted)
@@ -157,7 +164,8 @@ def build_sidecar_env(plan: InjectionPlan) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = [
         {"name": env.APP_ID, "value": plan.app_id},
         {"name": env.NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": env.WIRING_FILE, "value": f"{WIRING_MOUNT_PATH}/{WIRING_FILE}"},
+        # The folder: the sidecar merges the wiring files in it (`statecar_contract.wiring`).
+        {"name": env.WIRING_FILE, "value": WIRING_MOUNT_PATH},
         {"name": env.HTTP_PORT, "value": str(plan.http_port)},
         {"name": env.GRPC_PORT, "value": str(plan.grpc_port)},
         {"name": env.METRICS_PORT, "value": str(plan.metrics_port)},
@@ -192,11 +200,38 @@ def build_app_env(plan: InjectionPlan) -> list[dict[str, Any]]:
     return entries
 
 
-def build_volumes() -> list[dict[str, Any]]:
+def build_wiring_volume(app_id: str) -> dict[str, Any]:
+    """
+    The sidecar's wiring: the namespace's shared Secret and its app's own, nothing else.
+
+    One projected volume, so the kubelet swaps both files together. Each source is optional:
+    the pod starts before the operator has written a Secret (no component yet, or none scoped
+    to this app); the kubelet fills the file once it exists and the sidecar loads it then. Only
+    the `components.json` key is projected, under a name that says which Secret it came from.
+    """
+    return {
+        "name": WIRING_VOLUME,
+        "projected": {
+            "sources": [
+                {
+                    "secret": {
+                        "name": name,
+                        "optional": True,
+                        "items": [{"key": WIRING_FILE, "path": path}],
+                    }
+                }
+                for name, path in (
+                    (WIRING_SECRET_NAME, SHARED_FILE),
+                    (app_secret_name(app_id), APP_FILE),
+                )
+            ]
+        },
+    }
+
+
+def build_volumes(plan: InjectionPlan) -> list[dict[str, Any]]:
     return [
-        # Optional: the pod starts before the operator has written the Secret (no component yet);
-        # the kubelet fills the volume once it exists and the sidecar loads it then.
-        {"name": WIRING_VOLUME, "secret": {"secretName": WIRING_SECRET_NAME, "optional": True}},
+        build_wiring_volume(plan.app_id),
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
         {"name": DATA_VOLUME, "emptyDir": {}},
     ]

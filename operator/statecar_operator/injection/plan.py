@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from statecar_contract import annotations as ann
 from statecar_contract import env
 from statecar_contract.components import ComponentSpec
-from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_contract.wiring import WIRING_SECRET_NAME, is_wiring_secret_name
 from statecar_operator.injection.annotations import (
     SecretKey,
     bool_problem,
@@ -114,6 +114,8 @@ class InjectionPlan:
     config_hash: str | None = None
     #: The Dapr gRPC API's port on the pod's loopback, exported to the app as DAPR_GRPC_PORT.
     grpc_port: int = ann.DEFAULT_GRPC_PORT
+    #: `InjectorSettings.config_hash`: which injection configuration made this sidecar.
+    injector_hash: str | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def status_annotation(self) -> str:
@@ -123,6 +125,7 @@ class InjectionPlan:
                 "appId": self.app_id,
                 "configHash": self.config_hash,
                 "image": self.image,
+                "injectorHash": self.injector_hash,
                 "version": self.version,
             },
             sort_keys=True,
@@ -137,15 +140,17 @@ def plan_injection(
     components_in_namespace: Sequence[ComponentSpec],
     settings: InjectorSettings,
     owner_name_hint: str | None = None,
-    config_hash: str | None = None,
+    config_hash: str | Callable[[str], str | None] | None = None,
+    dapr_injector_installed: bool = False,
 ) -> InjectionPlan | Skip:
     """
-    Decide whether and how to inject `pod` (a Pod or a pod template: `metadata` + `spec`).
+        Decide whether and how to inject `pod` (a Pod or a pod template: `metadata` + `spec`).
 
-    `components_in_namespace` are the namespace's *valid* components (invalid ones never reach
-    the wiring); `config_hash` is the hash on the namespace's wiring Secret, if there is one yet.
-    Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations and
-    with the pod itself (hostNetwork without a token, reserved names, a malformed shape).
+        `components_in_namespace` are the namespace's *valid* components (invalid ones never reach
+        the wiring); `config_hash` is the hash of the pod's wiring Secrets, if there is one yet, or a
+    function of the app id giving it (the webhook's: the pod's app id is only known here).
+        Raises InjectionError listing every problem with the pod's `statecar.io/*` annotations and
+        with the pod itself (hostNetwork without a token, reserved names, a malformed shape).
     """
     metadata: Any = pod.get("metadata") or {}
     annotations: Any = metadata.get("annotations") or {} if isinstance(metadata, Mapping) else {}
@@ -156,6 +161,27 @@ def plan_injection(
             [f"metadata.annotations: must be a map (name: value), not {_kind(annotations)}"]
         )
     ours, not_strings = _our_annotations(annotations)
+    dapr_keys: dict[str, str] = {}
+    if settings.dapr_annotations and ann.ENABLED not in ours:
+        dapr, dapr_notes = from_dapr_annotations(annotations)
+        if dapr.get(ann.ENABLED) is not None and parse_bool(dapr[ann.ENABLED]) is True:
+            if dapr_injector_installed:
+                return Skip(
+                    "DaprInjectorInstalled",
+                    f"Dapr's own sidecar injector is installed (MutatingWebhookConfiguration "
+                    f"{ann.DAPR_INJECTOR_WEBHOOK}), so it serves {_DAPR_ENABLED}; statecar "
+                    "honours dapr.io/* annotations only where it is not. Set "
+                    f'{ann.ENABLED}: "true" to get statecar instead',
+                    notify=True,
+                )
+            dapr_keys = {v: k for k, v in ann.DAPR_EQUIVALENTS.items() if v in dapr}
+            # The pod's own statecar.io/* annotations win over the translated ones.
+            ours = {**dapr, **ours}
+            warnings_from_dapr = dapr_notes
+        else:
+            warnings_from_dapr = []
+    else:
+        warnings_from_dapr = []
     if not ours and not not_strings:
         return Skip("NotRequested", "the pod has no statecar.io annotations", notify=False)
     if not_strings:
@@ -175,7 +201,7 @@ def plan_injection(
         return Skip("OptedOut", f"{ann.ENABLED} is {ours[ann.ENABLED]!r}", notify=False)
 
     problems: list[str] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(warnings_from_dapr)
     spec = _check_shape(pod)
     problems.extend(unknown_keys(ours))
 
@@ -204,8 +230,10 @@ def plan_injection(
     requested = read_component_names(ours.get(ann.COMPONENTS), problems)
 
     _check_containers(spec, annotations, http_port, metrics_port, problems, grpc_port)
-    if parse_bool(str(annotations.get(_DAPR_ENABLED, "false"))) and (
-        {http_port, metrics_port, grpc_port} & _DAPR_PORTS
+    if (
+        not dapr_keys
+        and parse_bool(str(annotations.get(_DAPR_ENABLED, "false")))
+        and ({http_port, metrics_port, grpc_port} & _DAPR_PORTS)
     ):
         problems.append(
             f"the pod also asks for the Dapr sidecar ({_DAPR_ENABLED}), which binds "
@@ -226,6 +254,9 @@ def plan_injection(
             f"the pod uses hostNetwork, so the statecar state API port {http_port} is bound on the "
             "node's loopback and must be unique among such pods on a node"
         )
+    if dapr_keys:
+        # Name what the pod says: a translated value's problem is its dapr.io/* annotation's.
+        problems = [_dapr_named(p, dapr_keys) for p in problems]
     if problems or app_id is None or http_port is None or metrics_port is None or grpc_port is None:
         raise InjectionError(problems)  # each None above came with a problem
 
@@ -255,9 +286,60 @@ def plan_injection(
         limits=limits,
         extra_env=extra_env,
         max_body_bytes=max_body,
-        config_hash=config_hash,
+        config_hash=config_hash(app_id) if callable(config_hash) else config_hash,
+        injector_hash=settings.config_hash(),
         warnings=tuple(warnings),
     )
+
+
+def from_dapr_annotations(annotations: Mapping[Any, Any]) -> tuple[dict[str, str], list[str]]:
+    """
+    Dapr's annotations of a pod as their `statecar.io/*` equivalents (`ann.DAPR_EQUIVALENTS`),
+    and a warning naming the `dapr.io/*` annotations statecar has no use for (it serves only
+    the state API: `dapr.io/app-port`, `dapr.io/config`, ... change nothing). Pure; values are
+    passed through unchanged and checked like the pod's own `statecar.io/*` ones.
+    """
+    translated: dict[str, str] = {}
+    ignored: list[str] = []
+    for key, value in annotations.items():
+        if not isinstance(key, str) or not key.startswith(ann.DAPR_PREFIX):
+            continue
+        target = ann.DAPR_EQUIVALENTS.get(key)
+        if target is None:
+            ignored.append(key)
+        elif isinstance(value, str):
+            translated[target] = value
+    notes = []
+    if ann.ENV in translated:
+        # dapr.io/env configures daprd (GOMAXPROCS, GODEBUG, ...): only what statecar's sidecar
+        # reads is passed on; a malformed item is kept, to be refused with its message.
+        kept, dropped = [], []
+        for item in translated[ann.ENV].split(","):
+            name, sep, _ = item.partition("=")
+            if sep and name.strip() not in env.USER_SETTABLE:
+                dropped.append(name.strip())
+            elif item.strip():
+                kept.append(item)
+        translated[ann.ENV] = ",".join(kept)
+        if dropped:
+            notes.append(
+                f"{ann.DAPR_PREFIX}env: {', '.join(dropped)} set daprd's environment; the "
+                "statecar sidecar does not receive them"
+            )
+    if ignored:
+        notes.append(
+            "statecar serves only Dapr's state API; these annotations change nothing: "
+            + ", ".join(sorted(ignored))
+        )
+    return translated, notes
+
+
+def _dapr_named(problem: str, dapr_keys: Mapping[str, str]) -> str:
+    """A problem about a translated annotation, naming the dapr.io/* key the pod set."""
+    for ours, theirs in dapr_keys.items():
+        if problem.startswith(ours + ":"):
+            return theirs + problem[len(ours) :]
+    return problem
 
 
 def _kind(value: Any) -> str:
@@ -417,13 +499,31 @@ def _check_containers(
         if not isinstance(volume, Mapping) or volume.get("name") not in _OUR_VOLUMES:
             continue
         if volume["name"] == WIRING_VOLUME:
-            ours_too = (volume.get("secret") or {}).get("secretName") == WIRING_SECRET_NAME
+            ours_too = _is_our_wiring_volume(volume)
         else:
             ours_too = "emptyDir" in volume
         if not ours_too:
             problems.append(
                 f"the volume name {volume['name']!r} is reserved for statecar; rename it"
             )
+
+
+def _is_our_wiring_volume(volume: Mapping[str, Any]) -> bool:
+    """An injected wiring volume: today's projected one, or an earlier release's Secret volume."""
+    if (volume.get("secret") or {}).get("secretName") == WIRING_SECRET_NAME:
+        return True
+    sources = (volume.get("projected") or {}).get("sources")
+    return (
+        isinstance(sources, list)
+        and bool(sources)
+        and all(
+            isinstance(source, Mapping)
+            and set(source) == {"secret"}
+            and isinstance(source["secret"], Mapping)
+            and is_wiring_secret_name(source["secret"].get("name"))
+            for source in sources
+        )
+    )
 
 
 def _env_overrides(spec: Mapping[str, Any], http_port: int | None) -> list[str]:

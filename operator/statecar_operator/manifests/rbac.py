@@ -9,8 +9,14 @@ Least privilege, rule by rule (each verb is used by the code named next to it):
   status; kopf writes nothing else: no finalizers, no progress annotations, see `reconciliation.reconciler`).
 * Secrets, cluster-wide `get, list, watch`: resolving `secretKeyRef`s in any namespace, and the
   watch that re-renders the wiring when a referenced Secret changes (a rotated password).
-  `create`: the wiring Secret of a namespace (RBAC cannot restrict `create` by name);
-  `update, delete` only on Secrets named `statecar-wiring` (`resourceNames`).
+  `create, update, delete`: the wiring Secrets of a namespace (`reconciliation.wiring_secret`:
+  the shared `statecar-wiring` and one `statecar-wiring-<app>-<hash>` per scoped app id). RBAC
+  can restrict `update`/`delete` by exact name only and `create` not at all, and the per-app
+  names are not known at install time, so these verbs are granted on Secrets and narrowed by a
+  ValidatingAdmissionPolicy (`secret_policy`), bound to the operator's ServiceAccount only: it
+  may create, update and delete only Secrets of type `statecar.io/wiring` named like a wiring
+  Secret (the type is immutable, so no user Secret can be turned into one), and its webhook
+  certificate Secret. That is narrower than before (`create` used to be unrestricted).
 * Events `create`: skipped pods, rejected pods and condition changes (kopf's own warnings too).
 * CustomResourceDefinitions `list, watch`: kopf's resource observer notices the CRD being
   installed or upgraded after the operator started (without it kopf only scans at startup).
@@ -29,7 +35,20 @@ Only with operator-managed webhook certificates (`webhook_secret`, the chart's d
   `create` or `delete`: the chart creates and deletes them, and no other webhook
   configuration of the cluster is readable or writable.
 
-Nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
+With the Dapr-annotations option (`dapr_annotations`, the chart's `dapr.annotations`): `get` and
+`watch` of the MutatingWebhookConfiguration `dapr-sidecar-injector`, by name
+(`cluster.dapr_injector`: statecar honours `dapr.io/*` annotations only while it is absent).
+
+With the Dapr-components option (`dapr_components`, the chart's `dapr.components`): Dapr's
+Components (`components.dapr.io`) `get, list, watch`, beside the StateStoreComponents; never
+written (their status is Dapr's: the operator reports on them with Events only).
+
+With stale-sidecar reporting (`stale_sidecars`): pods `get, list, watch` (kopf indexes the pods
+labelled `statecar.io/injected=true`; never written). With the rollout (`auto_rollout`):
+ReplicaSets `get` (a pod's Deployment), Deployments/StatefulSets/DaemonSets `get, patch` (the
+`statecar.io/restartedAt` annotation) and PodDisruptionBudgets `list`.
+
+Otherwise nothing on pods (admission gets the pod in the request), namespaces (kopf runs cluster-wide,
 so it does not list them), or kopf's peering resources (peering is off; `cluster.leader` explains why).
 
 Restricted to some namespaces (`namespaces=`, the operator's `STATECAR_OPERATOR_NAMESPACES`):
@@ -48,13 +67,16 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from statecar_contract import components as contract
+from statecar_contract.annotations import DAPR_INJECTOR_WEBHOOK
 from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_operator.manifests.labels import WIRING_SECRET_TYPE
 from statecar_operator.manifests.webhooks import (
     MUTATING_CONFIGURATION_NAME,
     VALIDATING_CONFIGURATION_NAME,
 )
 
 CLUSTER_ROLE_NAME: Final = "statecar-operator"
+SECRET_POLICY_NAME: Final = "statecar-operator-secrets"  # noqa: S105  # a policy name, not a credential
 ROLE_NAME: Final = "statecar-operator-leader-election"
 
 NAMESPACED_RULES: Final[tuple[dict[str, Any], ...]] = (
@@ -69,14 +91,29 @@ NAMESPACED_RULES: Final[tuple[dict[str, Any], ...]] = (
         "verbs": ["patch"],
     },
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-    {
-        "apiGroups": [""],
-        "resources": ["secrets"],
-        "resourceNames": [WIRING_SECRET_NAME],
-        "verbs": ["update", "delete"],
-    },
+    # Narrowed to wiring Secrets by `secret_policy` (RBAC cannot name them in advance).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update", "delete"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+)
+#: With the Dapr-components option: Dapr's Components, read like StateStoreComponents (never
+#: written: no status, no finalizer).
+DAPR_COMPONENT_RULES: Final[tuple[dict[str, Any], ...]] = (
+    {"apiGroups": ["dapr.io"], "resources": ["components"], "verbs": ["get", "list", "watch"]},
+)
+#: With stale-sidecar reporting: injected pods, read (a label-selected watch; never written).
+POD_RULES: Final[tuple[dict[str, Any], ...]] = (
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+)
+#: With the rollout: a stale pod's ReplicaSet (to find its Deployment), the workloads (read, and
+#: patched with `statecar.io/restartedAt`), and the PodDisruptionBudgets that may hold it back.
+ROLLOUT_RULES: Final[tuple[dict[str, Any], ...]] = (
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets", "daemonsets"],
+        "verbs": ["get", "patch"],
+    },
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["list"]},
 )
 CRD_RULES: Final[tuple[dict[str, Any], ...]] = (
     {
@@ -105,6 +142,18 @@ def webhook_configuration_rules() -> tuple[dict[str, Any], ...]:
     )
 
 
+def dapr_injector_rules() -> tuple[dict[str, Any], ...]:
+    """With the Dapr-annotations option: whether Dapr's injector is installed, by its one name."""
+    return (
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [DAPR_INJECTOR_WEBHOOK],
+            "verbs": ["get", "watch"],
+        },
+    )
+
+
 def webhook_secret_rules(secret_name: str) -> tuple[dict[str, Any], ...]:
     """Namespaced rules for the Secret of the operator-managed webhook certificate."""
     return (
@@ -115,6 +164,86 @@ def webhook_secret_rules(secret_name: str) -> tuple[dict[str, Any], ...]:
             "verbs": ["update"],
         },
     )
+
+
+def _written(variable: str) -> str:
+    """CEL: the Secret as written (`object`), or as it was for a DELETE (`oldObject`)."""
+    return f"(request.operation == 'DELETE' ? oldObject : object).{variable}"
+
+
+def secret_policy(
+    *,
+    namespace: str,
+    service_account: str,
+    webhook_secret: str | None = None,
+    name: str = SECRET_POLICY_NAME,
+) -> list[dict[str, Any]]:
+    """
+    A ValidatingAdmissionPolicy and its binding: the operator's ServiceAccount may create,
+    update and delete only wiring Secrets (their type and name prefix) and, in its own
+    namespace, create and update its webhook certificate Secret. Everyone else is not matched at all
+    (`matchConditions` on the username), so the policy costs nothing for other requests.
+    """
+    user = f"system:serviceaccount:{namespace}:{service_account}"
+    wiring = (
+        f"has({_written('type')}) && {_written('type')} == '{WIRING_SECRET_TYPE}' && "
+        f"({_written('metadata.name')} == '{WIRING_SECRET_NAME}' || "
+        f"{_written('metadata.name')}.startsWith('{WIRING_SECRET_NAME}-')) && "
+        # An update keeps the type (Secrets' type is immutable): checked anyway, on both sides.
+        f"(request.operation != 'UPDATE' || (has(oldObject.type) && "
+        f"oldObject.type == '{WIRING_SECRET_TYPE}'))"
+    )
+    allowed = wiring
+    if webhook_secret:
+        # Created and rotated, never deleted (the chart or an admin does that).
+        allowed = (
+            f"({wiring}) || (request.operation != 'DELETE' && request.namespace == '{namespace}' "
+            f"&& object.metadata.name == '{webhook_secret}')"
+        )
+    labels = {"app.kubernetes.io/name": "statecar", "app.kubernetes.io/component": "operator"}
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE", "DELETE"],
+                            "resources": ["secrets"],
+                        }
+                    ]
+                },
+                "matchConditions": [
+                    {
+                        "name": "statecar-operator",
+                        "expression": f"request.userInfo.username == '{user}'",
+                    }
+                ],
+                "validations": [
+                    {
+                        "expression": allowed,
+                        "message": (
+                            "statecar's operator may write only its wiring Secrets (type "
+                            f"{WIRING_SECRET_TYPE}, named {WIRING_SECRET_NAME} or "
+                            f"{WIRING_SECRET_NAME}-*) and its webhook certificate Secret"
+                        ),
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"policyName": name, "validationActions": ["Deny"]},
+        },
+    ]
 
 
 def lease_rules(lease_name: str) -> tuple[dict[str, Any], ...]:
@@ -136,6 +265,10 @@ def manifests(
     lease_name: str = "statecar-operator",
     webhook_secret: str | None = None,
     namespaces: Sequence[str] = (),
+    dapr_annotations: bool = False,
+    dapr_components: bool = False,
+    stale_sidecars: bool = False,
+    auto_rollout: bool = False,
 ) -> list[dict[str, Any]]:
     """
     ClusterRole + Role and their bindings to `service_account` in `namespace`; with
@@ -143,9 +276,16 @@ def manifests(
     `namespaces`, the namespaced rules as a Role in each of them instead of cluster-wide.
     """
     watched = sorted(set(namespaces))
+    namespaced_rules = [
+        *NAMESPACED_RULES,
+        *(DAPR_COMPONENT_RULES if dapr_components else ()),
+        *(POD_RULES if stale_sidecars or auto_rollout else ()),
+        *(ROLLOUT_RULES if auto_rollout else ()),
+    ]
     cluster_rules = [
-        *(() if watched else CLUSTER_RULES),
+        *(() if watched else (*namespaced_rules, *CRD_RULES)),
         *(webhook_configuration_rules() if webhook_secret else ()),
+        *(dapr_injector_rules() if dapr_annotations else ()),
     ]
     own_namespace_rules: list[dict[str, Any]] = []
     if watched:
@@ -216,7 +356,7 @@ def manifests(
                         "namespace": watched_namespace,
                         "labels": labels,
                     },
-                    "rules": [dict(rule) for rule in NAMESPACED_RULES],
+                    "rules": [dict(rule) for rule in namespaced_rules],
                 },
                 {
                     "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -234,5 +374,8 @@ def manifests(
                     "subjects": subject,
                 },
             )
+        ),
+        *secret_policy(
+            namespace=namespace, service_account=service_account, webhook_secret=webhook_secret
         ),
     ]

@@ -36,6 +36,7 @@ def build_webhook_configurations(
     inject_failure_policy: str = "Fail",
     timeout_seconds: int = 10,
     namespaces: Sequence[str] = (),
+    dapr_annotations: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     The Mutating (pod injection) and Validating (components) webhook configurations.
@@ -88,6 +89,13 @@ def build_webhook_configurations(
     )
     namespace_selector["matchExpressions"].extend(only_watched)
     labels = {MANAGED_BY_LABEL: MANAGED_BY, "app.kubernetes.io/name": "statecar"}
+    # With the Dapr-annotations option, Dapr's pods are sent too (the injector decides whether
+    # it may serve them: `injection.plan.from_dapr_annotations`).
+    dapr = f" || k == '{ann.DAPR_PREFIX}enabled'" if dapr_annotations else ""
+    asks = (
+        "has(object.metadata.annotations) && "
+        f"object.metadata.annotations.exists(k, k.startsWith('{ann.PREFIX}'){dapr})"
+    )
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -106,15 +114,7 @@ def build_webhook_configurations(
                         "scope": "Namespaced",
                     }
                 ],
-                "matchConditions": [
-                    {
-                        "name": "asks-for-statecar",
-                        "expression": (
-                            "has(object.metadata.annotations) && "
-                            f"object.metadata.annotations.exists(k, k.startsWith('{ann.PREFIX}'))"
-                        ),
-                    }
-                ],
+                "matchConditions": [{"name": "asks-for-statecar", "expression": asks}],
                 "namespaceSelector": namespace_selector,
                 "failurePolicy": inject_failure_policy,
                 "sideEffects": "NoneOnDryRun",

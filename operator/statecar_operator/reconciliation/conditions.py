@@ -23,7 +23,11 @@ READY: Final = "Ready"
 VALID: Final = "Valid"
 SECRETS_RESOLVED: Final = "SecretsResolved"
 BACKEND_REACHABLE: Final = "BackendReachable"
-CONDITION_TYPES: Final = (READY, VALID, SECRETS_RESOLVED, BACKEND_REACHABLE)
+#: Only while the operator watches injected pods (STATECAR_OPERATOR_STALE_SIDECARS).
+SIDECARS_CURRENT: Final = "SidecarsCurrent"
+CONDITION_TYPES: Final = (READY, VALID, SECRETS_RESOLVED, BACKEND_REACHABLE, SIDECARS_CURRENT)
+#: Pod names listed in the SidecarsCurrent message (the count is in status.staleSidecars).
+_MAX_PODS_NAMED: Final = 10
 
 _MAX_MESSAGE: Final = 32768
 
@@ -54,6 +58,8 @@ class ComponentFacts:
     wiring_problem: Problem | None = None
     reachability: Reachability | None = None
     config_hash: str | None = None
+    #: Injected pods in the component's scope whose sidecar is stale; None: pods not watched.
+    stale_pods: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,16 @@ def compute_status(
             (BACKEND_REACHABLE, reachable),
         )
     ]
+    if facts.stale_pods is not None:
+        current = _sidecars_current(facts.stale_pods)
+        conditions.append(
+            _condition(
+                SIDECARS_CURRENT, *current, facts.generation, earlier.get(SIDECARS_CURRENT), now
+            )
+        )
     status: dict[str, Any] = {"conditions": conditions}
+    if facts.stale_pods is not None:
+        status["staleSidecars"] = len(facts.stale_pods)
     if facts.generation is not None:
         status["observedGeneration"] = facts.generation
     if facts.config_hash is not None:
@@ -150,6 +165,19 @@ def _reachable(facts: ComponentFacts) -> _Triple:
     if facts.reachability is None:
         return "Unknown", "NotMeasured", "not measured yet"
     return facts.reachability.status, facts.reachability.reason, facts.reachability.message
+
+
+def _sidecars_current(stale: tuple[str, ...]) -> _Triple:
+    if not stale:
+        return "True", "Current", "every injected pod in scope runs the current sidecar"
+    named = ", ".join(stale[:_MAX_PODS_NAMED]) + (" ..." if len(stale) > _MAX_PODS_NAMED else "")
+    return (
+        "False",
+        "StaleSidecars",
+        f"{len(stale)} injected pod(s) in scope run a sidecar of an earlier image or "
+        f"configuration ({named}); restart their workloads (kubectl rollout restart) or set "
+        'statecar.io/auto-rollout: "true" on them',
+    )
 
 
 def _ready(facts: ComponentFacts, valid: _Triple, secrets: _Triple, reachable: _Triple) -> _Triple:

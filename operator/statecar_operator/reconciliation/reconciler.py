@@ -3,7 +3,8 @@ The reconcile loop: level-triggered, one namespace at a time, on the Lease holde
 
 Watch events (kopf `on.event` handlers) only *mark* a namespace dirty; this loop then
 reconciles the whole namespace from the indexes: resolve every component's secretKeyRefs,
-render the one wiring Secret (create, update, or delete when no component is left), measure
+render the wiring Secrets (`wiring_secret.plan_secrets`: the shared one and one per scoped app
+id; created, updated, or deleted when no longer planned), measure
 each backend, and write each component's status when it changed. Every `resync_interval` all
 namespaces are marked, which re-measures backends (a stopped Redis shows up within one interval
 plus the probe timeout) and repairs drift (an edited or deleted wiring Secret). A namespace that
@@ -20,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
+import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,13 +36,14 @@ from statecar_contract.components import (
     SecretKeyRef,
     resolve,
 )
-from statecar_contract.wiring import WIRING_SECRET_NAME
+from statecar_contract.wiring import is_wiring_secret_name
 from statecar_operator.cluster.events import EventRecorder, ObjectRef
 from statecar_operator.cluster.kube import ConflictError, ForbiddenError, KubeError
 from statecar_operator.manifests import labels
 from statecar_operator.reconciliation import conditions, wiring_secret
 from statecar_operator.reconciliation.component_index import ComponentEntry
 from statecar_operator.reconciliation.conditions import ComponentFacts, Problem, Reachability
+from statecar_operator.reconciliation.staleness import PodInfo, stale_in_scope
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,8 @@ class ClusterAPI(Protocol):
 
     async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None: ...
 
+    async def list_wiring_secrets(self, namespace: str) -> dict[str, dict[str, Any]]: ...
+
     async def patch_component_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None: ...
@@ -72,6 +78,8 @@ class View:
     components: Callable[[str], Sequence[ComponentEntry]]
     component_namespaces: Callable[[], set[str]]
     wiring_namespaces: Callable[[], set[str]]
+    #: The namespace's injected pods, or None when they are not watched.
+    pods: Callable[[str], Sequence[PodInfo] | None] = lambda _: None
 
 
 class Reconciler:
@@ -102,8 +110,8 @@ class Reconciler:
         self._fingerprints: dict[str, tuple[str, tuple[object, ...]]] = {}
         #: Status we wrote, by component uid: the index may lag our own write by a moment.
         self._written_status: dict[str, dict[str, Any]] = {}
-        #: Config hash we wrote, by namespace: our own Secret update's watch event is no news.
-        self._written_hash: dict[str, str] = {}
+        #: Config hash we wrote, by (namespace, Secret): our own update's watch event is no news.
+        self._written_hash: dict[tuple[str, str], str] = {}
         self.passes = 0
 
     # --- marking (called from watch handlers, on every replica) ------------------------------
@@ -119,7 +127,7 @@ class Reconciler:
 
     def component_changed(self, entry: ComponentEntry, *, deleted: bool) -> None:
         """A watch event for a component: mark its namespace unless only its status moved."""
-        key = f"{entry.namespace}/{entry.name}"
+        key = f"{entry.kind}/{entry.namespace}/{entry.name}"
         if deleted:
             self._fingerprints.pop(key, None)
             self._written_status.pop(entry.uid, None)
@@ -131,10 +139,10 @@ class Reconciler:
             self.mark(entry.namespace)
 
     def wiring_secret_changed(
-        self, namespace: str, config_hash: str | None, *, deleted: bool
+        self, namespace: str, name: str, config_hash: str | None, *, deleted: bool
     ) -> None:
         """A watch event for a wiring Secret: only someone else's change needs a pass."""
-        if deleted or config_hash != self._written_hash.get(namespace):
+        if deleted or config_hash != self._written_hash.get((namespace, name)):
             self.mark(namespace)
 
     def leadership_changed(self, leading: bool) -> None:
@@ -198,9 +206,9 @@ class Reconciler:
             return
         entries = sorted(self._view.components(namespace), key=lambda e: e.name)
         live = [e for e in entries if not e.deleting]
-        existing = await self._api.read_secret(namespace, WIRING_SECRET_NAME)
+        existing = await self._api.list_wiring_secrets(namespace)
         if not live:
-            await self._remove_wiring(namespace, existing)
+            await self._remove_wiring(namespace, existing, keep=set())
             return
 
         facts: dict[str, ComponentFacts] = {}
@@ -231,29 +239,55 @@ class Reconciler:
                 continue
             facts[entry.name] = ComponentFacts(entry.generation, secret_refs=refs)
 
-        config_hash, wiring_problem = await self._write_wiring(namespace, live, resolved, existing)
+        plans = wiring_secret.plan_secrets(
+            [
+                wiring_secret.LiveComponent(
+                    wiring_secret.ComponentOwner(e.name, e.uid, e.api_version, e.kind),
+                    e.spec.scopes if e.spec is not None else None,
+                    resolved.get(e.name),
+                )
+                for e in live
+            ]
+        )
+        outcomes: dict[str, tuple[str | None, Problem | None]] = {}
+        for name, plan in plans.items():
+            outcomes[name] = await self._write_wiring(namespace, plan, existing.get(name))
+        await self._remove_wiring(namespace, existing, keep=set(plans))
         reachability = await self._measure_all(resolved)
+        pods = self._view.pods(namespace)
         for entry in live:
             fact = facts[entry.name]
+            if pods is not None and entry.spec is not None:
+                stale = stale_in_scope(pods, entry.spec.scopes)
+                fact = dataclasses.replace(fact, stale_pods=stale)
             if entry.name in resolved:
+                carried = [outcomes[n] for n in wiring_secret.secrets_of(plans, entry.name)]
+                hashes = [h for h, _ in carried]
+                problem = next((p for _, p in carried if p is not None), None)
                 fact = ComponentFacts(
                     fact.generation,
                     secret_refs=fact.secret_refs,
-                    wiring_problem=wiring_problem,
+                    wiring_problem=problem,
                     reachability=reachability[entry.name],
-                    config_hash=config_hash,
+                    config_hash=_combined(hashes),
+                    stale_pods=fact.stale_pods,
                 )
             await self._write_status(entry, fact)
 
-    async def _remove_wiring(self, namespace: str, existing: Mapping[str, Any] | None) -> None:
-        self._written_hash.pop(namespace, None)
-        if existing is None or not wiring_secret.is_managed(existing):
-            return
-        uid = (existing.get("metadata") or {}).get("uid")
-        if not self._is_leader():
-            return
-        await self._api.delete_secret(namespace, WIRING_SECRET_NAME, uid=uid)
-        logger.info("Deleted %s/%s: no component left", namespace, WIRING_SECRET_NAME)
+    async def _remove_wiring(
+        self, namespace: str, existing: Mapping[str, Mapping[str, Any]], *, keep: set[str]
+    ) -> None:
+        """Delete our wiring Secrets of `namespace` that are not planned any more."""
+        for name, secret in sorted(existing.items()):
+            if name in keep or not wiring_secret.is_managed(secret):
+                continue
+            if not is_wiring_secret_name(name) or not self._is_leader():
+                continue
+            self._written_hash.pop((namespace, name), None)
+            uid = (secret.get("metadata") or {}).get("uid")
+            await self._api.delete_secret(namespace, name, uid=uid)
+            reason = "no component left" if not keep else "no component in it any more"
+            logger.info("Deleted %s/%s: %s", namespace, name, reason)
 
     async def _resolve_secrets(
         self, namespace: str, entry: ComponentEntry, cache: dict[str, dict[str, Any] | None]
@@ -297,21 +331,25 @@ class Reconciler:
     async def _write_wiring(
         self,
         namespace: str,
-        live: Sequence[ComponentEntry],
-        resolved: Mapping[str, ResolvedComponent],
+        plan: wiring_secret.SecretPlan,
         existing: Mapping[str, Any] | None,
     ) -> tuple[str | None, Problem | None]:
+        if existing is None:
+            # Not among ours (by label): a Secret of that name may still be someone else's.
+            existing = await self._api.read_secret(namespace, plan.name)
         if existing is not None and not wiring_secret.is_managed(existing):
             return None, Problem(
                 "WiringConflict",
-                f"Secret {namespace}/{WIRING_SECRET_NAME} exists but is not managed by statecar "
+                f"Secret {namespace}/{plan.name} exists but is not managed by statecar "
                 f"(no label {labels.MANAGED_BY_LABEL}={labels.MANAGED_BY}); move it away",
             )
         desired = wiring_secret.build_wiring_secret(
             namespace=namespace,
-            components=list(resolved.values()),
-            owners=[wiring_secret.ComponentOwner(e.name, e.uid) for e in live if e.uid],
+            components=plan.components,
+            owners=plan.owners,
             salt=wiring_secret.salt_of(existing) or secrets.token_hex(16),
+            name=plan.name,
+            app_id=plan.app_id,
         )
         config_hash = wiring_secret.hash_of(desired)
         if existing is not None and not wiring_secret.secret_differs(existing, desired):
@@ -323,23 +361,31 @@ class Reconciler:
                 await self._api.create_secret(namespace, desired)
             else:
                 body = wiring_secret.merge_for_update(existing, desired)
-                await self._api.replace_secret(namespace, WIRING_SECRET_NAME, body)
+                await self._api.replace_secret(namespace, plan.name, body)
         except ConflictError:
             raise  # somebody wrote in between: the whole namespace again, from fresh reads
         except KubeError as exc:
-            return None, Problem("WiringFailed", f"cannot write Secret {WIRING_SECRET_NAME}: {exc}")
+            return None, Problem("WiringFailed", f"cannot write Secret {plan.name}: {exc}")
         if config_hash is not None:
-            self._written_hash[namespace] = config_hash
+            self._written_hash[(namespace, plan.name)] = config_hash
         verb = "Created" if existing is None else "Updated"
-        logger.info("%s %s/%s (config hash %s)", verb, namespace, WIRING_SECRET_NAME, config_hash)
-        for entry in live:
-            if entry.name in resolved:
-                self._events.record(
-                    ObjectRef.component(namespace=namespace, name=entry.name, uid=entry.uid),
-                    type="Normal",
-                    reason="WiringUpdated",
-                    message=f"{verb.lower()} Secret {WIRING_SECRET_NAME} (config hash {config_hash})",
-                )
+        logger.info("%s %s/%s (config hash %s)", verb, namespace, plan.name, config_hash)
+        for component in plan.components:
+            owner = next((o for o in plan.owners if o.name == component.name), None)
+            if owner is None:
+                continue
+            self._events.record(
+                ObjectRef.component(
+                    namespace=namespace,
+                    name=owner.name,
+                    uid=owner.uid,
+                    api_version=owner.api_version,
+                    kind=owner.kind,
+                ),
+                type="Normal",
+                reason="WiringUpdated",
+                message=f"{verb.lower()} Secret {plan.name} (config hash {config_hash})",
+            )
         return config_hash, None
 
     async def _measure_all(
@@ -366,9 +412,18 @@ class Reconciler:
             return
         if not self._is_leader():
             return
-        await self._api.patch_component_status(entry.namespace, entry.name, status)
+        if not entry.is_dapr:
+            # Dapr's Components are Dapr's objects: their status is not written, only Events
+            # say what the operator found (the remembered status drives the transitions).
+            await self._api.patch_component_status(entry.namespace, entry.name, status)
         self._written_status[entry.uid] = status
-        ref = ObjectRef.component(namespace=entry.namespace, name=entry.name, uid=entry.uid)
+        ref = ObjectRef.component(
+            namespace=entry.namespace,
+            name=entry.name,
+            uid=entry.uid,
+            api_version=entry.api_version,
+            kind=entry.kind,
+        )
         for change in conditions.transitions(previous, status):
             self._events.record(
                 ref,
@@ -378,6 +433,16 @@ class Reconciler:
             )
 
 
+def _combined(hashes: Sequence[str | None]) -> str | None:
+    """A component's config hash: its one Secret's, or all of its Secrets' together."""
+    if any(h is None for h in hashes) or not hashes:
+        return None
+    if len(hashes) == 1:
+        return hashes[0]
+    return hashlib.sha256(":".join(sorted(h or "" for h in hashes)).encode()).hexdigest()[:16]
+
+
 def _ours(status: Mapping[str, Any] | None) -> dict[str, Any]:
     status = status or {}
-    return {k: status.get(k) for k in ("conditions", "observedGeneration", "configHash")}
+    keys = ("conditions", "observedGeneration", "configHash", "staleSidecars")
+    return {k: status.get(k) for k in keys}

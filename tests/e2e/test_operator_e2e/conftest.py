@@ -27,9 +27,11 @@ from tests.e2e.operator_fixtures import (
 from tests.e2e.test_operator_e2e.helpers import (
     CRD_FILE,
     CRD_NAME,
+    DAPR_CRD_FILE,
+    DAPR_CRD_NAME,
     EXAMPLES,
-    LEASE_TIMINGS,
     NAMESPACES,
+    OPERATOR_ENV,
     PASSWORD,
     REACT,
     SCHEMA,
@@ -69,7 +71,9 @@ def namespaces(cluster: LocalCluster) -> tuple[str, ...]:
 
 @pytest.fixture(scope="package")
 def crd(cluster: LocalCluster, api: Api, namespaces: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    """The CRD, applied from crds/ and Established; deleted again (with its objects) at the end."""
+    """The CRD, applied from crds/ and Established; deleted again (with its objects) at the end.
+    Dapr's Component CRD too (a minimal stand-in), as the operator also watches Dapr's."""
+    cluster.kubectl("apply", "-f", str(DAPR_CRD_FILE))
     cluster.kubectl("apply", "-f", str(CRD_FILE))
     installed = wait_for_object(
         "the CRD to be Established",
@@ -83,8 +87,15 @@ def crd(cluster: LocalCluster, api: Api, namespaces: tuple[str, ...]) -> Iterato
         lambda body: body is not None,
         timeout=REACT,
     )
+    wait_for(
+        "dapr.io/v1alpha1 to be served",
+        lambda: api.get(f"/apis/dapr.io/v1alpha1/namespaces/{SCHEMA}/components"),
+        lambda body: body is not None,
+        timeout=REACT,
+    )
     yield installed
-    cluster.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", "--timeout=60s", check=False)
+    for name in (CRD_NAME, DAPR_CRD_NAME):
+        cluster.kubectl("delete", "crd", name, "--ignore-not-found", "--timeout=60s", check=False)
 
 
 @pytest.fixture(scope="package")
@@ -108,7 +119,16 @@ def operator_identity(
         }
     )
     rbac = run_statecar(
-        "operator", "rbac", "--namespace", SYSTEM, "--service-account", SERVICE_ACCOUNT
+        "operator",
+        "rbac",
+        "--namespace",
+        SYSTEM,
+        "--service-account",
+        SERVICE_ACCOUNT,
+        "--dapr-annotations",
+        "--dapr-components",
+        "--stale-sidecars",
+        "--auto-rollout",
     )
     cluster.apply(rbac)
     token = cluster.kubectl(
@@ -144,7 +164,7 @@ def operator(
         cert_file=cert,
         key_file=key,
         ca_file=ca,
-        extra_env=LEASE_TIMINGS,
+        extra_env=OPERATOR_ENV,
     )
     diagnostics.add("operator log (tail)", process.log_tail)
     process.start()
@@ -172,6 +192,7 @@ def webhooks(
         str(webhook_pki[0]),
         "--exclude-namespace",
         SYSTEM,
+        "--dapr-annotations",
     )
     cluster.apply(configs)
     # The API server loads webhook configurations through an informer: wait until both are

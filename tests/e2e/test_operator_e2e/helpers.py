@@ -27,6 +27,9 @@ from tests.support.redis_server import RedisProcess
 
 CRD_FILE = REPO_ROOT / "crds" / "statestorecomponents.statecar.io.yaml"
 CRD_NAME = "statestorecomponents.statecar.io"
+#: A minimal stand-in for Dapr's Component CRD (the operator also watches components.dapr.io).
+DAPR_CRD_FILE = Path(__file__).with_name("dapr-components-crd.yaml")
+DAPR_CRD_NAME = "components.dapr.io"
 EXAMPLES = REPO_ROOT / "crds" / "examples"
 
 SYSTEM = "statecar-e2e-system"  # the operator's own namespace (its Lease)
@@ -35,13 +38,17 @@ EMPTY = "e2e-empty"  # no component at all
 SCHEMA = "e2e-schema"  # resources the API server must refuse
 SECRETS = "e2e-secrets"  # a secretKeyRef to a Secret that does not exist (yet)
 LIFECYCLE = "e2e-lifecycle"  # password rotation, deletion of components
-NAMESPACES = (SYSTEM, SHOP, EMPTY, SCHEMA, SECRETS, LIFECYCLE)
+SCOPES = "e2e-scopes"  # credentials reach only the apps in scope
+DAPR = "e2e-dapr"  # Dapr's own Components, wired
+STALE = "e2e-stale"  # stale sidecars, reported and rolled out
+NAMESPACES = (SYSTEM, SHOP, EMPTY, SCHEMA, SECRETS, LIFECYCLE, SCOPES, DAPR, STALE)
 
 SERVICE_ACCOUNT = "statecar-operator"
 PASSWORD = "s3cret-e2e"  # the throwaway Redis's password
 WIRING = "statecar-wiring"
 WIRING_FILE = "components.json"
 WIRING_MOUNT = "/var/run/statecar/wiring"
+WIRING_SELECTOR = "app.kubernetes.io/managed-by=statecar,app.kubernetes.io/component=wiring"
 
 #: Bound on anything the operator does in reaction to a change. Typically 0.2-3 s (it re-measures
 #: every second here); the margin is for a loaded two-core machine, not for slowness we accept.
@@ -56,6 +63,16 @@ LEASE_TIMINGS = {
     "STATECAR_OPERATOR_LEASE_DURATION_SECONDS": str(LEASE_DURATION),
     "STATECAR_OPERATOR_RENEW_DEADLINE_SECONDS": "6",
     "STATECAR_OPERATOR_RETRY_PERIOD_SECONDS": "1",
+}
+
+#: The package's operators: short Lease timings, Dapr's annotations honoured (part 5c), Dapr's
+#: Components wired (part 5d), stale sidecars reported and annotated workloads rolled (part 5e).
+OPERATOR_ENV = {
+    **LEASE_TIMINGS,
+    "STATECAR_OPERATOR_SIDECAR_DAPR_ANNOTATIONS": "true",
+    "STATECAR_OPERATOR_DAPR_COMPONENTS": "true",
+    "STATECAR_OPERATOR_STALE_SIDECARS": "true",
+    "STATECAR_OPERATOR_AUTO_ROLLOUT": "annotated",
 }
 
 
@@ -127,10 +144,25 @@ def wiring_document(api: Api, namespace: str) -> dict[str, Any] | None:
     return document
 
 
-def wired(api: Api, namespace: str) -> dict[str, dict[str, Any]]:
-    """Component name -> rendered component, from the namespace's wiring Secret."""
-    document = wiring_document(api, namespace) or {"components": []}
+def wiring_document_of(secret: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Component name -> rendered component, from one wiring Secret."""
+    document = json.loads(base64.b64decode(secret["data"][WIRING_FILE]))
     return {c["name"]: c for c in document["components"]}
+
+
+def wiring_secrets(api: Api, namespace: str) -> dict[str, dict[str, Any]]:
+    """Every wiring Secret of a namespace (the shared one and the per-app ones), by name."""
+    listing = api.get(f"/api/v1/namespaces/{namespace}/secrets", labelSelector=WIRING_SELECTOR)
+    return {s["metadata"]["name"]: s for s in (listing or {}).get("items") or []}
+
+
+def wired(api: Api, namespace: str) -> dict[str, dict[str, Any]]:
+    """Component name -> rendered component, from all of the namespace's wiring Secrets."""
+    found: dict[str, dict[str, Any]] = {}
+    for secret in wiring_secrets(api, namespace).values():
+        document = json.loads(base64.b64decode(secret["data"][WIRING_FILE]))
+        found.update({c["name"]: c for c in document["components"]})
+    return found
 
 
 def wait_condition(

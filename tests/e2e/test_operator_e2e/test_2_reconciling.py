@@ -31,8 +31,11 @@ from tests.e2e.test_operator_e2e.helpers import (
     wait_condition,
     wait_event,
     wired,
+    wiring_document_of,
 )
 from tests.support.redis_server import RedisProcess
+
+from statecar_contract.wiring import app_secret_name
 
 pytestmark = pytest.mark.e2e
 
@@ -53,11 +56,19 @@ def test_component_on_real_redis_becomes_ready(
     assert reachable["reason"] == "Reachable"
     assert redis.address in reachable["message"]
 
-    secret = api.secret(SHOP, WIRING)
-    assert secret is not None
-    assert secret["metadata"]["annotations"]["statecar.io/config-hash"] == status["configHash"]
-    owners = {o["uid"] for o in secret["metadata"].get("ownerReferences") or []}
-    assert orders["metadata"]["uid"] in owners
+    # orders is scoped to checkout, cart and web: it is in each of their Secrets (which it owns)
+    # and not in the namespace's shared one.
+    shared = api.secret(SHOP, WIRING)
+    assert shared is not None
+    assert orders["metadata"]["uid"] in {o["uid"] for o in shared["metadata"]["ownerReferences"]}
+    for app in ("checkout", "cart", "web"):
+        secret = api.secret(SHOP, app_secret_name(app))
+        assert secret is not None, app
+        assert secret["metadata"]["annotations"]["statecar.io/app-id"] == app
+        owners = {o["uid"] for o in secret["metadata"].get("ownerReferences") or []}
+        assert owners == {orders["metadata"]["uid"]}
+    assert "orders" not in wiring_document_of(shared)
+    assert status["configHash"]
     rendered = wired(api, SHOP)["orders"]
     assert rendered["metadata"] == {"redisHost": redis.address, "redisPassword": PASSWORD}
     assert (rendered["concurrency"], rendered["consistency"]) == ("first-write", "strong")
@@ -65,7 +76,16 @@ def test_component_on_real_redis_becomes_ready(
 
     table = cluster.kubectl("get", "ssc", "-n", SHOP, "-o", "wide").stdout
     header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
-    assert header == ["NAME", "TYPE", "CONCURRENCY", "CONSISTENCY", "READY", "REASON", "AGE"]
+    assert header == [
+        "NAME",
+        "TYPE",
+        "CONCURRENCY",
+        "CONSISTENCY",
+        "READY",
+        "REASON",
+        "STALE",  # this operator watches injected pods (part 5e)
+        "AGE",
+    ]
     assert row[:6] == ["orders", "state.redis", "first-write", "strong", "True", "Ready"]
     wait_event(api, SHOP, "orders", "WiringUpdated")
 

@@ -39,6 +39,9 @@ from tests.e2e.test_operator_e2e.helpers import (
 )
 from tests.support.redis_server import RedisProcess
 
+from statecar_contract.wiring import app_secret_name
+from statecar_operator.reconciliation.wiring_secret import pod_config_hash
+
 pytestmark = pytest.mark.e2e
 
 
@@ -58,7 +61,7 @@ def test_annotated_pod_is_stored_with_the_native_sidecar(
     assert env["STATECAR_NAMESPACE"] == {
         "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}
     }
-    assert env["STATECAR_WIRING_FILE"] == f"{WIRING_MOUNT}/{WIRING_FILE}"
+    assert env["STATECAR_WIRING_FILE"] == WIRING_MOUNT  # the folder: shared.json + app.json
     assert env["STATECAR_HTTP_PORT"] == "3500"
     assert env["STATECAR_GRPC_PORT"] == "50001"
     metrics_port = int(env["STATECAR_METRICS_PORT"])
@@ -70,7 +73,11 @@ def test_annotated_pod_is_stored_with_the_native_sidecar(
     assert mounts[WIRING_MOUNT]["name"] == "statecar-wiring"
     assert mounts[WIRING_MOUNT]["readOnly"] is True
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes["statecar-wiring"]["secret"]["secretName"] == WIRING
+    sources = volumes["statecar-wiring"]["projected"]["sources"]
+    assert [(s["secret"]["name"], s["secret"]["items"]) for s in sources] == [
+        (WIRING, [{"key": WIRING_FILE, "path": "shared.json"}]),
+        (app_secret_name("checkout"), [{"key": WIRING_FILE, "path": "app.json"}]),
+    ]
     # The sidecar never holds the app's ServiceAccount token (it never calls the API).
     token_mount = mounts["/var/run/secrets/kubernetes.io/serviceaccount"]
     assert not token_mount["name"].startswith("kube-api-access")
@@ -87,7 +94,14 @@ def test_annotated_pod_is_stored_with_the_native_sidecar(
     stamp = json.loads(metadata["annotations"]["statecar.io/status"])
     assert stamp["appId"] == "checkout"
     assert stamp["image"] == sidecar["image"]
-    assert stamp["configHash"] == orders["status"]["configHash"]
+    # The hash of what this pod mounts: the shared Secret and its own app's, combined.
+    shared, own = api.secret(SHOP, WIRING), api.secret(SHOP, app_secret_name("checkout"))
+    assert shared is not None
+    assert own is not None
+    assert stamp["configHash"] == pod_config_hash(
+        shared["metadata"]["annotations"]["statecar.io/config-hash"],
+        own["metadata"]["annotations"]["statecar.io/config-hash"],
+    )
 
 
 def test_pods_that_do_not_ask_are_untouched(cluster: LocalCluster, api: Api, orders: Any) -> None:
@@ -301,4 +315,5 @@ def test_pod_without_components_in_scope_is_injected_with_a_warning(
         assert pod is not None
         assert [c["name"] for c in pod["spec"]["initContainers"]] == ["statecar"]
         wiring = next(v for v in pod["spec"]["volumes"] if v["name"] == "statecar-wiring")
-        assert wiring["secret"]["optional"] is True  # the pod starts before the Secret exists
+        # The pod starts before the Secrets exist.
+        assert all(s["secret"]["optional"] is True for s in wiring["projected"]["sources"])

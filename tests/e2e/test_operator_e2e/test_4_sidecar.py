@@ -26,7 +26,6 @@ from tests.e2e.test_operator_e2e.helpers import (
     PASSWORD,
     REACT,
     SHOP,
-    WIRING_FILE,
     component_manifest,
     kubectl_apply,
     pod_manifest,
@@ -130,8 +129,11 @@ def test_kubelet_stand_in_runs_the_container_from_its_spec(sidecar: PodProcess) 
     assert sidecar.environment()["STATECAR_APP_ID"] == "checkout"
     assert sidecar.environment()["STATECAR_NAMESPACE"] == SHOP
     wiring = Path(sidecar.environment()["STATECAR_WIRING_FILE"])
-    assert wiring.name == WIRING_FILE
-    assert wiring.exists()
+    assert wiring.name == "statecar-wiring"  # the volume's folder, relocated
+    # orders is scoped to checkout: it comes in the app's own file; the shared one is empty.
+    assert sorted(p.name for p in wiring.iterdir()) == ["app.json", "shared.json"]
+    assert '"orders"' in (wiring / "app.json").read_text()
+    assert '"components":[]' in (wiring / "shared.json").read_text()
 
 
 def test_api_token_reaches_the_sidecar_from_the_pods_secret_never_as_a_literal(

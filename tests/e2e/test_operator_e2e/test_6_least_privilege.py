@@ -6,6 +6,8 @@ Runs after parts 1-5 on the fixtures they share (`conftest.py`).
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import yaml
 from tests.e2e.localcluster import LocalCluster
@@ -37,6 +39,9 @@ GRANTED = [
     ("update", "secrets", {"namespace": SHOP, "name": WIRING}),
     ("delete", "secrets", {"namespace": SHOP, "name": WIRING}),
     ("create", "events", {"namespace": SHOP}),
+    ("watch", "pods", {"namespace": SHOP}),
+    ("patch", "deployments", {"group": "apps", "namespace": SHOP}),
+    ("list", "poddisruptionbudgets", {"group": "policy", "namespace": SHOP}),
     (
         "update",
         "leases",
@@ -45,11 +50,19 @@ GRANTED = [
 ]
 #: ... and a selection of what it must not: the rules grant nothing of it.
 DENIED = [
+    # Pods are read only (stale-sidecar reporting, part 5e), never written.
     ("create", "pods", {"namespace": SHOP}),
-    ("get", "pods", {"namespace": SHOP}),
+    ("update", "pods", {"namespace": SHOP}),
+    ("delete", "pods", {"namespace": SHOP}),
+    # Workloads are read and patched (the opt-in rollout), nothing more.
+    ("update", "deployments", {"group": "apps", "namespace": SHOP}),
+    ("delete", "deployments", {"group": "apps", "namespace": SHOP}),
+    ("create", "deployments", {"group": "apps", "namespace": SHOP}),
+    ("delete", "poddisruptionbudgets", {"group": "policy", "namespace": SHOP}),
     ("list", "namespaces", {}),
-    ("update", "secrets", {"namespace": SHOP, "name": "redis-auth"}),
-    ("delete", "secrets", {"namespace": SHOP, "name": "redis-auth"}),
+    # Secrets' create/update/delete are granted (per-app wiring names are not known in advance)
+    # and narrowed by the admission policy: see the real refusals below. Never patch.
+    ("patch", "secrets", {"namespace": SHOP, "name": "redis-auth"}),
     ("patch", "statestorecomponents", {"group": "statecar.io", "namespace": SHOP}),
     ("delete", "statestorecomponents", {"group": "statecar.io", "namespace": SHOP}),
     ("create", "mutatingwebhookconfigurations", {"group": "admissionregistration.k8s.io"}),
@@ -58,6 +71,16 @@ DENIED = [
     ("create", "customresourcedefinitions", {"group": "apiextensions.k8s.io"}),
     ("create", "clusterrolebindings", {"group": "rbac.authorization.k8s.io"}),
 ]
+
+
+def _typed_secret(name: str, namespace: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "statecar.io/wiring",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {},
+    }
 
 
 def test_operator_ran_on_a_least_privilege_token(
@@ -98,7 +121,9 @@ def test_operator_ran_on_a_least_privilege_token(
             )
         )
         assert ours == sorted(
-            (d["kind"], d["metadata"]["name"]) for d in printed if d["kind"].endswith("Binding")
+            (d["kind"], d["metadata"]["name"])
+            for d in printed
+            if d["kind"] in ("ClusterRoleBinding", "RoleBinding")
         )
 
         for verb, resource, attributes in GRANTED:
@@ -110,14 +135,47 @@ def test_operator_ran_on_a_least_privilege_token(
 
     # Refused for real, not only on paper.
     kubeconfig = operator_identity.kubeconfig
+    args: tuple[str, ...]
     for args in (
         ("delete", "secret", "redis-auth", "-n", SHOP),
         ("run", "intruder", "--image=example.com/x:1", "-n", SHOP),
-        ("get", "pods", "-n", SHOP),
+        ("delete", "pods", "--all", "-n", SHOP),
     ):
         refused = cluster.kubectl(*args, kubeconfig=kubeconfig, check=False)
         assert refused.returncode != 0, (args, refused)
         assert "forbidden" in refused.stderr.lower(), (args, refused)
+    # The admission policy: the operator's token writes no Secret but wiring ones, whatever
+    # RBAC grants. A user's Secret cannot be changed, deleted, nor one made up ...
+    policy = "statecar-operator-secrets"
+    user_secret = api.secret(SHOP, "redis-auth")
+    assert user_secret is not None
+    relabelled = copy.deepcopy(user_secret)
+    relabelled["metadata"].setdefault("labels", {})["app.kubernetes.io/component"] = "wiring"
+    relabelled["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "statecar"
+    changed = copy.deepcopy(user_secret)
+    changed["data"]["password"] = "b3duZWQ="
+    attempts: list[tuple[tuple[str, ...], str | None]] = [
+        # `update` (kubectl replace): RBAC grants it, the policy refuses it.
+        (("replace", "-f", "-"), yaml.safe_dump(changed)),
+        (("replace", "-f", "-"), yaml.safe_dump(relabelled)),
+        (("delete", "secret", "redis-auth", "-n", SHOP), None),
+        (("create", "secret", "generic", "made-up", "-n", SHOP, "--from-literal=a=b"), None),
+        # ... not even one named like a wiring Secret, unless of the wiring type (immutable).
+        (
+            ("create", "secret", "generic", "statecar-wiring-x", "-n", SHOP, "--from-literal=a=b"),
+            None,
+        ),
+        (("create", "-f", "-"), yaml.safe_dump(_typed_secret("intruder", SHOP))),
+    ]
+    for args, stdin in attempts:
+        refused = cluster.kubectl(*args, kubeconfig=kubeconfig, check=False, input=stdin)
+        assert refused.returncode != 0, (args, refused)
+        assert policy in refused.stderr, (args, refused.stderr)
+    assert api.secret(SHOP, "redis-auth") is not None
+    # ... while wiring Secrets are the operator's to write (a throwaway one of its own kind).
+    probe = _typed_secret("statecar-wiring-probe", SHOP)
+    cluster.kubectl("create", "-f", "-", kubeconfig=kubeconfig, input=yaml.safe_dump(probe))
+    cluster.kubectl("delete", "secret", "statecar-wiring-probe", "-n", SHOP, kubeconfig=kubeconfig)
 
     # The operator did all of the above without once being refused, and is still healthy.
     refusals = [

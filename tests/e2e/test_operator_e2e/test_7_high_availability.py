@@ -25,8 +25,8 @@ from tests.e2e.operator_fixtures import (
 )
 from tests.e2e.test_operator_e2e.helpers import (
     LEASE_DURATION,
-    LEASE_TIMINGS,
     LIFECYCLE,
+    OPERATOR_ENV,
     REACT,
     SHOP,
     SYSTEM,
@@ -80,7 +80,7 @@ def test_second_replica_admits_and_takes_over_when_the_leader_dies(
         key_file=key,
         ca_file=ca,
         identity="statecar-operator-e2e-1",
-        extra_env=LEASE_TIMINGS,
+        extra_env=OPERATOR_ENV,
     )
     diagnostics.add("second replica log (tail)", follower.log_tail)
     follower.start()

@@ -39,6 +39,8 @@ def _renamed(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         document["metadata"]["name"] += "-scoped"
         if "roleRef" in document:
             document["roleRef"]["name"] += "-scoped"
+        if "policyName" in document.get("spec", {}):
+            document["spec"]["policyName"] += "-scoped"
     return documents
 
 
