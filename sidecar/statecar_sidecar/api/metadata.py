@@ -12,7 +12,7 @@ whether an earlier version of it still serves; `extended.statecarLastReloadError
 
 from __future__ import annotations
 
-from statecar_sidecar import __version__
+from statecar_contract import package_version
 from statecar_sidecar.runtime import ComponentRuntime
 from statecar_sidecar.stores.base import Feature
 
@@ -26,13 +26,14 @@ def capabilities(features: frozenset[Feature]) -> list[str]:
 
 
 def metadata_document(runtime: ComponentRuntime) -> dict[str, object]:
-    extended: dict[str, str] = {"daprRuntimeVersion": f"statecar-{__version__}"}
+    version = package_version()
+    extended: dict[str, str] = {"daprRuntimeVersion": f"statecar-{version}"}
     extended.update(runtime.extended_metadata)
     if runtime.last_reload_error:
         extended["statecarLastReloadError"] = runtime.last_reload_error
     return {
         "id": runtime.app_id,
-        "runtimeVersion": f"statecar-{__version__}",
+        "runtimeVersion": f"statecar-{version}",
         "enabledFeatures": [],
         "components": [
             {
