@@ -396,6 +396,20 @@ def find_daprd() -> Path | None:
     return found
 
 
+def precompile() -> None:
+    """Byte-compile statecar's sources (into their gitignored __pycache__), as the image is.
+
+    The Dockerfile's pip install byte-compiles every module and the image runs with
+    PYTHONDONTWRITEBYTECODE=1. A checkout run with that variable set (as this project's shells
+    are) would instead compile every statecar module from source at each start: ~40 ms of cold
+    start that no deployed sidecar pays.
+    """
+    folders = [str(ROOT / d) for d in ("contract", "sidecar", "cli") if (ROOT / d).is_dir()]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *folders], check=False, capture_output=True
+    )
+
+
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STATECAR_", "DAPR_"))}
     env["PYTHONDONTWRITEBYTECODE"] = env.get("PYTHONDONTWRITEBYTECODE", "")
@@ -631,6 +645,7 @@ class Bench:
 
     def start(self) -> None:
         os.sched_setaffinity(0, self.load_cpu)  # the harness itself stays off the server CPU
+        precompile()
         binary = shutil.which("redis-server")
         if binary is None:
             sys.exit("redis-server not found (apt-get install redis-server)")
