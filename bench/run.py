@@ -8,7 +8,10 @@ Not a test. It starts everything it measures and stops it by pid at the end:
 * the sidecar, `statecar sidecar --components-path <tmp> --app-id bench`, with one `state.redis`
   component named `s` (so its URLs are exactly the floor app's);
 * `bench/floor_app.py --app floor` (raw ASGI + one pipelined hiredis connection: the
-  denominator) and `--app hello` (raw ASGI constant body: S2's HTTP baseline).
+  denominator) and `--app hello` (raw ASGI constant body: S2's HTTP baseline);
+* daprd v1.18.1 (`bench/daprd.py`: loopback listeners, kubernetes name resolution) over the same
+  component file, so it reads the same hashes: every scenario measures it in the same rounds and
+  each row prints statecar ÷ daprd (issue 12), plus the G rows (the Dapr gRPC API, both ports).
 
 Keys k0..k999 (and the write keys) hold a 1 KB JSON value, seeded through the sidecar's own API,
 so the floor app reads statecar-formatted hashes. Targets are measured interleaved (A, B, A, B),
@@ -20,7 +23,7 @@ redis-server on `--load-cpu` (1); S3 puts everything on the server CPU. The mach
 shared: every figure comes with the load average and the CPU time used by processes that are not
 ours during the measurement ("foreign", in cores), so a noisy figure can be recognised.
 
-    python bench/run.py [--quick] [--scenarios S1,S2,S3,S4,S5,M,B] [--runs 3] [--out DIR]
+    python bench/run.py [--quick] [--scenarios S1,S2,S3,S4,S5,M,G,B] [--runs 3] [--out DIR]
 
 Scenarios and targets: see bench/README.md.
 """
