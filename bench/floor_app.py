@@ -1,7 +1,7 @@
 """
 The reference denominators of the benchmark (bench/run.py); not part of statecar.
 
-Two raw ASGI apps, served by uvicorn with httptools + uvloop in one worker, as the sidecar is:
+Raw ASGI apps, served by uvicorn with httptools + uvloop in one worker, as the sidecar is:
 
 * ``floor``: the physical floor of a Dapr state GET on this machine. ``GET /v1.0/state/s/{key}``
   sends ONE ``HMGET <prefix><key> data version`` over ONE pipelined hiredis connection (a
@@ -11,6 +11,8 @@ Two raw ASGI apps, served by uvicorn with httptools + uvloop in one worker, as t
   bytes. For information it also serves ``POST /v1.0/state/s`` with one item: one ``EVALSHA``
   of the sidecar's own save script (its SHA1 given by ``--save-sha``; loaded by the harness).
   No validation, no metrics, no routing beyond a prefix test: nothing a real sidecar could drop.
+* ``sqlite-floor`` and ``postgres-floor`` (``--target`` the file or DSN, ``--table``): the same
+  for SQL, GET only, reading statecar's own table with the raw driver (bench/run.py's B rows).
 * ``hello``: a raw ASGI app answering a constant 5-byte body. S2's HTTP baseline (what the
   "added latency" of the sidecar is measured against, as Dapr's perf tests do against a noop).
 
@@ -148,6 +150,74 @@ def make_floor(redis_host: str, redis_port: int, key_prefix: str, save_sha: str 
     return app
 
 
+def make_sql_floor(kind: str, target: str, table: str, key_prefix: str) -> Any:
+    """GET only, over statecar's own SQL layout (`<table>(key, value, etag, ...)`): the raw
+    driver's cost, one SELECT by primary key. SQLite: the stdlib driver, called inline on the
+    loop (a point read on a warm file takes microseconds). PostgreSQL: an asyncpg pool of 8,
+    statecar's default `maxConns`. Expiry is not checked: the seeded rows never expire."""
+    prefix = key_prefix
+    pool: Any = None
+    sqlite_db: Any = None
+    select_pg = f'SELECT value, etag FROM "{table}" WHERE key = $1'
+    select_lite = f'SELECT value, etag FROM "{table}" WHERE key = ?'
+
+    async def startup() -> None:
+        nonlocal pool, sqlite_db
+        if kind == "postgres":
+            import asyncpg
+
+            pool = await asyncpg.create_pool(target, min_size=8, max_size=8)
+        else:
+            import sqlite3
+
+            sqlite_db = sqlite3.connect(target, check_same_thread=False)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await startup()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if pool is not None:
+                        await pool.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path: str = scope["path"]
+        key = prefix + path.rsplit("/", 1)[1]
+        if scope["method"] == "GET" and path.startswith("/v1.0/state/"):
+            if pool is not None:
+                row = await pool.fetchrow(select_pg, key)
+            else:
+                row = sqlite_db.execute(select_lite, (key,)).fetchone()
+            if row is None:
+                await send({"type": "http.response.start", "status": 204, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            data = bytes(row[0])
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        _JSON,
+                        (b"etag", str(row[1]).encode()),
+                        (b"content-length", str(len(data)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": data})
+            return
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
 async def hello(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -172,7 +242,11 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--app", choices=("floor", "hello"), required=True)
+    parser.add_argument(
+        "--app", choices=("floor", "hello", "sqlite-floor", "postgres-floor"), required=True
+    )
+    parser.add_argument("--target", help="sqlite-floor: the file; postgres-floor: the DSN")
+    parser.add_argument("--table", default="state", help="the SQL floors' table")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-host", default="127.0.0.1")
@@ -180,11 +254,12 @@ def main() -> None:
     parser.add_argument("--key-prefix", default="bench||")
     parser.add_argument("--save-sha", default=None, help="SHA1 of the (loaded) save script")
     args = parser.parse_args()
-    app = (
-        make_floor(args.redis_host, args.redis_port, args.key_prefix, args.save_sha)
-        if args.app == "floor"
-        else hello
-    )
+    if args.app == "floor":
+        app = make_floor(args.redis_host, args.redis_port, args.key_prefix, args.save_sha)
+    elif args.app == "hello":
+        app = hello
+    else:
+        app = make_sql_floor(args.app.split("-")[0], args.target, args.table, args.key_prefix)
     uvicorn.run(
         app,
         host=args.host,

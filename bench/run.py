@@ -8,7 +8,10 @@ Not a test. It starts everything it measures and stops it by pid at the end:
 * the sidecar, `statecar sidecar --components-path <tmp> --app-id bench`, with one `state.redis`
   component named `s` (so its URLs are exactly the floor app's);
 * `bench/floor_app.py --app floor` (raw ASGI + one pipelined hiredis connection: the
-  denominator) and `--app hello` (raw ASGI constant body: S2's HTTP baseline).
+  denominator) and `--app hello` (raw ASGI constant body: S2's HTTP baseline);
+* daprd v1.18.1 (`bench/daprd.py`: loopback listeners, kubernetes name resolution) over the same
+  component file, so it reads the same hashes: every scenario measures it in the same rounds and
+  each row prints statecar ÷ daprd (issue 12), plus the G rows (the Dapr gRPC API, both ports).
 
 Keys k0..k999 (and the write keys) hold a 1 KB JSON value, seeded through the sidecar's own API,
 so the floor app reads statecar-formatted hashes. Targets are measured interleaved (A, B, A, B),
@@ -20,7 +23,7 @@ redis-server on `--load-cpu` (1); S3 puts everything on the server CPU. The mach
 shared: every figure comes with the load average and the CPU time used by processes that are not
 ours during the measurement ("foreign", in cores), so a noisy figure can be recognised.
 
-    python bench/run.py [--quick] [--scenarios S1,S2,S3,S4,S5,M,B] [--runs 3] [--out DIR]
+    python bench/run.py [--quick] [--scenarios S1,S2,S3,S4,S5,M,G,B] [--runs 3] [--out DIR]
 
 Scenarios and targets: see bench/README.md.
 """
@@ -52,6 +55,9 @@ from typing import Any
 
 import hiredis
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import daprd as daprd_launcher  # bench/daprd.py, found through the line above
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 LUA = BENCH / "wrk.lua"
@@ -62,7 +68,33 @@ BATCH = 10
 VALUE = b'{"data":"' + (b"abcdefghijklmnopqrstuvwxyz" * 40)[:1013] + b'"}'
 assert len(VALUE) == 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "M", "B")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "M", "B", "G")
+
+
+def _at_least(x: float) -> tuple[str, Callable[[float], bool]]:
+    return f"≥ {x:.2f}× daprd", lambda r: r >= x
+
+
+def _at_most(x: float) -> tuple[str, Callable[[float], bool]]:
+    return f"≤ {x:.2f}× daprd", lambda r: r <= x
+
+
+#: The B rows' targets (statecar ÷ daprd, paired): regression guards, not goals. First measured
+#: 2026-12-06 06:56 UTC (one round, load 9); set from the first two 3-round `--quick` runs
+#: (07:04 and 07:29 UTC, bench/README.md "SQL backends"), the worse of the two with a margin
+#: for this machine's noise. (backend, row) -> (text, test of the ratio).
+B_TARGETS: dict[tuple[str, str], tuple[str, Callable[[float], bool]]] = {
+    ("sqlite", "GET/s, 50 conns"): _at_least(0.9),  # measured 1.67, 1.08
+    ("sqlite", "save/s, 50 conns"): _at_least(3.0),  # 7.75, 5.98
+    ("sqlite", "GET p50, 1 conn"): _at_most(1.3),  # 0.80, 1.11
+    ("sqlite", "save p50, 1 conn"): _at_most(0.7),  # 0.50, 0.50
+    ("sqlite", f"txn({BATCH}) p50, 1 conn"): _at_most(0.7),  # 0.40, 0.44
+    ("postgres", "GET/s, 50 conns"): _at_least(0.45),  # 0.76, 0.54
+    ("postgres", "save/s, 50 conns"): _at_least(0.5),  # 0.64, 0.80
+    ("postgres", "GET p50, 1 conn"): _at_most(1.5),  # 1.25, 1.22
+    ("postgres", "save p50, 1 conn"): _at_most(1.8),  # 1.50, 1.47
+    ("postgres", f"txn({BATCH}) p50, 1 conn"): _at_most(0.6),  # 0.43, 0.48
+}
 
 
 # ------------------------------------------------------------------------------- utilities
@@ -370,6 +402,39 @@ def sidecar_command() -> list[str]:
     return [sys.executable, "-m", "statecar_cli.main"]
 
 
+def find_daprd() -> Path | None:
+    """The cached daprd v1.18.1, built first by scripts/daprd.sh (once, cached) if need be."""
+    found = daprd_launcher.binary()
+    if found is None and (ROOT / "scripts" / "daprd.sh").is_file():
+        log("daprd not found: building it with scripts/daprd.sh (several minutes, once)")
+        built = subprocess.run(
+            ["nice", "bash", str(ROOT / "scripts" / "daprd.sh")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = built.stdout.strip().splitlines()
+        if built.returncode == 0 and lines and Path(lines[-1]).is_file():
+            found = Path(lines[-1])
+        else:
+            log(f"scripts/daprd.sh failed ({built.returncode}): {built.stderr[-2000:]}")
+    return found
+
+
+def precompile() -> None:
+    """Byte-compile statecar's sources (into their gitignored __pycache__), as the image is.
+
+    The Dockerfile's pip install byte-compiles every module and the image runs with
+    PYTHONDONTWRITEBYTECODE=1. A checkout run with that variable set (as this project's shells
+    are) would instead compile every statecar module from source at each start: ~40 ms of cold
+    start that no deployed sidecar pays.
+    """
+    folders = [str(ROOT / d) for d in ("contract", "sidecar", "cli") if (ROOT / d).is_dir()]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *folders], check=False, capture_output=True
+    )
+
+
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STATECAR_", "DAPR_"))}
     env["PYTHONDONTWRITEBYTECODE"] = env.get("PYTHONDONTWRITEBYTECODE", "")
@@ -513,6 +578,8 @@ class Row:
     ratio: str = ""
     target: str = ""
     result: str = ""  # PASS / MISS / info
+    daprd: str = ""  # daprd's figure, measured in the same rounds
+    vs_daprd: str = ""  # statecar ÷ daprd (paired per round)
 
 
 @dataclass
@@ -521,16 +588,21 @@ class Report:
     raw: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, *args: str) -> None:
-        self.rows.append(Row(*args))
+    def add(self, *args: str, daprd: str = "", vs: str = "") -> None:
+        row = Row(*args)
+        row.daprd, row.vs_daprd = daprd, vs
+        self.rows.append(row)
 
     def markdown(self) -> str:
-        head = "| | metric | sidecar | floor / baseline | ratio / added | target | result |"
-        lines = [head, "|---|---|---|---|---|---|---|"]
+        head = (
+            "| | metric | statecar | floor / baseline | statecar vs floor | daprd "
+            "| statecar ÷ daprd | target | result |"
+        )
+        lines = [head, "|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(
-                f"| {r.scenario} | {r.metric} | {r.value} | {r.floor} | {r.ratio} | {r.target}"
-                f" | {r.result} |"
+                f"| {r.scenario} | {r.metric} | {r.value} | {r.floor} | {r.ratio} | {r.daprd}"
+                f" | {r.vs_daprd} | {r.target} | {r.result} |"
             )
         return "\n".join(lines)
 
@@ -548,6 +620,16 @@ def paired(a: list[Run], b: list[Run], key: str, op: Callable[[float, float], fl
     """Median over rounds of op(a_i, b_i): each round's two runs were adjacent in time, so a
     change of machine state between rounds (this VM has a fast and a slow mode) cancels out."""
     return median([op(x.values[key], y.values[key]) for x, y in zip(a, b, strict=True)])
+
+
+def figure_text(runs: list[Run], key: str, scale: float, *, cpu: bool = True) -> str:
+    """The median of `key` times `scale`, with the server CPU per call when `cpu`; "" if no runs."""
+    if not runs:
+        return ""
+    text = f"{median([r.values[key] * scale for r in runs]):.0f}"
+    if cpu:
+        text += f" (CPU {median([r.values['cpu_us'] for r in runs]):.0f} µs)"
+    return text
 
 
 def summarize_noise(runs: list[Run]) -> str:
@@ -588,6 +670,7 @@ class Bench:
 
     def start(self) -> None:
         os.sched_setaffinity(0, self.load_cpu)  # the harness itself stays off the server CPU
+        precompile()
         binary = shutil.which("redis-server")
         if binary is None:
             sys.exit("redis-server not found (apt-get install redis-server)")
@@ -631,6 +714,7 @@ class Bench:
         self.components = components
         self.sidecar_port = free_port()
         self.sidecar = self.start_sidecar("sidecar", components, self.sidecar_port)
+        self.sidecar_grpc = self.sidecar_grpc_port
         self.report.raw["rss_idle_main_mb"] = rss_mb(self.sidecar.pid)
         save_sha = None
         with contextlib.suppress(Exception):
@@ -674,9 +758,20 @@ class Bench:
         self.floor_save = save_sha is not None
         self.seed(self.sidecar_port, STORE, ["k", "w", "t"])
         self.verify()
+        self.daprd_bin = find_daprd()
+        self.daprd: Proc | None = None
+        if self.daprd_bin is None:
+            self.report.notes.append("daprd not measured: scripts/daprd.sh could not build it")
+        else:
+            self.daprd, self.daprd_port, self.daprd_grpc_port = self.start_daprd(
+                "daprd", components
+            )
+            self.verify_daprd()
+            self.report.raw["rss_idle_daprd_main_mb"] = rss_mb(self.daprd.pid)
         self.record_environment()
 
     def start_sidecar(self, name: str, components: Path, port: int, app_id: str = APP_ID) -> Proc:
+        self.sidecar_grpc_port = free_port()
         argv = [
             *sidecar_command(),
             "sidecar",
@@ -687,7 +782,7 @@ class Bench:
             "--http-port",
             str(port),
             "--grpc-port",
-            str(free_port()),
+            str(self.sidecar_grpc_port),
             "--metrics-port",
             str(free_port()),
             "--log-level",
@@ -697,6 +792,42 @@ class Bench:
         self.procs.append(proc)
         wait_http(proc, port, "/v1.0/healthz", {204}, timeout=60)
         return proc
+
+    def start_daprd(
+        self, name: str, resources: Path, port: int | None = None, wait: bool = True
+    ) -> tuple[Proc, int, int]:
+        """daprd over `resources`, pinned like the sidecar; (process, HTTP port, gRPC port)."""
+        assert self.daprd_bin is not None
+        port = port or free_port()
+        grpc_port = free_port()
+        workdir = self.work / name
+        workdir.mkdir(exist_ok=True)
+        argv = daprd_launcher.command(
+            self.daprd_bin,
+            app_id=APP_ID,
+            resources=resources,
+            workdir=workdir,
+            http_port=port,
+            grpc_port=grpc_port,
+            metrics_port=free_port(),
+            internal_grpc_port=free_port(),
+        )
+        proc = spawn(name, argv, self.server_cpu, self.work, daprd_launcher.environment(workdir))
+        self.procs.append(proc)
+        if wait:
+            wait_http(proc, port, "/v1.0/healthz", {204}, timeout=60)
+        return proc, port, grpc_port
+
+    def verify_daprd(self) -> None:
+        """daprd reads the hashes the sidecar seeded (`bench||k7`): same bytes, same ETag."""
+        _, s_headers, s_body = http_call(self.sidecar_port, "GET", "/v1.0/state/s/k7")
+        d_status, d_headers, d_body = http_call(self.daprd_port, "GET", "/v1.0/state/s/k7")
+        if not (
+            d_status == 200 and d_body == s_body and d_headers.get("etag") == s_headers.get("etag")
+        ):
+            raise RuntimeError(
+                f"daprd and the sidecar disagree on k7: {d_status} {d_headers} {d_body[:60]!r}"
+            )
 
     def seed(self, port: int, store: str, prefixes: Sequence[str]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -771,11 +902,13 @@ class Bench:
             "wrk": (run(["wrk", "--version"]).splitlines() or ["?"])[0],
             "packages": versions,
             "sidecar_command": " ".join(sidecar_command()),
+            "daprd": run([str(self.daprd_bin), "--version"]) if self.daprd_bin else "absent",
             "pinning": {
                 "sidecar": allowed_cpus(self.sidecar.pid),
                 "floor": allowed_cpus(self.floor.pid),
                 "hello": allowed_cpus(self.hello.pid),
                 "redis": allowed_cpus(self.redis.pid),
+                "daprd": allowed_cpus(self.daprd.pid) if self.daprd else "not run",
                 "load generator / harness": ",".join(map(str, sorted(self.load_cpu))),
             },
             "uptime_at_start": run(["uptime"]),
@@ -791,19 +924,40 @@ class Bench:
 
     # -- scenarios -----------------------------------------------------------------------------
 
+    @staticmethod
+    def versus(
+        runs: dict[str, list[Run]], op: str, key: str, scale: float = 1.0, fmt: str = "{:.0f}"
+    ) -> tuple[str, str, float]:
+        """(daprd's figure, statecar ÷ daprd as text, that ratio): paired per round, over
+        `runs["sidecar <op>"]` and `runs["daprd <op>"]`; NaN when daprd was not run."""
+        mine, theirs = runs.get(f"sidecar {op}"), runs.get(f"daprd {op}")
+        if not mine or not theirs:
+            return "", "", float("nan")
+        ratio = paired(mine, theirs, key, lambda a, b: a / b)
+        vals = [r.values[key] * scale for r in theirs]
+        text = f"{fmt.format(median(vals))} ({fmt.format(min(vals))}–{fmt.format(max(vals))})"
+        return text, f"{ratio:.2f}×", ratio
+
     def saturated_rounds(self, want_s1: bool, want_s4: bool) -> None:
         d = self.durations["S1"]
         floor = (self.floor_port, self.floor.pid)
         sidecar = (self.sidecar_port, self.sidecar.pid)
         targets: list[tuple[str, tuple[int, int], str]] = []
+        daprd = (self.daprd_port, self.daprd.pid) if self.daprd else None
         if want_s1:
             targets += [("floor GET", floor, "get"), ("sidecar GET", sidecar, "get")]
+            if daprd:
+                targets += [("daprd GET", daprd, "get")]
         if want_s4:
             if not want_s1:
                 targets += [("sidecar GET", sidecar, "get")]
+                if daprd:
+                    targets += [("daprd GET", daprd, "get")]
             targets += [("sidecar save", sidecar, "save")]
             if self.floor_save:
                 targets += [("floor save", floor, "save")]
+            if daprd:
+                targets += [("daprd save", daprd, "save")]
         runs: dict[str, list[Run]] = {t[0]: [] for t in targets}
         for i in range(self.runs):
             for name, (port, pid), mode in targets:
@@ -831,16 +985,20 @@ class Bench:
         if want_s1:
             fl = median([r.values["rps"] for r in runs["floor GET"]])
             ratio = paired(runs["sidecar GET"], runs["floor GET"], "rps", lambda a, b: a / b)
+            d_txt, vs_txt, vs = self.versus(runs, "GET", "rps")
             self.report.add(
                 "S1",
                 "saturated GET/s, 50 conns, 1 process",
                 spread(runs["sidecar GET"], "rps"),
                 spread(runs["floor GET"], "rps"),
                 f"{ratio:.2f}× (ratio of medians {sc / fl:.2f})",
-                "≥ 0.50× floor",
-                verdict(ratio >= 0.5 and errors == 0),
+                "≥ 0.50× floor; ≥ 1.30× daprd",
+                verdict(ratio >= 0.5 and errors == 0 and not vs < 1.3),
+                daprd=d_txt,
+                vs=vs_txt,
             )
             cpu_ratio = paired(runs["floor GET"], runs["sidecar GET"], "cpu_us", lambda a, b: a / b)
+            d_txt, vs_txt, _ = self.versus(runs, "GET", "cpu_us")
             self.report.add(
                 "S1",
                 "server CPU per GET at saturation (µs; less noise-prone)",
@@ -849,6 +1007,8 @@ class Bench:
                 f"{cpu_ratio:.2f}× (floor/sidecar)",
                 "≥ 0.50×",
                 "info: " + ("ok" if cpu_ratio >= 0.5 else "under"),
+                daprd=d_txt,
+                vs=vs_txt,
             )
             self.report.add(
                 "S1",
@@ -869,18 +1029,38 @@ class Bench:
             floor_txt = (
                 spread(runs["floor save"], "rps") + " (floor save)" if self.floor_save else ""
             )
+            d_txt, vs_txt, vs = self.versus(runs, "save", "rps")
             self.report.add(
                 "S4a",
-                "saturated save/s (1 item, 1 KB) vs sidecar GET/s",
+                "saturated save/s (1 item, 1 KB), 50 conns",
                 spread(runs["sidecar save"], "rps"),
                 floor_txt,
-                f"{ratio:.2f}× GET",
-                "≥ 0.90× GET",
+                "",
+                "≥ 1.30× daprd",
+                verdict(errors == 0 and not vs < 1.3),
+                daprd=d_txt,
+                vs=vs_txt,
+            )
+            daprd_ratio = (
+                f"{paired(runs['daprd save'], runs['daprd GET'], 'rps', lambda a, b: a / b):.2f}×"
+                " (its own)"
+                if "daprd save" in runs
+                else ""
+            )
+            self.report.add(
+                "S4a",
+                "save/s ÷ GET/s, saturated (paired)",
+                f"{ratio:.2f}×",
+                "",
+                "",
+                "≥ 0.90×",
                 verdict(ratio >= 0.9 and errors == 0),
+                daprd=daprd_ratio,
             )
             cs = median([r.values["cpu_us"] for r in runs["sidecar save"]])
             cg = median([r.values["cpu_us"] for r in runs["sidecar GET"]])
             cf = (spread(runs["floor save"], "cpu_us") + " (floor save)") if self.floor_save else ""
+            d_txt, vs_txt, _ = self.versus(runs, "save", "cpu_us")
             self.report.add(
                 "S4a",
                 "server CPU per save (µs)",
@@ -889,6 +1069,8 @@ class Bench:
                 f"{cg / cs:.2f}× (GET/save CPU)",
                 "",
                 "info",
+                daprd=d_txt,
+                vs=vs_txt,
             )
         if errors:
             self.report.notes.append(f"S1/S4a: {errors} wrk errors (non-2xx, timeouts)")
@@ -900,6 +1082,10 @@ class Bench:
             ("floor GET", self.floor_port, "/v1.0/state/s/k{i}", NKEYS, self.floor.pid),
             ("sidecar GET", self.sidecar_port, "/v1.0/state/s/k{i}", NKEYS, self.sidecar.pid),
         ]
+        if self.daprd:
+            targets.append(
+                ("daprd GET", self.daprd_port, "/v1.0/state/s/k{i}", NKEYS, self.daprd.pid)
+            )
         runs: dict[str, list[Run]] = {t[0]: [] for t in targets}
         for i in range(self.runs):
             for name, port, path, n, pid in targets:
@@ -924,6 +1110,7 @@ class Bench:
         limits = {"p50": 0.3, "p90": 0.7, "p99": 1.0}
         rate = min(r.values["rate_share"] for r in runs["sidecar GET"])
         ok_share = min(r.values["ok_share"] for r in runs["sidecar GET"])
+        has_daprd = "daprd GET" in runs
         self.report.add(
             "S2",
             "p50 / p90 / p99 at 1000 QPS, 16 conns (ms)",
@@ -932,6 +1119,15 @@ class Bench:
             " / ".join(f"+{added[p]:.2f}" for p in ("p50", "p90", "p99")),
             "≤ +0.30 / +0.70 / +1.00",
             verdict(all(added[p] <= limits[p] for p in limits)),
+            daprd=" / ".join(f"{m('daprd GET', p):.2f}" for p in ("p50", "p90", "p99"))
+            if has_daprd
+            else "",
+            vs=" / ".join(
+                f"{paired(runs['sidecar GET'], runs['daprd GET'], p, lambda a, b: a / b):.2f}×"
+                for p in ("p50", "p90", "p99")
+            )
+            if has_daprd
+            else "",
         )
         self.report.add(
             "S2",
@@ -969,8 +1165,12 @@ class Bench:
             f"{m('sidecar GET', 'cpu_us'):.0f}",
             f"{m('hello', 'cpu_us'):.0f} (hello), {m('floor GET', 'cpu_us'):.0f} (floor)",
             "",
-            "daprd: 57 mCPU",
+            "",
             "info",
+            daprd=f"{m('daprd GET', 'cpu_us'):.0f}" if has_daprd else "",
+            vs=f"{paired(runs['sidecar GET'], runs['daprd GET'], 'cpu_us', lambda a, b: a / b):.2f}×"
+            if has_daprd
+            else "",
         )
         self.report.notes.append(
             f"S2 noise: {summarize_noise([r for v in runs.values() for r in v])}; generator send lag p50/p99 "
@@ -982,19 +1182,25 @@ class Bench:
         d = self.durations["S3"]
         everything = self.server_cpu
         pinned = [self.redis.pid, self.sidecar.pid, self.floor.pid]
+        names = ["redis", "sidecar", "floor"]
+        targets = [
+            ("floor GET", self.floor_port, self.floor.pid),
+            ("sidecar GET", self.sidecar_port, self.sidecar.pid),
+        ]
+        if self.daprd:
+            pinned.append(self.daprd.pid)
+            names.append("daprd")
+            targets.append(("daprd GET", self.daprd_port, self.daprd.pid))
         for pid in pinned:
             pin_tree(pid, everything)
         self.report.raw["S3_pinning"] = {
-            n: allowed_cpus(p) for n, p in zip(("redis", "sidecar", "floor"), pinned, strict=True)
+            n: allowed_cpus(p) for n, p in zip(names, pinned, strict=True)
         }
-        runs: dict[str, list[Run]] = {"floor GET": [], "sidecar GET": []}
+        runs: dict[str, list[Run]] = {name: [] for name, _, _ in targets}
         rounds = max(self.runs, 5)  # short runs; more rounds make the paired median robust
         try:
             for i in range(rounds):
-                for name, port, pid in (
-                    ("floor GET", self.floor_port, self.floor.pid),
-                    ("sidecar GET", self.sidecar_port, self.sidecar.pid),
-                ):
+                for name, port, pid in targets:
                     log(
                         f"S3 round {i + 1}/{rounds}: {name}, wrk -t1 -c1 -d{d}s, all on "
                         f"CPU {sorted(everything)}"
@@ -1012,14 +1218,17 @@ class Bench:
         sc = median([r.values["p50"] for r in runs["sidecar GET"]])
         fl = median([r.values["p50"] for r in runs["floor GET"]])
         s3_ratio = paired(runs["sidecar GET"], runs["floor GET"], "p50", lambda a, b: a / b)
+        d_txt, vs_txt, vs = self.versus(runs, "GET", "p50", 1000)
         self.report.add(
             "S3",
             "unloaded GET p50, 1 conn, all on one core (µs)",
             f"{sc * 1000:.0f}",
             f"{fl * 1000:.0f}",
             f"{s3_ratio:.2f}× (ratio of medians {sc / fl:.2f})",
-            "≤ 1.50× floor",
-            verdict(s3_ratio <= 1.5),
+            "≤ 1.50× floor; ≤ 1.00× daprd",
+            verdict(s3_ratio <= 1.5 and not vs > 1.0),
+            daprd=d_txt,
+            vs=vs_txt,
         )
         sp99 = median([r.values["p99"] for r in runs["sidecar GET"]])
         self.report.add(
@@ -1034,7 +1243,7 @@ class Bench:
             "info: " + ("ok" if sp99 / sc <= 2.5 else "over"),
         )
         self.report.notes.append(
-            f"S3 noise: {summarize_noise(runs['floor GET'] + runs['sidecar GET'])}"
+            f"S3 noise: {summarize_noise([r for v in runs.values() for r in v])}"
         )
 
     def s4_counts(self) -> None:
@@ -1198,66 +1407,121 @@ class Bench:
             self.report.notes.append(f"S4: commands seen while idle (per {calls} s/a): {idle}")
 
     def s4_latency(self) -> None:
+        """`-c1` GET, save, bulk and transaction on statecar, daprd and (GET, save) the floor app,
+        interleaved per operation, the default layout (servers on one CPU, wrk and redis on the
+        other)."""
         d = self.durations["S4"]
-        targets = [
+        ops = [
             ("GET", "get"),
             ("save", "save"),
             (f"bulk({BATCH})", "bulk"),
             (f"txn({BATCH})", "txn"),
         ]
-        runs: dict[str, list[Run]] = {t[0]: [] for t in targets}
+        servers = [("sidecar", self.sidecar_port, self.sidecar.pid)]
+        if self.daprd:
+            servers.append(("daprd", self.daprd_port, self.daprd.pid))
+        runs: dict[str, list[Run]] = {}
         for i in range(self.runs):
-            for name, mode in targets:
-                log(f"S4 round {i + 1}/{self.runs}: sidecar {name}, wrk -t1 -c1 -d{d}s")
-                runs[name].append(
-                    measured(
-                        name,
-                        partial(
-                            run_wrk,
-                            self.sidecar_port,
-                            mode,
-                            "/v1.0/state/s",
-                            1,
-                            d,
-                            self.load_cpu,
-                            self.value_file,
-                        ),
-                        self.sidecar.pid,
+            for op, mode in ops:
+                here = list(servers)
+                if mode == "get" or (mode == "save" and self.floor_save):
+                    here.append(("floor", self.floor_port, self.floor.pid))
+                for server, port, pid in here:
+                    name = f"{server} {op}"
+                    log(f"S4 round {i + 1}/{self.runs}: {name}, wrk -t1 -c1 -d{d}s")
+                    runs.setdefault(name, []).append(
+                        measured(
+                            name,
+                            partial(
+                                run_wrk,
+                                port,
+                                mode,
+                                "/v1.0/state/s",
+                                1,
+                                d,
+                                self.load_cpu,
+                                self.value_file,
+                            ),
+                            pid,
+                        )
                     )
-                )
         self.report.raw["S4_latency"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
 
         def p50(name: str) -> float:
             return median([r.values["p50"] for r in runs[name]])
 
-        t_ratio = paired(runs[f"txn({BATCH})"], runs["save"], "p50", lambda a, b: a / b)
-        b_ratio = paired(runs[f"bulk({BATCH})"], runs["GET"], "p50", lambda a, b: a / b)
+        def us(name: str) -> str:
+            return f"{p50(name) * 1000:.0f}" if name in runs else ""
+
+        for op, label in (("GET", "GET p50 at 1 conn (µs)"), ("save", "save p50 at 1 conn (µs)")):
+            d_txt, vs_txt, vs = self.versus(runs, op, "p50", 1000)
+            floor_ratio = (
+                f"{paired(runs[f'sidecar {op}'], runs[f'floor {op}'], 'p50', lambda a, b: a / b):.2f}×"
+                if f"floor {op}" in runs
+                else ""
+            )
+            self.report.add(
+                "S4",
+                label,
+                us(f"sidecar {op}"),
+                us(f"floor {op}"),
+                floor_ratio,
+                "≤ 1.00× daprd",
+                verdict(not vs > 1.0) if self.daprd else "info",
+                daprd=d_txt,
+                vs=vs_txt,
+            )
+
+        def own_ratio(server: str, a: str, b: str) -> float:
+            return paired(runs[f"{server} {a}"], runs[f"{server} {b}"], "p50", lambda x, y: x / y)
+
+        txn, bulk = f"txn({BATCH})", f"bulk({BATCH})"
+        t_ratio = own_ratio("sidecar", txn, "save")
+        b_ratio = own_ratio("sidecar", bulk, "GET")
         self.report.add(
             "S4b",
-            f"transaction({BATCH} upserts) p50 vs save(1) p50, 1 conn (µs)",
-            f"{p50(f'txn({BATCH})') * 1000:.0f}",
-            f"{p50('save') * 1000:.0f} (save)",
-            f"{t_ratio:.2f}×",
+            f"transaction({BATCH} upserts) p50 ÷ save(1) p50, 1 conn",
+            f"{t_ratio:.2f}× ({us(f'sidecar {txn}')} / {us('sidecar save')} µs)",
+            "",
+            "",
             "≤ 2.0×",
             verdict(t_ratio <= 2.0),
+            daprd=f"{own_ratio('daprd', txn, 'save'):.2f}× ({us(f'daprd {txn}')} / "
+            f"{us('daprd save')} µs)"
+            if self.daprd
+            else "",
+            vs=self.versus(runs, txn, "p50")[1],
         )
         self.report.add(
             "S4c",
-            f"bulk({BATCH} keys) p50 vs GET p50, 1 conn (µs)",
-            f"{p50(f'bulk({BATCH})') * 1000:.0f}",
-            f"{p50('GET') * 1000:.0f} (GET)",
-            f"{b_ratio:.2f}×",
+            f"bulk({BATCH} keys) p50 ÷ GET p50, 1 conn",
+            f"{b_ratio:.2f}× ({us(f'sidecar {bulk}')} / {us('sidecar GET')} µs)",
+            "",
+            "",
             "≤ 2.5×",
             verdict(b_ratio <= 2.5),
+            daprd=f"{own_ratio('daprd', bulk, 'GET'):.2f}× ({us(f'daprd {bulk}')} / "
+            f"{us('daprd GET')} µs)"
+            if self.daprd
+            else "",
+            vs=self.versus(runs, bulk, "p50")[1],
         )
+        names = [op for op, _ in ops]
         self.report.add(
             "S4b",
-            "server CPU per call (µs): GET / save / bulk / txn",
-            " / ".join(f"{median([r.values['cpu_us'] for r in runs[n]]):.0f}" for n in runs),
+            "server CPU per call, 1 conn (µs): GET / save / bulk / txn",
+            " / ".join(
+                f"{median([r.values['cpu_us'] for r in runs['sidecar ' + n]]):.0f}" for n in names
+            ),
             "",
             "",
             "",
             "info",
+            daprd=" / ".join(
+                f"{median([r.values['cpu_us'] for r in runs['daprd ' + n]]):.0f}" for n in names
+            )
+            if self.daprd
+            else "",
         )
         errors = sum(r.values["errors"] for v in runs.values() for r in v)
         if errors:
@@ -1297,76 +1561,118 @@ class Bench:
         )
 
     def cold_start(self) -> None:
-        times, listen_times, rss = [], [], []
+        """exec → first 200 on a state GET, and RSS 1 s later: statecar and daprd, alternating."""
+        times: dict[str, list[float]] = {"sidecar": [], "daprd": []}
+        # CPU time the process used until its first 200: unlike the wall time, a neighbour
+        # busy on the same core hardly changes it.
+        cpu: dict[str, list[float]] = {"sidecar": [], "daprd": []}
+        rss: dict[str, list[float]] = {"sidecar": [], "daprd": []}
+        kinds = ["sidecar"] + (["daprd"] if self.daprd_bin else [])
         for i in range(3):
-            port = free_port()
-            argv = [
-                *sidecar_command(),
-                "sidecar",
-                "--app-id",
-                APP_ID,
-                "--components-path",
-                str(self.components),
-                "--http-port",
-                str(port),
-                "--grpc-port",
-                str(free_port()),
-                "--metrics-port",
-                str(free_port()),
-                "--log-level",
-                "warning",
-            ]
-            t0 = time.monotonic()
-            proc = spawn(f"cold{i}", argv, self.server_cpu, self.work, clean_env())
-            first_listen = None
-            try:
-                while True:
-                    if proc.popen.poll() is not None:
-                        raise RuntimeError(f"cold-start sidecar died:\n{proc.tail()}")
-                    status = raw_get_status(port, "/v1.0/state/s/k1")
-                    if status is not None and first_listen is None:
-                        first_listen = time.monotonic() - t0
-                    if status == 200:
-                        elapsed = time.monotonic() - t0
-                        break
-                    if time.monotonic() - t0 > 30:
-                        raise RuntimeError("cold-start sidecar did not answer in 30 s")
-                    time.sleep(0.002)
-                times.append(elapsed)
-                listen_times.append(first_listen or elapsed)
-                time.sleep(1.0)
-                rss.append(rss_mb(proc.pid))
-            finally:
-                proc.stop()
+            for kind in kinds:
+                port = free_port()
+                t0 = time.monotonic()
+                if kind == "sidecar":
+                    argv = [
+                        *sidecar_command(),
+                        "sidecar",
+                        "--app-id",
+                        APP_ID,
+                        "--components-path",
+                        str(self.components),
+                        "--http-port",
+                        str(port),
+                        "--grpc-port",
+                        str(free_port()),
+                        "--metrics-port",
+                        str(free_port()),
+                        "--log-level",
+                        "warning",
+                    ]
+                    t0 = time.monotonic()
+                    proc = spawn(f"cold{i}", argv, self.server_cpu, self.work, clean_env())
+                    self.procs.append(proc)
+                else:
+                    proc, _, _ = self.start_daprd(f"cold-daprd{i}", self.components, port, False)
+                try:
+                    while True:
+                        if proc.popen.poll() is not None:
+                            raise RuntimeError(f"cold-start {kind} died:\n{proc.tail()}")
+                        if raw_get_status(port, "/v1.0/state/s/k1") == 200:
+                            elapsed = time.monotonic() - t0
+                            cpu[kind].append(proc_ticks(proc.pid) / CLK_TCK)
+                            break
+                        if time.monotonic() - t0 > 30:
+                            raise RuntimeError(f"cold-start {kind} did not answer in 30 s")
+                        time.sleep(0.002)
+                    times[kind].append(elapsed)
+                    time.sleep(1.0)
+                    rss[kind].append(rss_mb(proc.pid))
+                finally:
+                    proc.stop()
         self.report.raw["cold_start_s"] = times
+        self.report.raw["cold_start_cpu_s"] = cpu
         self.report.raw["rss_idle_cold_mb"] = rss
-        cs = median(times)
+        cs = median(times["sidecar"])
+        d_cs = median(times["daprd"])
+        vs = median([a / b for a, b in zip(times["sidecar"], times["daprd"], strict=False)])
         self.report.add(
             "M",
-            "cold start: exec → first 200 on GET (s), median of 3",
-            f"{cs:.3f} ({min(times):.3f}–{max(times):.3f})",
+            "cold start: exec → first 200 on a state GET (s), median of 3",
+            f"{cs:.3f} ({min(times['sidecar']):.3f}–{max(times['sidecar']):.3f})",
             "",
             "",
-            "≤ 0.5 s",
-            verdict(cs <= 0.5),
+            "≤ 0.12 s (≤ 2.5× daprd)",
+            verdict(cs <= 0.12 or vs <= 2.5),
+            daprd=f"{d_cs:.3f} ({min(times['daprd']):.3f}–{max(times['daprd']):.3f})"
+            if times["daprd"]
+            else "",
+            vs=f"{vs:.2f}×" if times["daprd"] else "",
         )
-        self.idle_rss = median(rss)
-        floor_idle = self.report.raw.get("rss_idle_floor_mb", float("nan"))
+        cpu_vs = median([a / b for a, b in zip(cpu["sidecar"], cpu["daprd"], strict=False)])
         self.report.add(
             "M",
-            "RSS idle (MiB): fresh sidecar 1 s after its first GET",
+            "cold start: CPU time used until that first 200 (s; less noise-prone)",
+            f"{median(cpu['sidecar']):.2f} ({min(cpu['sidecar']):.2f}–{max(cpu['sidecar']):.2f})",
+            "",
+            "",
+            "",
+            "info",
+            daprd=f"{median(cpu['daprd']):.2f} ({min(cpu['daprd']):.2f}–{max(cpu['daprd']):.2f})"
+            if cpu["daprd"]
+            else "",
+            vs=f"{cpu_vs:.2f}×" if cpu["daprd"] else "",
+        )
+        self.idle_rss = median(rss["sidecar"])
+        floor_idle = self.report.raw.get("rss_idle_floor_mb", float("nan"))
+        d_rss = median(rss["daprd"])
+        self.report.add(
+            "M",
+            "RSS idle (MiB): fresh process 1 s after its first GET",
             f"{self.idle_rss:.1f}",
             f"{floor_idle:.1f} (floor app)",
             f"{self.idle_rss / floor_idle:.2f}×",
-            "≤ 45 MiB (≤ 1.4× floor)",
-            verdict(self.idle_rss <= 45),
+            "≤ 40 MiB",
+            verdict(self.idle_rss <= 40),
+            daprd=f"{d_rss:.1f}" if rss["daprd"] else "",
+            vs=f"{self.idle_rss / d_rss:.2f}×" if rss["daprd"] else "",
         )
 
     def backends(self) -> None:
+        """SQLite and PostgreSQL (and the in-memory store): statecar, daprd and the raw driver.
+
+        statecar and daprd each get their own table (their layouts differ: statecar's SQL stores
+        refuse a table they did not create) and are seeded through their own API with the same
+        keys and values; the floor app reads statecar's table with the raw driver (GET only).
+        Rounds interleave statecar, daprd and the floor per operation, as S1 does.
+        """
         d = self.durations["B"]
         folder = self.work / "components-other"
         folder.mkdir()
-        (folder / "memory.yaml").write_text(component_yaml("memory", "state.in-memory", {}))
+        daprd_folder = self.work / "components-daprd-other"
+        daprd_folder.mkdir()
+        for where in (folder, daprd_folder):
+            (where / "memory.yaml").write_text(component_yaml("memory", "state.in-memory", {}))
         (folder / "sqlite.yaml").write_text(
             component_yaml(
                 # statecar's own layout: a Dapr Component would otherwise get daprd's.
@@ -1375,7 +1681,15 @@ class Bench:
                 {"connectionString": str(self.work / "bench.db"), "layout": "statecar"},
             )
         )
+        (daprd_folder / "sqlite.yaml").write_text(
+            component_yaml(
+                "sqlite", "state.sqlite", {"connectionString": str(self.work / "daprd.db")}
+            )
+        )
         names = ["memory", "sqlite"]
+        floors: dict[str, tuple[str, str]] = {
+            "sqlite": ("sqlite-floor", str(self.work / "bench.db"))
+        }
         with contextlib.ExitStack() as stack:
             pg = None
             try:
@@ -1398,57 +1712,157 @@ class Bench:
                         {"connectionString": pg.dsn, "layout": "statecar"},
                     )
                 )
+                (daprd_folder / "postgres.yaml").write_text(
+                    component_yaml(
+                        "postgres",
+                        "state.postgresql",
+                        {
+                            "connectionString": pg.dsn,
+                            "tableName": "daprd_state",
+                            "metadataTableName": "daprd_metadata",
+                        },
+                    )
+                )
                 names.append("postgres")
+                floors["postgres"] = ("postgres-floor", pg.dsn)
             port = free_port()
             proc = self.start_sidecar("sidecar-other", folder, port)
-            try:
+            servers: list[tuple[str, int, int]] = [("sidecar", port, proc.pid)]
+            if self.daprd_bin:
+                dproc, dport, _ = self.start_daprd("daprd-other", daprd_folder)
+                servers.append(("daprd", dport, dproc.pid))
+            for _, server_port, _ in servers:
                 for name in names:
-                    self.seed(port, name, ["k", "w"])
-                runs: dict[str, list[Run]] = {}
-                for i in range(self.runs):
-                    for name in names:
-                        for mode in ("get", "save"):
-                            label = f"{name} {mode}"
-                            log(f"B round {i + 1}/{self.runs}: {label}, wrk -t1 -c50 -d{d}s")
-                            runs.setdefault(label, []).append(
+                    self.seed(server_port, name, ["k", "w", "t"])
+            floor_ports: dict[str, tuple[int, int]] = {}
+            for name, (app, floor_target) in floors.items():
+                fport = free_port()
+                argv = [sys.executable, str(BENCH / "floor_app.py"), "--app", app]
+                argv += ["--port", str(fport), "--target", floor_target]
+                argv += ["--key-prefix", f"{APP_ID}||"]
+                fproc = spawn(f"floor-{name}", argv, self.server_cpu, self.work)
+                self.procs.append(fproc)
+                wait_http(fproc, fport, f"/v1.0/state/{name}/nothing", {204})
+                floors_answer = http_call(fport, "GET", f"/v1.0/state/{name}/k7")
+                sidecars_answer = http_call(port, "GET", f"/v1.0/state/{name}/k7")
+                if (floors_answer[0], floors_answer[2], floors_answer[1].get("etag")) != (
+                    sidecars_answer[0],
+                    sidecars_answer[2],
+                    sidecars_answer[1].get("etag"),
+                ):
+                    raise RuntimeError(f"the {name} floor and the sidecar disagree on k7")
+                floor_ports[name] = (fport, fproc.pid)
+            runs: dict[str, list[Run]] = {}
+            plan = [("GET/s, 50 conns", "get", 50), ("save/s, 50 conns", "save", 50)]
+            plan += [("GET p50, 1 conn", "get", 1), ("save p50, 1 conn", "save", 1)]
+            plan += [(f"txn({BATCH}) p50, 1 conn", "txn", 1)]
+            for i in range(self.runs):
+                for name in names:
+                    for label, mode, conns in plan:
+                        here = list(servers)
+                        if mode == "get" and name in floor_ports:
+                            here.append(("floor", *floor_ports[name]))
+                        for server, server_port, pid in here:
+                            key = f"{name} {label} {server}"
+                            log(f"B round {i + 1}/{self.runs}: {key}, wrk -t1 -c{conns} -d{d}s")
+                            runs.setdefault(key, []).append(
                                 measured(
-                                    label,
+                                    key,
                                     partial(
                                         run_wrk,
-                                        port,
+                                        server_port,
                                         mode,
                                         f"/v1.0/state/{name}",
-                                        50,
+                                        conns,
                                         d,
                                         self.load_cpu,
                                         self.value_file,
                                     ),
-                                    proc.pid,
+                                    pid,
                                 )
                             )
-                self.report.raw["B"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
-                self.report.raw["rss_other_backends_mb"] = rss_mb(proc.pid)
-            finally:
-                proc.stop()
-        floor = None
-        if getattr(self, "saturated", None) and "floor GET" in self.saturated:
-            floor = median([r.values["rps"] for r in self.saturated["floor GET"]])
+            self.report.raw["B"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
+            self.report.raw["rss_other_backends_mb"] = rss_mb(proc.pid)
         for name in names:
-            g, s = runs[f"{name} get"], runs[f"{name} save"]
-            gr = median([r.values["rps"] for r in g])
-            errors = sum(r.values["errors"] for r in g + s)
+            for label, _, conns in plan:
+                figure, scale = ("rps", 1.0) if conns > 1 else ("p50", 1000.0)
+                mine, theirs, floor = (
+                    runs.get(f"{name} {label} {server}", [])
+                    for server in ("sidecar", "daprd", "floor")
+                )
+                vs = paired(mine, theirs, figure, lambda a, b: a / b) if theirs else float("nan")
+                vs_floor = paired(mine, floor, figure, lambda a, b: a / b) if floor else None
+                target, ok = B_TARGETS.get((name, label), ("", None))
+                errors = sum(r.values["errors"] for r in mine + theirs + floor)
+                self.report.add(
+                    "B",
+                    f"{name}: {label}" + (" (µs)" if conns == 1 else ""),
+                    figure_text(mine, figure, scale),
+                    figure_text(floor, figure, scale, cpu=False),
+                    f"{vs_floor:.2f}×" if vs_floor is not None else "",
+                    target,
+                    ("info" if ok is None or vs != vs else verdict(ok(vs)))
+                    + (f", {errors} errors" if errors else ""),
+                    daprd=figure_text(theirs, figure, scale),
+                    vs=f"{vs:.2f}×" if theirs else "",
+                )
+
+    def grpc(self) -> None:
+        """The Dapr gRPC API: statecar's gRPC port against daprd's, driven by bench/grpc_load
+        (grpc-go, the Go SDK's client stack) on the load CPU; GetState and SaveState, 1 and 50
+        concurrent calls, interleaved per round."""
+        if not self.daprd:
+            self.report.notes.append("G: not measured without daprd")
+            return
+        import grpc_vs_http  # bench/grpc_vs_http.py: builds (once) and runs the Go client
+
+        binary = grpc_vs_http.build_load_generator()
+        d = self.durations["S4"]
+        servers = [
+            ("sidecar", self.sidecar_grpc, self.sidecar.pid),
+            ("daprd", self.daprd_grpc_port, self.daprd.pid),
+        ]
+        plan = [
+            ("GetState p50, 1 conn (µs)", "grpc-get", 1),
+            ("SaveState p50, 1 conn (µs)", "grpc-save", 1),
+            ("GetState/s, 50 concurrent", "grpc-get", 50),
+            ("SaveState/s, 50 concurrent", "grpc-save", 50),
+        ]
+
+        def call(mode: str, port: int, conns: int) -> dict[str, float]:
+            out = grpc_vs_http.load(binary, mode, f"127.0.0.1:{port}", conns, d, self.load_cpu)
+            return {
+                "requests": out["requests"],
+                "rps": out["requests"] / out["seconds"],
+                "p50": out["p50_us"] / 1000,
+                "p99": out["p99_us"] / 1000,
+                "errors": out["errors"],
+            }
+
+        runs: dict[str, list[Run]] = {}
+        for i in range(self.runs):
+            for label, mode, conns in plan:
+                for server, port, pid in servers:
+                    key = f"{server} {label}"
+                    log(f"G round {i + 1}/{self.runs}: {key}, {mode} -c {conns} -d {d}")
+                    runs.setdefault(key, []).append(
+                        measured(key, partial(call, mode, port, conns), pid)
+                    )
+        self.report.raw["G"] = {k: [r.__dict__ for r in v] for k, v in runs.items()}
+        for label, _, conns in plan:
+            figure, scale = ("rps", 1.0) if conns > 1 else ("p50", 1000.0)
+            d_txt, vs_txt, vs = self.versus(runs, label, figure, scale)
+            faster = conns > 1
             self.report.add(
-                "B",
-                f"{name}: GET/s; save/s (GET p50 / p99 ms; CPU µs per GET / save)",
-                f"{gr:.0f}; {median([r.values['rps'] for r in s]):.0f} "
-                f"({median([r.values['p50'] for r in g]):.2f} / "
-                f"{median([r.values['p99'] for r in g]):.2f}; "
-                f"{median([r.values['cpu_us'] for r in g]):.0f} / "
-                f"{median([r.values['cpu_us'] for r in s]):.0f})",
-                f"{floor:.0f} (redis floor GET)" if floor else "",
-                f"{gr / floor:.2f}× GET" if floor else "",
-                "none (information)",
-                "info" + (f", {errors} errors" if errors else ""),
+                "G",
+                label,
+                figure_text(runs[f"sidecar {label}"], figure, scale),
+                "",
+                "",
+                "≥ 1.30× daprd" if faster else "≤ 1.00× daprd",
+                verdict(vs >= 1.3 if faster else vs <= 1.0),
+                daprd=d_txt,
+                vs=vs_txt,
             )
 
     # -- driver --------------------------------------------------------------------------------
@@ -1492,6 +1906,8 @@ class Bench:
             self.s5()
             if "M" in scenarios:
                 self.rss_row(f"after S5 ({self.durations['S5']} s saturated)", "rss_after_s5_mb")
+        if "G" in scenarios:
+            self.grpc()
         if "B" in scenarios:
             self.backends()
         self.report.raw["environment"]["uptime_at_end"] = subprocess.run(
@@ -1504,7 +1920,8 @@ class Bench:
 def render(report: Report) -> str:
     env = report.raw.get("environment", {})
     order = {
-        s: i for i, s in enumerate(("S1", "S2", "S3", "S4", "S4a", "S4b", "S4c", "S5", "M", "B"))
+        s: i
+        for i, s in enumerate(("S1", "S2", "S3", "S4", "S4a", "S4b", "S4c", "S5", "M", "G", "B"))
     }
     report.rows.sort(key=lambda r: order.get(r.scenario, 99))
     lines = [

@@ -17,7 +17,6 @@ An operator's own `MALLOC_MMAP_THRESHOLD_` wins; other C libraries (musl) are le
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 from collections.abc import Mapping
@@ -29,6 +28,28 @@ M_MMAP_THRESHOLD: Final = -3  # glibc's malloc.h
 MMAP_THRESHOLD_BYTES: Final = 128 * 1024  # glibc's initial default, kept fixed
 
 
+def process_libc() -> ctypes.CDLL | None:
+    """The C library this process runs on, or None.
+
+    dlopen(NULL) first: the interpreter's own global symbols include its C library's, with no
+    search. `ctypes.util.find_library` runs `ldconfig -p` in a subprocess (~4 ms of a cold start
+    per call), so it is only the fallback.
+    """
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        pass
+    from ctypes import util
+
+    name = util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def release_large_buffers(environ: Mapping[str, str] | None = None) -> bool:
     """Fix glibc's mmap threshold at 128 KiB; True when it was set.
 
@@ -38,12 +59,8 @@ def release_large_buffers(environ: Mapping[str, str] | None = None) -> bool:
     environ = os.environ if environ is None else environ
     if "MALLOC_MMAP_THRESHOLD_" in environ:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-    except OSError:
+    libc = process_libc()
+    if libc is None:
         return False
     mallopt = getattr(libc, "mallopt", None)
     if mallopt is None:

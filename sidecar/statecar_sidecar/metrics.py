@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +35,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from statecar_sidecar import memory
 
 #: daprd's default `spec.metrics.latencyDistributionBuckets` (ms; pkg/config/configuration.go).
 LATENCY_BUCKETS_MS: Final = (
@@ -192,18 +193,8 @@ class _MallInfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        return ctypes.CDLL(name)
-    except OSError:
-        return None
-
-
 def _mallinfo2() -> Callable[[], int] | None:
-    libc = _libc()
+    libc = memory.process_libc()
     function = getattr(libc, "mallinfo2", None) if libc is not None else None
     if function is None:
         return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import math
 import resource
@@ -25,7 +26,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvicorn
@@ -34,13 +35,13 @@ from statecar_contract.components import ComponentError
 from statecar_sidecar import loader, memory
 from statecar_sidecar.api.health import Health
 from statecar_sidecar.app import create_app, create_ops_app
-from statecar_sidecar.grpcapi import server as grpcapi_server
-from statecar_sidecar.grpcapi.server import GrpcServer
-from statecar_sidecar.grpcapi.service import DaprService
 from statecar_sidecar.listener import ListenerLimits, bounded_protocol
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime, Reloader
 from statecar_sidecar.settings import SidecarSettings
+
+if TYPE_CHECKING:  # imported when the gRPC port is on, after HTTP serves (cold start)
+    from statecar_sidecar.grpcapi.server import GrpcServer
 
 log = logging.getLogger("statecar.sidecar")
 
@@ -335,7 +336,17 @@ async def _start_grpc(
     stop: asyncio.Event,
     health: Health,
 ) -> GrpcServer:
-    """The Dapr gRPC API; Shutdown stops the sidecar as SIGTERM would, health is /v1.0/healthz's."""
+    """The Dapr gRPC API; Shutdown stops the sidecar as SIGTERM would, health is /v1.0/healthz's.
+
+    HTTP serves already: the gRPC modules (grpcio, protobuf: ~0.1 s) are imported on a worker
+    thread, so the event loop keeps answering the app's first state calls meanwhile (the
+    import releases the GIL every switch interval), and a sidecar with no gRPC port never
+    imports them (~13 MiB; bench/README.md, "Where the memory went").
+    """
+    await asyncio.to_thread(importlib.import_module, "statecar_sidecar.grpcapi.service")
+    from statecar_sidecar.grpcapi import server as grpcapi_server
+    from statecar_sidecar.grpcapi.service import DaprService
+
     return await grpcapi_server.start(
         DaprService(runtime, metrics, shutdown=stop.set),
         metrics,

@@ -2,9 +2,12 @@
 Health routes: `/v1.0/healthz`, `/v1.0/healthz/outbound`, `/v1.0/healthz/{store}` and the ops
 port's liveness `/healthz`.
 
-Served by FastAPI, off the state API's fast path. Readiness is measured (one ping per store)
-and cached briefly, so kubelet probes stay cheap; it answers as daprd does (Dapr docs, health
-API reference): 204 when ready, else 500 with Dapr's error JSON naming each store and why.
+Readiness is measured (one ping per store) and cached briefly, so kubelet probes stay cheap; it
+answers as daprd does (Dapr docs, health API reference): 204 when ready, else 500 with Dapr's
+error JSON naming each store and why. The answers are computed here once (`readiness`,
+`store_health`) and served two ways: by `api.front` for the exact paths probes hit, without
+FastAPI, and by `api.fastapi_app`'s routes for everything else (a query string, `{store}`),
+which `api.front` builds only when such a request first arrives.
 
 Not ready means: some declared component is not serving as declared. That is a store whose
 backend does not answer, and also a component that could not be loaded or opened (`redisPort:
@@ -18,14 +21,21 @@ so a probe failure says what to fix. `/v1.0/healthz/{store}` answers the same fo
 from __future__ import annotations
 
 import time
-
-from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from typing import Any
 
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime
 
 HEALTH_CACHE_SECONDS = 0.5
+
+#: (status, JSON document or None for an empty body): one health answer, framework-free.
+Answer = tuple[int, dict[str, Any] | None]
+
+NOT_READY: tuple[str, str] = ("ERR_HEALTH_NOT_READY", "statecar is not ready")
+OUTBOUND_NOT_READY: tuple[str, str] = (
+    "ERR_OUTBOUND_HEALTH_NOT_READY",
+    "statecar outbound is not ready",
+)
 
 
 class Health:
@@ -53,70 +63,32 @@ class Health:
         return self._problems
 
 
-def health_routes(app: FastAPI, health: Health) -> None:
-    """`/v1.0/healthz`, `/v1.0/healthz/outbound`, `/v1.0/healthz/{store}`: 204 when serving."""
-
-    @app.get("/v1.0/healthz", status_code=204, response_class=Response)
-    async def healthz(appid: str | None = None) -> Response:
-        if appid is not None and appid != health.runtime.app_id:
-            return JSONResponse(
-                {
-                    "errorCode": "ERR_HEALTH_APPID_NOT_MATCH",
-                    "message": "dapr app-id does not match",
-                },
-                status_code=500,
-            )
-        return await _readiness(health, "ERR_HEALTH_NOT_READY", "statecar is not ready")
-
-    @app.get("/v1.0/healthz/outbound", status_code=204, response_class=Response)
-    async def healthz_outbound() -> Response:
-        return await _readiness(
-            health, "ERR_OUTBOUND_HEALTH_NOT_READY", "statecar outbound is not ready"
-        )
-
-    @app.get("/v1.0/healthz/{store}", status_code=204, response_class=Response)
-    async def healthz_store(store: str) -> Response:
-        problems = await health.problems()
-        if store in problems:
-            return JSONResponse(
-                {
-                    "errorCode": "ERR_HEALTH_NOT_READY",
-                    "message": f"state store {store} is not ready: {problems[store]}",
-                    "components": {store: problems[store]},
-                },
-                status_code=500,
-            )
-        if store in health.runtime.stores:
-            return Response(status_code=204)
-        known = ", ".join(sorted(health.runtime.stores.keys() | problems.keys())) or "none"
-        return JSONResponse(
-            {
-                "errorCode": "ERR_STATE_STORE_NOT_FOUND",
-                "message": f"state store {store} is not declared for this app (declared: {known})",
-            },
-            status_code=404,
-        )
-
-
-def liveness_route(app: FastAPI) -> None:
-    """`/healthz` on the ops port: the process answers, whatever the stores say."""
-
-    @app.get("/healthz", status_code=204, response_class=Response)
-    async def liveness() -> Response:
-        return Response(status_code=204)
-
-
-async def _readiness(health: Health, code: str, prefix: str) -> Response:
+async def readiness(health: Health, code: str, prefix: str) -> Answer:
     """204 when every store answers; else 500 naming each store that doesn't, and why."""
     problems = await health.problems()
     if not problems:
-        return Response(status_code=204)
+        return 204, None
     detail = "; ".join(f"{name}: {p}" for name, p in sorted(problems.items()))
-    return JSONResponse(
-        {
-            "errorCode": code,
-            "message": f"{prefix}: {detail}",
-            "components": dict(sorted(problems.items())),
-        },
-        status_code=500,
-    )
+    return 500, {
+        "errorCode": code,
+        "message": f"{prefix}: {detail}",
+        "components": dict(sorted(problems.items())),
+    }
+
+
+async def store_health(health: Health, store: str) -> Answer:
+    """`/v1.0/healthz/{store}`: 204, 500 with the store's problem, or 404 when not declared."""
+    problems = await health.problems()
+    if store in problems:
+        return 500, {
+            "errorCode": "ERR_HEALTH_NOT_READY",
+            "message": f"state store {store} is not ready: {problems[store]}",
+            "components": {store: problems[store]},
+        }
+    if store in health.runtime.stores:
+        return 204, None
+    known = ", ".join(sorted(health.runtime.stores.keys() | problems.keys())) or "none"
+    return 404, {
+        "errorCode": "ERR_STATE_STORE_NOT_FOUND",
+        "message": f"state store {store} is not declared for this app (declared: {known})",
+    }

@@ -2,7 +2,8 @@
 The metadata route, `/v1.0/metadata`: the app id, the runtime version and each loaded store.
 
 Shaped as daprd's metadata API (Dapr docs, metadata API reference), so SDKs that read it at
-start-up keep working. Served by FastAPI, off the state API's fast path.
+start-up keep working. Served off the state API's fast path: by `api.front` for a plain
+`GET /v1.0/metadata`, by `api.fastapi_app` (built on first need) otherwise.
 
 `components` lists the stores that serve. A declared component that failed (it could not be
 read or opened) is listed under `statecarFailedComponents` with its type, file and error, and
@@ -11,10 +12,7 @@ whether an earlier version of it still serves; `extended.statecarLastReloadError
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-
-from statecar_sidecar import __version__
+from statecar_contract import package_version
 from statecar_sidecar.runtime import ComponentRuntime
 from statecar_sidecar.stores.base import Feature
 
@@ -28,13 +26,14 @@ def capabilities(features: frozenset[Feature]) -> list[str]:
 
 
 def metadata_document(runtime: ComponentRuntime) -> dict[str, object]:
-    extended: dict[str, str] = {"daprRuntimeVersion": f"statecar-{__version__}"}
+    version = package_version()
+    extended: dict[str, str] = {"daprRuntimeVersion": f"statecar-{version}"}
     extended.update(runtime.extended_metadata)
     if runtime.last_reload_error:
         extended["statecarLastReloadError"] = runtime.last_reload_error
     return {
         "id": runtime.app_id,
-        "runtimeVersion": f"statecar-{__version__}",
+        "runtimeVersion": f"statecar-{version}",
         "enabledFeatures": [],
         "components": [
             {
@@ -57,12 +56,3 @@ def metadata_document(runtime: ComponentRuntime) -> dict[str, object]:
         ],
         "extended": extended,
     }
-
-
-def metadata_route(app: FastAPI, runtime: ComponentRuntime) -> None:
-    """`GET /v1.0/metadata`."""
-
-    @app.get("/v1.0/metadata")
-    async def get_metadata() -> JSONResponse:
-        # The JS SDK waits for a truthy body here before its first call (never send 204).
-        return JSONResponse(metadata_document(runtime))
