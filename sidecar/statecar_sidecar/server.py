@@ -338,10 +338,10 @@ async def _start_grpc(
 ) -> GrpcServer:
     """The Dapr gRPC API; Shutdown stops the sidecar as SIGTERM would, health is /v1.0/healthz's.
 
-    HTTP serves already: the gRPC modules (grpcio, protobuf: ~0.1 s) are imported on a worker
-    thread, so the event loop keeps answering the app's first state calls meanwhile (the
-    import releases the GIL every switch interval), and a sidecar with no gRPC port never
-    imports them (~13 MiB; bench/README.md, "Where the memory went").
+    HTTP serves already: the gRPC modules (protobuf and the generated Dapr messages) are
+    imported on a worker thread, so the event loop keeps answering the app's first state calls
+    meanwhile (the import releases the GIL every switch interval), and a sidecar with no gRPC
+    port never imports them (bench/README.md, "Where the memory went").
     """
     await asyncio.to_thread(importlib.import_module, "statecar_sidecar.grpcapi.service")
     from statecar_sidecar.grpcapi import server as grpcapi_server
