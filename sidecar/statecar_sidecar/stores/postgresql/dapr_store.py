@@ -276,15 +276,7 @@ class DaprPostgreSQLStore(PostgreSQLStore):
     async def transact(self, ops: Sequence[Operation]) -> None:
         if not ops:
             return
-        # Ops are judged in order: an op refused before the database (an invalid ETag) fails
-        # the transaction only if every op before it passes.
-        invalid: tuple[int, StoreError] | None = None
-        for index, op in enumerate(ops):
-            try:
-                self._validate(op)
-            except StoreError as exc:
-                invalid = (index, exc)
-                break
+        invalid = self._first_invalid(ops)
         judged = ops if invalid is None else ops[: invalid[0]]
         try:
             if judged:

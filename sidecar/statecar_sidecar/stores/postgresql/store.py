@@ -439,18 +439,23 @@ class PostgreSQLStore(StateStore):
                     results[index] = refused_error(ops[index], None if etag is None else str(etag))
         return results
 
-    async def transact(self, ops: Sequence[Operation]) -> None:
-        if not ops:
-            return
-        # Ops are judged in order: an op refused before the database (an invalid ETag) fails
-        # the transaction only if every op before it passes.
-        invalid: tuple[int, StoreError] | None = None
+    def _first_invalid(self, ops: Sequence[Operation]) -> tuple[int, StoreError] | None:
+        """The first op refused before the database (an invalid ETag), with its error.
+
+        Ops are judged in order: such an op fails the transaction only if every op before it
+        passes, so the ops before it still run (as a dry run) to find an earlier refusal.
+        """
         for index, op in enumerate(ops):
             try:
                 self._validate(op)
             except StoreError as exc:
-                invalid = (index, exc)
-                break
+                return index, exc
+        return None
+
+    async def transact(self, ops: Sequence[Operation]) -> None:
+        if not ops:
+            return
+        invalid = self._first_invalid(ops)
         try:
             if invalid is not None:
                 if invalid[0] > 0:

@@ -31,9 +31,9 @@ import binascii
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import ClassVar, Final
 
 from statecar_contract.settings import SQLiteSettings
 from statecar_sidecar.stores import etags
@@ -44,7 +44,7 @@ from statecar_sidecar.stores.errors import (
     StoreError,
     TransactionError,
 )
-from statecar_sidecar.stores.sql_common import check_layout, json_text, prefix_successor
+from statecar_sidecar.stores.sql_common import json_text, prefix_successor
 from statecar_sidecar.stores.sqlite.store import SQLiteStore
 
 __all__ = ["DaprSQLiteStore"]
@@ -138,6 +138,9 @@ def _decode(value: bytes, is_binary: object) -> bytes:
 class DaprSQLiteStore(SQLiteStore):
     """daprd's `state.sqlite` table in one SQLite file."""
 
+    _layout: ClassVar[str] = "dapr"
+    _expected_columns: ClassVar[Mapping[str, str]] = EXPECTED_COLUMNS
+
     def __init__(self, settings: SQLiteSettings) -> None:
         super().__init__(settings)
         self._meta = settings.metadata_table_name
@@ -176,19 +179,6 @@ class DaprSQLiteStore(SQLiteStore):
         except BaseException:
             self._rollback(conn)
             raise
-
-    def _check_layout(self, conn: sqlite3.Connection) -> None:
-        columns = {str(row[1]): str(row[2]).upper() for row in conn.execute(self._sql["columns"])}
-        if not columns:
-            raise StoreError(f"SQLite database {self._target.label} has no table {self._table!r}")
-        check_layout(
-            columns,
-            EXPECTED_COLUMNS,
-            table=repr(self._table),
-            location=f"in {self._target.label}",
-            engine="SQLite",
-            layout="dapr",
-        )
 
     # -----------------------------------------------------------------------------------------
     # Reads.

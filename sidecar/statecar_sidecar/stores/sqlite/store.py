@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import ClassVar, Final, TypeVar
 
 from statecar_contract.settings import SQLiteSettings
 from statecar_sidecar.stores import etags
@@ -73,6 +73,9 @@ class SQLiteStore(StateStore):
     """One SQLite database file, served by one connection on one worker thread."""
 
     features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
+    #: The table layout this class reads and writes: its name in errors, and its columns.
+    _layout: ClassVar[str] = "statecar"
+    _expected_columns: ClassVar[Mapping[str, str]] = EXPECTED_COLUMNS
 
     def __init__(self, settings: SQLiteSettings) -> None:
         target = settings.target
@@ -207,11 +210,11 @@ class SQLiteStore(StateStore):
             raise StoreError(f"SQLite database {self._target.label} has no table {self._table!r}")
         check_layout(
             columns,
-            EXPECTED_COLUMNS,
+            self._expected_columns,
             table=repr(self._table),
             location=f"in {self._target.label}",
             engine="SQLite",
-            layout="statecar",
+            layout=self._layout,
         )
 
     @staticmethod
