@@ -234,6 +234,8 @@ async def serve_until(
     for server in servers:
         # We own the signals: both servers stop together when `stop` is set.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # uvicorn would take SIGINT/SIGTERM per server
+    if settings.grpc_port:
+        health.starting = f"the gRPC API (port {settings.grpc_port}) is not listening yet"
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     while not all(s.started for s in servers):
         if any(t.done() for t in tasks):
@@ -244,6 +246,7 @@ async def serve_until(
     if not failed and settings.grpc_port:
         try:
             grpc_server = await _start_grpc(settings, runtime, metrics, stop, health)
+            health.starting = None
         except RuntimeError as exc:  # the port could not be bound
             log.error("cannot serve the gRPC API on port %d: %s", settings.grpc_port, exc)
             failed = tasks

@@ -436,6 +436,8 @@ def test_grpc_health_is_not_serving_while_a_store_does_not_answer(
     sidecar.start(wait_healthy=False)
     try:
         with grpc.insecure_channel(sidecar.grpc_address) as channel:
+            # HTTP answers (500 here) before the gRPC port listens: wait for the port.
+            grpc.channel_ready_future(channel).result(timeout=10)
             check = health_check(channel)
             answer = check(health_pb2.HealthCheckRequest(service=""), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -6,12 +6,16 @@ FastAPI, which a real sidecar builds only when such a request first arrives.
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.sidecar import running_sidecar
+from tests.support import processes
+from tests.support.sidecar import SidecarProcess, running_sidecar
 
 from statecar_contract.components import ComponentError, ResolvedComponent
 from statecar_sidecar.api.front import Front
@@ -88,6 +92,45 @@ async def test_raw_not_ready_answers_are_fastapis_bytes(runtime: ComponentRuntim
             assert answer[0] == 500
             assert b"broken" in answer[2]
             assert answer == await _exchange(front.app, path)
+
+
+async def test_readiness_waits_for_the_grpc_listener(runtime: ComponentRuntime) -> None:
+    """Until the gRPC port listens, healthz and outbound say so (the SDKs call gRPC right after
+    outbound answers 204); liveness and a store's own health do not depend on it."""
+    metrics = Metrics("myapp")
+    health = Health(runtime, metrics)
+    state = create_app(runtime, metrics, api_token=None, max_body_bytes=1024, health=health)
+    assert isinstance(state, StateAPI)
+    health.starting = "the gRPC API (port 50001) is not listening yet"
+    for path in ("/v1.0/healthz", "/v1.0/healthz/outbound"):
+        status, _, body = await _exchange(state, path)
+        assert status == 500
+        assert b"gRPC API (port 50001) is not listening yet" in body
+    assert (await _exchange(state, "/v1.0/healthz/statestore"))[0] == 204
+    health.starting = None
+    assert (await _exchange(state, "/v1.0/healthz/outbound"))[0] == 204
+
+
+def test_a_healthy_sidecar_already_listens_on_grpc(tmp_path: Path) -> None:
+    """The first 204 of /v1.0/healthz/outbound, polled from exec on, finds the gRPC port open."""
+    sidecar = SidecarProcess(components_path=tmp_path)
+    process = subprocess.Popen(sidecar.command, env=sidecar.environment)
+    try:
+        host, port = sidecar.grpc_address.rsplit(":", 1)
+        deadline = time.monotonic() + 20
+        with httpx.Client(base_url=sidecar.url, timeout=5) as client:
+            while True:  # no pause: the first 204 is what an SDK polling at start-up sees
+                assert time.monotonic() < deadline, "never ready"
+                assert process.poll() is None, "the sidecar exited"
+                try:
+                    if client.get("/v1.0/healthz/outbound").status_code == 204:
+                        break
+                except httpx.TransportError:
+                    continue
+            with socket.create_connection((host, int(port)), timeout=1):
+                pass
+    finally:
+        processes.stop(process)
 
 
 async def test_ops_liveness_and_metrics_are_fastapis(runtime: ComponentRuntime) -> None:

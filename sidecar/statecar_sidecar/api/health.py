@@ -16,6 +16,11 @@ body lists them under `components` (name -> reason, the reason naming the file a
 so a probe failure says what to fix. `/v1.0/healthz/{store}` answers the same for one store:
 204, 500 with its reason, or 404 when no such component is declared for this app. Liveness
 (`/healthz`) stays 204 whatever the stores say: restarting the sidecar fixes none of this.
+
+Not ready also means: still starting. HTTP answers before the gRPC port listens (its modules are
+imported after HTTP serves, for a fast cold start), so until it listens `starting` says so and
+readiness is 500: the Dapr SDKs wait for `/v1.0/healthz/outbound` and then call gRPC at once
+(dapr python-sdk `DaprHealth.wait_until_ready`), as daprd answers 500 until it has initialised.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class Health:
         self.metrics = metrics
         self._checked_at = 0.0
         self._problems: dict[str, str] = {}
+        #: What start-up still waits for (the gRPC listener), or None once everything listens.
+        self.starting: str | None = None
 
     async def problems(self) -> dict[str, str]:
         """Every declared component that is not serving as declared, with the reason."""
@@ -66,9 +73,11 @@ class Health:
 async def readiness(health: Health, code: str, prefix: str) -> Answer:
     """204 when every store answers; else 500 naming each store that doesn't, and why."""
     problems = await health.problems()
-    if not problems:
+    if not problems and health.starting is None:
         return 204, None
     detail = "; ".join(f"{name}: {p}" for name, p in sorted(problems.items()))
+    if health.starting is not None:
+        detail = "; ".join(filter(None, (health.starting, detail)))
     return 500, {
         "errorCode": code,
         "message": f"{prefix}: {detail}",
