@@ -43,6 +43,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     entry,
     orders_manifest,
     pod_manifest,
+    running_pod_sidecar,
 )
 from tests.support.redis_server import RedisProcess, running_redis
 
@@ -274,12 +275,5 @@ def sidecar(
     cluster: LocalCluster, checkout_pod: dict[str, Any], diagnostics: FailureContext
 ) -> Iterator[PodProcess]:
     """The injected `statecar` container of the stored checkout Pod, run as the kubelet would."""
-    process = PodProcess(cluster, checkout_pod, "statecar")
-    diagnostics.add("sidecar log (tail)", lambda: "\n".join(process.log.splitlines()[-60:]))
-    process.start()
-    try:
-        process.wait_started(timeout=60)
+    with running_pod_sidecar(cluster, checkout_pod, diagnostics, "checkout") as process:
         yield process
-    finally:
-        process.stop()
-        diagnostics.remove("sidecar log (tail)")

@@ -6,8 +6,10 @@ manifests they apply, and the waits on what the operator writes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from tests.e2e.kubelet import PodProcess
 from tests.e2e.localcluster import REPO_ROOT, LocalCluster
 from tests.e2e.operator_fixtures import (
     Api,
+    FailureContext,
     condition,
     wait_for,
     wait_for_object,
@@ -186,6 +189,24 @@ def wait_event(
         timeout=timeout,
     )
     return events[-1]
+
+
+@contextlib.contextmanager
+def running_pod_sidecar(
+    cluster: LocalCluster, pod: dict[str, Any], diagnostics: FailureContext, label: str
+) -> Iterator[PodProcess]:
+    """The injected `statecar` container of `pod`, run as the kubelet would and started; its log's
+    tail joins a failure's diagnostics under `label` while it runs."""
+    process = PodProcess(cluster, pod, "statecar")
+    title = f"{label} sidecar log (tail)"
+    diagnostics.add(title, lambda: "\n".join(process.log.splitlines()[-60:]))
+    process.start()
+    try:
+        process.wait_started(timeout=60)
+        yield process
+    finally:
+        process.stop()
+        diagnostics.remove(title)
 
 
 def kubectl_apply(cluster: LocalCluster, manifest: dict[str, Any]) -> Any:

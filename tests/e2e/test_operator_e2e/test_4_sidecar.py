@@ -29,6 +29,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     component_manifest,
     kubectl_apply,
     pod_manifest,
+    running_pod_sidecar,
 )
 from tests.support.redis_server import RedisProcess
 
@@ -159,11 +160,7 @@ def test_api_token_reaches_the_sidecar_from_the_pods_secret_never_as_a_literal(
     assert env_of(find_container(pod, "app"))["DAPR_API_TOKEN"] == reference
     assert token not in json.dumps(pod)
 
-    process = PodProcess(cluster, pod, "statecar")
-    diagnostics.add("cart sidecar log (tail)", lambda: "\n".join(process.log.splitlines()[-60:]))
-    process.start()
-    try:
-        process.wait_started(timeout=60)
+    with running_pod_sidecar(cluster, pod, diagnostics, "cart") as process:
         store = f"{process.url}/v1.0/state/orders"
         with httpx.Client(timeout=10, trust_env=False) as http:
             refused = http.post(store, json=[{"key": "basket", "value": [1, 2]}])
@@ -172,9 +169,6 @@ def test_api_token_reaches_the_sidecar_from_the_pods_secret_never_as_a_literal(
             saved = http.post(store, json=[{"key": "basket", "value": [1, 2]}], headers=headers)
             assert saved.status_code == 204, saved.text
             assert http.get(f"{store}/basket", headers=headers).json() == [1, 2]
-    finally:
-        process.stop()
-        diagnostics.remove("cart sidecar log (tail)")
 
 
 def test_a_pod_applied_before_its_component_serves_it_once_it_exists_without_restart(
@@ -190,33 +184,31 @@ def test_a_pod_applied_before_its_component_serves_it_once_it_exists_without_res
     assert pod is not None
     assert api.get(f"/api/v1/namespaces/{EMPTY}/secrets/statecar-wiring") is None
 
-    process = PodProcess(cluster, pod, "statecar")
-    diagnostics.add("early sidecar log (tail)", lambda: "\n".join(process.log.splitlines()[-60:]))
-    process.start()
     try:
-        process.wait_started(timeout=60)  # ready with no component: the app may start
-        pid = process.pid
-        store = f"{process.url}/v1.0/state/later"
-        with httpx.Client(timeout=10, trust_env=False) as http:
-            assert http.get(f"{process.url}/v1.0/healthz").status_code == 204
-            assert http.get(f"{process.url}/v1.0/metadata").json()["components"] == []
-            missing = http.post(store, json=[{"key": "k", "value": 1}])
-            assert missing.status_code >= 400, missing.text
-            assert missing.json()["errorCode"] == "ERR_STATE_STORE_NOT_CONFIGURED"
+        # Started means ready with no component: the app may start.
+        with running_pod_sidecar(cluster, pod, diagnostics, "early") as process:
+            pid = process.pid
+            store = f"{process.url}/v1.0/state/later"
+            with httpx.Client(timeout=10, trust_env=False) as http:
+                assert http.get(f"{process.url}/v1.0/healthz").status_code == 204
+                assert http.get(f"{process.url}/v1.0/metadata").json()["components"] == []
+                missing = http.post(store, json=[{"key": "k", "value": 1}])
+                assert missing.status_code >= 400, missing.text
+                assert missing.json()["errorCode"] == "ERR_STATE_STORE_NOT_CONFIGURED"
 
-            cluster.apply(
-                component_manifest("later", EMPTY, {"type": "state.in-memory", "scopes": ["early"]})
-            )
-            wait_for(
-                "the sidecar to serve the component applied after it started",
-                lambda: http.post(store, json=[{"key": "k", "value": 1}]).status_code,
-                lambda status: status == 204,
-                timeout=REACT,
-            )
-            assert http.get(f"{store}/k").json() == 1
-            assert process.running  # the same process: no restart
-            assert process.pid == pid
+                cluster.apply(
+                    component_manifest(
+                        "later", EMPTY, {"type": "state.in-memory", "scopes": ["early"]}
+                    )
+                )
+                wait_for(
+                    "the sidecar to serve the component applied after it started",
+                    lambda: http.post(store, json=[{"key": "k", "value": 1}]).status_code,
+                    lambda status: status == 204,
+                    timeout=REACT,
+                )
+                assert http.get(f"{store}/k").json() == 1
+                assert process.running  # the same process: no restart
+                assert process.pid == pid
     finally:
-        process.stop()
-        diagnostics.remove("early sidecar log (tail)")
         cluster.kubectl("delete", "ssc", "later", "-n", EMPTY, "--ignore-not-found", check=False)

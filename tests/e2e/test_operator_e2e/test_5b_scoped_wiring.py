@@ -30,6 +30,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     entry,
     kubectl_apply,
     pod_manifest,
+    running_pod_sidecar,
     timing,
     wait_condition,
     wiring_document_of,
@@ -96,15 +97,8 @@ def payments(
     assert result.returncode == 0, result.stderr
     pod = api.pod(SCOPES, "payments")
     assert pod is not None
-    process = PodProcess(cluster, pod, "statecar")
-    diagnostics.add("payments sidecar log (tail)", lambda: process.log[-4000:])
-    process.start()
-    try:
-        process.wait_started(timeout=60)
+    with running_pod_sidecar(cluster, pod, diagnostics, "payments") as process:
         yield process
-    finally:
-        process.stop()
-        diagnostics.remove("payments sidecar log (tail)")
 
 
 def _mounted(sidecar: PodProcess) -> dict[str, bytes]:

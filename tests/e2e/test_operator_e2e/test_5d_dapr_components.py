@@ -30,6 +30,7 @@ from tests.e2e.test_operator_e2e.helpers import (
     entry,
     kubectl_apply,
     pod_manifest,
+    running_pod_sidecar,
     wait_event,
     wired,
     wiring_document_of,
@@ -97,15 +98,8 @@ def daprapp(
     assert "Warning" not in result.stderr, result.stderr  # both state stores are in scope
     pod = api.pod(DAPR, "daprapp")
     assert pod is not None
-    process = PodProcess(cluster, pod, "statecar")
-    diagnostics.add("daprapp sidecar log (tail)", lambda: process.log[-4000:])
-    process.start()
-    try:
-        process.wait_started(timeout=60)
+    with running_pod_sidecar(cluster, pod, diagnostics, "daprapp") as process:
         yield process
-    finally:
-        process.stop()
-        diagnostics.remove("daprapp sidecar log (tail)")
 
 
 def test_daprs_state_components_are_wired_and_owned_and_the_rest_left_alone(
