@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from tests.support import processes
 from tests.support.ports import free_port
 
 #: `dapr init`'s ~/.dapr/config.yaml (pkg/standalone/standalone.go createDefaultConfiguration).
@@ -60,17 +59,9 @@ class Daprd:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, url: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daprd exited with {self.process.returncode}:\n{self.log}")
-            try:
-                if httpx.get(f"{url}/v1.0/healthz", timeout=1).status_code == 204:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"not ready within {timeout} s:\n{self.log}")
+        processes.wait_healthy(
+            self.process, f"{url}/v1.0/healthz", lambda: self.log, name="daprd", timeout=timeout
+        )
 
 
 def dapr_home(home: Path, config: str = DEFAULT_CONFIG) -> Path:

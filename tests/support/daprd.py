@@ -19,12 +19,10 @@ import contextlib
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tests.support import processes
 from tests.support.ports import free_port
 from tests.support.require import require
@@ -129,18 +127,14 @@ class DaprdProcess:
             self.process = subprocess.Popen(
                 self.command, env=self.environment, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daprd exited with {self.process.returncode}:\n{self.log}")
-            try:
-                # /v1.0/healthz answers 204 once every component has initialised.
-                if httpx.get(f"{self.url}/v1.0/healthz", timeout=1).status_code == 204:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"daprd not healthy within {timeout} s:\n{self.log}")
+        # /v1.0/healthz answers 204 once every component has initialised.
+        processes.wait_healthy(
+            self.process,
+            f"{self.url}/v1.0/healthz",
+            lambda: self.log,
+            name="daprd",
+            timeout=timeout,
+        )
 
     def stop(self) -> int:
         try:

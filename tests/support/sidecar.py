@@ -11,12 +11,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tests.support import processes
 from tests.support.ports import free_port
 
@@ -76,20 +74,14 @@ class SidecarProcess:
             self.process = subprocess.Popen(
                 self.command, env=self.environment, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sidecar exited with {self.process.returncode}:\n{self.log}")
-            try:
-                answer = httpx.get(f"{self.ops_url}/v1.0/healthz", timeout=1)
-                if answer.status_code == 204 or (
-                    not wait_healthy and answer.status_code in (204, 500)
-                ):
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"sidecar not healthy within {timeout} s:\n{self.log}")
+        processes.wait_healthy(
+            self.process,
+            f"{self.ops_url}/v1.0/healthz",
+            lambda: self.log,
+            name="sidecar",
+            timeout=timeout,
+            accept=(204,) if wait_healthy else (204, 500),
+        )
 
     def stop(self) -> int:
         if self.process is None:
