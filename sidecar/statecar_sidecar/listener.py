@@ -1,11 +1,9 @@
 """
 How each listener bounds slow and idle clients: read timeouts and a connection cap.
 
-uvicorn's httptools protocol closes a keep-alive connection that stays idle between requests
-(`timeout_keep_alive`), but it waits forever for a request's headers or its body: a client that
-sends half a request line, or a Content-Length and then a trickle, holds its connection and a
-file descriptor for good (slowloris). `bounded_protocol` returns a subclass of that protocol,
-one per listener, that adds:
+Without bounds, a client that sends half a request line, or a Content-Length and then a
+trickle, would hold its connection and a file descriptor for good (slowloris). Each listener
+(`http1.HttpServer`) applies its `ListenerLimits`:
 
 * **a header timeout**: the request's headers must be complete within it, counted from the
   connection's start or, on a keep-alive connection, from the request's first byte. A client
@@ -18,7 +16,7 @@ one per listener, that adds:
 
 A timeout answers 408 `ERR_REQUEST_TIMEOUT` when no response has started, then closes. The
 timers are armed only when a request arrives in pieces: a request that comes in one read (the
-usual case) arms none, so the fast path pays only for three flag updates.
+usual case) arms none (`http1.connection` applies them).
 """
 
 from __future__ import annotations
@@ -26,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("statecar.listener")
 
@@ -55,7 +51,8 @@ class ListenerLimits:
     lingering: set[asyncio.Transport] = field(default_factory=set)
 
 
-def _response(status: bytes, code: str, message: str, *extra: bytes) -> bytes:
+def error_response(status: bytes, code: str, message: str, *extra: bytes) -> bytes:
+    """A whole JSON error response that closes the connection (`status`: b"408 Request Timeout")."""
     body = orjson.dumps({"errorCode": code, "message": message})
     return b"".join(
         [
@@ -71,134 +68,30 @@ def _response(status: bytes, code: str, message: str, *extra: bytes) -> bytes:
     )
 
 
-def bounded_protocol(limits: ListenerLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with `limits` applied; pass it as `uvicorn.Config(http=...)`."""
-    refusal = _response(
+def refusal(limits: ListenerLimits) -> bytes:
+    """The 503 a connection over the cap gets."""
+    return error_response(
         b"503 Service Unavailable",
         "ERR_TOO_MANY_CONNECTIONS",
         f"statecar's {limits.name} listener has {limits.max_connections} connections open, its "
         f"limit; retry later, reuse connections, or raise {limits.setting}",
         b"retry-after: 1\r\n",
     )
-    header_timeout = _response(
+
+
+def header_timeout(limits: ListenerLimits) -> bytes:
+    """The 408 a request gets when its headers are late."""
+    return error_response(
         b"408 Request Timeout",
         "ERR_REQUEST_TIMEOUT",
         f"the request's headers did not arrive within {limits.header_timeout:g}s",
     )
-    body_timeout = _response(
+
+
+def body_timeout(limits: ListenerLimits) -> bytes:
+    """The 408 a request gets when its body is late."""
+    return error_response(
         b"408 Request Timeout",
         "ERR_REQUEST_TIMEOUT",
         f"the request's body did not arrive within {limits.body_timeout:g}s",
     )
-
-    class BoundedProtocol(HttpToolsProtocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._refused = False
-            self._in_headers = True  # a connection starts waiting for a request's headers
-            self._in_body = False
-            self._read_timer: asyncio.TimerHandle | None = None
-
-        # -- the connection cap ---------------------------------------------------------------
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if len(self.connections) >= limits.max_connections:
-                self._refuse(transport)
-                return
-            super().connection_made(transport)
-            self._arm(limits.header_timeout, header_timeout)
-
-        def _refuse(self, transport: asyncio.Transport) -> None:
-            self._refused = True
-            self.transport = transport
-            limits.refused += 1
-            if limits.refused == 1 or limits.refused % 1000 == 0:
-                log.warning(
-                    "%s listener: %d connections open, its limit (%s); refused %d so far",
-                    limits.name,
-                    limits.max_connections,
-                    limits.setting,
-                    limits.refused,
-                )
-            transport.write(refusal)
-            if len(limits.lingering) >= MAX_LINGERING_REFUSALS or not transport.can_write_eof():
-                transport.close()
-                return
-            # Half-close, read and drop what the client sends, and close on its EOF or soon.
-            transport.write_eof()
-            limits.lingering.add(transport)
-            self._read_timer = self.loop.call_later(REFUSAL_LINGER_SECONDS, transport.close)
-
-        def data_received(self, data: bytes) -> None:
-            if self._refused:
-                return
-            super().data_received(data)
-            # Only a request that arrives in pieces gets a timer.
-            if self._read_timer is None and not self.transport.is_closing():
-                if self._in_headers:
-                    self._arm(limits.header_timeout, header_timeout)
-                elif self._in_body:
-                    self._arm(limits.body_timeout, body_timeout)
-
-        def eof_received(self) -> None:
-            if self._refused:
-                self.transport.close()
-                return
-            super().eof_received()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            if self._refused:
-                limits.lingering.discard(self.transport)
-                return
-            super().connection_lost(exc)
-
-        # -- read timeouts ----------------------------------------------------------------------
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._in_headers = True
-
-        def on_headers_complete(self) -> None:
-            self._in_headers = False
-            self._in_body = True
-            if self._read_timer is not None:  # tested inline: this runs on every request
-                self._disarm()
-            super().on_headers_complete()
-
-        def on_message_complete(self) -> None:
-            self._in_body = False
-            if self._read_timer is not None:
-                self._disarm()
-            super().on_message_complete()
-
-        def _arm(self, seconds: float, answer: bytes) -> None:
-            self._disarm()
-            if seconds > 0:
-                self._read_timer = self.loop.call_later(seconds, self._timed_out, answer)
-
-        def _disarm(self) -> None:
-            if self._read_timer is not None:
-                self._read_timer.cancel()
-                self._read_timer = None
-
-        def _timed_out(self, answer: bytes) -> None:
-            self._read_timer = None
-            transport = self.transport
-            if transport.is_closing():
-                return
-            limits.timed_out += 1
-            cycle = self.cycle
-            if self._in_body and cycle is not None and not cycle.response_started:
-                # The handler waits for the rest of the body: it sees a disconnect, and what it
-                # answers then goes nowhere.
-                cycle.disconnected = True
-                cycle.message_event.set()
-                transport.write(answer)
-            elif cycle is None or cycle.response_complete:
-                transport.write(answer)
-            log.debug("%s listener: closed a connection that sent too slowly", limits.name)
-            transport.close()
-
-    BoundedProtocol.__name__ = BoundedProtocol.__qualname__ = f"BoundedProtocol[{limits.name}]"
-    return BoundedProtocol

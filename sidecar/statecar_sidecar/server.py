@@ -1,9 +1,9 @@
 """
 Running the sidecar: open the stores, serve the state API and the ops port, reload, stop cleanly.
 
-One process, one event loop (uvloop when installed), two uvicorn servers: the state API on
-loopback and the ops port (health, metrics) where the kubelet can reach it; and, on the same
-loop and loopback address, statecar's HTTP/2 server for the Dapr gRPC API (`grpcapi`). After start-up the
+One process, one event loop (uvloop when installed), two HTTP/1.1 listeners (`http1`): the state
+API on loopback and the ops port (health, metrics) where the kubelet can reach it; and, on the
+same loop and loopback address, statecar's HTTP/2 server for the Dapr gRPC API (`grpcapi`). After start-up the
 garbage collector is frozen and its first threshold raised: with default settings CPython's
 cyclic GC puts a 40-55 ms p99 tail on this workload (bench/README.md has the measurements).
 
@@ -24,18 +24,18 @@ import math
 import resource
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
-import uvicorn
 
 from statecar_contract.components import ComponentError
 from statecar_sidecar import loader, memory
 from statecar_sidecar.api.health import Health
 from statecar_sidecar.app import create_app, create_ops_app
-from statecar_sidecar.listener import ListenerLimits, bounded_protocol
+from statecar_sidecar.http1.server import HttpServer
+from statecar_sidecar.listener import ListenerLimits
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import ComponentRuntime, Reloader
 from statecar_sidecar.settings import SidecarSettings
@@ -71,8 +71,6 @@ def configure_logging(level: str, as_json: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn logs "started" once per server; our own start line says what matters.
-    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, root.level))
 
 
 def component_source(settings: SidecarSettings) -> Callable[[], loader.LoadedComponents]:
@@ -118,49 +116,6 @@ def listener_limits(
         ListenerLimits("state API", *timeouts, state_cap, "STATECAR_MAX_CONNECTIONS"),
         ListenerLimits("metrics", *timeouts, ops_cap, "STATECAR_METRICS_MAX_CONNECTIONS"),
     )
-
-
-def _uvicorn(app: Any, host: str, port: int, limits: ListenerLimits) -> uvicorn.Server:
-    """One of the sidecar's two servers, both on the running loop with httptools."""
-    return uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="none",
-            # httptools, with read timeouts and a connection cap (`listener`).
-            http=bounded_protocol(limits),
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            # Nothing proxies these ports: X-Forwarded-* parsing would only cost time on every
-            # request (~2 µs a GET, bench/README.md "Where the time goes").
-            proxy_headers=False,
-        )
-    )
-
-
-def _api_logged(app: Any) -> Any:
-    """daprd's `--enable-api-logging`: one info line per HTTP API call (method, path, status)."""
-    api_log = logging.getLogger("statecar.api")
-
-    async def logged(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        status = 0
-
-        async def capture(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await app(scope, receive, capture)
-        api_log.info("HTTP API Called: %s %s %d", scope["method"], scope["path"], status)
-
-    return logged
 
 
 async def serve(settings: SidecarSettings) -> int:
@@ -221,27 +176,36 @@ async def serve_until(
         max_body_bytes=settings.max_body_bytes,
         health=health,
     )
-    if settings.api_logging:
-        app = _api_logged(app)
     state_limits, ops_limits = listener_limits(settings)
-    servers = [
-        _uvicorn(app, address, settings.http_port, state_limits)
+    # daprd's `--enable-api-logging`: one info line per HTTP API call (method, path, status).
+    state_server = HttpServer(
+        app,
+        state_limits,
+        state_api=app,
+        max_body_bytes=settings.max_body_bytes,
+        log_requests=settings.api_logging,
+    )
+    servers = [state_server]
+    listening = [
+        (state_server, address, settings.http_port)
         for address in (settings.listen_address, *settings.extra_listen_addresses)
     ]
     if settings.metrics_port:
-        ops = create_ops_app(health, metrics)
-        servers.append(_uvicorn(ops, settings.metrics_address, settings.metrics_port, ops_limits))
-    for server in servers:
-        # We own the signals: both servers stop together when `stop` is set.
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # uvicorn would take SIGINT/SIGTERM per server
+        ops = HttpServer(
+            create_ops_app(health, metrics), ops_limits, max_body_bytes=settings.max_body_bytes
+        )
+        servers.append(ops)
+        listening.append((ops, settings.metrics_address, settings.metrics_port))
     if settings.grpc_port:
         health.starting = f"the gRPC API (port {settings.grpc_port}) is not listening yet"
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
-    while not all(s.started for s in servers):
-        if any(t.done() for t in tasks):
+    failed = False
+    for server, address, port in listening:
+        try:
+            await server.listen(address, port)
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", address, port, exc)
+            failed = True
             break
-        await asyncio.sleep(0.005)
-    failed = [t for t in tasks if t.done()]
     grpc_server: GrpcServer | None = None
     if not failed and settings.grpc_port:
         try:
@@ -249,7 +213,7 @@ async def serve_until(
             health.starting = None
         except RuntimeError as exc:  # the port could not be bound
             log.error("cannot serve the gRPC API on port %d: %s", settings.grpc_port, exc)
-            failed = tasks
+            failed = True
     if failed:
         stop.set()
     else:
@@ -271,65 +235,42 @@ async def serve_until(
     reload_task = asyncio.create_task(reloader.run())
     await stop.wait()
     reload_task.cancel()
-    results = await stop_within(settings.shutdown_grace, grpc_server, servers, tasks)
+    await stop_within(settings.shutdown_grace, grpc_server, servers)
     await runtime.close()
-    for result in results:
-        if isinstance(result, BaseException) or any(s for s in servers if not s.started):
-            return 1
-    return 0
-
-
-def _not_a_cancelled_call(record: logging.LogRecord) -> bool:
-    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
-
-
-#: How long past the grace period the servers get to wind down before they are forced to.
-_STOP_MARGIN = 1.0
+    return 1 if failed else 0
 
 
 async def stop_within(
-    grace: float,
-    grpc_server: GrpcServer | None,
-    servers: list[uvicorn.Server],
-    tasks: list[asyncio.Task[None]],
-) -> list[BaseException | None]:
+    grace: float, grpc_server: GrpcServer | None, servers: list[HttpServer]
+) -> bool:
     """daprd's graceful shutdown (`--dapr-graceful-shutdown-seconds`): every port stops accepting
     at once, the calls in flight on both transports get `grace` seconds together (`math.inf`: as
-    long as they take), then what still runs is cancelled; the servers' results, as `gather`'s.
+    long as they take), then what still runs is cancelled; whether all finished in time.
 
     daprd bounds its whole shutdown by the grace period (dapr pkg/runtime/runtime.go,
     kit concurrency.RunnerCloserManager) and exits 1 from `log.Fatal` when it passes; statecar
     cancels the stragglers instead and exits cleanly: the stores are still closed in order.
     """
     bound = None if math.isinf(grace) else grace
-    # A call cancelled at the bound is the bound working, not an error of the app's request:
-    # uvicorn would log each one with a traceback (httptools_impl run_asgi).
-    logging.getLogger("uvicorn.error").addFilter(_not_a_cancelled_call)
     log.info(
         "stopping: no new connections; the calls in flight get %s",
         "as long as they take" if bound is None else f"{grace:g}s",
     )
-    for server in servers:
-        # uvicorn closes its listener now and cancels its request tasks once `bound` has passed
-        # (Server.shutdown): a handler stuck on a store or on a client's body, say.
-        server.config.timeout_graceful_shutdown = bound  # type: ignore[assignment]  # typed int, used as asyncio.timeout(float)
-        server.should_exit = True
-    stopping: list[asyncio.Future[None]] = list(tasks)
+    # Each listener closes its sockets now and cancels what still runs once `bound` has passed
+    # (HttpServer.stop): a handler stuck on a store, say. The gRPC server stops listening now,
+    # GOAWAYs every connection and aborts the ones still running calls once `grace` has passed
+    # (grpcapi.http2.Server.stop).
+    stopping: list[Awaitable[object]] = [server.stop(bound) for server in servers]
     if grpc_server is not None:
-        # The gRPC server stops listening now, GOAWAYs every connection and aborts the ones still
-        # running calls once `grace` has passed (grpcapi.http2.Server.stop).
-        stopping.append(asyncio.ensure_future(grpc_server.server.stop(grace)))
-    _, pending = await asyncio.wait(
-        stopping, timeout=None if bound is None else bound + _STOP_MARGIN
-    )
-    if pending:
-        log.warning("shutdown: forcing %d server(s) still stopping after %gs", len(pending), grace)
-        for server in servers:
-            server.force_exit = True
-        for future in pending:
-            future.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    return [None if isinstance(r, asyncio.CancelledError) else r for r in results]
+        stopping.append(grpc_server.server.stop(grace))
+    results = await asyncio.gather(*stopping, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            log.error("shutdown: a server failed to stop cleanly: %r", result)
+    in_time = all(result is True for result in results[: len(servers)])
+    if not in_time:
+        log.warning("shutdown: cancelled the calls still running after %gs", grace)
+    return in_time
 
 
 async def _start_grpc(

@@ -1,8 +1,10 @@
 """
-One state API exchange at the ASGI level: the request as the handlers read it, and the reply.
+One state API exchange: the request as the handlers read it, and the reply.
 
-Only what the fast path needs, decoded lazily from the ASGI scope: a header, the query string,
-the body (bounded). No routing and no Dapr semantics here; `routing` sends the reply.
+Only what the handlers need, decoded lazily: a header, the query string, the body (bounded).
+A request comes either from statecar's HTTP/1.1 server (`http1`), which hands over the whole
+body it has already read, or from an ASGI scope (tests, and any ASGI server), whose body is
+read from `receive`. No routing and no Dapr semantics here; `routing` sends the reply.
 """
 
 from __future__ import annotations
@@ -42,14 +44,32 @@ _NO_QUERY: Final = (_NOTHING, _NOTHING)
 class Request:
     """What the handlers need of one request, decoded lazily."""
 
-    __slots__ = ("headers", "method", "query_string", "receive", "scope")
+    __slots__ = ("_body", "_too_large", "headers", "method", "query_string", "receive")
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
-        self.scope = scope
-        self.method: str = scope["method"]
-        self.query_string: bytes = scope.get("query_string", b"")
-        self.headers: list[tuple[bytes, bytes]] = scope["headers"]
+    def __init__(
+        self,
+        method: str,
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        receive: Receive | None = None,
+        body: bytes = b"",
+        too_large: bool = False,
+    ) -> None:
+        """A request whose body is `body` (already read; `too_large` when the server stopped
+        reading it at its limit), or, with `receive`, is read from an ASGI channel."""
+        self.method = method
+        self.query_string = query_string
+        self.headers = headers
         self.receive = receive
+        self._body = body
+        self._too_large = too_large
+
+    @classmethod
+    def from_scope(cls, scope: Scope, receive: Receive) -> Request:
+        return cls(
+            scope["method"], scope.get("query_string", b""), scope["headers"], receive=receive
+        )
 
     def header(self, name: bytes) -> str | None:
         """The first header called `name` (lower case, as ASGI servers pass them), or None."""
@@ -73,6 +93,10 @@ class Request:
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with a 413 as soon as it is known to exceed `limit` bytes."""
+        if self.receive is None:
+            if self._too_large or len(self._body) > limit:
+                raise _too_large(limit)
+            return self._body
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(limit)

@@ -88,31 +88,43 @@ class StateAPI:
             # Some ASGI clients (httpx's ASGITransport) put the query in raw_path; a literal '?'
             # can't be part of the path itself, so cutting there is always safe.
             raw_path = raw_path.split(b"?", 1)[0]
-        if self._token is not None and not authorized(scope, raw_path, self._token):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await send({"type": "http.response.body", "body": _UNAUTHORIZED})
-            segments = _state_segments(raw_path)
-            if segments is not None:
-                route, _ = _route(scope["method"], segments)
-                self.metrics.http(scope["method"], route, 401, 0.0)
+        answer = self.direct(Request.from_scope(scope, receive), raw_path)
+        if answer is None:
+            await self.app(scope, receive, send)
             return
+        reply = await answer
+        headers = reply.headers
+        if reply.body:
+            # An explicit length spares the client chunked decoding on every response.
+            headers = [*headers, (b"content-length", str(len(reply.body)).encode())]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    def direct(self, request: Request, raw_path: bytes) -> Awaitable[Reply] | None:
+        """The reply to a state API request, or to any request without the API token; None
+        for every other request, which `app` answers.
+
+        statecar's HTTP/1.1 server calls this with the request it has read whole, so a state
+        call crosses no ASGI machinery; `__call__` is the same over ASGI.
+        """
+        if self._token is not None and not authorized(
+            request.method, request.headers, raw_path, self._token
+        ):
+            return self._unauthorized(request.method, raw_path)
+        segments = _state_segments(raw_path)
+        if segments is None:
+            return None
+        return self._serve(request, segments)
+
+    async def _unauthorized(self, method: str, raw_path: bytes) -> Reply:
         segments = _state_segments(raw_path)
         if segments is not None:
-            await self._serve(scope, receive, send, segments)
-            return
-        await self.app(scope, receive, send)
+            route, _ = _route(method, segments)
+            self.metrics.http(method, route, 401, 0.0)
+        return Reply(401, _UNAUTHORIZED, [(b"content-type", b"text/plain; charset=utf-8")])
 
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, segments: list[bytes]
-    ) -> None:
+    async def _serve(self, request: Request, segments: list[bytes]) -> Reply:
         started = time.perf_counter()
-        request = Request(scope, receive)
         # The label is the route the path matched, whatever the outcome (daprd labels a request
         # by its path, not by its status); a path no route matches is "unknown".
         route = _UNMATCHED
@@ -131,15 +143,10 @@ class StateAPI:
             crash = errors.internal(request.method, route, exc)
             reply = Reply(crash.status, crash.body(), [JSON])
             self.metrics.error_code(crash.code, crash.category)
-        headers = reply.headers
-        if reply.body:
-            # An explicit length spares the client chunked decoding on every response.
-            headers = [*headers, (b"content-length", str(len(reply.body)).encode())]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
         self.metrics.http(
             request.method, route, reply.status, (time.perf_counter() - started) * 1000
         )
+        return reply
 
     def _dispatch(self, route: str, request: Request, segments: list[bytes]) -> Awaitable[Reply]:
         """The handler call for a matched route (Dapr's routes, state API reference)."""
@@ -198,15 +205,17 @@ def _state_segments(raw_path: bytes) -> list[bytes] | None:
     return None
 
 
-def authorized(scope: Scope, raw_path: bytes, token: bytes) -> bool:
+def authorized(
+    method: str, headers: list[tuple[bytes, bytes]], raw_path: bytes, token: bytes
+) -> bool:
     """Whether the request carries `dapr-api-token` (Dapr docs, "Enable API token authentication").
 
     The token is compared in constant time, so it cannot leak through response timing, and it
     is never logged.
     """
-    if scope["method"] == "GET" and raw_path in _TOKEN_EXEMPT:
+    if method == "GET" and raw_path in _TOKEN_EXEMPT:
         return True
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key == b"dapr-api-token":
             return hmac.compare_digest(value, token)
     return False
