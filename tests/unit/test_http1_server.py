@@ -13,15 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable
+from email.utils import formatdate
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from statecar_sidecar.api.asgi import JSON, Reply, Request
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.http1 import connection as http1_connection
 from statecar_sidecar.http1.server import HttpServer
+from statecar_sidecar.http1.wire import http_date
 from statecar_sidecar.listener import ListenerLimits
 
 LIMIT = 1000
@@ -391,3 +396,26 @@ async def test_a_graceful_stop_cancels_what_outlives_the_grace() -> None:
     assert loop.time() - started < 1.0
     assert await _closed(reader)
     await _close(writer)
+
+
+@given(st.integers(min_value=0, max_value=253402300799))  # up to 9999-12-31T23:59:59Z
+def test_the_date_header_is_rfc_9110_imf_fixdate(epoch: int) -> None:
+    assert http_date(epoch).decode() == formatdate(epoch, usegmt=True)
+
+
+async def test_api_logging_writes_one_line_per_call(caplog: pytest.LogCaptureFixture) -> None:
+    """daprd's `--enable-api-logging`: method, path and status of every HTTP API call."""
+    limits = ListenerLimits("test", 2.0, 2.0, 64, "STATECAR_MAX_CONNECTIONS")
+    http = HttpServer(
+        asgi_app, limits, state_api=EchoAPI(), max_body_bytes=LIMIT, log_requests=True
+    )
+    await http.listen("127.0.0.1", 0)
+    reader, writer = await _connect(http)
+    with caplog.at_level(logging.INFO, logger="statecar.api"):
+        writer.write(b"GET /state/s/a%20b HTTP/1.1\r\nHost: x\r\n\r\nGET /other HTTP/1.1\r\n\r\n")
+        await _response(reader)
+        await _response(reader)
+    await _close(writer)
+    await http.stop(1.0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "statecar.api"]
+    assert lines == ["HTTP API Called: GET /state/s/a b 200", "HTTP API Called: GET /other 200"]

@@ -4,9 +4,8 @@ The bytes every HTTP/1.1 response starts with: the status line and the `date` he
 
 from __future__ import annotations
 
-from email.utils import formatdate
 from http import HTTPStatus
-from time import time
+from time import gmtime, time
 from typing import Final
 
 _STATUS_LINES: Final = {
@@ -33,8 +32,22 @@ class _Clock:
         now = int(time())
         if now != self._second:
             self._second = now
-            self._line = b"date: %s\r\n" % formatdate(now, usegmt=True).encode()
+            self._line = b"date: %s\r\n" % http_date(now)
         return self._line
 
 
 CLOCK: Final = _Clock()
+
+_DAYS: Final = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
+_MONTHS: Final = (
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+)  # fmt: skip
+
+
+def http_date(epoch: int) -> bytes:
+    """RFC 9110 §5.6.7's IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT` (English names whatever
+    the locale; email.utils would do the same at the cost of importing the email package)."""
+    t = gmtime(epoch)
+    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec,
+    )  # fmt: skip
