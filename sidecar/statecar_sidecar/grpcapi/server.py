@@ -10,6 +10,9 @@ classes (upb), check `dapr-api-token` (constant time), convert errors to daprd's
 record `dapr_grpc_io_server_*`; the others answer UNIMPLEMENTED naming statecar and the RPC,
 after the same token check (daprd's auth interceptor runs before any handler). Health and
 reflection need no token, so `grpcurl` and Kubernetes gRPC probes work.
+
+This module is the gRPC API as loaded: importing it imports protobuf and the generated messages
+(~12 MiB), which `grpcapi.port` does on the port's first client, not at start-up.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf import descriptor_pool, message_factory
@@ -30,11 +32,12 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2
 from statecar_sidecar.api.errors import DaprError
-from statecar_sidecar.grpcapi import http2
+from statecar_sidecar.grpcapi.port import GrpcServer as GrpcServer  # where the sidecar names it
 from statecar_sidecar.grpcapi.service import IMPLEMENTED, DaprService
 from statecar_sidecar.grpcapi.status import DOMAIN, RpcError, StatusCode, from_dapr_error
 from statecar_sidecar.grpcapi.transport import Call, GrpcApplication, Metadata, Route
 from statecar_sidecar.metrics import Metrics
+from statecar_sidecar.runtime import ComponentRuntime
 
 log = logging.getLogger("statecar.grpc")
 
@@ -44,9 +47,6 @@ REFLECTION_SERVICE: Final = "grpc.reflection.v1alpha.ServerReflection"
 TOKEN_HEADER: Final = "dapr-api-token"  # noqa: S105 -- the metadata key, not a token
 #: How often a health Watch re-checks the stores to push a change.
 WATCH_INTERVAL_S: Final = 5.0
-#: A connection that has not sent the HTTP/2 preface within this is closed (slowloris).
-HANDSHAKE_TIMEOUT_S: Final = 10.0
-MAX_CONNECTIONS: Final = 1024
 
 
 def _unauthenticated(detail: str) -> RpcError:
@@ -263,44 +263,25 @@ class _Reflection:
             call.write(self.answer(request).SerializeToString())
 
 
-# -- the server ------------------------------------------------------------------------------------
+# -- the application -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GrpcServer:
-    server: http2.Server
-    port: int
-
-
-async def start(
-    service: DaprService,
+def application(
+    runtime: ComponentRuntime,
     metrics: Metrics,
     *,
-    host: str,
-    port: int,
+    shutdown: Callable[[], None] | None,
     api_token: str | None,
     max_message_bytes: int,
     problems: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
-    extra_hosts: Sequence[str] = (),
-    handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
-    max_connections: int = MAX_CONNECTIONS,
-) -> GrpcServer:
-    """A started server on `host:port` and each of `extra_hosts` on the same port (port 0 picks
-    a free one: see `.port`); an IPv6 address is given bare (`::1`). A port that cannot be
-    bound raises RuntimeError naming it."""
+) -> GrpcApplication:
+    """Every route of the port: the `Dapr` service over `runtime` (`shutdown` stops the sidecar),
+    health (`problems` is /v1.0/healthz's store check) and reflection."""
+    service = DaprService(runtime, metrics, shutdown=shutdown)
     routes = dapr_routes(service, metrics, api_token)
     health = _Health(problems)
     routes[f"/{HEALTH_SERVICE}/Check"] = Route(unary=health.check)
     routes[f"/{HEALTH_SERVICE}/Watch"] = Route(stream=health.watch)
     reflection = _Reflection((SERVICE.full_name, HEALTH_SERVICE, REFLECTION_SERVICE))
     routes[f"/{REFLECTION_SERVICE}/ServerReflectionInfo"] = Route(stream=reflection.info)
-    app = GrpcApplication(routes, max_message_bytes)
-    server = http2.Server(app, handshake_timeout=handshake_timeout, max_connections=max_connections)
-    try:
-        bound = await server.listen(host, port)
-        for extra in extra_hosts:
-            await server.listen(extra, bound)
-    except OSError as exc:
-        await server.stop()
-        raise RuntimeError(f"cannot listen on {host}:{port} for gRPC: {exc}") from exc
-    return GrpcServer(server, bound)
+    return GrpcApplication(routes, max_message_bytes)
