@@ -11,7 +11,10 @@ tests/compat/test_grpc_lazy_load.py.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,3 +197,24 @@ def test_a_failed_load_answers_the_waiting_and_later_calls_internal_naming_the_c
         client.unary(1, "/t.T/Echo", b"new connection")
         assert client.response(1)[2]["grpc-status"] == str(int(StatusCode.INTERNAL))
     assert len(lazy.loads) == 1  # not retried: a broken install stays broken
+
+
+def _modules_after(imports: str, prefixes: tuple[str, ...]) -> list[str]:
+    code = f"import sys, {imports}; print(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return list(ast.literal_eval(done.stdout.strip()))
+
+
+def test_what_opens_the_port_imports_no_protobuf_and_no_generated_messages() -> None:
+    """The sidecar's start-up path to a listening gRPC port (`server`, `grpcapi.port`)."""
+    loaded = _modules_after(
+        "statecar_sidecar.server, statecar_sidecar.grpcapi.port",
+        ("google", "grpc", "statecar_sidecar._protos", "statecar_sidecar.grpcapi.service"),
+    )
+    assert loaded == []
+
+
+def test_the_loaded_api_does_not_read_the_package_metadata() -> None:
+    """importlib.metadata (~0.8 MiB) waits for GetMetadata, the one RPC that needs the version."""
+    loaded = _modules_after("statecar_sidecar.grpcapi.server", ("importlib.metadata",))
+    assert loaded == []
