@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 import httpx
@@ -41,6 +42,19 @@ COMPONENT = (
 def protobuf_loaded(sidecar: SidecarProcess) -> bool:
     assert sidecar.process is not None
     return UPB in Path(f"/proc/{sidecar.process.pid}/maps").read_text()
+
+
+# A string: grpc's classes are generic in types-grpcio only, not at run time.
+Raw: TypeAlias = "grpc.UnaryUnaryMultiCallable[bytes, bytes]"
+
+
+def _failure(call: Raw) -> tuple[grpc.StatusCode, str]:
+    """The status of a call (of an empty message) that must fail."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call(b"", timeout=30)
+    error = caught.value
+    assert isinstance(error, grpc.Call)
+    return error.code(), error.details() or ""
 
 
 @contextlib.contextmanager
@@ -115,6 +129,29 @@ def test_calls_that_arrive_while_it_loads_all_wait_for_it(fresh: SidecarProcess)
             assert healthy.result().status == health_pb2.HealthCheckResponse.SERVING
             assert "dapr.proto.runtime.v1.Dapr" in listed.result()
     assert httpx.get(f"{fresh.url}/v1.0/state/mem/k0").status_code == 204
+
+
+def test_rpcs_statecar_does_not_serve_are_told_apart_once_dapr_proto_loads(
+    fresh: SidecarProcess,
+) -> None:
+    """dapr.proto loads on the first call that needs it: an RPC of the Dapr API statecar does
+    not implement is UNIMPLEMENTED naming it, a path that is no Dapr RPC gets the transport's
+    answer for an unknown method; both at once on a fresh sidecar, before and after the load."""
+    with grpc.insecure_channel(fresh.grpc_address) as channel:
+        publish: Raw = channel.unary_unary("/dapr.proto.runtime.v1.Dapr/PublishEvent")
+        bogus: Raw = channel.unary_unary("/dapr.proto.runtime.v1.Dapr/NoSuchRpc")
+        for _ in range(2):
+            with ThreadPoolExecutor(2) as pool:
+                published, unknown = pool.map(_failure, (publish, bogus))
+            assert published[0] == grpc.StatusCode.UNIMPLEMENTED
+            assert (
+                "statecar does not implement /dapr.proto.runtime.v1.Dapr/PublishEvent"
+                in (published[1])
+            )
+            assert unknown == (
+                grpc.StatusCode.UNIMPLEMENTED,
+                "statecar serves no method '/dapr.proto.runtime.v1.Dapr/NoSuchRpc'",
+            )
 
 
 def test_a_failed_load_answers_internal_naming_the_cause_and_http_still_serves(

@@ -214,7 +214,27 @@ def test_what_opens_the_port_imports_no_protobuf_and_no_generated_messages() -> 
     assert loaded == []
 
 
-def test_the_loaded_api_does_not_read_the_package_metadata() -> None:
-    """importlib.metadata (~0.8 MiB) waits for GetMetadata, the one RPC that needs the version."""
-    loaded = _modules_after("statecar_sidecar.grpcapi.server", ("importlib.metadata",))
+def test_the_loaded_api_does_not_read_the_package_metadata_nor_load_dapr_proto() -> None:
+    """importlib.metadata (~0.8 MiB) waits for GetMetadata, the one RPC that needs the version;
+    dapr.proto and the 13 files it imports (~0.85 MiB) for reflection or an unimplemented RPC."""
+    loaded = _modules_after(
+        "statecar_sidecar.grpcapi.server",
+        ("importlib.metadata", "statecar_sidecar._protos.dapr.proto.runtime.v1.dapr_pb2"),
+    )
     assert loaded == []
+
+
+def test_each_implemented_rpc_parses_its_request_as_dapr_proto_declares_it() -> None:
+    from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2
+    from statecar_sidecar.grpcapi.service import IMPLEMENTED
+
+    methods = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"].methods_by_name
+    for name, request in IMPLEMENTED.items():
+        method = methods[name]
+        assert (method.client_streaming, method.server_streaming) == (False, False), name
+        if name == "Shutdown":
+            # Parsed as Empty: the same wire form while ShutdownRequest has no fields.
+            assert method.input_type.full_name == "dapr.proto.runtime.v1.ShutdownRequest"
+            assert not method.input_type.fields
+        else:
+            assert request.DESCRIPTOR.full_name == method.input_type.full_name, name
