@@ -285,18 +285,17 @@ async def _start_grpc(
 ) -> GrpcServer:
     """The Dapr gRPC API; Shutdown stops the sidecar as SIGTERM would, health is /v1.0/healthz's.
 
-    HTTP serves already: the gRPC modules (protobuf and the generated Dapr messages) are
-    imported on a worker thread, so the event loop keeps answering the app's first state calls
-    meanwhile (the import releases the GIL every switch interval), and a sidecar with no gRPC
-    port never imports them (bench/README.md, "Where the memory went").
+    The port listens now; protobuf and the generated Dapr messages (~12 MiB) are imported on its
+    first client, on a worker thread (grpcapi.port), so a sidecar whose app never calls gRPC
+    never pays for them (bench/README.md, "Where the memory went").
     """
-    await asyncio.to_thread(importlib.import_module, "statecar_sidecar.grpcapi.service")
-    from statecar_sidecar.grpcapi import server as grpcapi_server
-    from statecar_sidecar.grpcapi.service import DaprService
+    await asyncio.to_thread(importlib.import_module, "statecar_sidecar.grpcapi.port")
+    from statecar_sidecar.grpcapi import port as grpcapi_port
 
-    return await grpcapi_server.start(
-        DaprService(runtime, metrics, shutdown=stop.set),
+    return await grpcapi_port.start(
+        runtime,
         metrics,
+        shutdown=stop.set,
         host=settings.listen_address,
         port=settings.grpc_port,
         api_token=settings.api_token,

@@ -304,6 +304,8 @@ class Connection(asyncio.Protocol):
                 if self._handshake_timer is not None:
                     self._handshake_timer.cancel()
                     self._handshake_timer = None
+                if self._server.on_client is not None:
+                    self._server.on_client()
             position = self._frames(buffer)
         except ConnectionError_ as exc:
             self._connection_error(exc.code, str(exc))
@@ -735,8 +737,19 @@ class Connection(asyncio.Protocol):
 class Server:
     """The listening sockets and their connections."""
 
-    def __init__(self, app: Application, *, handshake_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        app: Application,
+        *,
+        handshake_timeout: float,
+        max_connections: int,
+        on_client: Callable[[], None] | None = None,
+    ) -> None:
+        #: What each new connection hands its streams to (it may be replaced while serving).
         self.app = app
+        #: Called whenever a connection has sent the client preface: an HTTP/2 client is here,
+        #: not a TCP probe or a port scan (grpcapi.port loads the gRPC API on the first one).
+        self.on_client = on_client
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self.connections: set[Connection] = set()

@@ -4,49 +4,61 @@ The gRPC port: `dapr.proto.runtime.v1.Dapr`, `grpc.health.v1.Health` and server 
 statecar's own asyncio HTTP/2 server (`http2`, `hpack`, `transport`) on the sidecar's event loop,
 not grpcio: grpcio's asyncio server alone, answering a constant, cost 3.9-4.8x the HTTP API's
 whole GET in CPU, and importing it ~13 MiB of RSS (docs/grpc.md "Transport", bench/
-grpc_vs_http.py). Every RPC of the pinned `Dapr` service has a route built from its descriptor:
-the ones `service.DaprService` implements decode their request with the generated protobuf
-classes (upb), check `dapr-api-token` (constant time), convert errors to daprd's statuses and
-record `dapr_grpc_io_server_*`; the others answer UNIMPLEMENTED naming statecar and the RPC,
-after the same token check (daprd's auth interceptor runs before any handler). Health and
-reflection need no token, so `grpcurl` and Kubernetes gRPC probes work.
+grpc_vs_http.py). The RPCs `service.DaprService` implements decode their request with the
+generated protobuf classes (upb), check `dapr-api-token` (constant time), convert errors to
+daprd's statuses and record `dapr_grpc_io_server_*`; every other RPC of the pinned `Dapr`
+service answers UNIMPLEMENTED naming statecar and the RPC, after the same token check (daprd's
+auth interceptor runs before any handler). Health and reflection need no token, so `grpcurl`
+and Kubernetes gRPC probes work.
+
+This module is the gRPC API as loaded: importing it imports protobuf and the state API's
+generated messages, which `grpcapi.port` does on the port's first client, not at start-up.
+dapr.proto itself (the `Dapr` service and, through its imports, the 13 files of the other
+building blocks: ~0.85 MiB of descriptors) loads later still, on a worker thread, when first
+needed: by a call to an RPC statecar does not implement (whether it exists is in dapr.proto) or
+by reflection. An app calling the state RPCs (the SDKs' gRPC clients) never loads it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
-from google.protobuf import descriptor_pool, message_factory
-from google.protobuf.descriptor import FileDescriptor, MethodDescriptor
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2
 from statecar_sidecar.api.errors import DaprError
-from statecar_sidecar.grpcapi import http2
+from statecar_sidecar.grpcapi.port import GrpcServer as GrpcServer  # where the sidecar names it
 from statecar_sidecar.grpcapi.service import IMPLEMENTED, DaprService
 from statecar_sidecar.grpcapi.status import DOMAIN, RpcError, StatusCode, from_dapr_error
-from statecar_sidecar.grpcapi.transport import Call, GrpcApplication, Metadata, Route
+from statecar_sidecar.grpcapi.transport import (
+    Call,
+    GrpcApplication,
+    Metadata,
+    Route,
+    no_such_method,
+)
 from statecar_sidecar.metrics import Metrics
+from statecar_sidecar.runtime import ComponentRuntime
 
 log = logging.getLogger("statecar.grpc")
 
-SERVICE: Final = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"]
+SERVICE: Final = "dapr.proto.runtime.v1.Dapr"
+DAPR_PROTO_MODULE: Final = "statecar_sidecar._protos.dapr.proto.runtime.v1.dapr_pb2"
+_PREFIX: Final = f"/{SERVICE}/"
 HEALTH_SERVICE: Final = "grpc.health.v1.Health"
 REFLECTION_SERVICE: Final = "grpc.reflection.v1alpha.ServerReflection"
 TOKEN_HEADER: Final = "dapr-api-token"  # noqa: S105 -- the metadata key, not a token
 #: How often a health Watch re-checks the stores to push a change.
 WATCH_INTERVAL_S: Final = 5.0
-#: A connection that has not sent the HTTP/2 preface within this is closed (slowloris).
-HANDSHAKE_TIMEOUT_S: Final = 10.0
-MAX_CONNECTIONS: Final = 1024
 
 
 def _unauthenticated(detail: str) -> RpcError:
@@ -82,14 +94,35 @@ class _Guard:
             raise _unauthenticated("authentication error: api token mismatch")
 
 
+class _DaprProto:
+    """dapr.proto's `Dapr` service descriptor, imported on a worker thread on first need (see the
+    module's docstring); every caller awaits the one import."""
+
+    def __init__(self) -> None:
+        self._loading: asyncio.Future[ServiceDescriptor] | None = None
+
+    async def service(self) -> ServiceDescriptor:
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(asyncio.to_thread(_import_dapr_service))
+        # Shielded: a call reset while it waits must not cancel the import the others await.
+        return await asyncio.shield(self._loading)
+
+
+def _import_dapr_service() -> ServiceDescriptor:
+    service: ServiceDescriptor = importlib.import_module(
+        DAPR_PROTO_MODULE
+    ).DESCRIPTOR.services_by_name["Dapr"]
+    return service
+
+
 def _unary(
-    method: MethodDescriptor,
+    name: str,
     call: Callable[[Any], Awaitable[Any]],
     guard: _Guard,
     metrics: Metrics,
 ) -> Route:
-    path = f"/{SERVICE.full_name}/{method.name}"
-    parse = message_factory.GetMessageClass(method.input_type).FromString
+    path = f"{_PREFIX}{name}"
+    parse = IMPLEMENTED[name].FromString
 
     async def handler(message: bytes, metadata: Metadata) -> bytes:
         started = time.perf_counter()
@@ -120,38 +153,39 @@ def _unary(
     return Route(unary=handler)
 
 
-def _unimplemented(method: MethodDescriptor, guard: _Guard, metrics: Metrics) -> Route:
-    """Answered as soon as the headers arrive, whatever the method's streaming shape."""
-    path = f"/{SERVICE.full_name}/{method.name}"
-    message = (
-        f"statecar does not implement {path}: it serves Dapr's state API over gRPC "
-        f"({', '.join(IMPLEMENTED)}); run daprd for the other building blocks"
-    )
+def _unimplemented(
+    proto: _DaprProto, guard: _Guard, metrics: Metrics
+) -> Callable[[str], Route | None]:
+    """The route of every other `Dapr` path: answered as soon as the headers arrive, whatever
+    the method's streaming shape, once dapr.proto says whether the RPC exists (a path that is no
+    RPC is answered as the transport answers an unknown path, and not counted: a client must not
+    grow the metrics' label sets at will)."""
+    implemented = ", ".join(IMPLEMENTED)
 
-    async def handler(call: Call) -> None:
-        started = time.perf_counter()
-        try:
-            guard.check(call.metadata)
-            error = RpcError(StatusCode.UNIMPLEMENTED, message)
-        except RpcError as exc:
-            error = exc
-        metrics.grpc(path, error.code.name, (time.perf_counter() - started) * 1000)
-        raise error
+    def route(path: str) -> Route | None:
+        if not path.startswith(_PREFIX):
+            return None
 
-    return Route(stream=handler)
+        async def handler(call: Call) -> None:
+            service = await proto.service()
+            if path[len(_PREFIX) :] not in service.methods_by_name:
+                raise no_such_method(path)
+            started = time.perf_counter()
+            try:
+                guard.check(call.metadata)
+                error = RpcError(
+                    StatusCode.UNIMPLEMENTED,
+                    f"statecar does not implement {path}: it serves Dapr's state API over gRPC "
+                    f"({implemented}); run daprd for the other building blocks",
+                )
+            except RpcError as exc:
+                error = exc
+            metrics.grpc(path, error.code.name, (time.perf_counter() - started) * 1000)
+            raise error
 
+        return Route(stream=handler)
 
-def dapr_routes(service: DaprService, metrics: Metrics, api_token: str | None) -> dict[str, Route]:
-    """One route per RPC of the pinned `Dapr` service, by path."""
-    guard = _Guard(api_token)
-    routes: dict[str, Route] = {}
-    for method in SERVICE.methods:
-        path = f"/{SERVICE.full_name}/{method.name}"
-        if method.name in IMPLEMENTED:
-            routes[path] = _unary(method, getattr(service, method.name), guard, metrics)
-        else:
-            routes[path] = _unimplemented(method, guard, metrics)
-    return routes
+    return route
 
 
 # -- grpc.health.v1 ------------------------------------------------------------------------------
@@ -165,7 +199,7 @@ class _Health:
     another name is NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch), as grpcio's servicer answers.
     """
 
-    KNOWN: Final = ("", SERVICE.full_name)
+    KNOWN: Final = ("", SERVICE)
 
     def __init__(self, problems: Callable[[], Awaitable[Mapping[str, str]]] | None) -> None:
         self._problems = problems
@@ -223,9 +257,10 @@ class _Reflection:
     """ServerReflectionInfo over the default descriptor pool, where the generated code of every
     served service (the committed `_protos`, health, reflection) registered its files."""
 
-    def __init__(self, services: Sequence[str]) -> None:
+    def __init__(self, services: Sequence[str], proto: _DaprProto) -> None:
         self._services = sorted(services)
         self._pool = descriptor_pool.Default()
+        self._proto = proto
 
     def answer(self, request: Any) -> Any:
         response = reflection_pb2.ServerReflectionResponse(
@@ -258,49 +293,38 @@ class _Reflection:
         return response
 
     async def info(self, call: Call) -> None:
+        await self._proto.service()  # dapr.proto's files in the pool before any lookup
         while (message := await call.read()) is not None:
             request = _parse(reflection_pb2.ServerReflectionRequest, message)
             call.write(self.answer(request).SerializeToString())
 
 
-# -- the server ------------------------------------------------------------------------------------
+# -- the application -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GrpcServer:
-    server: http2.Server
-    port: int
-
-
-async def start(
-    service: DaprService,
+def application(
+    runtime: ComponentRuntime,
     metrics: Metrics,
     *,
-    host: str,
-    port: int,
+    shutdown: Callable[[], None] | None,
     api_token: str | None,
     max_message_bytes: int,
     problems: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
-    extra_hosts: Sequence[str] = (),
-    handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
-    max_connections: int = MAX_CONNECTIONS,
-) -> GrpcServer:
-    """A started server on `host:port` and each of `extra_hosts` on the same port (port 0 picks
-    a free one: see `.port`); an IPv6 address is given bare (`::1`). A port that cannot be
-    bound raises RuntimeError naming it."""
-    routes = dapr_routes(service, metrics, api_token)
+) -> GrpcApplication:
+    """Every route of the port: the `Dapr` service over `runtime` (`shutdown` stops the sidecar),
+    health (`problems` is /v1.0/healthz's store check) and reflection."""
+    service = DaprService(runtime, metrics, shutdown=shutdown)
+    guard = _Guard(api_token)
+    proto = _DaprProto()
+    routes = {
+        f"{_PREFIX}{name}": _unary(name, getattr(service, name), guard, metrics)
+        for name in IMPLEMENTED
+    }
     health = _Health(problems)
     routes[f"/{HEALTH_SERVICE}/Check"] = Route(unary=health.check)
     routes[f"/{HEALTH_SERVICE}/Watch"] = Route(stream=health.watch)
-    reflection = _Reflection((SERVICE.full_name, HEALTH_SERVICE, REFLECTION_SERVICE))
+    reflection = _Reflection((SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE), proto)
     routes[f"/{REFLECTION_SERVICE}/ServerReflectionInfo"] = Route(stream=reflection.info)
-    app = GrpcApplication(routes, max_message_bytes)
-    server = http2.Server(app, handshake_timeout=handshake_timeout, max_connections=max_connections)
-    try:
-        bound = await server.listen(host, port)
-        for extra in extra_hosts:
-            await server.listen(extra, bound)
-    except OSError as exc:
-        await server.stop()
-        raise RuntimeError(f"cannot listen on {host}:{port} for gRPC: {exc}") from exc
-    return GrpcServer(server, bound)
+    return GrpcApplication(
+        routes, max_message_bytes, fallback=_unimplemented(proto, guard, metrics)
+    )

@@ -7,6 +7,10 @@ JSON details); here the same error becomes a gRPC status code, the message, and 
 protobuf messages (ErrorInfo, ResourceInfo, BadRequest, Help), which the SDKs read
 (`DaprGrpcError.status_details()` in the Python SDK). The code per errorCode follows daprd's
 `pkg/api/grpc/grpc.go` and `pkg/api/errors` (research/dapr-state-spec.md §8.2).
+
+The codes and `RpcError` import no protobuf: the transport answers with them before the gRPC API
+(protobuf and the generated messages, ~12 MiB) is loaded (`grpcapi.port`). Only the details need
+protobuf, and it is imported where they are built: whoever builds them has loaded it already.
 """
 
 from __future__ import annotations
@@ -14,9 +18,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
-
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from statecar_sidecar.api import errors
 from statecar_sidecar.api.errors import DaprError
@@ -95,6 +96,9 @@ class RpcError(Exception):
         """The `grpc-status-details-bin` trailer; empty when there are no details."""
         if not self.details:
             return ()
+        from google.protobuf import any_pb2
+        from google.rpc import status_pb2
+
         status = status_pb2.Status(code=int(self.code), message=self.message)
         for detail in self.details:
             packed = any_pb2.Any()
@@ -104,6 +108,8 @@ class RpcError(Exception):
 
 
 def error_info(reason: str, metadata: Mapping[str, str] | None = None) -> Any:
+    from google.rpc import error_details_pb2
+
     return error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
 
 
@@ -119,6 +125,8 @@ def basic(code: StatusCode, error_code: str, message: str) -> RpcError:
 
 
 def _detail(document: Mapping[str, Any]) -> Any:
+    from google.rpc import error_details_pb2
+
     kind = str(document.get("@type", "")).rsplit("/", 1)[-1]
     if kind == "google.rpc.ErrorInfo":
         return error_info(str(document["reason"]), document.get("metadata"))

@@ -87,6 +87,10 @@ def parse_timeout(value: str) -> float | None:
     return int(digits) * _TIMEOUT_UNITS[unit]
 
 
+def no_such_method(path: str) -> RpcError:
+    return RpcError(StatusCode.UNIMPLEMENTED, f"statecar serves no method {path!r}")
+
+
 class _BadMessage(Exception):
     def __init__(self, error: RpcError) -> None:
         super().__init__(error.message)
@@ -195,8 +199,16 @@ class Call:
 class GrpcApplication:
     """Routes each stream by `:path` and answers it (`http2.Application`)."""
 
-    def __init__(self, routes: Mapping[str, Route], max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        max_message_bytes: int,
+        *,
+        fallback: Callable[[str], Route | None] | None = None,
+    ) -> None:
         self._routes = dict(routes)
+        #: The route of a path not in `routes`, decided per call; None: there is no such method.
+        self._fallback = fallback
         self._limit = max_message_bytes
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -217,17 +229,12 @@ class GrpcApplication:
                 end_stream=True,
             )
             return
-        route = self._routes.get(metadata.get(":path", ""))
+        path = metadata.get(":path", "")
+        route = self._routes.get(path)
+        if route is None and self._fallback is not None:
+            route = self._fallback(path)
         if route is None:
-            stream.send_headers(
-                trailers_only(
-                    RpcError(
-                        StatusCode.UNIMPLEMENTED,
-                        f"statecar serves no method {metadata.get(':path', '')!r}",
-                    )
-                ),
-                end_stream=True,
-            )
+            stream.send_headers(trailers_only(no_such_method(path)), end_stream=True)
             return
         stream.limit = self._limit + 5
         loop = asyncio.get_running_loop()
