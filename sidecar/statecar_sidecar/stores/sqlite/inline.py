@@ -31,11 +31,14 @@ SLOW: Final = 0.0002
 STALL: Final = 0.02
 FIRST_PAUSE: Final = 1.0
 LONGEST_PAUSE: Final = 64.0
+# Linux counts per thread; elsewhere (macOS, for `statecar run`) the process's count also has
+# the worker thread's reads, which can only close the gate more often.
+_WHO: Final[int] = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 
 
 def blocks_read() -> int:
     """The calling thread's blocks read from storage plus its major faults, so far."""
-    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    usage = resource.getrusage(_WHO)
     return usage.ru_inblock + usage.ru_majflt
 
 
