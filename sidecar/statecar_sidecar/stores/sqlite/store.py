@@ -8,8 +8,8 @@ sidecars, or a sidecar and `statecar run`). It speaks daprd's component metadata
 `connectionString` (a file path, `:memory:` or a `file:` URI), `tableName`, `busyTimeout`,
 `timeout`, `disableWAL` and `cleanupInterval`.
 
-Concurrency: one connection per store, used only by one dedicated worker thread, so the
-operations of one store run one at a time and a write never blocks the event loop. Every write is a
+Concurrency: one writing connection per store, used only by one dedicated worker thread, so
+the writes of one store run one at a time and never block the event loop. Every write is a
 `BEGIN IMMEDIATE` transaction: it takes the database's write lock before reading the current
 ETag, so the check-then-write is atomic against other connections and other processes too
 (a deferred transaction could read, then fail to upgrade with SQLITE_BUSY_SNAPSHOT:
@@ -331,8 +331,8 @@ class SQLiteStore(StateStore):
         disk, self._blocks_seen = blocks > self._blocks_seen, blocks
         if self._gate.took(seconds, now, disk=disk):
             _log.debug(
-                "SQLite %s: a read waited %.1f ms on the disk; reads go to the worker thread"
-                " for %g s",
+                "SQLite %s: a read took %.1f ms (the disk, or a stall); reads go to the worker"
+                " thread for %g s",
                 self._target.label,
                 seconds * 1000,
                 self._gate.pause,
