@@ -4,6 +4,7 @@
 * `store`: `SQLiteStore`: its metadata, its worker thread, and the atomic check-then-write.
 * `statements`: the table layout and the SQL text.
 * `dapr_store`: daprd's own table (`layout: dapr`), its SQL and its migration.
+* `inline`: when a read may run on the event loop instead of the worker thread.
 """
 
 from statecar_sidecar.stores.sqlite.store import SQLiteStore

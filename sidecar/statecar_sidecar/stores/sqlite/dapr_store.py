@@ -1,6 +1,7 @@
 """
 `state.sqlite` on daprd's own table (`layout: dapr`): the same store as `store.SQLiteStore`
-(one connection on one worker thread, IMMEDIATE write transactions, WAL, durability), with
+(writes on one worker thread in IMMEDIATE transactions, reads of a WAL file on the event loop,
+durability), with
 daprd's layout, so daprd and statecar share one file.
 
 daprd's layout (components-contrib v1.18.0 `state/sqlite/sqlite_migrations.go`,
@@ -183,8 +184,7 @@ class DaprSQLiteStore(SQLiteStore):
     # -----------------------------------------------------------------------------------------
     # Reads.
 
-    def _read(self, keys: Sequence[str]) -> list[StoredItem | None]:
-        conn = self._connection()
+    def _read(self, conn: sqlite3.Connection, keys: Sequence[str]) -> list[StoredItem | None]:
         now = _timestamp(time.time())
         if len(keys) == 1:
             row = conn.execute(self._sql["get"], (keys[0], now)).fetchone()

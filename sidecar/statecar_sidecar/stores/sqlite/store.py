@@ -8,13 +8,26 @@ sidecars, or a sidecar and `statecar run`). It speaks daprd's component metadata
 `connectionString` (a file path, `:memory:` or a `file:` URI), `tableName`, `busyTimeout`,
 `timeout`, `disableWAL` and `cleanupInterval`.
 
-Concurrency: one connection per store, used only by one dedicated worker thread, so the event
-loop never waits on disk and the operations of one store run one at a time. Every write is a
+Concurrency: one writing connection per store, used only by one dedicated worker thread, so
+the writes of one store run one at a time and never block the event loop. Every write is a
 `BEGIN IMMEDIATE` transaction: it takes the database's write lock before reading the current
 ETag, so the check-then-write is atomic against other connections and other processes too
 (a deferred transaction could read, then fail to upgrade with SQLITE_BUSY_SNAPSHOT:
 https://www.sqlite.org/lang_transaction.html, https://www.sqlite.org/wal.html#sometimes_queries_return_sqlite_busy_in_wal_mode).
 A writer waits up to `busyTimeout` for another process's write lock, then fails as unavailable.
+
+Reads (a GET, a bulk of up to `_INLINE_KEYS` keys) of a file in WAL mode run on the event loop,
+on a second, read-only connection, because handing a point read to the worker thread and back
+costs ten times the read itself (bench/sqlite_get.py). WAL makes that safe: a reader never waits
+for a writer and sees exactly the last committed state, each statement in its own read
+transaction, so it never sees half of a transaction nor an older value than one already
+committed (https://www.sqlite.org/wal.html#concurrency, https://www.sqlite.org/isolation.html).
+The read connection never waits at all (busy_timeout 0): on SQLITE_BUSY (a checkpoint or a
+recovery in another process), or any other error, the read goes to the worker thread, which
+waits and reports errors as before. A read that took long (the disk, not the cache) sends the
+following reads to the worker thread for a while (`inline.InlineGate`). In-memory databases
+and rollback-journal files (`disableWAL`, where readers and writers do block each other) read
+on the worker thread only.
 
 ETags: `max(current + 1, now in µs, highest issued in this file + 1)` (the rule of `etags`),
 with the high-water mark kept in the file under the write lock, so an ETag never repeats in
@@ -52,6 +65,7 @@ from statecar_sidecar.stores.errors import (
 )
 from statecar_sidecar.stores.query import Query, QueryPage, collector_paused, run_query_async
 from statecar_sidecar.stores.sql_common import Sweeper, check_layout, prefix_successor
+from statecar_sidecar.stores.sqlite.inline import InlineGate, blocks_read
 from statecar_sidecar.stores.sqlite.statements import (
     EXPECTED_COLUMNS,
     SCHEMA,
@@ -67,10 +81,13 @@ _T = TypeVar("_T")
 
 _SQLITE_BUSY: Final = 5  # result code (low byte) for "database is locked"
 _SQLITE_LOCKED: Final = 6
+#: The largest bulk read on the event loop: a bounded number of index lookups.
+_INLINE_KEYS: Final = 16
 
 
 class SQLiteStore(StateStore):
-    """One SQLite database file, served by one connection on one worker thread."""
+    """One SQLite database file: writes on one connection on one worker thread, reads of a WAL
+    file on a read-only connection on the event loop."""
 
     features = frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API})
     #: The table layout this class reads and writes: its name in errors, and its columns.
@@ -89,6 +106,12 @@ class SQLiteStore(StateStore):
         # connection is only ever touched by the thread that created it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statecar-sqlite")
         self._conn: sqlite3.Connection | None = None
+        # The read-only connection the event loop reads with, when the file is in WAL mode:
+        # opened on the worker thread, then only used on the loop (until close takes it away).
+        self._reader: sqlite3.Connection | None = None
+        self._gate = InlineGate()
+        # The loop thread's disk reads so far (`inline`): opened on the loop, which reads.
+        self._blocks_seen = blocks_read()
         self._full_sync = False
         self._max_variables = 999
         self._closed = False
@@ -186,6 +209,37 @@ class SQLiteStore(StateStore):
         self._full_sync = False
         self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._prepare_schema(conn)
+        self._reader = self._open_reader()
+
+    def _open_reader(self) -> sqlite3.Connection | None:
+        """The event loop's read connection, or None when reads must stay on the worker."""
+        target = self._target
+        if target.in_memory:
+            return None  # another connection to ':memory:' would open another, empty database
+        reader = sqlite3.connect(
+            target.database,
+            uri=target.uri,
+            timeout=0,  # never wait for a lock on the loop: SQLITE_BUSY sends the read on
+            isolation_level=None,  # autocommit: each SELECT is its own read transaction
+            check_same_thread=False,  # opened here on the worker, used on the loop
+            cached_statements=32,
+        )
+        try:
+            reader.execute("PRAGMA query_only = 1")
+            for name, value in target.pragmas:
+                # The writer applied them to the file already; a pragma that writes (user_version,
+                # application_id) fails here under query_only and needs not apply twice.
+                with contextlib.suppress(sqlite3.Error):
+                    reader.execute(f"PRAGMA {name} = {value}")  # both checked by _PRAGMA_ITEM
+            mode = str(reader.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        except sqlite3.Error as exc:
+            _log.debug("SQLite %s: reads stay on the worker thread: %s", target.label, exc)
+            reader.close()
+            return None
+        if mode != "wal":
+            reader.close()  # a rollback journal: readers and writers block each other
+            return None
+        return reader
 
     def _prepare_schema(self, conn: sqlite3.Connection) -> None:
         """Create the table (and what goes with it) when missing; refuse one not ours."""
@@ -233,8 +287,8 @@ class SQLiteStore(StateStore):
     # -----------------------------------------------------------------------------------------
     # Reads.
 
-    def _read(self, keys: Sequence[str]) -> list[StoredItem | None]:
-        conn = self._connection()
+    def _read(self, conn: sqlite3.Connection, keys: Sequence[str]) -> list[StoredItem | None]:
+        """The live items of `keys` (None: missing or expired), in one statement per chunk."""
         now = time.time()
         if len(keys) == 1:
             row = conn.execute(self._sql["get"], (keys[0], now)).fetchone()
@@ -250,14 +304,58 @@ class SQLiteStore(StateStore):
                 found[key] = StoredItem(value, str(etag), expire_at)
         return [found.get(key) for key in keys]
 
+    def _read_on_worker(self, keys: Sequence[str]) -> list[StoredItem | None]:
+        return self._read(self._connection(), keys)
+
+    def _read_inline(
+        self, reader: sqlite3.Connection, keys: Sequence[str]
+    ) -> list[StoredItem | None] | None:
+        """Read on the event loop; None: the worker thread must read instead."""
+        gate = self._gate
+        started = time.monotonic()
+        if started < gate.closed_until:
+            return None
+        try:
+            items: list[StoredItem | None] | None = self._read(reader, keys)
+        except (sqlite3.Error, UnicodeEncodeError, StoreError):
+            # SQLITE_BUSY (this connection never waits), or an error the worker reports as
+            # every other call's: the worker reads, waiting for locks as writes do.
+            items = None
+        ended = time.monotonic()
+        if ended - started >= gate.slow:
+            self._slow_read(ended - started, ended)
+        return items
+
+    def _slow_read(self, seconds: float, now: float) -> None:
+        blocks = blocks_read()
+        disk, self._blocks_seen = blocks > self._blocks_seen, blocks
+        if self._gate.took(seconds, now, disk=disk):
+            _log.debug(
+                "SQLite %s: a read took %.1f ms (the disk, or a stall); reads go to the worker"
+                " thread for %g s",
+                self._target.label,
+                seconds * 1000,
+                self._gate.pause,
+            )
+
     async def get(self, key: str, *, strong: bool = False) -> StoredItem | None:
         # No replicas: every read is of the one database, so `strong` changes nothing.
-        return (await self._call(self._read, [key]))[0]
+        reader = self._reader
+        if reader is not None:
+            items = self._read_inline(reader, (key,))
+            if items is not None:
+                return items[0]
+        return (await self._call(self._read_on_worker, (key,)))[0]
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
         if not keys:
             return []
-        return await self._call(self._read, list(keys))
+        reader = self._reader
+        if reader is not None and len(keys) <= _INLINE_KEYS:
+            items = self._read_inline(reader, keys)
+            if items is not None:
+                return items
+        return await self._call(self._read_on_worker, list(keys))
 
     # -----------------------------------------------------------------------------------------
     # Writes.
@@ -379,19 +477,25 @@ class SQLiteStore(StateStore):
     async def ping(self) -> None:
         await self._call(self._ping)
 
-    def _close_connection(self) -> None:
+    def _close_connection(self, reader: sqlite3.Connection | None) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        try:
+            if reader is not None:
+                reader.close()  # first: the writer, closing last, checkpoints the WAL
+        finally:
+            if conn is not None:
+                conn.close()
 
     async def close(self) -> None:
         if self._closed:
             return
         await self._sweeper.stop()
         self._closed = True
+        # Taken from the loop first, so no read starts on it while the worker closes it.
+        reader, self._reader = self._reader, None
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._close_connection)
+            await loop.run_in_executor(self._executor, self._close_connection, reader)
         except sqlite3.Error as exc:
             _log.warning("SQLite %s: close failed: %s", self._target.label, exc)
         finally:
