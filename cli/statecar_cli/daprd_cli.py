@@ -399,12 +399,9 @@ def settings_from(parsed: Parsed, environ: Mapping[str, str]) -> tuple[object, l
 
 
 def main(argv: Sequence[str]) -> int:
-    import gc
     import logging
     import os
 
-    # The imports run with the GC paused; serving enables it (statecar_cli.main `_pause_gc`).
-    gc.disable()
     from statecar_sidecar import server
     from statecar_sidecar.settings import SettingsError
 

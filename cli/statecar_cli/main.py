@@ -8,12 +8,14 @@ and `statecar operator` never loads FastAPI. Flags override the `STATECAR_*` env
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from statecar_contract import package_version
@@ -103,21 +105,7 @@ def _settings(args: argparse.Namespace) -> object:
     )
 
 
-def _pause_gc() -> None:
-    """Pause the cyclic GC for the sidecar's start-up; `server.serve_until` enables it, tuned,
-    once it serves.
-
-    Start-up allocates ~46,000 objects that all live as long as the process (imports, stores,
-    the app): with the default thresholds that is ~50 collections, ~20 ms of the cold start on
-    this VM (bench/README.md, "Issue 12"), that find nothing to free.
-    """
-    import gc
-
-    gc.disable()
-
-
 def cmd_sidecar(args: argparse.Namespace) -> int:
-    _pause_gc()
     from statecar_sidecar import server
     from statecar_sidecar.settings import SettingsError, SidecarSettings
 
@@ -132,7 +120,6 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Serve the state API locally and, if given, run the app with the Dapr ports and APP_ID exported."""
-    _pause_gc()
     from statecar_sidecar import server
     from statecar_sidecar.settings import SettingsError, SidecarSettings
 
@@ -283,8 +270,37 @@ _PASS_THROUGH = {
 }
 
 
+#: The commands that start a sidecar: they run with the cyclic GC paused until it serves.
+_SIDECAR_COMMANDS = frozenset({"sidecar", "run", "daprd"})
+
+
+@contextlib.contextmanager
+def _gc_paused_for_startup() -> Iterator[None]:
+    """Pause the cyclic GC while a sidecar starts; `server.serve_until` enables it, tuned, once
+    it serves, and it is on again, as it was, when the command returns.
+
+    Start-up allocates ~46,000 objects that all live as long as the process (imports, stores,
+    the app): with the default thresholds that is ~60 collections, ~20 ms of the cold start on
+    this VM (bench/README.md, "Issue 12"), that find almost nothing to free.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in _SIDECAR_COMMANDS:
+        with _gc_paused_for_startup():
+            return _dispatch(arguments)
+    return _dispatch(arguments)
+
+
+def _dispatch(arguments: list[str]) -> int:
     if arguments and arguments[0] in _PASS_THROUGH:
         module_name, _, function = _PASS_THROUGH[arguments[0]].partition(":")
         import importlib

@@ -227,7 +227,7 @@ async def serve_until(
             f"; not ready: {', '.join(sorted(runtime.failed))}" if runtime.failed else "",
         )
         # Objects alive now live for the whole process: take them out of the GC's sight. The
-        # command line paused the collector before the imports (statecar_cli.main `_pause_gc`), which
+        # command line paused the collector before the imports (statecar_cli.main), which
         # saves the ~50 collections they would trigger; only ~500 of ~46,000 objects are
         # garbage by now, so they are frozen too rather than paying a ~10 ms collection.
         gc.freeze()

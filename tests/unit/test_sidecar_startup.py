@@ -6,6 +6,7 @@ trigger found nothing to free. Serving turns the collector back on, with its tun
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 from tests.support.sidecar import running_sidecar
+
+from statecar_cli.main import main
 
 
 def _collections(ops: httpx.Client) -> float:
@@ -48,3 +51,11 @@ def test_start_up_collects_nothing_and_serving_collects_again(tmp_path: Path) ->
         for i in range(3000):  # ~20 container allocations a call: past the 50,000 threshold
             assert client.post("/v1.0/state/statestore", json=[{"key": f"k{i}", "value": value}])
         assert _collections(ops) >= 1
+
+
+def test_a_sidecar_command_that_returns_leaves_the_collector_as_it_was(tmp_path: Path) -> None:
+    """In-process callers (tests, `statecar run`'s host) get the collector back on."""
+    assert gc.isenabled()
+    missing = tmp_path / "missing"
+    assert main(["sidecar", "--app-id", "a", "--components-path", str(missing)]) == 2
+    assert gc.isenabled()
