@@ -24,7 +24,6 @@ from statecar_contract.settings import RedisSettings
 from statecar_sidecar import keys
 from statecar_sidecar.loader import FailedComponent, LoadedComponents
 from statecar_sidecar.stores.base import StateStore
-from statecar_sidecar.stores.encryption import EncryptedStore
 from statecar_sidecar.stores.errors import StoreError
 from statecar_sidecar.stores.registry import open_store
 
@@ -110,6 +109,10 @@ class ComponentRuntime:
             open_store(component.type, component.metadata), OPEN_TIMEOUT_SECONDS
         )
         if encryption is not None:
+            # Imported here, not at start: the AES library is ~5 ms of every cold start, and
+            # most components configure no keys (tests/unit/test_sidecar_imports.py).
+            from statecar_sidecar.stores.encryption import EncryptedStore
+
             # Every backend, the same way: daprd encrypts in its API layer, above the store.
             store = EncryptedStore(store, encryption)
         try:
