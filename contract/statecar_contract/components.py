@@ -10,9 +10,9 @@ objects, or into a `ComponentError` that names the field and the fix.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from statecar_contract.errors import ComponentError
 from statecar_contract.settings import (
@@ -20,11 +20,13 @@ from statecar_contract.settings import (
     COMMON_METADATA,
     COMMON_REFUSED,
     COMMON_SETTINGS,
+    ENCRYPTION_SETTINGS,
     BackendSettings,
-    EncryptionSettings,
     read_settings,
 )
-from statecar_contract.settings.encryption import ENCRYPTION_SETTINGS
+
+if TYPE_CHECKING:
+    from statecar_contract.settings.encryption import EncryptionSettings
 
 __all__ = [
     "API_GROUP",
@@ -45,6 +47,7 @@ __all__ = [
     "MetadataItem",
     "ResolvedComponent",
     "SecretKeyRef",
+    "encryption_settings",
     "is_state_component",
     "parse_component",
     "resolve",
@@ -153,9 +156,28 @@ class ResolvedComponent:
 
     def encryption(self, *, source: str | None = None) -> EncryptionSettings | None:
         """The store's encryption keys, or None when it is not encrypted (ComponentError)."""
-        return EncryptionSettings.from_metadata(
+        return encryption_settings(
             self.metadata, self.key_names, component=self.name, source=source
         )
+
+
+def encryption_settings(
+    metadata: Mapping[str, str],
+    key_names: Mapping[str, str],
+    *,
+    component: str | None = None,
+    source: str | None = None,
+    deferred: Collection[str] = (),
+) -> EncryptionSettings | None:
+    """`EncryptionSettings.from_metadata`, without importing it for a component that names no
+    encryption setting (None then, as it would answer): most components, at every start."""
+    if not any(n in metadata or n in deferred for n in ENCRYPTION_SETTINGS):
+        return None
+    from statecar_contract.settings.encryption import EncryptionSettings
+
+    return EncryptionSettings.from_metadata(
+        metadata, key_names, component=component, source=source, deferred=deferred
+    )
 
 
 def _expect_mapping(value: object, field_path: str, source: str | None) -> Mapping[str, object]:
@@ -393,7 +415,7 @@ def parse_component(document: object, *, source: str | None = None) -> Component
         source=source,
         deferred=[m.name for m in metadata if m.secret_key_ref is not None],
     )
-    EncryptionSettings.from_metadata(
+    encryption_settings(
         {m.name: m.value for m in metadata if m.value is not None},
         {},
         component=name,
@@ -512,7 +534,7 @@ def resolve(
         for m in spec.metadata
         if m.name in ENCRYPTION_SETTINGS and m.secret_key_ref is not None
     }
-    EncryptionSettings.from_metadata(values, key_names, component=spec.name, source=source)
+    encryption_settings(values, key_names, component=spec.name, source=source)
     return ResolvedComponent(
         name=spec.name,
         type=spec.type,

@@ -5,8 +5,8 @@ every module, so the serving path leaves out what it does not use until it is us
 The sidecar runs with `PYTHONPROFILEIMPORTTIME=1` (`python -X importtime`): the interpreter
 writes each module it imports to stderr, here the sidecar's log, whenever that happens.
 prometheus_client is never imported (metrics.py writes the exposition); the query engine, the
-encryption wrapper and its AES library come with the first query or the first component that
-configures keys, and those still work on a fresh sidecar.
+encryption settings, wrapper and AES library come with the first query or the first component
+that configures keys, and those still work on a fresh sidecar.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def test_a_serving_sidecar_imports_neither_prometheus_client_nor_what_it_has_not
         "prometheus_client",
         "statecar_sidecar.stores.query",
         "statecar_sidecar.stores.encryption",
+        "statecar_contract.settings.encryption",
         "cryptography",
     }
     if source == "wiring file":
@@ -128,4 +129,8 @@ def test_the_first_query_and_an_encrypted_store_work_on_a_fresh_sidecar(tmp_path
     finally:
         assert sidecar.stop() == 0
     imported = _imported(sidecar.log)
-    assert {"statecar_sidecar.stores.query", "statecar_sidecar.stores.encryption"} <= imported
+    assert {
+        "statecar_sidecar.stores.query",
+        "statecar_sidecar.stores.encryption",
+        "statecar_contract.settings.encryption",
+    } <= imported

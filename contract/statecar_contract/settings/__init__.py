@@ -13,10 +13,9 @@ numbers, `host:port`) and `libpq` (PostgreSQL connection strings).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from statecar_contract.errors import ComponentError
-from statecar_contract.settings.encryption import EncryptionKey, EncryptionSettings
 from statecar_contract.settings.libpq import PostgresDSN, parse_libpq
 from statecar_contract.settings.memory import InMemorySettings
 from statecar_contract.settings.postgresql import PostgreSQLSettings
@@ -25,6 +24,7 @@ from statecar_contract.settings.schema import (
     COMMON_METADATA,
     COMMON_REFUSED,
     COMMON_SETTINGS,
+    ENCRYPTION_SETTINGS,
     BackendSettings,
     Refused,
     Setting,
@@ -40,11 +40,15 @@ from statecar_contract.settings.values import (
     parse_integer,
 )
 
+if TYPE_CHECKING:
+    from statecar_contract.settings.encryption import EncryptionKey, EncryptionSettings
+
 __all__ = [
     "BACKENDS",
     "COMMON_METADATA",
     "COMMON_REFUSED",
     "COMMON_SETTINGS",
+    "ENCRYPTION_SETTINGS",
     "BackendSettings",
     "EncryptionKey",
     "EncryptionSettings",
@@ -72,6 +76,16 @@ __all__ = [
 BACKENDS: Final[Mapping[str, type[BackendSettings]]] = {
     cls.TYPE: cls for cls in (InMemorySettings, SQLiteSettings, RedisSettings, PostgreSQLSettings)
 }
+
+
+def __getattr__(name: str) -> object:
+    """`EncryptionKey` and `EncryptionSettings`, imported on first use: a process whose components
+    configure no keys never loads them (a sidecar's cold start; `components.encryption_settings`)."""
+    if name in ("EncryptionKey", "EncryptionSettings"):
+        from statecar_contract.settings import encryption
+
+        return getattr(encryption, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_settings(
