@@ -169,11 +169,10 @@ def _go_float(value: float) -> str:
     return {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}.get(text, text)
 
 
-def _gauge(out: list[str], name: str, help_text: str, value: float, labels: str = "") -> None:
+def _gauge(out: list[str], name: str, help_text: str, value: float) -> None:
+    """A family of one unlabelled gauge sample."""
     _header(out, name, "gauge", help_text)
-    out.append(
-        f"{name}{{{labels}}} {_go_float(value)}\n" if labels else f"{name} {_go_float(value)}\n"
-    )
+    out.append(f"{name} {_go_float(value)}\n")
 
 
 class _Process:
