@@ -68,20 +68,37 @@ Consistency = Literal["eventual", "strong"]
 CONCURRENCY_VALUES: Final[tuple[str, ...]] = ("first-write", "last-write")
 CONSISTENCY_VALUES: Final[tuple[str, ...]] = ("eventual", "strong")
 
-#: Backend types and the metadata names each one implements, every alias included, derived from
-#: the settings classes (`statecar_contract.settings`). Unknown names are an error (a typo such
-#: as `redishost` would otherwise be ignored silently, as daprd does).
-BACKEND_METADATA: Final[Mapping[str, frozenset[str]]] = {
-    kind: frozenset(name for setting in backend.SETTINGS for name in setting.names)
-    for kind, backend in BACKENDS.items()
-}
+if TYPE_CHECKING:
+    #: Backend types and the metadata names each one implements, every alias included, derived
+    #: from the settings classes (`statecar_contract.settings`). Unknown names are an error (a
+    #: typo such as `redishost` would otherwise be ignored silently, as daprd does).
+    BACKEND_METADATA: Mapping[str, frozenset[str]]
+    #: Metadata a backend cannot start without (by its main name; an alias counts too).
+    REQUIRED_METADATA: Mapping[str, frozenset[str]]
 
-#: Metadata a backend cannot start without (by its main name; an alias counts too).
-REQUIRED_METADATA: Final[Mapping[str, frozenset[str]]] = {
-    kind: frozenset(s.name for s in backend.SETTINGS if s.required)
-    for kind, backend in BACKENDS.items()
-    if any(s.required for s in backend.SETTINGS)
-}
+
+def _metadata_names(backend: type[BackendSettings]) -> frozenset[str]:
+    return frozenset(name for setting in backend.SETTINGS for name in setting.names)
+
+
+def __getattr__(name: str) -> object:
+    """`BACKEND_METADATA` and `REQUIRED_METADATA`, built when first asked for: they read every
+    backend's settings class, which a sidecar need not import (`settings.BACKENDS`)."""
+    if name == "BACKEND_METADATA":
+        value: Mapping[str, frozenset[str]] = {
+            kind: _metadata_names(backend) for kind, backend in BACKENDS.items()
+        }
+    elif name == "REQUIRED_METADATA":
+        value = {
+            kind: frozenset(s.name for s in backend.SETTINGS if s.required)
+            for kind, backend in BACKENDS.items()
+            if any(s.required for s in backend.SETTINGS)
+        }
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -298,7 +315,7 @@ def validate_backend_metadata(
             f"'{component_type}' is not a state store statecar serves; use one of {options}",
             source=source,
         )
-    known = BACKEND_METADATA[component_type]
+    known = _metadata_names(backend)  # BACKEND_METADATA's row, without every other backend
     common = {n for s in COMMON_SETTINGS for n in s.names} | COMMON_METADATA
     refused = {r.name: r.reason for r in (*backend.REFUSED, *COMMON_REFUSED)}
     for index, name in enumerate(names):

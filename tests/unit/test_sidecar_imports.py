@@ -4,9 +4,10 @@ every module, so the serving path leaves out what it does not use until it is us
 
 The sidecar runs with `PYTHONPROFILEIMPORTTIME=1` (`python -X importtime`): the interpreter
 writes each module it imports to stderr, here the sidecar's log, whenever that happens.
-prometheus_client is never imported (metrics.py writes the exposition); the query engine, the
-encryption settings, wrapper and AES library come with the first query or the first component
-that configures keys, and those still work on a fresh sidecar.
+prometheus_client is never imported (metrics.py writes the exposition); a backend's settings
+class comes with its first component; the query engine, the encryption settings, wrapper and
+AES library come with the first query or the first component that configures keys, and those
+still work on a fresh sidecar.
 """
 
 from __future__ import annotations
@@ -87,9 +88,15 @@ def test_a_serving_sidecar_imports_neither_prometheus_client_nor_what_it_has_not
     finally:
         assert sidecar.stop() == 0
     imported = _imported(sidecar.log)
-    assert "statecar_sidecar.metrics" in imported  # the log does list the sidecar's imports
+    # The log does list the sidecar's imports, those made on first use too.
+    assert {"statecar_sidecar.metrics", "statecar_contract.settings.memory"} <= imported
     unused = {
         "prometheus_client",
+        # The settings of the backends no component uses (statecar_contract.settings.BACKENDS).
+        "statecar_contract.settings.redis",
+        "statecar_contract.settings.sqlite",
+        "statecar_contract.settings.postgresql",
+        "statecar_contract.settings.libpq",
         "statecar_sidecar.stores.query",
         "statecar_sidecar.stores.encryption",
         "statecar_contract.settings.encryption",
