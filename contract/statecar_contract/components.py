@@ -10,9 +10,9 @@ objects, or into a `ComponentError` that names the field and the fix.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from statecar_contract.errors import ComponentError
 from statecar_contract.settings import (
@@ -20,11 +20,13 @@ from statecar_contract.settings import (
     COMMON_METADATA,
     COMMON_REFUSED,
     COMMON_SETTINGS,
+    ENCRYPTION_SETTINGS,
     BackendSettings,
-    EncryptionSettings,
     read_settings,
 )
-from statecar_contract.settings.encryption import ENCRYPTION_SETTINGS
+
+if TYPE_CHECKING:
+    from statecar_contract.settings.encryption import EncryptionSettings
 
 __all__ = [
     "API_GROUP",
@@ -45,6 +47,7 @@ __all__ = [
     "MetadataItem",
     "ResolvedComponent",
     "SecretKeyRef",
+    "encryption_settings",
     "is_state_component",
     "parse_component",
     "resolve",
@@ -65,20 +68,37 @@ Consistency = Literal["eventual", "strong"]
 CONCURRENCY_VALUES: Final[tuple[str, ...]] = ("first-write", "last-write")
 CONSISTENCY_VALUES: Final[tuple[str, ...]] = ("eventual", "strong")
 
-#: Backend types and the metadata names each one implements, every alias included, derived from
-#: the settings classes (`statecar_contract.settings`). Unknown names are an error (a typo such
-#: as `redishost` would otherwise be ignored silently, as daprd does).
-BACKEND_METADATA: Final[Mapping[str, frozenset[str]]] = {
-    kind: frozenset(name for setting in backend.SETTINGS for name in setting.names)
-    for kind, backend in BACKENDS.items()
-}
+if TYPE_CHECKING:
+    #: Backend types and the metadata names each one implements, every alias included, derived
+    #: from the settings classes (`statecar_contract.settings`). Unknown names are an error (a
+    #: typo such as `redishost` would otherwise be ignored silently, as daprd does).
+    BACKEND_METADATA: Mapping[str, frozenset[str]]
+    #: Metadata a backend cannot start without (by its main name; an alias counts too).
+    REQUIRED_METADATA: Mapping[str, frozenset[str]]
 
-#: Metadata a backend cannot start without (by its main name; an alias counts too).
-REQUIRED_METADATA: Final[Mapping[str, frozenset[str]]] = {
-    kind: frozenset(s.name for s in backend.SETTINGS if s.required)
-    for kind, backend in BACKENDS.items()
-    if any(s.required for s in backend.SETTINGS)
-}
+
+def _metadata_names(backend: type[BackendSettings]) -> frozenset[str]:
+    return frozenset(name for setting in backend.SETTINGS for name in setting.names)
+
+
+def __getattr__(name: str) -> object:
+    """`BACKEND_METADATA` and `REQUIRED_METADATA`, built when first asked for: they read every
+    backend's settings class, which a sidecar need not import (`settings.BACKENDS`)."""
+    if name == "BACKEND_METADATA":
+        value: Mapping[str, frozenset[str]] = {
+            kind: _metadata_names(backend) for kind, backend in BACKENDS.items()
+        }
+    elif name == "REQUIRED_METADATA":
+        value = {
+            kind: frozenset(s.name for s in backend.SETTINGS if s.required)
+            for kind, backend in BACKENDS.items()
+            if any(s.required for s in backend.SETTINGS)
+        }
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -153,9 +173,28 @@ class ResolvedComponent:
 
     def encryption(self, *, source: str | None = None) -> EncryptionSettings | None:
         """The store's encryption keys, or None when it is not encrypted (ComponentError)."""
-        return EncryptionSettings.from_metadata(
+        return encryption_settings(
             self.metadata, self.key_names, component=self.name, source=source
         )
+
+
+def encryption_settings(
+    metadata: Mapping[str, str],
+    key_names: Mapping[str, str],
+    *,
+    component: str | None = None,
+    source: str | None = None,
+    deferred: Collection[str] = (),
+) -> EncryptionSettings | None:
+    """`EncryptionSettings.from_metadata`, without importing it for a component that names no
+    encryption setting (None then, as it would answer): most components, at every start."""
+    if not any(n in metadata or n in deferred for n in ENCRYPTION_SETTINGS):
+        return None
+    from statecar_contract.settings.encryption import EncryptionSettings
+
+    return EncryptionSettings.from_metadata(
+        metadata, key_names, component=component, source=source, deferred=deferred
+    )
 
 
 def _expect_mapping(value: object, field_path: str, source: str | None) -> Mapping[str, object]:
@@ -276,7 +315,7 @@ def validate_backend_metadata(
             f"'{component_type}' is not a state store statecar serves; use one of {options}",
             source=source,
         )
-    known = BACKEND_METADATA[component_type]
+    known = _metadata_names(backend)  # BACKEND_METADATA's row, without every other backend
     common = {n for s in COMMON_SETTINGS for n in s.names} | COMMON_METADATA
     refused = {r.name: r.reason for r in (*backend.REFUSED, *COMMON_REFUSED)}
     for index, name in enumerate(names):
@@ -393,7 +432,7 @@ def parse_component(document: object, *, source: str | None = None) -> Component
         source=source,
         deferred=[m.name for m in metadata if m.secret_key_ref is not None],
     )
-    EncryptionSettings.from_metadata(
+    encryption_settings(
         {m.name: m.value for m in metadata if m.value is not None},
         {},
         component=name,
@@ -512,7 +551,7 @@ def resolve(
         for m in spec.metadata
         if m.name in ENCRYPTION_SETTINGS and m.secret_key_ref is not None
     }
-    EncryptionSettings.from_metadata(values, key_names, component=spec.name, source=source)
+    encryption_settings(values, key_names, component=spec.name, source=source)
     return ResolvedComponent(
         name=spec.name,
         type=spec.type,

@@ -22,8 +22,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from statecar_contract import wiring
 from statecar_contract.components import (
     ComponentError,
@@ -36,8 +34,8 @@ from statecar_contract.components import (
 from statecar_contract.settings import read_settings
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
-# libyaml's loader when PyYAML was built with it: the pure-Python one costs ~1 ms per file.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# PyYAML is imported by the first YAML file read, not at start: ~10 ms of a cold start that a
+# pod, whose components come in the operator's JSON wiring file (wiring.py, orjson), never needs.
 DAPR_API_VERSION = "dapr.io/v1alpha1"
 #: daprd's local secret stores: `auth.secretStore` names one of these to resolve a secretKeyRef.
 LOCAL_SECRET_STORES = ("secretstores.local.file", "secretstores.local.env")
@@ -90,6 +88,8 @@ def secret_env_name(ref: SecretKeyRef) -> str:
 
 
 def _load_secrets_file(path: Path) -> dict[str, dict[str, str]]:
+    import yaml  # on first use (YAML_SUFFIXES)
+
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -207,6 +207,8 @@ def _secret_store(document: Mapping[str, object], source: str) -> LocalSecretSto
         return LocalSecretStore(name, type_, source, error=error, path=path)
     separator = values.get("nestedSeparator") or ":"
     multi = values.get("multiValued", "false").strip().lower() == "true"
+    import yaml  # on first use (YAML_SUFFIXES)
+
     try:
         document_ = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -345,8 +347,12 @@ def load_folders(
             failed.append(FailedComponent(None, source, error))
             continue
         digest.update(source.encode() + b"\0" + text.encode())
+        import yaml  # on first use (YAML_SUFFIXES)
+
+        # libyaml's loader when PyYAML was built with it: the pure-Python one costs ~1 ms a file.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            parsed.append((source, list(yaml.load_all(text, Loader=_YAML_LOADER))))
+            parsed.append((source, list(yaml.load_all(text, Loader=loader))))
         except (yaml.YAMLError, RecursionError) as exc:
             error = ComponentError("(yaml)", f"is not valid YAML: {exc}", source=source)
             failed.append(FailedComponent(None, source, error))

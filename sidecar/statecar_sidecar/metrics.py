@@ -4,37 +4,34 @@ Prometheus metrics exposed exactly as daprd exposes them, so Dapr's dashboards a
 daprd records with OpenCensus and exports through its Prometheus exporter, which writes a view's
 name as it is: `dapr_http_server_request_count` is a counter with no `_total` suffix, while
 `dapr_runtime_component_init_total` and `dapr_error_code_total` carry one because their view
-names do. prometheus_client would add `_total` to every counter, so the `dapr_*` families are
-rendered here, at scrape time, from plain ints (names, labels and buckets from dapr/dapr
-`pkg/diagnostics`: http_monitoring.go, grpc_monitoring.go, component_monitoring.go,
-service_monitoring.go, errorcode_monitoring.go, and `pkg/config` for the latency buckets).
+names do. So the `dapr_*` families are rendered here, at scrape time, from plain ints (names,
+labels and buckets from dapr/dapr `pkg/diagnostics`: http_monitoring.go, grpc_monitoring.go,
+component_monitoring.go, service_monitoring.go, errorcode_monitoring.go, and `pkg/config` for
+the latency buckets).
 
-The rest comes from prometheus_client: the standard process metrics (`process_*`), Python's GC
-and version, statecar's own `statecar_*`, and two Go-runtime names Dapr's sidecar dashboard
-charts (`go_goroutines`, `go_memstats_alloc_bytes`), given their Python meaning (docs/state-api.md
-"Metrics"). Series are cached per label tuple: `labels()` costs more than the observation.
+The rest is rendered here too, as prometheus_client 0.26 writes it, so a scrape is the one every
+Python exporter gives: the standard process metrics (`process_*`, read from /proc/self as its
+`process_collector.py` does), Python's version and GC (`platform_collector.py`,
+`gc_collector.py`), statecar's own `statecar_*`, and two Go-runtime names Dapr's sidecar
+dashboard charts (`go_goroutines`, `go_memstats_alloc_bytes`), given their Python meaning
+(docs/state-api.md "Metrics"). The sidecar does not import prometheus_client: its import costs
+~20 ms of a cold start and its registry memory for six families
+(tests/unit/test_sidecar_metrics.py, pyproject's import-linter contracts). Series are cached per
+label tuple: finding one costs more than the observation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
+import os
+import sys
 import threading
+import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Final, Protocol
-
-from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from statecar_sidecar import memory
 
@@ -145,6 +142,9 @@ class ComponentCounts(Protocol):
     component_inits: dict[str, int]
     #: (component type, reason, component name) -> failed inits.
     component_init_failures: dict[tuple[str, str, str], int]
+    #: Component sets applied, and those of them that failed (statecar_component_reload*).
+    reloads: int
+    reload_failures: int
 
 
 class _NoComponents:
@@ -152,35 +152,138 @@ class _NoComponents:
         self.components_loaded = 0
         self.component_inits: dict[str, int] = {}
         self.component_init_failures: dict[tuple[str, str, str], int] = {}
+        self.reloads = 0
+        self.reload_failures = 0
 
 
-class _GoRuntimeNames(Collector):
+def _go_float(value: float) -> str:
+    """A sample value as prometheus_client writes it (utils.floatToGoString): Go's %g switch.
+
+    `6.0`, `0.13`, and `3.1649792e+07` once the integer part has more than six digits.
+    """
+    text = repr(float(value))
+    dot = text.find(".")
+    if value > 0 and dot > 6 and "e" not in text and "n" not in text:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}.get(text, text)
+
+
+def _gauge(out: list[str], name: str, help_text: str, value: float) -> None:
+    """A family of one unlabelled gauge sample."""
+    _header(out, name, "gauge", help_text)
+    out.append(f"{name} {_go_float(value)}\n")
+
+
+class _Process:
+    """prometheus_client's process collector: `process_*` from /proc/self (proc(5)).
+
+    The boot time and clock tick are read once, as the collector does when it is built; without
+    /proc (not Linux) the family is left out, as there.
+    """
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self._self = os.path.join(proc, "self")
+        self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        self._pagesize = os.sysconf("SC_PAGESIZE")
+        self._boot_time = 0.0
+        try:
+            with open(os.path.join(proc, "stat"), "rb") as stat:
+                for line in stat:
+                    if line.startswith(b"btime "):
+                        self._boot_time = float(line.split()[1])
+                        break
+        except OSError:
+            pass
+
+    def render(self, out: list[str]) -> None:
+        if not self._boot_time:
+            return
+        try:
+            with open(os.path.join(self._self, "stat"), "rb") as stat:
+                # After the command name, which may hold spaces and parentheses: field 3 on.
+                parts = stat.read().split(b")")[-1].split()
+        except OSError:
+            pass
+        else:
+            _gauge(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.", float(parts[20]))  # fmt: skip
+            _gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.", float(parts[21]) * self._pagesize)  # fmt: skip
+            _gauge(out, "process_start_time_seconds", "Start time of the process since unix epoch in seconds.", float(parts[19]) / self._ticks + self._boot_time)  # fmt: skip
+            cpu = (float(parts[11]) + float(parts[12])) / self._ticks
+            _header(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.")  # fmt: skip
+            out.append(f"process_cpu_seconds_total {_go_float(cpu)}\n")
+        try:
+            max_fds = None
+            with open(os.path.join(self._self, "limits"), "rb") as limits:
+                for line in limits:
+                    if line.startswith(b"Max open file"):
+                        max_fds = float(line.split()[3])
+                        break
+            open_fds = len(os.listdir(os.path.join(self._self, "fd")))
+        except (OSError, ValueError):
+            return
+        _gauge(out, "process_open_fds", "Number of open file descriptors.", open_fds)
+        if max_fds is not None:
+            _gauge(out, "process_max_fds", "Maximum number of open file descriptors.", max_fds)
+
+
+def _python_info() -> str:
+    """prometheus_client's `python_info` labels, from `sys` rather than the `platform` module.
+
+    `platform.python_version()` is the first word of `sys.version`, its implementation name
+    the canonical spelling of `sys.implementation.name`.
+    """
+    version = sys.version.split(" ", 1)[0]
+    major, minor, patchlevel = [*version.split("."), "", ""][:3]
+    implementation = {"cpython": "CPython", "pypy": "PyPy"}.get(
+        sys.implementation.name, sys.implementation.name
+    )
+    return _labels(
+        ("implementation", "major", "minor", "patchlevel", "version"),
+        (implementation, major, minor, patchlevel, version),
+    )
+
+
+#: prometheus_client's GC counters: (gc.get_stats() key, name, help).
+_GC_COUNTERS: Final = (
+    ("collected", "python_gc_objects_collected_total", "Objects collected during gc"),
+    ("uncollectable", "python_gc_objects_uncollectable_total", "Uncollectable objects found during GC"),
+    ("collections", "python_gc_collections_total", "Number of times this generation was collected"),
+)  # fmt: skip
+
+
+def _gc(out: list[str]) -> None:
+    """prometheus_client's `python_gc_*` counters, one series per generation (gc.get_stats())."""
+    stats = gc.get_stats()
+    for key, name, help_text in _GC_COUNTERS:
+        _header(out, name, "counter", help_text)
+        out.extend(
+            f'{name}{{generation="{generation}"}} {_go_float(stat[key])}\n'
+            for generation, stat in enumerate(stats)
+        )
+
+
+def _go_runtime_names(out: list[str], mallinfo: Callable[[], int] | None) -> None:
     """The two Go-runtime series Dapr's sidecar dashboard charts, with their Python meaning.
 
     `go_goroutines`: the units of concurrent work, asyncio tasks plus threads. `go_memstats_alloc_bytes`:
     bytes in use on the C heap (glibc's mallinfo2), where request bodies and values live; absent
     where the C library has no mallinfo2.
     """
+    try:
+        tasks = len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the event loop (a test)
+        tasks = 0
+    _gauge(out, "go_goroutines", "Number of asyncio tasks plus threads (statecar is Python: its goroutines).", tasks + threading.active_count())  # fmt: skip
+    if mallinfo is not None:
+        _gauge(out, "go_memstats_alloc_bytes", "Bytes allocated and in use on the C heap (glibc mallinfo2 uordblks + hblkhd).", mallinfo())  # fmt: skip
 
-    def __init__(self) -> None:
-        self._mallinfo = _mallinfo2()
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            tasks = len(asyncio.all_tasks())
-        except RuntimeError:  # scraped outside the event loop (a test)
-            tasks = 0
-        yield GaugeMetricFamily(
-            "go_goroutines",
-            "Number of asyncio tasks plus threads (statecar is Python: its goroutines).",
-            value=tasks + threading.active_count(),
-        )
-        if self._mallinfo is not None:
-            yield GaugeMetricFamily(
-                "go_memstats_alloc_bytes",
-                "Bytes allocated and in use on the C heap (glibc mallinfo2 uordblks + hblkhd).",
-                value=self._mallinfo(),
-            )
+def _counter(out: list[str], name: str, help_text: str, value: int, created: float) -> None:
+    """A prometheus_client Counter: `<name>_total`, then its creation time as a `_created` gauge."""
+    _header(out, f"{name}_total", "counter", help_text)
+    out.append(f"{name}_total {_go_float(value)}\n")
+    _gauge(out, f"{name}_created", help_text, created)
 
 
 class _MallInfo2(ctypes.Structure):
@@ -238,24 +341,12 @@ class Metrics:
         )
         #: (error_code, category) -> count; filled only when record_error_codes is on.
         self.error_codes: dict[tuple[str, str], int] = {}
-        self.registry = CollectorRegistry(auto_describe=True)
-        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-            self.registry.register(collector)
-        self.registry.register(_GoRuntimeNames())
-        self.reloads = Counter(
-            "statecar_component_reloads", "Component sets applied.", registry=self.registry
-        )
-        self.reload_failures = Counter(
-            "statecar_component_reload_failures",
-            "Component sets that failed to apply (the previous set kept serving).",
-            registry=self.registry,
-        )
-        self.store_up = Gauge(
-            "statecar_component_up",
-            "1 when the component's backend answered the last health check.",
-            ["app_id", "component"],
-            registry=self.registry,
-        )
+        #: statecar_component_up: (app_id, component) -> 1.0 or 0.0, set by the health check.
+        self.components_up: dict[tuple[str, str], float] = {}
+        self._created = time.time()
+        self._process = _Process()
+        self._python_info = _python_info()
+        self._mallinfo = _mallinfo2()
         self._http_keys: dict[tuple[str, str, int], _Series] = {}
         self._state_keys: dict[tuple[str, str, bool], _Series] = {}
         self._grpc_keys: dict[tuple[str, str], _Series] = {}
@@ -295,8 +386,11 @@ class Metrics:
             key = (code, category)
             self.error_codes[key] = self.error_codes.get(key, 0) + 1
 
-    def _dapr(self) -> str:
-        out: list[str] = []
+    def component_up(self, component: str, up: bool) -> None:
+        """The last health check's verdict on `component`'s backend (statecar_component_up)."""
+        self.components_up[(self.app_id, component)] = 1.0 if up else 0.0
+
+    def _dapr(self, out: list[str]) -> None:
         self._http.render(out)
         self._grpc.render(out)
         self._state.render(out)
@@ -323,7 +417,24 @@ class Metrics:
                 out.append(f"dapr_error_code_total{{{labels}}} {n}\n")
         for name, kind, help_text in ABSENT_FAMILIES:
             _header(out, name, kind, help_text)
-        return "".join(out)
+
+    def _statecar(self, out: list[str]) -> None:
+        counts = self.components
+        _counter(out, "statecar_component_reloads", "Component sets applied.", counts.reloads, self._created)  # fmt: skip
+        _counter(out, "statecar_component_reload_failures", "Component sets that failed to apply (the previous set kept serving).", counts.reload_failures, self._created)  # fmt: skip
+        _header(out, "statecar_component_up", "gauge", "1 when the component's backend answered the last health check.")  # fmt: skip
+        for (app_id, component), up in self.components_up.items():
+            labels = _labels(("app_id", "component"), (app_id, component))
+            out.append(f"statecar_component_up{{{labels}}} {_go_float(up)}\n")
 
     def exposition(self) -> bytes:
-        return self._dapr().encode() + generate_latest(self.registry)
+        """The scrape, in the order prometheus_client's registry wrote it after daprd's families."""
+        out: list[str] = []
+        self._dapr(out)
+        self._process.render(out)
+        _header(out, "python_info", "gauge", "Python platform information")
+        out.append(f"python_info{{{self._python_info}}} 1.0\n")
+        _gc(out)
+        _go_runtime_names(out, self._mallinfo)
+        self._statecar(out)
+        return "".join(out).encode()

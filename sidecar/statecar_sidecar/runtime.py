@@ -20,11 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from statecar_contract.components import ComponentError, ResolvedComponent
-from statecar_contract.settings import RedisSettings
 from statecar_sidecar import keys
 from statecar_sidecar.loader import FailedComponent, LoadedComponents
 from statecar_sidecar.stores.base import StateStore
-from statecar_sidecar.stores.encryption import EncryptedStore
 from statecar_sidecar.stores.errors import StoreError
 from statecar_sidecar.stores.registry import open_store
 
@@ -64,7 +62,14 @@ def _default_ttl(component: ResolvedComponent) -> int | None:
         settings = component.settings()
     except ComponentError as exc:
         raise StoreError(str(exc)) from None
-    return settings.ttl_in_seconds if isinstance(settings, RedisSettings) else None
+    if component.type != "state.redis":
+        return None
+    # Here, not at the top: the contract imports a backend's settings class with its first
+    # component (statecar_contract.settings.BACKENDS), and this is a Redis one.
+    from statecar_contract.settings import RedisSettings
+
+    assert isinstance(settings, RedisSettings)
+    return settings.ttl_in_seconds
 
 
 class ComponentRuntime:
@@ -110,6 +115,10 @@ class ComponentRuntime:
             open_store(component.type, component.metadata), OPEN_TIMEOUT_SECONDS
         )
         if encryption is not None:
+            # Imported here, not at start: the AES library is ~5 ms of every cold start, and
+            # most components configure no keys (tests/unit/test_sidecar_imports.py).
+            from statecar_sidecar.stores.encryption import EncryptedStore
+
             # Every backend, the same way: daprd encrypts in its API layer, above the store.
             store = EncryptedStore(store, encryption)
         try:

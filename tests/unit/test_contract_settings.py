@@ -8,6 +8,8 @@ reference in docs/ is what the settings classes generate.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -920,3 +922,24 @@ def test_resolve_names_the_file_when_given() -> None:
         resolve(spec, {ref: "x"}, source="orders.yaml")
     with pytest.raises(ComponentError, match=r"^orders\.yaml: spec\.metadata\[1\]\.secretKeyRef: "):
         resolve(spec, {}, source="orders.yaml")
+
+
+def test_each_backends_settings_class_is_imported_with_its_first_component() -> None:
+    """A sidecar reads only its own backends' classes (a cold start's cost: the contract's
+    `settings.BACKENDS` and `components.BACKEND_METADATA` are built on first use)."""
+    assert list(BACKENDS) == ["state.in-memory", "state.sqlite", "state.redis", "state.postgresql"]
+    assert all(kind == backend.TYPE for kind, backend in BACKENDS.items())
+    code = (
+        "import sys\n"
+        "from statecar_contract.components import parse_component\n"
+        "parse_component({'apiVersion': 'dapr.io/v1alpha1', 'kind': 'Component',"
+        " 'metadata': {'name': 's'}, 'spec': {'type': 'state.redis', 'version': 'v1',"
+        " 'metadata': [{'name': 'redisHost', 'value': 'h:1'}]}})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('statecar_contract.settings.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [
+        "['statecar_contract.settings.redis',",
+        "'statecar_contract.settings.schema',",
+        "'statecar_contract.settings.values']",
+    ]

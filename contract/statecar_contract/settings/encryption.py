@@ -24,15 +24,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from statecar_contract.errors import ComponentError
-from statecar_contract.settings.schema import COMMON_SETTINGS
+from statecar_contract.settings.schema import ENCRYPTION_SETTINGS
 
 __all__ = ["ENCRYPTION_SETTINGS", "EncryptionKey", "EncryptionSettings"]
 
-PRIMARY: Final = "primaryEncryptionKey"
-SECONDARY: Final = "secondaryEncryptionKey"
-#: The two names, in the order daprd reads them.
-ENCRYPTION_SETTINGS: Final = (PRIMARY, SECONDARY)
-assert {s.name for s in COMMON_SETTINGS} >= set(ENCRYPTION_SETTINGS)
+PRIMARY, SECONDARY = ENCRYPTION_SETTINGS
 
 #: daprd's separator between the ciphertext and the key name (`pkg/encryption/state.go`).
 SEPARATOR: Final = "||"

@@ -86,6 +86,11 @@ COMMON_SETTINGS: Final[tuple[Setting, ...]] = (
     ),
 )
 
+#: The encryption settings' names, in the order daprd reads them (`settings.encryption` reads
+#: them; here so a component without them is validated without importing that module).
+ENCRYPTION_SETTINGS: Final = ("primaryEncryptionKey", "secondaryEncryptionKey")
+assert {s.name for s in COMMON_SETTINGS} >= set(ENCRYPTION_SETTINGS)
+
 _NO_OUTBOX: Final = (
     "statecar has no transactional outbox: it publishes no events when state changes; remove it"
 )

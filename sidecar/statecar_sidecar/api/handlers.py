@@ -24,8 +24,8 @@ from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import BoundStore, ComponentRuntime
 from statecar_sidecar.stores.base import Feature
-from statecar_sidecar.stores.encryption import EncryptedQueryError
 from statecar_sidecar.stores.errors import (
+    EncryptedQueryError,
     ETagInvalidError,
     ETagMismatchError,
     OutcomeUnknownError,
@@ -33,7 +33,6 @@ from statecar_sidecar.stores.errors import (
     StoreError,
     TransactionError,
 )
-from statecar_sidecar.stores.query import QueryError, loads_exact, parse_query
 
 T = TypeVar("T")
 
@@ -220,6 +219,10 @@ class StateHandlers:
         if Feature.QUERY_API not in bound.store.features:
             raise errors.query_not_supported(store_name)
         body = await request.body(self.max_body_bytes)
+        # Imported by the first query, not at start: the query engine is ~15 ms of a cold start
+        # that a sidecar which never queries would pay (tests/unit/test_sidecar_imports.py).
+        from statecar_sidecar.stores.query import QueryError, loads_exact, parse_query
+
         try:
             # Exact numbers: a filter value beyond 64 bits or a double compares as written.
             document = loads_exact(body)

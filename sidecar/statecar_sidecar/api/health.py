@@ -62,9 +62,7 @@ class Health:
             problems = {name: p for name, p in results.items() if p is not None}
             problems.update(self.runtime.failures)
             for name in results.keys() | problems.keys():
-                self.metrics.store_up.labels(self.runtime.app_id, name).set(
-                    0 if name in problems else 1
-                )
+                self.metrics.component_up(name, name not in problems)
             self._problems = problems
             self._checked_at = time.monotonic()
         return self._problems

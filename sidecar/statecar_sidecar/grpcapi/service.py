@@ -37,7 +37,6 @@ from statecar_sidecar.stores.errors import (
     StoreError,
     TransactionError,
 )
-from statecar_sidecar.stores.query import QueryError, parse_query
 
 if TYPE_CHECKING:  # dapr.proto itself (and the 13 files it imports) loads only when needed
     from statecar_sidecar._protos.dapr.proto.runtime.v1 import dapr_pb2
@@ -310,6 +309,9 @@ class DaprService:
         bound = self._bound(request.store_name)
         if Feature.QUERY_API not in bound.store.features:
             raise errors.query_not_supported(request.store_name)
+        # On the first query, as the HTTP API does (api/handlers.py): not a cold start's cost.
+        from statecar_sidecar.stores.query import QueryError, parse_query
+
         try:
             query = parse_query(orjson.loads(request.query))
         except orjson.JSONDecodeError as exc:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from statecar_contract.settings import EncryptionKey, EncryptionSettings
 from statecar_sidecar.stores.base import DeleteOp, Operation, SetOp, StateStore, StoredItem
-from statecar_sidecar.stores.errors import StoreError
+from statecar_sidecar.stores.errors import EncryptedQueryError, StoreError
 
 if TYPE_CHECKING:
     from statecar_sidecar.stores.query import Query, QueryPage
@@ -50,17 +50,6 @@ class DecryptionError(StoreError):
     def __init__(self, key: str, reason: str) -> None:
         self.key = key
         super().__init__(f"could not decrypt the value of key {key!r}: {reason}")
-
-
-class EncryptedQueryError(StoreError):
-    """A query on an encrypted store: the backend holds only ciphertext, nothing to filter."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "cannot query encrypted store: its values are encrypted"
-            " (spec.metadata.primaryEncryptionKey), so the backend cannot filter or sort them;"
-            " query a store without encryption keys"
-        )
 
 
 def seal(plaintext: bytes, key: EncryptionKey, *, nonce: bytes | None = None) -> bytes:

@@ -70,6 +70,20 @@ class RequestRefusedError(StoreError):
     (HTTP 400), e.g. a transaction whose keys a Redis Cluster keeps on different slots."""
 
 
+class EncryptedQueryError(StoreError):
+    """A query on an encrypted store: the backend holds only ciphertext, nothing to filter.
+
+    Raised by `encryption.EncryptedStore`; here so the API can catch it without importing the
+    encryption module (and its AES library) when no component encrypts."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "cannot query encrypted store: its values are encrypted"
+            " (spec.metadata.primaryEncryptionKey), so the backend cannot filter or sort them;"
+            " query a store without encryption keys"
+        )
+
+
 class TransactionError(StoreError):
     """A transaction was refused as a whole; the message names the key and the reason."""
 

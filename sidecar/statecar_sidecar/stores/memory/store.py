@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from statecar_contract.settings import InMemorySettings
 from statecar_sidecar.stores import etags
@@ -19,7 +20,9 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, collector_paused, run_query_async
+
+if TYPE_CHECKING:
+    from statecar_sidecar.stores.query import Query, QueryPage
 
 _SWEEP_EVERY = 1024  # writes between sweeps of expired keys
 
@@ -116,6 +119,9 @@ class MemoryStore(StateStore):
             self._apply(op)
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
+        # The engine is imported by the first query: ~15 ms a cold start need not pay.
+        from statecar_sidecar.stores.query import collector_paused, run_query_async
+
         # One C-level copy of the keys (a list of references, about 1 ms at 200k): the query reads
         # each key's item as it is when the engine's slice reaches it, while writes go on, like a
         # Redis SCAN (a key deleted meanwhile is skipped). Rows are made lazily in the slices.

@@ -32,7 +32,7 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from statecar_contract.settings import RedisSettings
 from statecar_sidecar.stores import etags
@@ -47,7 +47,6 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, QueryRun, collector_paused
 from statecar_sidecar.stores.redis import slots
 from statecar_sidecar.stores.redis.client import Client, SentinelConfig, tls_context
 from statecar_sidecar.stores.redis.cluster import ClusterClient, Router, SingleNode
@@ -60,6 +59,9 @@ from statecar_sidecar.stores.redis.resp import (
     Script,
 )
 from statecar_sidecar.stores.redis.scripts import DELETE, SAVE, TRANSACT
+
+if TYPE_CHECKING:
+    from statecar_sidecar.stores.query import Query, QueryPage
 
 STRONG_TIMEOUT_MS: Final = 1000  # daprd waits 1 s for replicas (components-contrib state/redis)
 REPLICA_COUNT_TTL: Final = 1.0  # seconds a measured replica count is reused
@@ -419,6 +421,9 @@ class RedisStore(StateStore):
             )  # pragma: no cover
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
+        # The engine is imported by the first query: ~15 ms a cold start need not pay.
+        from statecar_sidecar.stores.query import QueryRun, collector_paused
+
         # Redis has no secondary index without RediSearch: scan this app's keys, one SCAN batch
         # at a time: fetch its values in one pipeline, then filter them in the engine's bounded
         # slices, so neither the replies nor the evaluation stall the event loop for long. On a

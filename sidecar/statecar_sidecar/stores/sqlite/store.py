@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar, Final, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Final, TypeVar
 
 from statecar_contract.settings import SQLiteSettings
 from statecar_sidecar.stores import etags
@@ -63,7 +63,6 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.query import Query, QueryPage, collector_paused, run_query_async
 from statecar_sidecar.stores.sql_common import Sweeper, check_layout, prefix_successor
 from statecar_sidecar.stores.sqlite.inline import InlineGate, blocks_read
 from statecar_sidecar.stores.sqlite.statements import (
@@ -72,6 +71,9 @@ from statecar_sidecar.stores.sqlite.statements import (
     SQL,
     render,
 )
+
+if TYPE_CHECKING:
+    from statecar_sidecar.stores.query import Query, QueryPage
 
 __all__ = ["SQLiteStore"]
 
@@ -461,6 +463,9 @@ class SQLiteStore(StateStore):
         return [(key[cut:], value, str(etag)) for key, value, etag in cursor]
 
     async def query(self, query: Query, *, key_prefix: str) -> QueryPage:
+        # The engine is imported by the first query: ~15 ms a cold start need not pay.
+        from statecar_sidecar.stores.query import collector_paused, run_query_async
+
         # The rows are read on the worker; filtering and sorting run on the event loop in bounded
         # slices (on the worker they would hold the GIL through each sort and stall the loop).
         with collector_paused():  # reading every row would set off a full collection

@@ -1,0 +1,143 @@
+"""
+What a started sidecar imports: a cold start (exec to the first 200) and the idle RSS pay for
+every module, so the serving path leaves out what it does not use until it is used.
+
+The sidecar runs with `PYTHONPROFILEIMPORTTIME=1` (`python -X importtime`): the interpreter
+writes each module it imports to stderr, here the sidecar's log, whenever that happens.
+prometheus_client is never imported (metrics.py writes the exposition); a backend's settings
+class comes with its first component; the query engine, the encryption settings, wrapper and
+AES library come with the first query or the first component that configures keys, and those
+still work on a fresh sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.support.sidecar import SidecarProcess
+
+from statecar_contract import wiring
+from statecar_contract.components import ResolvedComponent
+
+#: AES-128 key in hex, as a local secret (loader.secret_env_name: `key-a`/`key-a`).
+KEY_ENV = {"KEY_A_KEY_A": "00112233445566778899aabbccddeeff"}
+_ENV = {"PYTHONPROFILEIMPORTTIME": "1", **KEY_ENV}
+
+
+def _component(name: str, *metadata: Mapping[str, object]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "dapr.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": name},
+            "spec": {
+                "type": "state.in-memory",
+                "version": "v1",
+                "metadata": [dict(m) for m in metadata],
+            },
+        }
+    )
+
+
+def _imported(log: str) -> set[str]:
+    """The modules the process imported, from `-X importtime`'s `... | ... | name` lines."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in log.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+
+
+def _started(tmp_path: Path, *components: tuple[str, str]) -> SidecarProcess:
+    folder = tmp_path / "components"
+    folder.mkdir()
+    for name, text in components:
+        (folder / f"{name}.yaml").write_text(text)
+    return _start(SidecarProcess(app_id="imports", components_path=folder, env=_ENV))
+
+
+def _start(sidecar: SidecarProcess) -> SidecarProcess:
+    sidecar.start()
+    return sidecar
+
+
+@pytest.mark.parametrize("source", ["components folder", "wiring file"])
+def test_a_serving_sidecar_imports_neither_prometheus_client_nor_what_it_has_not_used(
+    tmp_path: Path, source: str
+) -> None:
+    if source == "wiring file":  # a pod's: the operator's JSON, no YAML parser needed
+        wiring_file = tmp_path / "components.json"
+        document = wiring.with_components(
+            "shop", [ResolvedComponent("statestore", "state.in-memory")]
+        )
+        wiring_file.write_bytes(wiring.encode(document)[wiring.WIRING_FILE])
+        sidecar = _start(SidecarProcess(app_id="imports", wiring_file=wiring_file, env=_ENV))
+    else:
+        sidecar = _started(tmp_path, ("statestore", _component("statestore")))
+    try:
+        saved = httpx.post(f"{sidecar.url}/v1.0/state/statestore", json=[{"key": "k", "value": 1}])
+        assert saved.status_code == 204
+        assert httpx.get(f"{sidecar.url}/v1.0/state/statestore/k").text == "1"
+        scrape = httpx.get(f"{sidecar.ops_url}/metrics").text
+        assert "\nprocess_resident_memory_bytes " in scrape
+        assert 'statecar_component_up{app_id="imports",component="statestore"} 1.0' in scrape
+    finally:
+        assert sidecar.stop() == 0
+    imported = _imported(sidecar.log)
+    # The log does list the sidecar's imports, those made on first use too.
+    assert {"statecar_sidecar.metrics", "statecar_contract.settings.memory"} <= imported
+    unused = {
+        "prometheus_client",
+        # The settings of the backends no component uses (statecar_contract.settings.BACKENDS).
+        "statecar_contract.settings.redis",
+        "statecar_contract.settings.sqlite",
+        "statecar_contract.settings.postgresql",
+        "statecar_contract.settings.libpq",
+        "statecar_sidecar.stores.query",
+        "statecar_sidecar.stores.encryption",
+        "statecar_contract.settings.encryption",
+        "cryptography",
+    }
+    if source == "wiring file":
+        unused.add("yaml")
+    assert not imported & unused, sorted(imported & unused)
+
+
+def test_the_first_query_and_an_encrypted_store_work_on_a_fresh_sidecar(tmp_path: Path) -> None:
+    key = {"name": "primaryEncryptionKey", "secretKeyRef": {"name": "key-a", "key": "key-a"}}
+    sidecar = _started(
+        tmp_path,
+        ("plain", _component("plain")),
+        ("secret", _component("secret", key)),
+    )
+    try:
+        for store in ("plain", "secret"):
+            saved = httpx.post(
+                f"{sidecar.url}/v1.0/state/{store}",
+                json=[{"key": "order", "value": {"state": "paid"}}],
+            )
+            assert saved.status_code == 204, saved.text
+            got = httpx.get(f"{sidecar.url}/v1.0/state/{store}/order")
+            assert got.json() == {"state": "paid"}
+        query = {"filter": {"EQ": {"state": "paid"}}}
+        found = httpx.post(f"{sidecar.url}/v1.0-alpha1/state/plain/query", json=query)
+        assert found.status_code == 200, found.text
+        assert [r["key"] for r in found.json()["results"]] == ["order"]
+        bad = httpx.post(f"{sidecar.url}/v1.0-alpha1/state/plain/query", json={"filter": 1})
+        assert bad.status_code == 500
+        assert bad.json()["errorCode"] == "ERR_STATE_QUERY"
+        refused = httpx.post(f"{sidecar.url}/v1.0-alpha1/state/secret/query", json=query)
+        assert refused.status_code == 400  # api/errors.query_encrypted
+        assert "primaryEncryptionKey" in refused.json()["message"]
+    finally:
+        assert sidecar.stop() == 0
+    imported = _imported(sidecar.log)
+    assert {
+        "statecar_sidecar.stores.query",
+        "statecar_sidecar.stores.encryption",
+        "statecar_contract.settings.encryption",
+    } <= imported
