@@ -280,10 +280,8 @@ class RedisStore(StateStore):
             (op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)),
             op.strong,
         )
-        if reply[0] != 1:
-            etags.check_write(
-                op.key, reply[1].decode() or None, op.etag, first_write=op.first_write
-            )
+        if reply != 1:  # refused: the reply is the current version, b"" for none
+            etags.check_write(op.key, reply.decode() or None, op.etag, first_write=op.first_write)
             raise ETagMismatchError(
                 op.key, f"key {op.key!r} changed concurrently"
             )  # pragma: no cover -- the script and check_write agree
@@ -357,10 +355,10 @@ class RedisStore(StateStore):
             op = ops[index]
             if isinstance(reply, ReplyError):
                 results[index] = StoreError(f"{self._description}: key {op.key!r}: {reply.message}")
-            elif reply[0] != 1:
+            elif reply != 1:  # refused: the reply is the current version, b"" for none
                 try:
                     etags.check_write(
-                        op.key, reply[1].decode() or None, op.etag, first_write=op.first_write
+                        op.key, reply.decode() or None, op.etag, first_write=op.first_write
                     )
                 except StoreError as exc:
                     results[index] = exc
@@ -375,10 +373,8 @@ class RedisStore(StateStore):
             (op.etag or "", "1" if op.first_write else "0"),
             op.strong,
         )
-        if reply[0] != 1:
-            etags.check_delete(
-                op.key, reply[1].decode() or None, op.etag, first_write=op.first_write
-            )
+        if reply != 1:  # refused: the reply is the current version, b"" for none
+            etags.check_delete(op.key, reply.decode() or None, op.etag, first_write=op.first_write)
             raise ETagMismatchError(
                 op.key, f"key {op.key!r} changed concurrently"
             )  # pragma: no cover -- the script and check_delete agree
@@ -404,10 +400,10 @@ class RedisStore(StateStore):
             if len(spread) > 1:
                 raise CrossSlotError(spread)
         reply = await self._eval(TRANSACT, keys, args, any(op.strong for op in ops))
-        if reply[0] != 1:
-            index = int(reply[1]) - 1
+        if reply != 1:  # refused: [failing op's 1-based index, its current version or b""]
+            index = int(reply[0]) - 1
             op = ops[index]
-            current = reply[2].decode() or None
+            current = reply[1].decode() or None
             if current == "pending":
                 current = "(written earlier in this transaction)"
             try:
