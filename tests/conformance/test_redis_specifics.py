@@ -292,3 +292,35 @@ def test_a_key_of_another_type_is_refused_by_name_and_left_alone(
     assert answer.status_code == 500, answer.text
     assert f"WRONGTYPE key {stored} is not a statecar/dapr hash" in answer.json()["message"]
     assert raw.get(stored) == b"not a hash"
+
+
+@pytest.mark.parametrize("route", ["save", "multi-item save", "transaction", "delete"])
+def test_a_write_after_redis_lost_its_scripts_reloads_them_and_runs_once(
+    api: httpx.Client, raw: redis.Redis, route: str
+) -> None:
+    """SCRIPT FLUSH (as a restart or a failover to a fresh replica does): the write's EVALSHA
+    gets NOSCRIPT, which ran nothing; the sidecar loads its scripts and sends it once more."""
+    key = f"flushed-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    assert api.post("/v1.0/state/redis", json=[{"key": key, "value": 1}]).status_code == 204
+    raw.script_flush()
+    calls = {name: int(v["calls"]) for name, v in raw.info("commandstats").items()}
+    if route == "save":
+        answer = api.post("/v1.0/state/redis", json=[{"key": key, "value": 2}])
+    elif route == "multi-item save":
+        answer = api.post(
+            "/v1.0/state/redis", json=[{"key": key, "value": 2}, {"key": f"{key}-b", "value": 2}]
+        )
+    elif route == "transaction":
+        op = {"operation": "upsert", "request": {"key": key, "value": 2}}
+        answer = api.post("/v1.0/state/redis/transaction", json={"operations": [op]})
+    else:
+        answer = api.delete(f"/v1.0/state/redis/{key}")
+    assert answer.status_code == 204, answer.text
+    assert raw.hget(stored, "data") == (None if route == "delete" else b"2")
+    after = {name: int(v["calls"]) for name, v in raw.info("commandstats").items()}
+    loads = after.get("cmdstat_script|load", 0) - calls.get("cmdstat_script|load", 0)
+    assert loads == 3  # all three scripts, once
+    # Each item: NOSCRIPT, then the one run.
+    items = 2 if route == "multi-item save" else 1
+    assert after["cmdstat_evalsha"] - calls["cmdstat_evalsha"] == 2 * items
