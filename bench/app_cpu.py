@@ -139,9 +139,9 @@ def main() -> int:
         stats = base.Redis(port)
         for mode in modes:
             stats(b"CONFIG", b"RESETSTAT")
-            redis_cpu_before = _cpu_ns(redis.pid)
+            redis_ns_before = _cpu_ns(redis.pid)
             figures = uvloop.run(measure(port, mode, args.calls, args.rounds, args.profile))
-            redis_cpu = _cpu_ns(redis.pid) - redis_cpu_before
+            redis_ns = _cpu_ns(redis.pid) - redis_ns_before
             shown = ", ".join(f"{x:.1f}" for x in figures)
             print(
                 f"{mode}: {min(figures or [float('nan')]):.1f} µs of CPU per call (rounds: {shown})"
@@ -157,7 +157,7 @@ def main() -> int:
                 if name in ("cmdstat_evalsha", "cmdstat_hmget", "cmdstat_pttl")
             )
             print(
-                f"  redis: {redis_cpu / calls / 1000:.1f} µs of CPU per call; "
+                f"  redis: {redis_ns / calls / 1000:.1f} µs of CPU per call; "
                 f"usec_per_call: {per_call}"
             )
         stats.close()
