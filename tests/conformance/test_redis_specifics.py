@@ -324,3 +324,42 @@ def test_a_write_after_redis_lost_its_scripts_reloads_them_and_runs_once(
     # Each item: NOSCRIPT, then the one run.
     items = 2 if route == "multi-item save" else 1
     assert after["cmdstat_evalsha"] - calls["cmdstat_evalsha"] == 2 * items
+
+
+@pytest.mark.parametrize(
+    ("ops", "fields", "expires"),
+    [
+        # The second write must see what the first left (exp), not the key as it was.
+        ([("upsert", "100"), ("upsert", None)], {b"data", b"version"}, False),
+        ([("upsert", None), ("upsert", "100")], {b"data", b"version", b"exp"}, True),
+        ([("delete", None), ("upsert", None)], {b"data", b"version"}, False),
+        ([("upsert", "100"), ("delete", None), ("upsert", None)], {b"data", b"version"}, False),
+    ],
+)
+def test_a_key_written_twice_in_one_transaction_ends_as_its_last_write_left_it(
+    api: httpx.Client,
+    raw: redis.Redis,
+    ops: list[tuple[str, str | None]],
+    fields: set[bytes],
+    expires: bool,
+) -> None:
+    key = f"twice-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    raw.hset(stored, "data", "0")  # no exp: only what the transaction wrote can put one there
+    raw.hset(stored, "version", "5")
+    operations = [
+        {
+            "operation": kind,
+            "request": {"key": key, "value": n, "metadata": {"ttlInSeconds": ttl} if ttl else {}},
+        }
+        for n, (kind, ttl) in enumerate(ops)
+    ]
+    answer = api.post("/v1.0/state/redis/transaction", json={"operations": operations})
+    assert answer.status_code == 204, answer.text
+    stored_fields = raw.hgetall(stored)
+    assert set(stored_fields) == fields, stored_fields
+    assert stored_fields[b"data"] == str(len(ops) - 1).encode()
+    assert (raw.ttl(stored) > 0) is expires
+    if expires:
+        assert raw.pexpiretime(stored) == int(stored_fields[b"exp"])
+    assert int(stored_fields[b"version"]) > 5

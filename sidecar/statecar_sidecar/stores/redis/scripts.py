@@ -96,13 +96,14 @@ return 1
 
 # KEYS: one per op, in order. ARGV: 5 per op: kind ('s'/'d'), given etag, first-write, data, ttl ms.
 # Pass 1 checks every op against the state the earlier ops leave (a shadow map); pass 2 applies,
-# leaving what SAVE leaves (one TIME for all: each key's version still only grows).
+# leaving what SAVE leaves (one TIME for all: each key's version still only grows). Pass 2 reuses
+# pass 1's read of a key unless this transaction already wrote or deleted it.
 # Nothing is written unless every check passed, so the script is all-or-nothing.
 # Returns 1, or {failing op index (1-based), current version or ''}.
 TRANSACT: Final = Script(
     _PRELUDE
     + """
-local shadow = {}
+local shadow, read = {}, {}
 for i = 1, #KEYS do
   local key = KEYS[i]
   local b = (i - 1) * 5
@@ -110,15 +111,17 @@ for i = 1, #KEYS do
   if shadow[key] ~= nil then
     current = shadow[key]
   else
-    local err
-    current, err = version_of(key)
-    if err then return redis.error_reply('WRONGTYPE key ' .. key .. ' is not a statecar/dapr hash') end
+    local f = redis.pcall('HMGET', key, 'version', 'exp', 'first-write')
+    if f.err then return redis.error_reply('WRONGTYPE key ' .. key .. ' is not a statecar/dapr hash') end
+    read[key] = f
+    current = f[1]
   end
   if not allowed(current, ARGV[b + 2], ARGV[b + 3]) then return {i, current or ''} end
   -- A key this transaction writes has an ETag nobody can know yet: 'pending' never matches.
   if ARGV[b + 1] == 's' then shadow[key] = 'pending' else shadow[key] = false end
 end
 local us, now
+local changed = {}
 for i = 1, #KEYS do
   local key = KEYS[i]
   local b = (i - 1) * 5
@@ -128,7 +131,8 @@ for i = 1, #KEYS do
       us = t[1] * 1000000 + t[2]
       now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
     end
-    local f = redis.call('HMGET', key, 'version', 'exp', 'first-write')
+    local f = read[key]
+    if changed[key] then f = redis.call('HMGET', key, 'version', 'exp', 'first-write') end
     local c = f[1] and tonumber(f[1])
     local version = now
     if c and c + 1 > us then version = string.format('%.0f', c + 1) end
@@ -146,6 +150,7 @@ for i = 1, #KEYS do
   else
     redis.call('DEL', key)
   end
+  changed[key] = true
 end
 return 1
 """
