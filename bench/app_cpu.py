@@ -6,8 +6,9 @@ The sidecar's app-layer CPU per GET and per save, in-process: no HTTP server, no
 `state.redis` component on a real redis-server (started here, on `--redis-cpu`), and 50 tasks
 call it with ASGI scopes for `GET /v1.0/state/s/k<i>` or a one-item 1 KB save. The figure is the
 process's CPU time per call (time.process_time), which neighbours hardly move; uvicorn's HTTP
-parsing and writing come on top, the same for GET and save. `--profile` prints cProfile's top
-functions for the last round.
+parsing and writing come on top, the same for GET and save. Under it, Redis's side of the same
+calls: its CPU per call (schedstat) and INFO commandstats' usec_per_call (EVALSHA for a save).
+`--profile` prints cProfile's top functions for the last round.
 
     python bench/app_cpu.py [--mode get|save|both] [--calls 20000] [--rounds 3] [--profile]
 """
@@ -95,6 +96,12 @@ async def measure(port: int, mode: str, calls: int, rounds: int, profile: bool) 
     return results
 
 
+def _cpu_ns(pid: int) -> int:
+    """CPU time a process has run, in ns (its first schedstat field)."""
+    with open(f"/proc/{pid}/schedstat") as stat:
+        return int(stat.read().split()[0])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=("get", "save", "both"), default="both")
@@ -129,12 +136,31 @@ def main() -> int:
         client.close()
         os.sched_setaffinity(0, {args.server_cpu})
         modes = ("get", "save") if args.mode == "both" else (args.mode,)
+        stats = base.Redis(port)
         for mode in modes:
+            stats(b"CONFIG", b"RESETSTAT")
+            redis_ns_before = _cpu_ns(redis.pid)
             figures = uvloop.run(measure(port, mode, args.calls, args.rounds, args.profile))
+            redis_ns = _cpu_ns(redis.pid) - redis_ns_before
             shown = ", ".join(f"{x:.1f}" for x in figures)
             print(
                 f"{mode}: {min(figures or [float('nan')]):.1f} µs of CPU per call (rounds: {shown})"
             )
+            # Redis's side of the same calls (warm-up included): its CPU per call, and what
+            # INFO commandstats reports per top-level command (a script's calls count in its
+            # EVALSHA's time, and again under their own names).
+            commands = stats.info("commandstats")
+            calls = 20 * TASKS + args.rounds * TASKS * max(1, args.calls // TASKS)
+            per_call = ", ".join(
+                f"{name[8:]} {value.split('usec_per_call=')[1].split(',')[0]}"
+                for name, value in sorted(commands.items())
+                if name in ("cmdstat_evalsha", "cmdstat_hmget", "cmdstat_pttl")
+            )
+            print(
+                f"  redis: {redis_ns / calls / 1000:.1f} µs of CPU per call; "
+                f"usec_per_call: {per_call}"
+            )
+        stats.close()
     finally:
         redis.terminate()
         redis.wait()

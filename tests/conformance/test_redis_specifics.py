@@ -156,4 +156,210 @@ def test_redis_commands_per_call(api: httpx.Client, raw: redis.Redis) -> None:
     measured = {"info", "ping"}  # our own measurement, and health checks that may run meanwhile
     sent = {k.removeprefix("cmdstat_"): v for k, v in delta.items()}
     sent = {k: v for k, v in sent.items() if k not in inside_scripts | measured}
-    assert sent == {"hmget": 11, "pttl": 11, "evalsha": 2}, sent
+    # HMGET is also what the scripts read a key with: once per save, once per upsert.
+    assert sent == {"hmget": 11 + 1 + 10, "pttl": 11, "evalsha": 2}, sent
+
+
+# What a save leaves in the hash, whatever was there: the guard of the save script's shortcuts
+# (it deletes `exp`/`first-write` only when present, sets a TTL's fields in one HSET, builds the
+# version from TIME's two parts). Each case: the fields before, and an expiry daprd set with a
+# bare EXPIRE (no `exp` field), if any.
+_BEFORE: dict[str, tuple[dict[str, str], int | None]] = {
+    "absent": ({}, None),
+    "statecar layout": ({"data": "1", "version": "5"}, None),
+    "statecar ttl": ({"data": "1", "version": "5", "exp": "9999999999999"}, 600),
+    "daprd ttl (bare EXPIRE)": ({"data": "1", "version": "5"}, 600),
+    "daprd first-write flag": ({"data": "1", "version": "5", "first-write": "1"}, None),
+    "daprd flag and exp": ({"data": "1", "version": "5", "first-write": "0", "exp": "1"}, 600),
+}
+
+
+def _seed(raw: redis.Redis, stored: str, before: str) -> None:
+    fields, expire = _BEFORE[before]
+    raw.delete(stored)
+    for name, value in fields.items():
+        raw.hset(stored, name, value)
+    if expire is not None:
+        raw.expire(stored, expire)
+
+
+def _write(api: httpx.Client, route: str, key: str, ttl: str | None) -> None:
+    metadata = {"ttlInSeconds": ttl} if ttl else {}
+    item = {"key": key, "value": {"n": 2}, "metadata": metadata}
+    if route == "save":
+        answer = api.post("/v1.0/state/redis", json=[item])
+    else:
+        op = {"operation": "upsert", "request": item}
+        answer = api.post("/v1.0/state/redis/transaction", json={"operations": [op]})
+    assert answer.status_code == 204, answer.text
+
+
+@pytest.mark.parametrize("route", ["save", "transaction"])
+@pytest.mark.parametrize("before", list(_BEFORE))
+def test_a_write_without_ttl_leaves_data_and_version_and_no_expiry(
+    api: httpx.Client, raw: redis.Redis, route: str, before: str
+) -> None:
+    key = f"layout-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    _seed(raw, stored, before)
+    _write(api, route, key, None)
+    fields = raw.hgetall(stored)
+    assert set(fields) == {b"data", b"version"}, fields  # no exp, no first-write left behind
+    assert fields[b"data"] == b'{"n":2}'
+    assert raw.ttl(stored) == -1  # the expiry is cleared, whoever set it
+    answer = api.get(f"/v1.0/state/redis/{key}")
+    assert "metadata.ttlexpiretime" not in answer.headers
+
+
+@pytest.mark.parametrize("route", ["save", "transaction"])
+@pytest.mark.parametrize("before", list(_BEFORE))
+def test_a_write_with_ttl_leaves_exp_equal_to_the_keys_expiry(
+    api: httpx.Client, raw: redis.Redis, route: str, before: str
+) -> None:
+    key = f"layout-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    _seed(raw, stored, before)
+    seconds, microseconds = raw.time()
+    now_ms = seconds * 1000 + microseconds // 1000
+    _write(api, route, key, "100")
+    fields = raw.hgetall(stored)
+    assert set(fields) == {b"data", b"version", b"exp"}, fields  # daprd's flag is gone
+    exp = int(fields[b"exp"])
+    assert now_ms + 100_000 <= exp <= now_ms + 100_000 + 5_000
+    assert raw.pexpiretime(stored) == exp
+    assert "metadata.ttlexpiretime" in api.get(f"/v1.0/state/redis/{key}").headers
+
+
+def test_versions_are_redis_microseconds_whatever_the_microsecond_part(
+    api: httpx.Client, raw: redis.Redis
+) -> None:
+    """The version is TIME in µs, as decimal digits: also when the µs part has fewer than six
+    digits (the script pads it). Saves run until such a version was seen (at most ~2 s: one
+    second in ten has them)."""
+    key = f"clock-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    short_part_seen = False
+    deadline = time.monotonic() + 3
+    while not short_part_seen and time.monotonic() < deadline:
+        seconds, microseconds = raw.time()
+        before = seconds * 1_000_000 + microseconds
+        assert api.post("/v1.0/state/redis", json=[{"key": key, "value": 1}]).status_code == 204
+        seconds, microseconds = raw.time()
+        after = seconds * 1_000_000 + microseconds
+        version = raw.hget(stored, "version")
+        assert version is not None
+        assert version.isdigit(), version
+        assert before <= int(version) <= after, (before, version, after)
+        short_part_seen = int(version) % 1_000_000 < 100_000
+    assert short_part_seen, "no save fell in the first 100 ms of a second within 3 s"
+
+
+@pytest.mark.parametrize("route", ["save", "transaction"])
+def test_a_version_ahead_of_the_clock_only_grows(
+    api: httpx.Client, raw: redis.Redis, route: str
+) -> None:
+    """A stored version at or past Redis's clock (another server's clock, a clock set back) is
+    followed by that version plus one, written in decimal: the ETag never repeats. (Lua's
+    numbers are doubles: exact up to 2^53, ~9.0e15 µs, the year 2255.)"""
+    key = f"ahead-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    raw.hset(stored, mapping={"data": "1", "version": "8999999999999999"})
+    _write(api, route, key, None)
+    assert raw.hget(stored, "version") == b"9000000000000000"
+    _write(api, route, key, None)
+    assert raw.hget(stored, "version") == b"9000000000000001"
+
+
+@pytest.mark.parametrize("route", ["save", "transaction", "delete"])
+def test_a_key_of_another_type_is_refused_by_name_and_left_alone(
+    api: httpx.Client, raw: redis.Redis, route: str
+) -> None:
+    key = f"string-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    raw.set(stored, "not a hash")
+    if route == "delete":
+        answer = api.delete(f"/v1.0/state/redis/{key}")
+    else:
+        item = {"key": key, "value": 1}
+        answer = (
+            api.post("/v1.0/state/redis", json=[item])
+            if route == "save"
+            else api.post(
+                "/v1.0/state/redis/transaction",
+                json={"operations": [{"operation": "upsert", "request": item}]},
+            )
+        )
+    assert answer.status_code == 500, answer.text
+    assert f"WRONGTYPE key {stored} is not a statecar/dapr hash" in answer.json()["message"]
+    assert raw.get(stored) == b"not a hash"
+
+
+@pytest.mark.parametrize("route", ["save", "multi-item save", "transaction", "delete"])
+def test_a_write_after_redis_lost_its_scripts_reloads_them_and_runs_once(
+    api: httpx.Client, raw: redis.Redis, route: str
+) -> None:
+    """SCRIPT FLUSH (as a restart or a failover to a fresh replica does): the write's EVALSHA
+    gets NOSCRIPT, which ran nothing; the sidecar loads its scripts and sends it once more."""
+    key = f"flushed-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    assert api.post("/v1.0/state/redis", json=[{"key": key, "value": 1}]).status_code == 204
+    raw.script_flush()
+    calls = {name: int(v["calls"]) for name, v in raw.info("commandstats").items()}
+    if route == "save":
+        answer = api.post("/v1.0/state/redis", json=[{"key": key, "value": 2}])
+    elif route == "multi-item save":
+        answer = api.post(
+            "/v1.0/state/redis", json=[{"key": key, "value": 2}, {"key": f"{key}-b", "value": 2}]
+        )
+    elif route == "transaction":
+        op = {"operation": "upsert", "request": {"key": key, "value": 2}}
+        answer = api.post("/v1.0/state/redis/transaction", json={"operations": [op]})
+    else:
+        answer = api.delete(f"/v1.0/state/redis/{key}")
+    assert answer.status_code == 204, answer.text
+    assert raw.hget(stored, "data") == (None if route == "delete" else b"2")
+    after = {name: int(v["calls"]) for name, v in raw.info("commandstats").items()}
+    loads = after.get("cmdstat_script|load", 0) - calls.get("cmdstat_script|load", 0)
+    assert loads == 3  # all three scripts, once
+    # Each item: NOSCRIPT, then the one run.
+    items = 2 if route == "multi-item save" else 1
+    assert after["cmdstat_evalsha"] - calls["cmdstat_evalsha"] == 2 * items
+
+
+@pytest.mark.parametrize(
+    ("ops", "fields", "expires"),
+    [
+        # The second write must see what the first left (exp), not the key as it was.
+        ([("upsert", "100"), ("upsert", None)], {b"data", b"version"}, False),
+        ([("upsert", None), ("upsert", "100")], {b"data", b"version", b"exp"}, True),
+        ([("delete", None), ("upsert", None)], {b"data", b"version"}, False),
+        ([("upsert", "100"), ("delete", None), ("upsert", None)], {b"data", b"version"}, False),
+    ],
+)
+def test_a_key_written_twice_in_one_transaction_ends_as_its_last_write_left_it(
+    api: httpx.Client,
+    raw: redis.Redis,
+    ops: list[tuple[str, str | None]],
+    fields: set[bytes],
+    expires: bool,
+) -> None:
+    key = f"twice-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    raw.hset(stored, "data", "0")  # no exp: only what the transaction wrote can put one there
+    raw.hset(stored, "version", "5")
+    operations = [
+        {
+            "operation": kind,
+            "request": {"key": key, "value": n, "metadata": {"ttlInSeconds": ttl} if ttl else {}},
+        }
+        for n, (kind, ttl) in enumerate(ops)
+    ]
+    answer = api.post("/v1.0/state/redis/transaction", json={"operations": operations})
+    assert answer.status_code == 204, answer.text
+    stored_fields = raw.hgetall(stored)
+    assert set(stored_fields) == fields, stored_fields
+    assert stored_fields[b"data"] == str(len(ops) - 1).encode()
+    assert (raw.ttl(stored) > 0) is expires
+    if expires:
+        assert raw.pexpiretime(stored) == int(stored_fields[b"exp"])
+    assert int(stored_fields[b"version"]) > 5

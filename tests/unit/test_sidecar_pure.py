@@ -109,6 +109,42 @@ def test_save_keeps_each_value_as_sent() -> None:
     assert item.metadata == {"ttlInSeconds": "9"}
 
 
+@pytest.mark.parametrize("query", [{}, {"ttlInSeconds": "9"}])
+@pytest.mark.parametrize("value", [b"1", b"null", b'{"a":[1.5,"\xc3\xa9",{}]}', b'"s"', b"[]"])
+def test_the_one_item_save_shortcut_gives_the_general_paths_item(
+    query: dict[str, str], value: bytes
+) -> None:
+    """`[{"key":..., "value":...}]` skips the per-field checks; what it builds must not differ
+    from the item the general path builds for the same save spelled otherwise."""
+    (shortcut,) = bodies.parse_save(b'[{"key":"k","value":' + value + b"}]", query)
+    for other in (
+        b'[{"Key":"k","value":' + value + b"}]",  # another spelling: the general path
+        b'[{"key":"k","value":' + value + b',"etag":"","options":null}]',
+        b'[{"key": "k", "value": ' + value + b"}]",  # not canonical: the walker
+    ):
+        assert bodies.parse_save(other, query) == [shortcut], other
+    assert shortcut.value == value
+    assert shortcut.metadata == query
+    assert shortcut.metadata is not query  # the item's own: the caller's mapping is not kept
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'[{"key":"","value":1}]', '"key" is a required field ([0].key)'),
+        (b'[{"key":null,"value":1}]', '"key" is a required field ([0].key)'),
+        (b'[{"key":5,"value":1}]', "[0].key must be a string"),
+        (b'[{"etag":"1","value":1}]', '"key" is a required field ([0].key)'),
+    ],
+)
+def test_a_one_item_save_with_a_bad_key_gets_the_general_paths_400(
+    body: bytes, message: str
+) -> None:
+    with pytest.raises(DaprError) as raised:
+        bodies.parse_save(body, {})
+    assert (raised.value.status, raised.value.message) == (400, message)
+
+
 def test_save_body_as_a_json_string_is_unwrapped() -> None:
     (item,) = bodies.parse_save(b'"[{\\"key\\": \\"k\\", \\"value\\": 1}]"', {})
     assert (item.key, item.value) == ("k", b"1")

@@ -11,7 +11,7 @@ Dapr docs' Python snippets send that), and a transaction ETag given as `{"value"
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -87,9 +87,13 @@ def _item_object(s: str, i: int) -> tuple[Any, int]:
     return rawjson.scan_value(s, i)
 
 
+#: No `options` given: frozen, so every such item shares one.
+_NO_OPTIONS: Final = Options()
+
+
 def parse_options(raw: object, where: str) -> Options:
     if raw is None:
-        return Options()
+        return _NO_OPTIONS
     if not isinstance(raw, dict):
         raise malformed(f'{where}.options must be an object like {{"concurrency": "first-write"}}')
     lowered = {str(k).lower(): v for k, v in raw.items()}
@@ -181,7 +185,21 @@ def _items_from_canonical(document: Any) -> list[Any] | None:
 
 
 def parse_save(body: bytes, query_metadata: Mapping[str, str]) -> list[SaveItem]:
-    items = _items_from_canonical(_canonical(body))
+    document = _canonical(body)
+    if type(document) is list and len(document) == 1:
+        item = document[0]
+        # The common save, `[{"key": "k", "value": ...}]` with the names spelled so: the item
+        # `_save_items` would build, without its per-field checks (~3 µs of a ~7 µs parse).
+        # Anything else (other members, other spellings, a bad key) takes the general path.
+        if type(item) is dict and len(item) == 2 and "value" in item:
+            key = item.get("key")
+            if type(key) is str and key:
+                return [
+                    SaveItem(
+                        key, orjson.dumps(item["value"]), None, _NO_OPTIONS, {**query_metadata}
+                    )
+                ]
+    items = _items_from_canonical(document)
     if items is None:
         items = _walk_save(body)
     return _save_items(items, query_metadata)
