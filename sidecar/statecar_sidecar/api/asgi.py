@@ -44,7 +44,7 @@ _NO_QUERY: Final = (_NOTHING, _NOTHING)
 class Request:
     """What the handlers need of one request, decoded lazily."""
 
-    __slots__ = ("_body", "_too_large", "headers", "method", "query_string", "receive")
+    __slots__ = ("buffered", "headers", "method", "query_string", "receive", "too_large")
 
     def __init__(
         self,
@@ -62,8 +62,10 @@ class Request:
         self.query_string = query_string
         self.headers = headers
         self.receive = receive
-        self._body = body
-        self._too_large = too_large
+        #: The body the server read, when it read it whole (`receive` is None then).
+        self.buffered = body
+        #: The server stopped reading the body at its limit: `body()` answers 413.
+        self.too_large = too_large
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Request:
@@ -94,9 +96,9 @@ class Request:
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with a 413 as soon as it is known to exceed `limit` bytes."""
         if self.receive is None:
-            if self._too_large or len(self._body) > limit:
+            if self.too_large or len(self.buffered) > limit:
                 raise _too_large(limit)
-            return self._body
+            return self.buffered
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(limit)

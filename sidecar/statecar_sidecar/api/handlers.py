@@ -81,12 +81,16 @@ class StateHandlers:
         strong = policy.read_strong(
             bound, params.get("consistency"), request.header(b"consistency")
         )
+        # `_timed`, inline: the hottest call skips one coroutine (~0.5 µs a GET).
+        started = time.perf_counter()
         try:
-            item = await self._timed(bound, "get", bound.store.get(stored, strong=strong))
+            item = await bound.store.get(stored, strong=strong)
         except StoreError as exc:
+            self.metrics.state(bound.name, "get", False, (time.perf_counter() - started) * 1000)
             raise DaprError(
                 500, "ERR_STATE_GET", f"fail to get {key} from state store {store_name}: {exc}"
             ) from exc
+        self.metrics.state(bound.name, "get", True, (time.perf_counter() - started) * 1000)
         if item is None:
             return NO_CONTENT
         headers = [JSON, (b"etag", item.etag.encode())]

@@ -53,7 +53,7 @@ class _Exchange:
     async def receive(self) -> dict[str, Any]:
         if not self.sent:
             self.sent = True
-            return {"type": "http.request", "body": self.request.body, "more_body": False}
+            return {"type": "http.request", "body": self.request.buffered, "more_body": False}
         connection = self.connection
         if not self.done:
             if connection.disconnected is None:

@@ -63,20 +63,11 @@ _CLOSE: Final = b"connection: close\r\n"
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
-class ParsedRequest:
-    """One request read whole: what `Request` and the ASGI bridge are built from."""
+class ParsedRequest(Request):
+    """One request read whole: the state API's `Request` itself (no copy on the hot path), plus
+    what the connection and the ASGI bridge need."""
 
-    __slots__ = (
-        "body",
-        "expects_continue",
-        "headers",
-        "http_version",
-        "keep_alive",
-        "method",
-        "path",
-        "query_string",
-        "too_large",
-    )
+    __slots__ = ("expects_continue", "http_version", "keep_alive", "path")
 
     def __init__(
         self,
@@ -87,14 +78,16 @@ class ParsedRequest:
         http_version: str,
         keep_alive: bool,
     ) -> None:
+        # Request's fields set here directly: one call less on every request.
         self.method = method
-        self.path = path
         self.query_string = query_string
         self.headers = headers
+        self.receive = None
+        self.buffered = b""
+        self.too_large = False
+        self.path = path
         self.http_version = http_version
         self.keep_alive = keep_alive
-        self.body = b""
-        self.too_large = False
         self.expects_continue = False
 
 
@@ -301,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
         self._current = None
         chunks = self._chunks
         if chunks and not request.too_large:
-            request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            request.buffered = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
         if self.task is None:
             self.task = self.loop.create_task(self._answer(request))
@@ -319,18 +312,7 @@ class HttpConnection(asyncio.Protocol):
             while True:
                 self._answering = request
                 direct = listener.state_api
-                answer = None
-                if direct is not None:
-                    answer = direct.direct(
-                        Request(
-                            request.method,
-                            request.query_string,
-                            request.headers,
-                            body=request.body,
-                            too_large=request.too_large,
-                        ),
-                        request.path,
-                    )
+                answer = None if direct is None else direct.direct(request, request.path)
                 if answer is not None:
                     reply: Reply = await answer
                     self.write_reply(request, reply.status, reply.headers, reply.body)
@@ -376,8 +358,7 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._closed:
             return
-        parts = [status_line(status), CLOCK.date_line()]
-        parts.extend(b"%s: %s\r\n" % header for header in headers)
+        parts = [status_line(status), CLOCK.date_line(), *[b"%s: %s\r\n" % h for h in headers]]
         if status not in _NO_BODY_STATUSES:
             parts.append(b"content-length: %d\r\n" % len(body))
         else:
