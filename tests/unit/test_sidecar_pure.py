@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from statecar_sidecar import keys
 from statecar_sidecar.api import bodies, policy
@@ -214,3 +217,26 @@ def test_operations_that_are_not_an_array_are_the_same_400_on_both_parsers(
         assert (raised.value.status, raised.value.code) == (400, "ERR_MALFORMED_REQUEST")
         messages.add(raised.value.message.split(" at offset")[0])
     assert len(messages) == 1
+
+
+@given(
+    key=st.text(min_size=1).filter(lambda k: "\x00" not in k),
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    ),
+    value_first=st.booleans(),
+)
+def test_the_one_item_shortcut_takes_the_values_exact_text_whatever_the_member_order(
+    key: str, value: object, value_first: bool
+) -> None:
+    """The shortcut slices the value's text out of the canonical body when the key comes first
+    and re-encodes it otherwise: both are the bytes the body holds."""
+    key_text, value_text = orjson.dumps(key), orjson.dumps(value)
+    members = [b'"key":' + key_text, b'"value":' + value_text]
+    if value_first:
+        members.reverse()
+    body = b"[{" + b",".join(members) + b"}]"
+    (item,) = bodies.parse_save(body, {})
+    assert (item.key, item.value) == (key, value_text)
