@@ -84,12 +84,15 @@ def _at_most(x: float) -> tuple[str, Callable[[float], bool]]:
 #: (07:04 and 07:29 UTC, bench/README.md "SQL backends"), the worse of the two with a margin
 #: for this machine's noise. (backend, row) -> (text, test of the ratio).
 B_TARGETS: dict[tuple[str, str], tuple[str, Callable[[float], bool]]] = {
-    ("sqlite", "GET/s, 50 conns"): _at_least(0.9),  # measured 1.67, 1.08
-    ("sqlite", "save/s, 50 conns"): _at_least(3.0),  # 7.75, 5.98
-    ("sqlite", "GET p50, 1 conn"): _at_most(1.3),  # 0.80, 1.11
+    # Regression guards, statecar ÷ daprd. The first comment is the first two runs (07:04,
+    # 07:29 UTC); SQLite's were tightened after reads moved onto the loop and the own HTTP
+    # server landed (three quiet runs, 10:05-10:38 UTC, bench/README.md "Issue 12").
+    ("sqlite", "GET/s, 50 conns"): _at_least(1.3),  # 1.67, 1.08; then 2.49, 2.70, 1.92
+    ("sqlite", "save/s, 50 conns"): _at_least(3.0),  # 7.75, 5.98; then 10.1, 8.09, 9.13
+    ("sqlite", "GET p50, 1 conn"): _at_most(1.0),  # 0.80, 1.11; then 0.69, 0.70, 0.71
     ("sqlite", "save p50, 1 conn"): _at_most(0.7),  # 0.50, 0.50
     ("sqlite", f"txn({BATCH}) p50, 1 conn"): _at_most(0.7),  # 0.40, 0.44
-    ("postgres", "GET/s, 50 conns"): _at_least(0.45),  # 0.76, 0.54
+    ("postgres", "GET/s, 50 conns"): _at_least(0.45),  # 0.76, 0.54; then 0.88, 0.90
     ("postgres", "save/s, 50 conns"): _at_least(0.5),  # 0.64, 0.80
     ("postgres", "GET p50, 1 conn"): _at_most(1.5),  # 1.25, 1.22
     ("postgres", "save p50, 1 conn"): _at_most(1.8),  # 1.50, 1.47
