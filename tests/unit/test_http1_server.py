@@ -108,6 +108,18 @@ async def server() -> AsyncIterator[tuple[HttpServer, EchoAPI]]:
     await http.stop(1.0)
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@pytest.fixture
+async def connection(server: tuple[HttpServer, EchoAPI]) -> AsyncIterator[Connection]:
+    """One client connection to `server`, closed after the test."""
+    http, _ = server
+    reader, writer = await _connect(http)
+    yield reader, writer
+    await _close(writer)
+
+
 async def _connect(http: HttpServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", http.ports[0])
 
@@ -137,6 +149,13 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], 
     return status, headers, body
 
 
+async def _ok_json(reader: asyncio.StreamReader) -> Any:
+    """The next response, which must be a 200, as JSON."""
+    status, _, body = await _response(reader)
+    assert status == 200, body
+    return json.loads(body)
+
+
 async def _closed(reader: asyncio.StreamReader, timeout: float = 5) -> bool:
     try:
         return await asyncio.wait_for(reader.read(), timeout) == b""
@@ -150,9 +169,10 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-async def test_pipelined_requests_are_answered_in_order(server: tuple[HttpServer, EchoAPI]) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+async def test_pipelined_requests_are_answered_in_order(
+    connection: Connection,
+) -> None:
+    reader, writer = connection
     # The first takes longest: answers must still come back in request order.
     writer.write(
         b"GET /slow/50 HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -165,43 +185,35 @@ async def test_pipelined_requests_are_answered_in_order(server: tuple[HttpServer
     assert json.loads(answers[2][2]) == {"method": "POST", "path": "/state/s", "length": 3}
     assert json.loads(answers[3][2]) == {"path": "/other", "query": "x=1"}
     assert all("date" in a[1] for a in answers)
-    await _close(writer)
 
 
 async def test_many_pipelined_requests_pause_reading_and_all_get_answers(
-    server: tuple[HttpServer, EchoAPI],
+    connection: Connection,
 ) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+    reader, writer = connection
     count = 5 * http1_connection.MAX_QUEUED
     writer.write(b"".join(b"GET /state/s/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(count)))
     for i in range(count):
-        status, _, body = await _response(reader)
-        assert status == 200
-        assert json.loads(body)["path"] == f"/state/s/{i}"
-    await _close(writer)
+        assert (await _ok_json(reader))["path"] == f"/state/s/{i}"
 
 
-async def test_expect_continue_gets_100_before_the_body(server: tuple[HttpServer, EchoAPI]) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+async def test_expect_continue_gets_100_before_the_body(
+    connection: Connection,
+) -> None:
+    reader, writer = connection
     writer.write(
         b"POST /state/s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
     )
     interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     writer.write(b"12345")
-    status, _, body = await _response(reader)
-    assert status == 200
-    assert json.loads(body)["length"] == 5
-    await _close(writer)
+    assert (await _ok_json(reader))["length"] == 5
 
 
 async def test_expect_continue_over_the_limit_is_refused_at_once(
-    server: tuple[HttpServer, EchoAPI],
+    connection: Connection,
 ) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+    reader, writer = connection
     writer.write(
         b"POST /state/s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n"
         % (LIMIT + 1)
@@ -210,14 +222,12 @@ async def test_expect_continue_over_the_limit_is_refused_at_once(
     assert status == 413
     assert headers["connection"] == "close"
     assert await _closed(reader)
-    await _close(writer)
 
 
 async def test_a_body_over_the_limit_is_dropped_and_the_connection_goes_on(
-    server: tuple[HttpServer, EchoAPI],
+    connection: Connection,
 ) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+    reader, writer = connection
     big = b"x" * (LIMIT * 3)
     writer.write(
         b"POST /state/s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big
@@ -227,31 +237,25 @@ async def test_a_body_over_the_limit_is_dropped_and_the_connection_goes_on(
     writer.write(b"GET /state/s/after HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (await _response(reader))[0] == 413
     assert (await _response(reader))[0] == 413  # chunked: over the limit on its third chunk
-    status, _, body = await _response(reader)
-    assert status == 200
-    assert json.loads(body)["path"] == "/state/s/after"
-    await _close(writer)
+    assert (await _ok_json(reader))["path"] == "/state/s/after"
 
 
-async def test_a_chunked_body_is_read_whole(server: tuple[HttpServer, EchoAPI]) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+async def test_a_chunked_body_is_read_whole(
+    connection: Connection,
+) -> None:
+    reader, writer = connection
     writer.write(b"POST /state/s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     for piece in (b"3\r\nabc\r\n", b"4\r\ndefg\r\n", b"0\r\n\r\n"):
         writer.write(piece)
         await writer.drain()
         await asyncio.sleep(0.01)
-    status, _, body = await _response(reader)
-    assert status == 200
-    assert json.loads(body)["length"] == 7
-    await _close(writer)
+    assert (await _ok_json(reader))["length"] == 7
 
 
 async def test_a_malformed_request_gets_a_json_400_and_the_connection_closes(
-    server: tuple[HttpServer, EchoAPI],
+    connection: Connection,
 ) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+    reader, writer = connection
     writer.write(b"GET /state/s HTTP/1.1\r\nHost x\r\n\r\n")
     status, headers, body = await _response(reader)
     assert status == 400
@@ -260,28 +264,24 @@ async def test_a_malformed_request_gets_a_json_400_and_the_connection_closes(
     assert document["errorCode"] == "ERR_MALFORMED_REQUEST"
     assert document["message"].startswith("invalid HTTP request: ")
     assert await _closed(reader)
-    await _close(writer)
 
 
 async def test_oversized_headers_get_431_and_the_connection_closes(
-    server: tuple[HttpServer, EchoAPI],
+    connection: Connection,
 ) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+    reader, writer = connection
     filler = b"X-Filler: " + b"a" * 8000 + b"\r\n"
     writer.write(b"GET /state/s/k HTTP/1.1\r\nHost: x\r\n" + filler * 9 + b"\r\n")
     status, _, body = await _response(reader)
     assert status == 431
     assert str(http1_connection.MAX_HEADER_BYTES) in json.loads(body)["message"]
     assert await _closed(reader)
-    await _close(writer)
 
 
 async def test_asgi_responses_without_a_length_are_chunked_and_head_has_no_body(
-    server: tuple[HttpServer, EchoAPI],
+    connection: Connection,
 ) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+    reader, writer = connection
     writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     status, headers, body = await _response(reader)
     assert (status, headers["transfer-encoding"], body) == (200, "chunked", b"hello world")
@@ -290,20 +290,17 @@ async def test_asgi_responses_without_a_length_are_chunked_and_head_has_no_body(
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"content-length: " in head
     # No body after HEAD's headers: the next bytes are the next response.
-    status, _, body = await _response(reader)
-    assert status == 200
-    assert json.loads(body)["path"] == "/state/s/next"
-    await _close(writer)
+    assert (await _ok_json(reader))["path"] == "/state/s/next"
 
 
-async def test_an_asgi_app_that_fails_gets_a_plain_500(server: tuple[HttpServer, EchoAPI]) -> None:
-    http, _ = server
-    reader, writer = await _connect(http)
+async def test_an_asgi_app_that_fails_gets_a_plain_500(
+    connection: Connection,
+) -> None:
+    reader, writer = connection
     writer.write(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
     status, _, body = await _response(reader)
     assert (status, body) == (500, b"Internal Server Error")
     assert await _closed(reader)
-    await _close(writer)
 
 
 async def test_an_asgi_app_waiting_on_receive_sees_the_disconnect(
