@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
-from statecar_sidecar.http1.wire import CLOCK, status_line
+from statecar_sidecar.http1.wire import CLOCK, NO_BODY_STATUSES, status_line
 
 if TYPE_CHECKING:
     from statecar_sidecar.http1.connection import HttpConnection, ParsedRequest
@@ -38,7 +38,7 @@ def decoded_path(raw_path: bytes) -> str:
 class _Exchange:
     """One request's ASGI channel: `receive` and `send` over the connection."""
 
-    __slots__ = ("chunked", "connection", "done", "head", "keep_alive", "request", "sent", "status")
+    __slots__ = ("chunked", "connection", "done", "head", "request", "sent", "status")
 
     def __init__(self, connection: HttpConnection, request: ParsedRequest) -> None:
         self.connection = connection
@@ -48,7 +48,6 @@ class _Exchange:
         self.head: bytes | None = None  # the status line and headers, until the first body
         self.chunked = False
         self.done = False
-        self.keep_alive = request.keep_alive
 
     async def receive(self) -> dict[str, Any]:
         if not self.sent:
@@ -102,14 +101,14 @@ class _Exchange:
             if lowered == b"content-length":
                 has_length = True
             parts.append(b"%s: %s\r\n" % (bytes(name), bytes(value)))
-        if not has_length and self.status not in (204, 304) and self.request.method != "HEAD":
-            if self.request.http_version == "1.1":
+        request = self.request
+        if not has_length and self.status not in NO_BODY_STATUSES and request.method != "HEAD":
+            if request.http_version == "1.1":
                 self.chunked = True
                 parts.append(b"transfer-encoding: chunked\r\n")
             else:  # an HTTP/1.0 client reads to the end of the connection
-                self.keep_alive = False
-        if not self.keep_alive or self.connection.draining:
-            self.keep_alive = False
+                request.keep_alive = False
+        if self.connection.closes_after(request):
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
@@ -151,6 +150,4 @@ async def run(connection: HttpConnection, request: ParsedRequest) -> int:
             exchange.status = 500
         request.keep_alive = False
         connection.close()
-    if not exchange.keep_alive:
-        request.keep_alive = False
     return exchange.status

@@ -39,7 +39,7 @@ import httptools
 
 from statecar_sidecar.api.asgi import Reply, Request
 from statecar_sidecar.http1 import asgi_bridge
-from statecar_sidecar.http1.wire import CLOCK, status_line
+from statecar_sidecar.http1.wire import CLOCK, NO_BODY_STATUSES, status_line
 from statecar_sidecar.listener import error_response
 
 if TYPE_CHECKING:
@@ -60,14 +60,13 @@ _JOIN_BELOW: Final = 64 * 1024
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE: Final = b"connection: close\r\n"
-_NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
 class ParsedRequest(Request):
     """One request read whole: the state API's `Request` itself (no copy on the hot path), plus
     what the connection and the ASGI bridge need."""
 
-    __slots__ = ("expects_continue", "http_version", "keep_alive", "path")
+    __slots__ = ("http_version", "keep_alive", "path")
 
     def __init__(
         self,
@@ -88,7 +87,6 @@ class ParsedRequest(Request):
         self.path = path
         self.http_version = http_version
         self.keep_alive = keep_alive
-        self.expects_continue = False
 
 
 class HttpConnection(asyncio.Protocol):
@@ -113,7 +111,6 @@ class HttpConnection(asyncio.Protocol):
         # Answering.
         self._queue: deque[ParsedRequest] = deque()
         self.task: asyncio.Task[None] | None = None
-        self._answering: ParsedRequest | None = None
         self._writable: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._closed = False
@@ -255,13 +252,14 @@ class HttpConnection(asyncio.Protocol):
         )
         self._current = request
         limit = self.listener.max_body_bytes
+        expects_continue = False
         for name, value in self._headers:
             if name == b"content-length":
                 if value.isdigit() and int(value) > limit:
                     request.too_large = True
             elif name == b"expect" and value.lower() == b"100-continue":
-                request.expects_continue = True
-        if request.expects_continue:
+                expects_continue = True
+        if expects_continue:
             if request.too_large:
                 # The client waits for 100 Continue before it sends the body: answer now (the
                 # handler's 413), and close after it, since the body will never come.
@@ -310,7 +308,6 @@ class HttpConnection(asyncio.Protocol):
         listener = self.listener
         try:
             while True:
-                self._answering = request
                 direct = listener.state_api
                 answer = None if direct is None else direct.direct(request, request.path)
                 if answer is not None:
@@ -326,10 +323,9 @@ class HttpConnection(asyncio.Protocol):
                         asgi_bridge.decoded_path(request.path),
                         status,
                     )
-                self._answering = None
                 if self._closed:
                     return
-                if not request.keep_alive or self.draining:
+                if self.closes_after(request):
                     self.close()
                     return
                 if self._writable is not None:
@@ -359,11 +355,11 @@ class HttpConnection(asyncio.Protocol):
         if transport is None or self._closed:
             return
         parts = [status_line(status), CLOCK.date_line(), *[b"%s: %s\r\n" % h for h in headers]]
-        if status not in _NO_BODY_STATUSES:
+        if status not in NO_BODY_STATUSES:
             parts.append(b"content-length: %d\r\n" % len(body))
         else:
             body = b""
-        if not request.keep_alive or self.draining:
+        if self.closes_after(request):
             parts.append(_CLOSE)
         parts.append(b"\r\n")
         if request.method == "HEAD":
@@ -374,6 +370,11 @@ class HttpConnection(asyncio.Protocol):
         else:
             transport.write(b"".join(parts))
             transport.write(body)
+
+    def closes_after(self, request: ParsedRequest) -> bool:
+        """Whether the connection closes once `request` is answered (the client asked, or a
+        graceful stop is draining it); the answer then says `connection: close`."""
+        return not request.keep_alive or self.draining
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closed:

@@ -14,6 +14,10 @@ _STATUS_LINES: Final = {
 }
 
 
+#: Statuses whose answers never carry a body (RFC 9110 §6.4.1).
+NO_BODY_STATUSES: Final = frozenset({204, 304})
+
+
 def status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
