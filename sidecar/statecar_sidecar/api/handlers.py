@@ -81,16 +81,12 @@ class StateHandlers:
         strong = policy.read_strong(
             bound, params.get("consistency"), request.header(b"consistency")
         )
-        # `_timed`, inline: the hottest call skips one coroutine (~0.5 µs a GET).
-        started = time.perf_counter()
         try:
-            item = await bound.store.get(stored, strong=strong)
+            item = await self._timed(bound, "get", bound.store.get(stored, strong=strong))
         except StoreError as exc:
-            self.metrics.state(bound.name, "get", False, (time.perf_counter() - started) * 1000)
             raise DaprError(
                 500, "ERR_STATE_GET", f"fail to get {key} from state store {store_name}: {exc}"
             ) from exc
-        self.metrics.state(bound.name, "get", True, (time.perf_counter() - started) * 1000)
         if item is None:
             return NO_CONTENT
         headers = [JSON, (b"etag", item.etag.encode())]
@@ -108,16 +104,12 @@ class StateHandlers:
             bound, items, request.header(b"concurrency"), request.header(b"consistency")
         )
         if len(ops) == 1:
-            # `_timed`, inline, as in `get`: the hot write skips one coroutine.
-            started = time.perf_counter()
             try:
-                await bound.store.set(ops[0])
+                await self._timed(bound, "set", bound.store.set(ops[0]))
             except StoreError as exc:
-                self.metrics.state(bound.name, "set", False, (time.perf_counter() - started) * 1000)
                 raise _write_error(
                     "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
                 ) from exc
-            self.metrics.state(bound.name, "set", True, (time.perf_counter() - started) * 1000)
             return NO_CONTENT
         try:
             results = await self._timed(bound, "bulk_set", bound.store.set_many(ops), _all_applied)
