@@ -128,8 +128,7 @@ class Client:
         if conn is None or conn.closed:
             conn = await self._reconnect()
         replies = await conn.pipeline(commands)
-        if self._sentinel is not None:  # tested inline: every GET's pipeline passes here
-            await self._check_readonly_replies(conn, replies)
+        await self._check_readonly_replies(conn, replies)
         return replies
 
     async def evalsha(
