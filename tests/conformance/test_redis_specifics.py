@@ -5,6 +5,7 @@ nothing acknowledged lost, daprd's data layout in both directions, and the store
 
 from __future__ import annotations
 
+import datetime
 import time
 import uuid
 
@@ -132,8 +133,8 @@ def test_key_prefixes_are_stored_as_daprd_stores_them(
 
 
 def test_redis_commands_per_call(api: httpx.Client, raw: redis.Redis) -> None:
-    """bench S4 as a guard: GET = 1 HMGET + 1 PTTL (one pipelined round trip; the PTTL reports
-    a TTL daprd set), save = 1 EVALSHA, transaction of N = 1 EVALSHA."""
+    """bench S4 as a guard: GET = 1 HMGET (no PTTL for a key statecar wrote last), save = 1
+    EVALSHA, transaction of N = 1 EVALSHA, bulk of N = N HMGETs."""
 
     def stats() -> dict[str, int]:
         info = raw.info("commandstats")
@@ -157,7 +158,73 @@ def test_redis_commands_per_call(api: httpx.Client, raw: redis.Redis) -> None:
     sent = {k.removeprefix("cmdstat_"): v for k, v in delta.items()}
     sent = {k: v for k, v in sent.items() if k not in inside_scripts | measured}
     # HMGET is also what the scripts read a key with: once per save, once per upsert.
-    assert sent == {"hmget": 11 + 1 + 10, "pttl": 11, "evalsha": 2}, sent
+    assert sent == {"hmget": 11 + 1 + 10, "evalsha": 2}, sent
+
+
+def _daprd_save(raw: redis.Redis, stored: str, data: bytes, ttl: int | None) -> None:
+    """What daprd's Redis store does to a key on a save (components-contrib state/redis: its
+    script HSETs `data` and HINCRBYs `version`, then a bare EXPIRE when the save has a TTL)."""
+    raw.hset(stored, "data", data)
+    raw.hincrby(stored, "version", 1)
+    if ttl is not None:
+        raw.expire(stored, ttl)
+
+
+@pytest.mark.parametrize("statecar_ttl", [None, "100"])
+def test_a_key_daprd_wrote_last_reports_its_own_ttl_not_statecars(
+    api: httpx.Client, raw: redis.Redis, statecar_ttl: str | None
+) -> None:
+    """`exp` is trusted only while `exp-version` is the key's version: after daprd's write
+    the key's own TTL (one more round trip, HMGET + PTTL) is what a GET and a bulk report."""
+    key = f"after-daprd-{uuid.uuid4().hex[:8]}"
+    stored = f"conformance||{key}"
+    _write(api, "save", key, statecar_ttl)
+    _daprd_save(raw, stored, b'"daprd"', 600)
+    single = api.get(f"/v1.0/state/redis/{key}")
+    (bulk,) = api.post("/v1.0/state/redis/bulk", json={"keys": [key]}).json()
+    now = time.time()
+    for expiry in (single.headers["metadata.ttlexpiretime"], bulk["metadata"]["ttlExpireTime"]):
+        seconds = _rfc3339_seconds(expiry)
+        assert now + 600 - 5 <= seconds <= now + 600 + 5, (expiry, statecar_ttl)
+    assert single.content == b'"daprd"'
+    assert single.headers["etag"] == raw.hget(stored, "version").decode()
+    # daprd overwrote without a TTL of its own: none is reported, whatever statecar's `exp` said.
+    raw.persist(stored)
+    _daprd_save(raw, stored, b'"again"', None)
+    assert "metadata.ttlexpiretime" not in api.get(f"/v1.0/state/redis/{key}").headers
+
+
+def test_a_bulk_reads_again_only_the_keys_statecar_did_not_write_last(
+    api: httpx.Client, raw: redis.Redis
+) -> None:
+    base = f"mixed-{uuid.uuid4().hex[:8]}"
+    keys = [f"{base}-{i}" for i in range(6)]
+    for key in keys:
+        _write(api, "save", key, "100")
+    # keys 1 and 4: daprd's write with its own TTL; key 3: a statecar write from before
+    # `exp-version` (its `exp` is still right, and the key's TTL says the same).
+    for i in (1, 4):
+        _daprd_save(raw, f"conformance||{keys[i]}", b"1", 900)
+    raw.hdel(f"conformance||{keys[3]}", "exp-version")
+
+    def stats() -> dict[str, int]:
+        info = raw.info("commandstats")
+        return {name: int(v["calls"]) for name, v in info.items()}
+
+    before = stats()
+    items = api.post("/v1.0/state/redis/bulk", json={"keys": keys}).json()
+    after = stats()
+    sent = {k: after[k] - before.get(k, 0) for k in ("cmdstat_hmget", "cmdstat_pttl")}
+    assert sent == {"cmdstat_hmget": 6 + 3, "cmdstat_pttl": 3}, sent
+    now = time.time()
+    for i, item in enumerate(items):
+        expected = 900 if i in (1, 4) else 100
+        seconds = _rfc3339_seconds(item["metadata"]["ttlExpireTime"])
+        assert now + expected - 5 <= seconds <= now + expected + 5, (i, item)
+
+
+def _rfc3339_seconds(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 # What a save leaves in the hash, whatever was there: the guard of the save script's shortcuts
@@ -204,7 +271,9 @@ def test_a_write_without_ttl_leaves_data_and_version_and_no_expiry(
     _seed(raw, stored, before)
     _write(api, route, key, None)
     fields = raw.hgetall(stored)
-    assert set(fields) == {b"data", b"version"}, fields  # no exp, no first-write left behind
+    # no exp, no first-write left behind; exp-version says `exp`'s absence describes this write
+    assert set(fields) == {b"data", b"version", b"exp-version"}, fields
+    assert fields[b"exp-version"] == fields[b"version"]
     assert fields[b"data"] == b'{"n":2}'
     assert raw.ttl(stored) == -1  # the expiry is cleared, whoever set it
     answer = api.get(f"/v1.0/state/redis/{key}")
@@ -223,7 +292,8 @@ def test_a_write_with_ttl_leaves_exp_equal_to_the_keys_expiry(
     now_ms = seconds * 1000 + microseconds // 1000
     _write(api, route, key, "100")
     fields = raw.hgetall(stored)
-    assert set(fields) == {b"data", b"version", b"exp"}, fields  # daprd's flag is gone
+    assert set(fields) == {b"data", b"version", b"exp", b"exp-version"}, fields  # no flag
+    assert fields[b"exp-version"] == fields[b"version"]
     exp = int(fields[b"exp"])
     assert now_ms + 100_000 <= exp <= now_ms + 100_000 + 5_000
     assert raw.pexpiretime(stored) == exp
@@ -330,10 +400,18 @@ def test_a_write_after_redis_lost_its_scripts_reloads_them_and_runs_once(
     ("ops", "fields", "expires"),
     [
         # The second write must see what the first left (exp), not the key as it was.
-        ([("upsert", "100"), ("upsert", None)], {b"data", b"version"}, False),
-        ([("upsert", None), ("upsert", "100")], {b"data", b"version", b"exp"}, True),
-        ([("delete", None), ("upsert", None)], {b"data", b"version"}, False),
-        ([("upsert", "100"), ("delete", None), ("upsert", None)], {b"data", b"version"}, False),
+        ([("upsert", "100"), ("upsert", None)], {b"data", b"version", b"exp-version"}, False),
+        (
+            [("upsert", None), ("upsert", "100")],
+            {b"data", b"version", b"exp", b"exp-version"},
+            True,
+        ),
+        ([("delete", None), ("upsert", None)], {b"data", b"version", b"exp-version"}, False),
+        (
+            [("upsert", "100"), ("delete", None), ("upsert", None)],
+            {b"data", b"version", b"exp-version"},
+            False,
+        ),
     ],
 )
 def test_a_key_written_twice_in_one_transaction_ends_as_its_last_write_left_it(
@@ -363,3 +441,4 @@ def test_a_key_written_twice_in_one_transaction_ends_as_its_last_write_left_it(
     if expires:
         assert raw.pexpiretime(stored) == int(stored_fields[b"exp"])
     assert int(stored_fields[b"version"]) > 5
+    assert stored_fields[b"exp-version"] == stored_fields[b"version"]

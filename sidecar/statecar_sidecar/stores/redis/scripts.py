@@ -1,13 +1,16 @@
 """
 The Lua scripts that make each Redis write one atomic `EVALSHA`: check the concurrency rule of
 `etags` against the key's `version` and write, in daprd's layout (a HASH of `data`, `version`,
-plus statecar's `exp`). The store loads them up front and runs them; this module only holds them.
+plus statecar's `exp` and `exp-version`). The store loads them up front and runs them; this
+module only holds them.
 
 What a write leaves, whichever script makes it: `data` and `version` set, where `version` is
 Redis's clock in microseconds, or the stored version plus one when that is not below it (a
 clock that went back, two writes in one microsecond), so an ETag never repeats for a key.
-With a TTL: `exp` (epoch ms) set and the key's expiry at `exp`. Without: no `exp` and no expiry,
-whoever set it (daprd sets a bare `EXPIRE`). Never daprd's one-shot `first-write` field.
+`exp-version` equal to `version`: it tells a reader that `exp` describes this write, which a
+later daprd write (it HINCRBYs `version`) undoes. With a TTL: `exp` (epoch ms) set and the key's
+expiry at `exp`. Without: no `exp` and no expiry, whoever set it (daprd sets a bare `EXPIRE`).
+Never daprd's one-shot `first-write` field.
 
 Cost (Redis 7.0, CPU of the redis-server process per EVALSHA of a 1 KB save, 20k calls): each
 `redis.call` costs Redis about a microsecond (arguments copied in, the reply built as RESP and
@@ -55,12 +58,12 @@ else
 end
 local ttl = ARGV[4]
 if ttl == '0' then
-  redis.call('HSET', key, 'data', ARGV[3], 'version', version)
+  redis.call('HSET', key, 'data', ARGV[3], 'version', version, 'exp-version', version)
   if f[2] or f[3] then redis.call('HDEL', key, 'exp', 'first-write') end
   redis.call('PERSIST', key)
 else
   local exp = string.format('%.0f', math.floor(us / 1000) + tonumber(ttl))
-  redis.call('HSET', key, 'data', ARGV[3], 'version', version, 'exp', exp)
+  redis.call('HSET', key, 'data', ARGV[3], 'version', version, 'exp', exp, 'exp-version', version)
   if f[3] then redis.call('HDEL', key, 'first-write') end
   redis.call('PEXPIREAT', key, exp)
 end
@@ -138,12 +141,12 @@ for i = 1, #KEYS do
     if c and c + 1 > us then version = string.format('%.0f', c + 1) end
     local ttl = ARGV[b + 5]
     if ttl == '0' then
-      redis.call('HSET', key, 'data', ARGV[b + 4], 'version', version)
+      redis.call('HSET', key, 'data', ARGV[b + 4], 'version', version, 'exp-version', version)
       if f[2] or f[3] then redis.call('HDEL', key, 'exp', 'first-write') end
       redis.call('PERSIST', key)
     else
       local exp = string.format('%.0f', math.floor(us / 1000) + tonumber(ttl))
-      redis.call('HSET', key, 'data', ARGV[b + 4], 'version', version, 'exp', exp)
+      redis.call('HSET', key, 'data', ARGV[b + 4], 'version', version, 'exp', exp, 'exp-version', version)
       if f[3] then redis.call('HDEL', key, 'first-write') end
       redis.call('PEXPIREAT', key, exp)
     end

@@ -3,12 +3,15 @@
 
 Layout is daprd's (components-contrib `state/redis`): one HASH per key with `data` (the value
 bytes) and `version` (the ETag, a decimal integer), so daprd and statecar read each other's data;
-statecar adds `exp` (expiry, epoch ms) so a GET reports `ttlExpireTime` in the same round trip;
-a key daprd gave a TTL (a bare `EXPIRE`, no `exp`) reports the key's `PTTL`, pipelined with the
-read.
+statecar adds `exp` (expiry, epoch ms, absent without one) and `exp-version` (the `version` its
+write left), so a GET reports `ttlExpireTime` from the one `HMGET` it sends. When `exp-version`
+is not the key's `version`, someone else wrote last: daprd (its script HINCRBYs `version` and
+sets a TTL with a bare `EXPIRE`, components-contrib state/redis), or a statecar from before
+`exp-version`. Only then does a GET read again, `HMGET` + `PTTL` pipelined, and report the key's
+own TTL: a second round trip for those keys until statecar writes them, and none for the rest.
 
-Round trips (bench S4): GET = 1 (`HMGET` + `PTTL`, pipelined); save = 1 `EVALSHA`; bulk get of
-N = N `HMGET`s and `PTTL`s in one pipelined write; a transaction of N = 1 `EVALSHA` of a script that checks every op against the
+Round trips (bench S4): GET = 1 `HMGET`; save = 1 `EVALSHA`; bulk get of N = N `HMGET`s in one
+pipelined write; a transaction of N = 1 `EVALSHA` of a script that checks every op against the
 state the earlier ops leave, then applies all of them — atomic, unlike daprd's MULTI/EXEC, which
 keeps the ops that passed when another failed. Strong consistency adds `WAIT` on a dedicated
 connection and FAILS the request when not every connected replica confirmed (daprd ignores the
@@ -29,6 +32,7 @@ it. Reads only ever raise StoreUnavailableError.
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -68,6 +72,19 @@ REPLICA_COUNT_TTL: Final = 1.0  # seconds a measured replica count is reused
 QUERY_SCAN_COUNT: Final = 500  # keys per SCAN of a query, fetched with one pipeline each
 MAX_STRONG_REDIRECTS: Final = 3  # a strong write follows this many cluster redirects
 _SCRIPTS: Final = (SAVE, DELETE, TRANSACT)  # loaded together wherever one is missing
+
+
+# What a read asks of a key's hash (the module docstring says why `exp-version`).
+_FIELDS: Final = (b"data", b"version", b"exp", b"exp-version")
+
+
+class _AskTTL(enum.Enum):
+    """`_item`'s answer when the key's own TTL must be read: statecar did not write it last."""
+
+    ASK_TTL = enum.auto()
+
+
+ASK_TTL: Final = _AskTTL.ASK_TTL
 
 
 def _ttl_ms(op: SetOp) -> str | bytes:
@@ -148,21 +165,40 @@ class RedisStore(StateStore):
         return OutcomeUnknownError(self._description, str(exc))
 
     @staticmethod
-    def _read(key: str) -> list[tuple[bytes | str, ...]]:
-        """A key's hash fields, and its remaining TTL: one round trip, pipelined."""
-        return [(b"HMGET", key, b"data", b"version", b"exp"), (b"PTTL", key)]
-
-    @staticmethod
-    def _item(reply: Sequence[Any], pttl: object) -> StoredItem | None:
-        data, version, expire_ms = reply
+    def _item(reply: Sequence[Any]) -> StoredItem | _AskTTL | None:
+        """The item an `HMGET` of `_FIELDS` read: None when the key holds none, `ASK_TTL` when
+        statecar did not write its current version (so `exp` may not be its expiry)."""
+        data, version, expire_ms, expire_version = reply
         if data is None or version is None:
             return None
+        if expire_version != version:
+            return ASK_TTL
         expire_at = int(expire_ms) / 1000 if expire_ms is not None else None
-        if expire_at is None and isinstance(pttl, int) and pttl > 0:
-            # daprd sets a TTL with a bare EXPIRE and no `exp` field (components-contrib
-            # state/redis/redis.go Set): the key's own TTL is its expiry.
-            expire_at = time.time() + pttl / 1000
         return StoredItem(value=data, etag=version.decode(), expire_at=expire_at)
+
+    @staticmethod
+    def _item_with_pttl(reply: Sequence[Any], pttl: object) -> StoredItem | None:
+        """The item an `HMGET` + `PTTL` read: the key's own TTL is its expiry, whoever set it."""
+        data, version = reply[0], reply[1]
+        if data is None or version is None:
+            return None
+        expire_at = time.time() + pttl / 1000 if isinstance(pttl, int) and pttl > 0 else None
+        return StoredItem(value=data, etag=version.decode(), expire_at=expire_at)
+
+    async def _read_with_pttl(self, keys: Sequence[str], rkeys: Sequence[str]) -> list[Any]:
+        """Read `rkeys` again, each `HMGET` pipelined with its key's `PTTL`: one round trip."""
+        commands = [c for k in rkeys for c in ((b"HMGET", k, *_FIELDS), (b"PTTL", k))]
+        try:
+            replies = await self._router.pipeline([k for k in rkeys for _ in range(2)], commands)
+        except RedisUnavailableError as exc:
+            raise self._unavailable(exc) from exc
+        items: list[StoredItem | None] = []
+        for index, key in enumerate(keys):
+            reply, pttl = replies[2 * index], replies[2 * index + 1]
+            if isinstance(reply, ReplyError):
+                raise StoreError(f"{self._description}: key {key!r}: {reply.message}")
+            items.append(self._item_with_pttl(reply, pttl))
+        return items
 
     async def _replica_count(self, node: Client) -> int:
         address = node.endpoint.address
@@ -264,29 +300,38 @@ class RedisStore(StateStore):
 
     async def get(self, key: str, *, strong: bool = False) -> StoredItem | None:
         # Every read goes to the primary, so `strong` needs nothing more here.
+        rkey = self._key(key)
         try:
-            rkey = self._key(key)
-            reply, pttl = await self._router.pipeline((rkey, rkey), self._read(rkey))
+            reply = await self._router.execute(rkey, b"HMGET", rkey, *_FIELDS)
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
-        if isinstance(reply, ReplyError):
-            raise StoreError(f"{self._description}: key {key!r}: {reply.message}")
-        return self._item(reply, pttl)
+        except ReplyError as exc:
+            raise StoreError(f"{self._description}: key {key!r}: {exc.message}") from exc
+        item = self._item(reply)
+        if isinstance(item, _AskTTL):
+            (item,) = await self._read_with_pttl((key,), (rkey,))
+        return item
 
     async def bulk_get(self, keys: Sequence[str]) -> list[StoredItem | None]:
+        rkeys = [self._key(k) for k in keys]
         try:
-            rkeys = [self._key(k) for k in keys]
-            replies = await self._router.pipeline(
-                [k for k in rkeys for _ in range(2)], [c for k in rkeys for c in self._read(k)]
-            )
+            replies = await self._router.pipeline(rkeys, [(b"HMGET", k, *_FIELDS) for k in rkeys])
         except RedisUnavailableError as exc:
             raise self._unavailable(exc) from exc
         items: list[StoredItem | None] = []
-        for index, key in enumerate(keys):
-            reply, pttl = replies[2 * index], replies[2 * index + 1]
+        again: list[int] = []  # the keys whose own TTL must be read
+        for index, (key, reply) in enumerate(zip(keys, replies, strict=True)):
             if isinstance(reply, ReplyError):
                 raise StoreError(f"{self._description}: key {key!r}: {reply.message}")
-            items.append(self._item(reply, pttl))
+            item = self._item(reply)
+            if isinstance(item, _AskTTL):
+                again.append(index)
+                item = None
+            items.append(item)
+        if again:
+            reread = await self._read_with_pttl([keys[i] for i in again], [rkeys[i] for i in again])
+            for index, found in zip(again, reread, strict=True):
+                items[index] = found
         return items
 
     async def set(self, op: SetOp) -> None:
@@ -463,7 +508,7 @@ class RedisStore(StateStore):
                         seen.update(fresh)
                         if fresh:
                             replies = await self._router.pipeline(
-                                fresh, [(b"HMGET", k, b"data", b"version", b"exp") for k in fresh]
+                                fresh, [(b"HMGET", k, b"data", b"version") for k in fresh]
                             )
                             await run.feed_async(self._query_rows(fresh, replies, cut))
                         if cursor == b"0":
@@ -480,14 +525,14 @@ class RedisStore(StateStore):
         for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, ReplyError):
                 continue  # not one of ours (another type under the same prefix)
-            item = self._item(reply, None)  # a query reports no TTL
-            if item is None:
+            data, version = reply[0], reply[1]
+            if data is None or version is None:
                 continue
             try:
                 name = key.decode()
             except UnicodeDecodeError:
                 continue  # not a key the state API can write or name in a response
-            yield name[cut:], item.value, item.etag
+            yield name[cut:], data, version.decode()
 
     async def ping(self) -> None:
         try:
