@@ -413,11 +413,9 @@ async def test_only_calls_whose_command_was_written_have_their_reply_lost() -> N
         srv.pause()
         try:
             # The first call on an idle connection is written at once; the others issued in
-            # the same loop iteration wait in the buffer for one write on the next iteration.
-            calls = [
-                asyncio.ensure_future(connection.execute("SET", f"k{i}", "v")) for i in range(3)
-            ]
-            await asyncio.sleep(0)  # the tasks run and enqueue; the flush is not due yet
+            # the same loop iteration wait in the buffer for one write on the next iteration,
+            # which the close comes before.
+            calls = [connection.execute("SET", f"k{i}", "v") for i in range(3)]
             await connection.close()
             results = await asyncio.gather(*calls, return_exceptions=True)
         finally:

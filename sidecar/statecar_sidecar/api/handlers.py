@@ -2,7 +2,7 @@
 The six Dapr state API handlers: get, save, delete, bulk get, transaction and query.
 
 Each one finds the store, has `bodies` decode the request and `policy` decide what to run, runs
-it through `_timed` (the one place that records `dapr_component_state_*`), and maps a store
+it, records it with `_observe` (the one place that records `dapr_component_state_*`), and maps a store
 error to daprd's status and code (Dapr docs, state API reference "HTTP Response codes"). Routing, the token and
 the sending of replies belong to `routing`; nothing here knows the URL.
 """
@@ -66,11 +66,14 @@ class StateHandlers:
         try:
             result = await call
         except StoreError:
-            self.metrics.state(bound.name, operation, False, (time.perf_counter() - started) * 1000)
+            self._observe(bound, operation, False, started)
             raise
-        elapsed = (time.perf_counter() - started) * 1000
-        self.metrics.state(bound.name, operation, succeeded is None or succeeded(result), elapsed)
+        self._observe(bound, operation, succeeded is None or succeeded(result), started)
         return result
+
+    def _observe(self, bound: BoundStore, operation: str, succeeded: bool, started: float) -> None:
+        """Record one store call, begun at `perf_counter()` `started`, under daprd's names."""
+        self.metrics.state(bound.name, operation, succeeded, (time.perf_counter() - started) * 1000)
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -81,12 +84,17 @@ class StateHandlers:
         strong = policy.read_strong(
             bound, params.get("consistency"), request.header(b"consistency")
         )
+        # Timed here rather than through `_timed`: the two hottest calls (this and a one-item
+        # save) await one coroutine frame less (bench/README.md, S3).
+        started = time.perf_counter()
         try:
-            item = await self._timed(bound, "get", bound.store.get(stored, strong=strong))
+            item = await bound.store.get(stored, strong=strong)
         except StoreError as exc:
+            self._observe(bound, "get", False, started)
             raise DaprError(
                 500, "ERR_STATE_GET", f"fail to get {key} from state store {store_name}: {exc}"
             ) from exc
+        self._observe(bound, "get", True, started)
         if item is None:
             return NO_CONTENT
         headers = [JSON, (b"etag", item.etag.encode())]
@@ -104,12 +112,15 @@ class StateHandlers:
             bound, items, request.header(b"concurrency"), request.header(b"consistency")
         )
         if len(ops) == 1:
+            started = time.perf_counter()  # timed here, as in `get`
             try:
-                await self._timed(bound, "set", bound.store.set(ops[0]))
+                await bound.store.set(ops[0])
             except StoreError as exc:
+                self._observe(bound, "set", False, started)
                 raise _write_error(
                     "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
                 ) from exc
+            self._observe(bound, "set", True, started)
             return NO_CONTENT
         try:
             results = await self._timed(bound, "bulk_set", bound.store.set_many(ops), _all_applied)

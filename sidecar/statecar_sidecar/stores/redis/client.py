@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ssl
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -113,7 +113,15 @@ class Client:
 
     # ----------------------------------------------------------- calls on the shared connection
 
-    async def execute(self, *args: Arg) -> Any:
+    def execute(self, *args: Arg) -> Awaitable[Any]:
+        conn = self._conn
+        if self._sentinel is None and conn is not None and not conn.closed:
+            # Nothing to do after the reply (only Sentinel mode acts on READONLY): the
+            # connection's own future, one coroutine frame less per call (bench S3).
+            return conn.execute(*args)
+        return self._execute(args)
+
+    async def _execute(self, args: tuple[Arg, ...]) -> Any:
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._reconnect()
