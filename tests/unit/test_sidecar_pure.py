@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 import pytest
 from hypothesis import given
@@ -129,6 +131,41 @@ def test_the_one_item_save_shortcut_gives_the_general_paths_item(
     assert shortcut.value == value
     assert shortcut.metadata == query
     assert shortcut.metadata is not query  # the item's own: the caller's mapping is not kept
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"key":"k","value":1,"value":2}]',  # a member twice: text after the value
+        b'[{"key":"k","value":1},{"key":"j","value":2}]',  # two items
+        b'[{"key":"k","value":{"a":1},"etag":"3"}]',  # a member after the value
+        b'[{"key":"k","value":{"a":1},"value":{"b":2}}]',
+        b'[{"key":"k","value": 1}]',  # space before the value
+        b'[{"key":"k","value":1 }]',  # space after it
+        b'[{"key":"a\\u0041","value":1}]',  # an escape in the key
+        b'[{"key":"k\t","value":1}]',  # a raw control character: not JSON
+        b'[{"key":"k","value":1e400}]',  # beyond a double: orjson refuses, the walker keeps it
+        b'[{"key":"\xc3\xa9","value":"\xc3\xa9"}]',  # UTF-8 key and value
+        b'[{"key":"\xed\xa0\x80","value":1}]',  # an encoded surrogate: not UTF-8
+        b'[{"key":"k","value":[1]}]',
+        b'[{"key":"k","value":"}]"}]',
+        b'[{"key":"k","value":1}]]',
+        b'[{"key":"k","value":}]',
+        b'[{"key":"","value":1}]',
+    ],
+)
+def test_the_one_item_shortcut_reads_exactly_what_the_walker_reads(body: bytes) -> None:
+    """The shortcut takes a body only when its one item is all there is; every other body, and
+    what it does take, reads as the general walker reads it (or is refused the same way)."""
+
+    def read(parse: Callable[[], list[bodies.SaveItem]]) -> object:
+        try:
+            return parse()
+        except DaprError as exc:
+            return exc.status
+
+    walked = read(lambda: bodies._save_items(bodies._walk_save(body), {}))
+    assert read(lambda: bodies.parse_save(body, {})) == walked, body
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,8 @@ class Options:
     consistency: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as the operations they become (stores/base.py says why).
+@dataclass(slots=True)
 class SaveItem:
     key: str
     value: bytes
@@ -49,7 +50,7 @@ class SaveItem:
     metadata: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteItem:
     key: str
     etag: str | None
@@ -186,6 +187,10 @@ def write_flags(
     consistency = options.consistency or header_choice(
         consistency_header, "consistency", CONSISTENCY
     )
+    if concurrency is None and consistency is None:
+        # The usual write asks for neither: the component's defaults, which `enforce` allows.
+        component = store.component
+        return component.concurrency == "first-write", component.consistency == "strong"
     return (
         mode(store, concurrency, "concurrency") == "first-write",
         mode(store, consistency, "consistency") == "strong",

