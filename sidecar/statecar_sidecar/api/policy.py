@@ -199,6 +199,8 @@ def write_flags(
 
 def read_strong(store: Store, requested: str | None, consistency_header: str | None) -> bool:
     """Whether a GET reads with strong consistency: `?consistency=`, the header, the component."""
+    if requested is None and consistency_header is None:
+        return store.component.consistency == "strong"  # the usual GET names neither
     consistency = requested or header_choice(consistency_header, "consistency", CONSISTENCY)
     if consistency and consistency not in CONSISTENCY:
         raise errors.malformed(

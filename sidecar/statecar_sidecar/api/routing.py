@@ -199,7 +199,11 @@ def _refusal(method: str, route: str, allowed: tuple[str, ...], segments: list[b
 
 def _state_segments(raw_path: bytes) -> list[bytes] | None:
     """The path's non-empty segments when it is a state API path, else None."""
-    segments = [s for s in raw_path.split(b"/") if s]
+    segments = raw_path.split(b"/")
+    if segments[0] or segments.count(b"") != 1:
+        segments = [s for s in segments if s]
+    else:  # the usual path: one leading "/", no empty segment after it
+        del segments[0]
     if len(segments) >= 3 and segments[1] == b"state" and segments[0] in (b"v1.0", b"v1.0-alpha1"):
         return segments
     return None
