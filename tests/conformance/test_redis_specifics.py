@@ -187,7 +187,9 @@ def test_a_key_daprd_wrote_last_reports_its_own_ttl_not_statecars(
         seconds = _rfc3339_seconds(expiry)
         assert now + 600 - 5 <= seconds <= now + 600 + 5, (expiry, statecar_ttl)
     assert single.content == b'"daprd"'
-    assert single.headers["etag"] == raw.hget(stored, "version").decode()
+    version = raw.hget(stored, "version")
+    assert isinstance(version, bytes)
+    assert single.headers["etag"] == version.decode()
     # daprd overwrote without a TTL of its own: none is reported, whatever statecar's `exp` said.
     raw.persist(stored)
     _daprd_save(raw, stored, b'"again"', None)
