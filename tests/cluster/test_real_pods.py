@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 import urllib.request
@@ -362,19 +361,29 @@ def test_editing_a_live_component_swaps_the_store_without_failed_requests(
 ) -> None:
     # The component the app's background loop is using: the sidecar rebuilds its Redis client
     # (make-before-break) when the refreshed wiring file arrives; not one request may fail.
+    # The edit keeps the keyspace (a timeout, not `keyPrefix`): a loop's save just before the
+    # swap and its GET just after would otherwise look for the key under the other name.
     c = cluster
     ip = app_pod(c)["status"]["podIP"]
-    redis_ip = get(c, "pod", "redis", "-n", APP_NS)["status"]["podIP"]
 
-    def redis_has(key: str) -> bool:
-        out = subprocess.run(
-            ["redis-cli", "-h", redis_ip, "exists", key], capture_output=True, text=True, timeout=5
+    def reloads() -> float:
+        """The sidecar's `statecar_component_reloads_total`: component sets applied."""
+        with urllib.request.urlopen(f"http://{ip}:9090/metrics", timeout=10) as answer:
+            lines = answer.read().decode().splitlines()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith("statecar_component_reloads_total")
         )
-        return out.stdout.strip() == "1"
 
-    assert redis_has("orders||loop"), "keys are prefixed with the app id by default"
+    applied = reloads()
     before = http(f"http://{ip}:8000/stats")
     started = time.monotonic()
+    redis_ip = get(c, "pod", "redis", "-n", APP_NS)["status"]["podIP"]
+    metadata = [
+        {"name": "redisHost", "value": f"{redis_ip}:6379"},
+        {"name": "readTimeout", "value": "4s"},
+    ]
     c.kubectl(
         "-n",
         APP_NS,
@@ -383,10 +392,10 @@ def test_editing_a_live_component_swaps_the_store_without_failed_requests(
         "statestore",
         "--type=merge",
         "-p",
-        json.dumps({"spec": {"keyPrefix": "none"}}),
+        json.dumps({"spec": {"metadata": metadata}}),
     )
-    wait_for("the loop writing the unprefixed key", lambda: redis_has("loop"), 180, every=0.25)
-    TIMINGS["component edit (keyPrefix) -> running sidecar swapped store"] = (
+    wait_for("the sidecar applying the edited component", lambda: reloads() > applied, 180)
+    TIMINGS["component edit (readTimeout) -> running sidecar swapped store"] = (
         time.monotonic() - started
     )
     time.sleep(1)
