@@ -23,6 +23,11 @@ def raw(redis_primary: RedisProcess) -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=redis_primary.port)
 
 
+def _command_calls(raw: redis.Redis) -> dict[str, int]:
+    """Redis's count of calls per command so far (`cmdstat_<name>`), from INFO commandstats."""
+    return {name: int(v["calls"]) for name, v in raw.info("commandstats").items()}
+
+
 def _wait_replica_synced(raw: redis.Redis) -> None:
     deadline = time.time() + 10
 
@@ -136,19 +141,15 @@ def test_redis_commands_per_call(api: httpx.Client, raw: redis.Redis) -> None:
     """bench S4 as a guard: GET = 1 HMGET (no PTTL for a key statecar wrote last), save = 1
     EVALSHA, transaction of N = 1 EVALSHA, bulk of N = N HMGETs."""
 
-    def stats() -> dict[str, int]:
-        info = raw.info("commandstats")
-        return {name: int(v["calls"]) for name, v in info.items()}
-
     key = f"count-{uuid.uuid4().hex[:8]}"
     api.post("/v1.0/state/redis", json=[{"key": key, "value": 0}])  # scripts loaded
-    before = stats()
+    before = _command_calls(raw)
     api.get(f"/v1.0/state/redis/{key}")
     api.post("/v1.0/state/redis", json=[{"key": key, "value": 1}])
     ops = [{"operation": "upsert", "request": {"key": f"{key}-{i}", "value": i}} for i in range(10)]
     api.post("/v1.0/state/redis/transaction", json={"operations": ops})
     api.post("/v1.0/state/redis/bulk", json={"keys": [f"{key}-{i}" for i in range(10)]})
-    after = stats()
+    after = _command_calls(raw)
     delta = {
         k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)
     }
@@ -209,13 +210,9 @@ def test_a_bulk_reads_again_only_the_keys_statecar_did_not_write_last(
         _daprd_save(raw, f"conformance||{keys[i]}", b"1", 900)
     raw.hdel(f"conformance||{keys[3]}", "exp-version")
 
-    def stats() -> dict[str, int]:
-        info = raw.info("commandstats")
-        return {name: int(v["calls"]) for name, v in info.items()}
-
-    before = stats()
+    before = _command_calls(raw)
     items = api.post("/v1.0/state/redis/bulk", json={"keys": keys}).json()
-    after = stats()
+    after = _command_calls(raw)
     sent = {k: after[k] - before.get(k, 0) for k in ("cmdstat_hmget", "cmdstat_pttl")}
     assert sent == {"cmdstat_hmget": 6 + 3, "cmdstat_pttl": 3}, sent
     now = time.time()
@@ -376,7 +373,7 @@ def test_a_write_after_redis_lost_its_scripts_reloads_them_and_runs_once(
     stored = f"conformance||{key}"
     assert api.post("/v1.0/state/redis", json=[{"key": key, "value": 1}]).status_code == 204
     raw.script_flush()
-    calls = {name: int(v["calls"]) for name, v in raw.info("commandstats").items()}
+    calls = _command_calls(raw)
     if route == "save":
         answer = api.post("/v1.0/state/redis", json=[{"key": key, "value": 2}])
     elif route == "multi-item save":
@@ -390,7 +387,7 @@ def test_a_write_after_redis_lost_its_scripts_reloads_them_and_runs_once(
         answer = api.delete(f"/v1.0/state/redis/{key}")
     assert answer.status_code == 204, answer.text
     assert raw.hget(stored, "data") == (None if route == "delete" else b"2")
-    after = {name: int(v["calls"]) for name, v in raw.info("commandstats").items()}
+    after = _command_calls(raw)
     loads = after.get("cmdstat_script|load", 0) - calls.get("cmdstat_script|load", 0)
     assert loads == 3  # all three scripts, once
     # Each item: NOSCRIPT, then the one run.
