@@ -74,8 +74,10 @@ MAX_STRONG_REDIRECTS: Final = 3  # a strong write follows this many cluster redi
 _SCRIPTS: Final = (SAVE, DELETE, TRANSACT)  # loaded together wherever one is missing
 
 
-# What a read asks of a key's hash (the module docstring says why `exp-version`).
+# What a read asks of a key's hash (the module docstring says why `exp-version`); a read that
+# takes its expiry from elsewhere (the key's PTTL, or none for a query) needs the first two only.
 _FIELDS: Final = (b"data", b"version", b"exp", b"exp-version")
+_VALUE_FIELDS: Final = _FIELDS[:2]
 
 
 class _AskTTL(enum.Enum):
@@ -179,7 +181,7 @@ class RedisStore(StateStore):
     @staticmethod
     def _item_with_pttl(reply: Sequence[Any], pttl: object) -> StoredItem | None:
         """The item an `HMGET` + `PTTL` read: the key's own TTL is its expiry, whoever set it."""
-        data, version = reply[0], reply[1]
+        data, version = reply
         if data is None or version is None:
             return None
         expire_at = time.time() + pttl / 1000 if isinstance(pttl, int) and pttl > 0 else None
@@ -187,7 +189,7 @@ class RedisStore(StateStore):
 
     async def _read_with_pttl(self, keys: Sequence[str], rkeys: Sequence[str]) -> list[Any]:
         """Read `rkeys` again, each `HMGET` pipelined with its key's `PTTL`: one round trip."""
-        commands = [c for k in rkeys for c in ((b"HMGET", k, *_FIELDS), (b"PTTL", k))]
+        commands = [c for k in rkeys for c in ((b"HMGET", k, *_VALUE_FIELDS), (b"PTTL", k))]
         try:
             replies = await self._router.pipeline([k for k in rkeys for _ in range(2)], commands)
         except RedisUnavailableError as exc:
@@ -508,7 +510,7 @@ class RedisStore(StateStore):
                         seen.update(fresh)
                         if fresh:
                             replies = await self._router.pipeline(
-                                fresh, [(b"HMGET", k, b"data", b"version") for k in fresh]
+                                fresh, [(b"HMGET", k, *_VALUE_FIELDS) for k in fresh]
                             )
                             await run.feed_async(self._query_rows(fresh, replies, cut))
                         if cursor == b"0":
@@ -525,7 +527,7 @@ class RedisStore(StateStore):
         for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, ReplyError):
                 continue  # not one of ours (another type under the same prefix)
-            data, version = reply[0], reply[1]
+            data, version = reply
             if data is None or version is None:
                 continue
             try:
