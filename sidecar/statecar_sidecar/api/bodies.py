@@ -312,8 +312,52 @@ def _transaction_from_canonical(document: Any) -> dict[str, Any] | None:
     return lowered
 
 
+_OPERATION_MEMBERS: Final = frozenset({"operation", "request"})
+_KEY_AND_VALUE: Final = frozenset({"key", "value"})
+
+
+def _plain_upserts(document: Any, query_metadata: Mapping[str, str]) -> Transaction | None:
+    """A canonical transaction of upserts that give only a key and a value, read without the
+    per-field checks; None for anything else.
+
+    Such an upsert has no member to lower, and no ETag, options or metadata to check: the general
+    path would build the same items (tests/unit/test_sidecar_pure.py), at ~4x the cost (52 µs
+    for 10 upserts of 1 KB against 14; bench S4b).
+    """
+    if type(document) is not dict or document.keys() != {"operations"}:
+        return None
+    operations = document["operations"]
+    if type(operations) is not list:
+        return None
+    items: list[SaveItem | DeleteItem] = []
+    for op in operations:
+        if type(op) is not dict or op.keys() != _OPERATION_MEMBERS or op["operation"] != "upsert":
+            return None
+        request = op["request"]
+        if type(request) is not dict or request.keys() != _KEY_AND_VALUE:
+            return None
+        key = request["key"]
+        if type(key) is not str or not key:
+            return None
+        items.append(
+            SaveItem(key, orjson.dumps(request["value"]), None, _NO_OPTIONS, {**query_metadata})
+        )
+    return Transaction(operations=items, metadata={**query_metadata})
+
+
 def parse_transaction(body: bytes, query_metadata: Mapping[str, str]) -> Transaction:
-    document = _transaction_from_canonical(_canonical(body))
+    canonical = _canonical(body)
+    plain = _plain_upserts(canonical, query_metadata)
+    if plain is not None:
+        return plain
+    return _parse_transaction(body, canonical, query_metadata)
+
+
+def _parse_transaction(
+    body: bytes, canonical: Any, query_metadata: Mapping[str, str]
+) -> Transaction:
+    """Any transaction body; `canonical` is `_canonical(body)`."""
+    document = _transaction_from_canonical(canonical)
     if document is None:
         s = _decode_text(body)
         try:
