@@ -31,6 +31,8 @@ READ_BODY_TIMEOUT: Final = "STATECAR_READ_BODY_TIMEOUT"
 MAX_CONNECTIONS: Final = "STATECAR_MAX_CONNECTIONS"
 METRICS_MAX_CONNECTIONS: Final = "STATECAR_METRICS_MAX_CONNECTIONS"
 MAX_BODY_BYTES: Final = "STATECAR_MAX_BODY_BYTES"
+#: µs the sidecar's event loop polls instead of sleeping when an answer is due soon (0: never).
+BUSY_POLL_US: Final = "STATECAR_BUSY_POLL_US"
 #: Seconds the calls in flight get on SIGTERM (daprd's --dapr-graceful-shutdown-seconds; default 5,
 #: 0 no bound).
 GRACEFUL_SHUTDOWN_SECONDS: Final = "STATECAR_GRACEFUL_SHUTDOWN_SECONDS"
@@ -58,6 +60,7 @@ USER_SETTABLE: Final = frozenset(
         MAX_CONNECTIONS,
         METRICS_MAX_CONNECTIONS,
         MAX_BODY_BYTES,
+        BUSY_POLL_US,
         LOG_JSON,
         RECORD_ERROR_CODES,
         GRACEFUL_SHUTDOWN_SECONDS,

@@ -34,6 +34,7 @@ from statecar_contract.components import ComponentError
 from statecar_sidecar import loader, memory
 from statecar_sidecar.api.health import Health
 from statecar_sidecar.app import create_app, create_ops_app
+from statecar_sidecar.busypoll import BusyPoll
 from statecar_sidecar.http1.server import HttpServer
 from statecar_sidecar.listener import ListenerLimits
 from statecar_sidecar.metrics import Metrics
@@ -177,6 +178,12 @@ async def serve_until(
         health=health,
     )
     state_limits, ops_limits = listener_limits(settings)
+    # One for the process: HTTP and gRPC calls both count as in flight.
+    busy_poll = (
+        BusyPoll(asyncio.get_running_loop(), settings.busy_poll_us)
+        if settings.busy_poll_us
+        else None
+    )
     # daprd's `--enable-api-logging`: one info line per HTTP API call (method, path, status).
     state_server = HttpServer(
         app,
@@ -184,6 +191,7 @@ async def serve_until(
         state_api=app,
         max_body_bytes=settings.max_body_bytes,
         log_requests=settings.api_logging,
+        busy_poll=busy_poll,
     )
     servers = [state_server]
     listening = [
@@ -209,7 +217,7 @@ async def serve_until(
     grpc_server: GrpcServer | None = None
     if not failed and settings.grpc_port:
         try:
-            grpc_server = await _start_grpc(settings, runtime, metrics, stop, health)
+            grpc_server = await _start_grpc(settings, runtime, metrics, stop, health, busy_poll)
             health.starting = None
         except RuntimeError as exc:  # the port could not be bound
             log.error("cannot serve the gRPC API on port %d: %s", settings.grpc_port, exc)
@@ -282,6 +290,7 @@ async def _start_grpc(
     metrics: Metrics,
     stop: asyncio.Event,
     health: Health,
+    busy_poll: BusyPoll | None,
 ) -> GrpcServer:
     """The Dapr gRPC API; Shutdown stops the sidecar as SIGTERM would, health is /v1.0/healthz's.
 
@@ -304,6 +313,7 @@ async def _start_grpc(
         extra_hosts=settings.extra_listen_addresses,
         handshake_timeout=settings.read_header_timeout,
         max_connections=settings.max_connections,
+        busy_poll=busy_poll,
     )
 
 

@@ -29,6 +29,11 @@ DEFAULT_METRICS_MAX_CONNECTIONS = 64
 # daprd's default --dapr-graceful-shutdown-seconds (dapr pkg/runtime/config.go
 # DefaultGracefulShutdownDuration).
 DEFAULT_SHUTDOWN_GRACE = 5.0
+# Long enough for a store on the same node to answer a 10-operation transaction (~70 µs in
+# Redis, ~100 µs in all) and for a client's next request (statecar_sidecar.busypoll;
+# bench/README.md, "Issue 12").
+DEFAULT_BUSY_POLL_US = 200
+MAX_BUSY_POLL_US = 10_000
 
 
 class SettingsError(ValueError):
@@ -75,6 +80,9 @@ class SidecarSettings:
     extra_listen_addresses: tuple[str, ...] = ()
     #: Log each API call at info (`--enable-api-logging`).
     api_logging: bool = False
+    #: How long, in µs, the event loop polls instead of sleeping when a store's reply or the
+    #: client's next request is due (`statecar_sidecar.busypoll`); 0 never.
+    busy_poll_us: int = DEFAULT_BUSY_POLL_US
 
     @property
     def components_paths(self) -> tuple[Path, ...]:
@@ -135,6 +143,17 @@ def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _busy_poll_us(environ: Mapping[str, str]) -> int:
+    value = _int(environ, env.BUSY_POLL_US, DEFAULT_BUSY_POLL_US)
+    if value > MAX_BUSY_POLL_US:
+        raise SettingsError(
+            f"{env.BUSY_POLL_US} is in µs and at most {MAX_BUSY_POLL_US} (a longer poll only "
+            f"burns CPU); got {value}. Use {DEFAULT_BUSY_POLL_US}, the default, or 0 to turn "
+            "busy-polling off"
+        )
+    return value
+
+
 def _bool(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -169,6 +188,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> SidecarSettings:
         log_level=(environ.get(env.LOG_LEVEL) or "info").lower(),
         log_json=_bool(environ, env.LOG_JSON),
         record_error_codes=_bool(environ, env.RECORD_ERROR_CODES),
+        busy_poll_us=_busy_poll_us(environ),
         shutdown_grace=shutdown_grace(
             (environ.get(env.GRACEFUL_SHUTDOWN_SECONDS) or "-1").strip(),
             env.GRACEFUL_SHUTDOWN_SECONDS,

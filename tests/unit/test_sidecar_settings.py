@@ -182,3 +182,22 @@ def test_the_graceful_shutdown_bound_is_daprds_default_unless_set(
 def test_a_graceful_shutdown_bound_that_is_not_whole_seconds_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="STATECAR_GRACEFUL_SHUTDOWN_SECONDS must be a whole"):
         from_environ({"STATECAR_GRACEFUL_SHUTDOWN_SECONDS": "2.5s"})
+
+
+def test_busy_polling_is_on_by_default_and_can_be_turned_off() -> None:
+    assert from_environ({}).busy_poll_us == 200
+    assert from_environ({"STATECAR_BUSY_POLL_US": "0"}).busy_poll_us == 0
+    assert from_environ({"STATECAR_BUSY_POLL_US": "250"}).busy_poll_us == 250
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("10001", r"STATECAR_BUSY_POLL_US is in µs and at most 10000 .* or 0 to turn"),
+        ("-5", "STATECAR_BUSY_POLL_US must not be negative"),
+        ("100us", "STATECAR_BUSY_POLL_US must be an integer"),
+    ],
+)
+def test_a_bad_busy_poll_window_names_the_variable_and_the_fix(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        from_environ({"STATECAR_BUSY_POLL_US": raw})

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from statecar_sidecar.busypoll import BusyPoll
 from statecar_sidecar.grpcapi import http2
 from statecar_sidecar.grpcapi.status import RpcError, StatusCode
 from statecar_sidecar.grpcapi.transport import GrpcApplication, trailers_only
@@ -132,11 +133,13 @@ async def start(
     extra_hosts: Sequence[str] = (),
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
+    busy_poll: BusyPoll | None = None,
 ) -> GrpcServer:
     """The gRPC API over `runtime` on `host:port` and each of `extra_hosts` on the same port
     (port 0 picks a free one: see `.port`); an IPv6 address is given bare (`::1`). `shutdown`
     stops the sidecar (the Shutdown RPC), `problems` is /v1.0/healthz's store check (gRPC
-    health). A port that cannot be bound raises RuntimeError naming it."""
+    health), and `busy_poll` is the process's (`statecar_sidecar.busypoll`). A port that cannot be
+    bound raises RuntimeError naming it."""
 
     def load() -> GrpcApplication:
         from statecar_sidecar.grpcapi import server as api
@@ -148,6 +151,7 @@ async def start(
             api_token=api_token,
             max_message_bytes=max_message_bytes,
             problems=problems,
+            busy_poll=busy_poll,
         )
 
     application = LazyApplication(load, max_message_bytes)

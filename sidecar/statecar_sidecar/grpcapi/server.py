@@ -36,6 +36,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from statecar_sidecar.api.errors import DaprError
+from statecar_sidecar.busypoll import BusyPoll
 from statecar_sidecar.grpcapi.port import GrpcServer as GrpcServer  # where the sidecar names it
 from statecar_sidecar.grpcapi.service import IMPLEMENTED, DaprService
 from statecar_sidecar.grpcapi.status import DOMAIN, RpcError, StatusCode, from_dapr_error
@@ -310,9 +311,11 @@ def application(
     api_token: str | None,
     max_message_bytes: int,
     problems: Callable[[], Awaitable[Mapping[str, str]]] | None = None,
+    busy_poll: BusyPoll | None = None,
 ) -> GrpcApplication:
     """Every route of the port: the `Dapr` service over `runtime` (`shutdown` stops the sidecar),
-    health (`problems` is /v1.0/healthz's store check) and reflection."""
+    health (`problems` is /v1.0/healthz's store check) and reflection; unary calls tell
+    `busy_poll` when they start and end."""
     service = DaprService(runtime, metrics, shutdown=shutdown)
     guard = _Guard(api_token)
     proto = _DaprProto()
@@ -326,5 +329,8 @@ def application(
     reflection = _Reflection((SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE), proto)
     routes[f"/{REFLECTION_SERVICE}/ServerReflectionInfo"] = Route(stream=reflection.info)
     return GrpcApplication(
-        routes, max_message_bytes, fallback=_unimplemented(proto, guard, metrics)
+        routes,
+        max_message_bytes,
+        fallback=_unimplemented(proto, guard, metrics),
+        busy_poll=busy_poll,
     )

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from statecar_sidecar.busypoll import BusyPoll
 from statecar_sidecar.grpcapi import hpack
 from statecar_sidecar.grpcapi.http2 import Stream
 from statecar_sidecar.grpcapi.status import RpcError, StatusCode
@@ -205,8 +206,11 @@ class GrpcApplication:
         max_message_bytes: int,
         *,
         fallback: Callable[[str], Route | None] | None = None,
+        busy_poll: BusyPoll | None = None,
     ) -> None:
         self._routes = dict(routes)
+        #: Told when each unary call starts and ends (`statecar_sidecar.busypoll`).
+        self._busy_poll = busy_poll
         #: The route of a path not in `routes`, decided per call; None: there is no such method.
         self._fallback = fallback
         self._limit = max_message_bytes
@@ -279,6 +283,9 @@ class GrpcApplication:
         return message
 
     async def _unary(self, stream: Stream, handler: UnaryHandler, metadata: Metadata) -> None:
+        busy_poll = self._busy_poll
+        if busy_poll is not None:
+            busy_poll.request_started()
         try:
             message = self._message(stream, metadata)
             timeout = metadata.get("grpc-timeout")
@@ -311,6 +318,9 @@ class GrpcApplication:
             stream.send_headers(trailers_only(error), end_stream=True)
         else:
             stream.respond(_RESPONSE_HEADERS, frame_message(response), _OK_TRAILERS)
+        finally:
+            if busy_poll is not None:
+                busy_poll.request_finished()
 
     async def _streaming(self, call: Call, handler: StreamHandler) -> None:
         try:

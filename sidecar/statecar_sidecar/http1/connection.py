@@ -320,6 +320,7 @@ class HttpConnection(asyncio.Protocol):
         one task, which ends with the connection."""
         listener = self.listener
         queue = self._queue
+        busy_poll = listener.busy_poll
         try:
             while not self._closed:
                 if not queue:
@@ -330,15 +331,21 @@ class HttpConnection(asyncio.Protocol):
                 if self._reading_paused and len(queue) < MAX_QUEUED // 2:
                     self._resume_reading()
                 self._answering = True
-                direct = listener.state_api
-                answer = None if direct is None else direct.direct(request, request.path)
-                if answer is not None:
-                    reply: Reply = await answer
-                    self.write_reply(request, reply.status, reply.headers, reply.body)
-                    status = reply.status
-                else:
-                    status = await asgi_bridge.run(self, request)
-                self._answering = False
+                if busy_poll is not None:
+                    busy_poll.request_started()
+                try:
+                    direct = listener.state_api
+                    answer = None if direct is None else direct.direct(request, request.path)
+                    if answer is not None:
+                        reply: Reply = await answer
+                        self.write_reply(request, reply.status, reply.headers, reply.body)
+                        status = reply.status
+                    else:
+                        status = await asgi_bridge.run(self, request)
+                finally:
+                    self._answering = False
+                    if busy_poll is not None:
+                        busy_poll.request_finished()
                 if listener.log_requests:
                     api_log.info(
                         "HTTP API Called: %s %s %d",

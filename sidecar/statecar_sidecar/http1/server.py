@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from statecar_sidecar.api.asgi import Reply, Request
+from statecar_sidecar.busypoll import BusyPoll
 from statecar_sidecar.http1.connection import HttpConnection
 from statecar_sidecar.listener import (
     MAX_LINGERING_REFUSALS,
@@ -55,8 +56,11 @@ class HttpServer:
         state_api: DirectApp | None = None,
         max_body_bytes: int,
         log_requests: bool = False,
+        busy_poll: BusyPoll | None = None,
     ) -> None:
         self.app = app
+        #: Told when each request starts and ends (`statecar_sidecar.busypoll`); None: never spin.
+        self.busy_poll = busy_poll
         self.state_api = state_api
         self.limits = limits
         self.max_body_bytes = max_body_bytes
