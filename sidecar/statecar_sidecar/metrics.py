@@ -147,6 +147,14 @@ class ComponentCounts(Protocol):
     reload_failures: int
 
 
+class BusyPollCounts(Protocol):
+    """What busy-polling counts (`busypoll.BusyPoll`; server.py wires it)."""
+
+    hits: int
+    misses: int
+    shared: int
+
+
 class _NoComponents:
     def __init__(self) -> None:
         self.components_loaded = 0
@@ -319,6 +327,8 @@ class Metrics:
         self.namespace = namespace or ""
         self.record_error_codes = record_error_codes
         self.components: ComponentCounts = _NoComponents()
+        #: The process's busy-polling, when it is on (statecar_busy_polls_total).
+        self.busy_poll: BusyPollCounts | None = None
         self._http = _RequestMetrics(
             # daprd's default (spec.metrics.http.increasedCardinality unset) also registers
             # response_count, which the sidecar dashboard charts.
@@ -426,6 +436,16 @@ class Metrics:
         for (app_id, component), up in self.components_up.items():
             labels = _labels(("app_id", "component"), (app_id, component))
             out.append(f"statecar_component_up{{{labels}}} {_go_float(up)}\n")
+        # A labelled counter, as prometheus_client writes one: the samples, then their creation.
+        polls = "statecar_busy_polls"
+        polls_help = "Busy-poll spins and checks: hit (the awaited call or reply came within the window), miss (the window passed), shared (a call found its CPU shared, so polling backed off)."  # fmt: skip
+        _header(out, f"{polls}_total", "counter", polls_help)
+        busy = self.busy_poll
+        outcomes = () if busy is None else (("hit", busy.hits), ("miss", busy.misses), ("shared", busy.shared))  # fmt: skip
+        out.extend(f'{polls}_total{{outcome="{o}"}} {_go_float(n)}\n' for o, n in outcomes)
+        _header(out, f"{polls}_created", "gauge", polls_help)
+        created = _go_float(self._created)
+        out.extend(f'{polls}_created{{outcome="{o}"}} {created}\n' for o, _ in outcomes)
 
     def exposition(self) -> bytes:
         """The scrape, in the order prometheus_client's registry wrote it after daprd's families."""

@@ -184,6 +184,7 @@ async def serve_until(
         if settings.busy_poll_us
         else None
     )
+    metrics.busy_poll = busy_poll
     # daprd's `--enable-api-logging`: one info line per HTTP API call (method, path, status).
     state_server = HttpServer(
         app,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 from hypothesis import given
@@ -164,6 +165,7 @@ async def test_process_python_and_statecar_families_read_as_prometheus_clients()
     metrics = Metrics("myapp", "shop")
     metrics.component_up("statestore", True)
     metrics.component_up("other", False)
+    metrics.busy_poll = SimpleNamespace(hits=7, misses=2, shared=1)
     ours = metrics.exposition().decode()
 
     registry = CollectorRegistry()
@@ -184,6 +186,15 @@ async def test_process_python_and_statecar_families_read_as_prometheus_clients()
     )
     up.labels("myapp", "statestore").set(1)
     up.labels("myapp", "other").set(0)
+    polls = Counter(
+        "statecar_busy_polls",
+        "Busy-poll spins and checks: hit (the awaited call or reply came within the window), "
+        "miss (the window passed), shared (a call found its CPU shared, so polling backed off).",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome, n in (("hit", 7), ("miss", 2), ("shared", 1)):
+        polls.labels(outcome).inc(n)
     theirs = generate_latest(registry).decode()
 
     families = ("process_", "python_", "statecar_")
@@ -191,6 +202,7 @@ async def test_process_python_and_statecar_families_read_as_prometheus_clients()
     assert len(_skeleton(ours, ("process_",))) == 18  # all six families, from /proc
     # Values as the exporter formats them: Go's float syntax, gauges always with a fraction.
     assert 'statecar_component_up{app_id="myapp",component="other"} 0.0' in ours
+    assert 'statecar_busy_polls_total{outcome="miss"} 2.0' in ours
     assert re.search(r"^process_resident_memory_bytes \d\.\d+e\+\d\d$", ours, re.MULTILINE)
 
 

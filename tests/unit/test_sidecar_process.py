@@ -215,3 +215,60 @@ def test_wiring_changes_reload_make_before_break(tmp_path: Path) -> None:
     finally:
         api.close()
         assert sidecar.stop() == 0
+
+
+def _busy_polls(env: dict[str, str], tmp_path: Path) -> dict[str, float]:
+    """`statecar run`, 30 calls one at a time on one connection: the busy-poll outcomes scraped."""
+    port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            *STATECAR,
+            "run",
+            "--http-port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--grpc-port",
+            "0",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        with httpx.Client() as client:
+            while True:
+                try:
+                    if client.get(f"{url}/v1.0/healthz").status_code == 204:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "statecar run did not start"
+                time.sleep(0.05)
+            client.post(f"{url}/v1.0/state/statestore", content=b'[{"key":"k","value":1}]')
+            for _ in range(30):
+                assert client.get(f"{url}/v1.0/state/statestore/k").text == "1"
+        scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+    assert "# TYPE statecar_busy_polls_total counter" in scrape
+    return {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in scrape.splitlines()
+        if line.startswith("statecar_busy_polls_total{")
+    }
+
+
+def test_busy_polling_counts_its_outcomes_in_the_metrics(tmp_path: Path) -> None:
+    outcomes = _busy_polls(_env(tmp_path), tmp_path)
+    assert set(outcomes) == {"hit", "miss", "shared"}
+    # Every lone call is either spun for or found its CPU shared (and counted so).
+    assert outcomes["hit"] + outcomes["shared"] >= 1
+
+
+def test_busy_polling_turned_off_counts_nothing(tmp_path: Path) -> None:
+    env = _env(tmp_path) | {"STATECAR_BUSY_POLL_US": "0"}
+    assert _busy_polls(env, tmp_path) == {}
