@@ -28,6 +28,19 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _wait_until_healthy(get: Callable[[str], httpx.Response], url: str) -> None:
+    """Poll `url`'s /v1.0/healthz with `get` until it answers 204 (at most 20 s)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if get(f"{url}/v1.0/healthz").status_code == 204:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "statecar run did not start"
+        time.sleep(0.05)
+
+
 def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -47,15 +60,7 @@ def test_statecar_run_serves_sqlite_with_no_configuration(tmp_path: Path) -> Non
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/v1.0/healthz").status_code == 204:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "statecar run did not start"
-            time.sleep(0.05)
+        _wait_until_healthy(httpx.get, url)
         # The README's first promise, as curl sends it.
         saved = httpx.post(
             f"{url}/v1.0/state/statestore",
@@ -237,16 +242,8 @@ def _busy_polls(env: dict[str, str], tmp_path: Path) -> dict[str, float]:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
         with httpx.Client() as client:
-            while True:
-                try:
-                    if client.get(f"{url}/v1.0/healthz").status_code == 204:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "statecar run did not start"
-                time.sleep(0.05)
+            _wait_until_healthy(client.get, url)
             client.post(f"{url}/v1.0/state/statestore", content=b'[{"key":"k","value":1}]')
             for _ in range(30):
                 assert client.get(f"{url}/v1.0/state/statestore/k").text == "1"
