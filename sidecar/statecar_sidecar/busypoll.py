@@ -9,8 +9,9 @@ a halted vCPU exits to the hypervisor and comes back on an interrupt (bench/READ
 ~180 µs per GET at one connection across two CPUs, against ~50 µs when all three processes share
 one busy CPU). Go's scheduler polls the network before it parks a thread (`runtime.findRunnable`),
 which is much of why daprd answered one request at a time faster than statecar while spending
-more CPU per call (135 against 105 µs before this module). Linux offers the same idea per socket as `net.core.busy_poll` / `SO_BUSY_POLL`, but it
-polls a NIC queue (NAPI), so it does nothing for loopback and pod-local traffic.
+more CPU per call (135 against 105 µs before this module). Linux offers the same idea per socket
+as `net.core.busy_poll` / `SO_BUSY_POLL`, but it polls a NIC queue (NAPI), so it does nothing for
+loopback and pod-local traffic.
 
 How. While a spin is on, a callback re-schedules itself with `call_soon`. An event loop with a
 ready callback polls its sockets with a zero timeout instead of blocking (libuv's idle handles
@@ -82,8 +83,9 @@ class _Backoff:
 
 
 class BusyPoll:
-    """The state API's busy-poll policy: one per listener, told when each request starts and
-    when its response is written (`http1.connection`)."""
+    """The sidecar's busy-poll policy: one per process (server.py), told when each HTTP request
+    or unary gRPC call starts and when its response is written (`http1.connection`,
+    `grpcapi.transport`)."""
 
     __slots__ = (
         "_clock",
