@@ -473,6 +473,37 @@ async def test_ttl_expires_and_a_resave_clears_it(
     assert await value_of(store, "short") == b"3"
 
 
+async def test_a_transaction_mixing_every_kind_of_op_applies_each_as_given(
+    store: StateStore,
+) -> None:
+    # Each op carries a different subset of ETag, first-write and TTL, so a backend that packs
+    # them positionally (Redis's TRANSACT passes only the fields an op has) must keep every op's
+    # fields with that op: a shifted field would refuse a matching ETag or store the wrong value.
+    await store.set(SetOp("etagged", b'"e0"'))
+    await store.set(SetOp("gone", b'"g0"'))
+    etagged, gone = await etag_of(store, "etagged"), await etag_of(store, "gone")
+    await store.transact(
+        [
+            SetOp("expiring", b'"x1"', ttl=100),
+            SetOp("etagged", b'"e1"', etag=etagged),
+            DeleteOp("gone", etag=gone),
+            SetOp("fresh", b'"f1"', first_write=True, ttl=200),
+            DeleteOp("never-was"),
+            SetOp("plain", b'"p1"'),
+        ]
+    )
+    assert [await value_of(store, k) for k in ("expiring", "etagged", "fresh", "plain")] == [
+        b'"x1"',
+        b'"e1"',
+        b'"f1"',
+        b'"p1"',
+    ]
+    assert await store.bulk_get(["gone"]) == [None]
+    assert (await item_of(store, "expiring")).expire_at is not None
+    assert (await item_of(store, "fresh")).expire_at is not None
+    assert (await item_of(store, "plain")).expire_at is None
+
+
 async def test_ttl_in_a_transaction(store: StateStore) -> None:
     await store.transact([SetOp("t", b"1", ttl=1), SetOp("u", b"1")])
     assert (await item_of(store, "t")).expire_at is not None

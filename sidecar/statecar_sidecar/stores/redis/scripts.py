@@ -71,7 +71,7 @@ return 1
 """
 )
 
-# Shared by DELETE and TRANSACT: read a key's version, tolerating a key of another type (reported).
+# DELETE's helpers: read a key's version, tolerating a key of another type (reported).
 _PRELUDE: Final = """
 local function version_of(key)
   local v = redis.pcall('HGET', key, 'version')
@@ -97,60 +97,81 @@ return 1
 """
 )
 
-# KEYS: one per op, in order. ARGV: 5 per op: kind ('s'/'d'), given etag, first-write, data, ttl ms.
+# KEYS: one per op, in order. ARGV[1]: one letter per op, 'A' plus the sum of its flags: 1 a
+# delete, 2 an ETag given, 4 first-write, 8 a TTL given. Then, per op in order, only what it has:
+# its data (a save), its ETag (flag 2), its TTL in ms (flag 8). Flags instead of five arguments
+# per op: a plain 10-upsert transaction passes 11 arguments, not 50, and Redis creates a Lua
+# string for each one (a 1 KB value costs ~1.7 µs to hand to Lua, 40 small ones ~2 µs together).
 # Pass 1 checks every op against the state the earlier ops leave (a shadow map); pass 2 applies,
 # leaving what SAVE leaves (one TIME for all: each key's version still only grows). Pass 2 reuses
 # pass 1's read of a key unless this transaction already wrote or deleted it.
 # Nothing is written unless every check passed, so the script is all-or-nothing.
 # Returns 1, or {failing op index (1-based), current version or ''}.
+# Written flat, no helper function: Redis CPU per call for 10 upserts of 1 KB, best of 7 runs of
+# 2000, 67-72 -> 54-56 µs; a script that only reads, writes and PERSISTs them costs 56.
 TRANSACT: Final = Script(
-    _PRELUDE
-    + """
+    """
+local flags = ARGV[1]
 local shadow, read = {}, {}
+local a = 2
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local b = (i - 1) * 5
-  local current
-  if shadow[key] ~= nil then
-    current = shadow[key]
-  else
+  local m = string.byte(flags, i) - 65
+  local given = ''
+  if m % 2 == 0 then a = a + 1 end
+  if m % 4 >= 2 then given = ARGV[a]; a = a + 1 end
+  if m >= 8 then a = a + 1 end
+  local current = shadow[key]
+  if current == nil then
     local f = redis.pcall('HMGET', key, 'version', 'exp', 'first-write')
     if f.err then return redis.error_reply('WRONGTYPE key ' .. key .. ' is not a statecar/dapr hash') end
     read[key] = f
     current = f[1]
   end
-  if not allowed(current, ARGV[b + 2], ARGV[b + 3]) then return {i, current or ''} end
-  -- A key this transaction writes has an ETag nobody can know yet: 'pending' never matches.
-  if ARGV[b + 1] == 's' then shadow[key] = 'pending' else shadow[key] = false end
+  -- false: deleted earlier in this transaction. 'pending': written earlier, so its ETag is one
+  -- nobody can know yet: it never matches.
+  if given ~= '' then
+    if current ~= given then return {i, current or ''} end
+  elseif current and m % 8 >= 4 then
+    return {i, current}
+  end
+  if m % 2 == 0 then shadow[key] = 'pending' else shadow[key] = false end
 end
 local us, now
 local changed = {}
+a = 2
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local b = (i - 1) * 5
-  if ARGV[b + 1] == 's' then
+  local m = string.byte(flags, i) - 65
+  if m % 2 == 0 then
+    local data = ARGV[a]
+    a = a + 1
+    if m % 4 >= 2 then a = a + 1 end
+    local ttl = '0'
+    if m >= 8 then ttl = ARGV[a]; a = a + 1 end
     if not us then
       local t = redis.call('TIME')
-      us = t[1] * 1000000 + t[2]
-      now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+      local sec, usec = t[1], t[2]
+      us = sec * 1000000 + usec
+      if #usec == 6 then now = sec .. usec else now = sec .. string.rep('0', 6 - #usec) .. usec end
     end
     local f = read[key]
     if changed[key] then f = redis.call('HMGET', key, 'version', 'exp', 'first-write') end
     local c = f[1] and tonumber(f[1])
     local version = now
     if c and c + 1 > us then version = string.format('%.0f', c + 1) end
-    local ttl = ARGV[b + 5]
     if ttl == '0' then
-      redis.call('HSET', key, 'data', ARGV[b + 4], 'version', version, 'exp-version', version)
+      redis.call('HSET', key, 'data', data, 'version', version, 'exp-version', version)
       if f[2] or f[3] then redis.call('HDEL', key, 'exp', 'first-write') end
       redis.call('PERSIST', key)
     else
       local exp = string.format('%.0f', math.floor(us / 1000) + tonumber(ttl))
-      redis.call('HSET', key, 'data', ARGV[b + 4], 'version', version, 'exp', exp, 'exp-version', version)
+      redis.call('HSET', key, 'data', data, 'version', version, 'exp', exp, 'exp-version', version)
       if f[3] then redis.call('HDEL', key, 'first-write') end
       redis.call('PEXPIREAT', key, exp)
     end
   else
+    if m % 4 >= 2 then a = a + 1 end
     redis.call('DEL', key)
   end
   changed[key] = true

@@ -454,7 +454,8 @@ class RedisStore(StateStore):
         if not ops:
             return  # nothing to check or apply (and no key to route by)
         keys: list[str] = []
-        args: list[Any] = []
+        flags = bytearray()
+        args: list[Any] = [b""]  # TRANSACT's layout: the flag letters, then what each op has
         for index, op in enumerate(ops):
             if op.etag:
                 try:
@@ -462,10 +463,21 @@ class RedisStore(StateStore):
                 except StoreError as exc:
                     raise TransactionError(index, op.key, exc) from exc
             keys.append(self._key(op.key))
+            flag = 0
             if isinstance(op, SetOp):
-                args += ["s", op.etag or "", "1" if op.first_write else "0", op.value, _ttl_ms(op)]
+                args.append(op.value)
             else:
-                args += ["d", op.etag or "", "1" if op.first_write else "0", "", "0"]
+                flag = 1
+            if op.etag:
+                flag += 2
+                args.append(op.etag)
+            if op.first_write:
+                flag += 4
+            if isinstance(op, SetOp) and op.ttl:
+                flag += 8
+                args.append(_ttl_ms(op))
+            flags.append(65 + flag)  # "A" + flags
+        args[0] = bytes(flags)
         if self._router.is_cluster:
             spread = slots.slot_spread(keys)
             if len(spread) > 1:
