@@ -167,6 +167,45 @@ def test_a_transaction_keeps_the_order_and_kind_of_its_operations() -> None:
     ]
 
 
+def test_a_transaction_builds_each_item_as_operation_builds_it_alone() -> None:
+    # transaction_operations works the default flags and a shared metadata's TTL out once;
+    # items with their own options or their own metadata must still get their own answers.
+    shared = {"ttlInSeconds": "5"}
+    items: list[SaveItem | DeleteItem] = [
+        SaveItem("a", b"1", None, NO_OPTIONS, shared),
+        SaveItem("b", b"2", None, Options("first-write"), shared),
+        SaveItem("c", b"3", None, NO_OPTIONS, {"ttlInSeconds": "7"}),
+        DeleteItem("d", None, NO_OPTIONS, shared),
+        SaveItem("e", b"5", None, Options(consistency="strong"), shared),
+        SaveItem("f", b"6", None, NO_OPTIONS, {}),
+        SaveItem("g", b"7", None, NO_OPTIONS, shared),
+    ]
+    for store in (Store(), Store(default_ttl=60), Store(component=component(consistency="strong"))):
+        for headers in ((None, None), ("first-write", None), (None, "strong")):
+            expected = [policy.operation(store, item, *headers) for item in items]
+            assert policy.transaction_operations(store, items, *headers) == expected
+
+
+def test_a_transactions_first_bad_item_is_the_one_reported() -> None:
+    shared = {"ttlInSeconds": "x"}
+    items: list[SaveItem | DeleteItem] = [
+        DeleteItem("a", None, NO_OPTIONS, {}),
+        SaveItem("b||c", b"1", None, NO_OPTIONS, shared),  # its key before its TTL
+        SaveItem("d", b"1", None, NO_OPTIONS, shared),
+    ]
+    assert (
+        "can't contain"
+        in refused(policy.transaction_operations, Store(), items, None, None).message
+    )
+    assert (
+        "concurrency" in refused(policy.transaction_operations, Store(), items, "x", None).message
+    )
+    assert (
+        "ttlInSeconds"
+        in refused(policy.transaction_operations, Store(), items[2:], None, None).message
+    )
+
+
 def test_options_are_checked_before_the_key_and_the_key_before_the_ttl() -> None:
     enforcing = Store(component=component(enforce=True))
     both = save("a||b", Options("first-write"), ttlInSeconds="x")
