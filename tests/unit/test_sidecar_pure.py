@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from statecar_sidecar import keys
 from statecar_sidecar.api import bodies, policy
+from statecar_sidecar.api.asgi import Request
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.stores import etags
 from statecar_sidecar.stores.errors import ETagInvalidError, ETagMismatchError
@@ -327,3 +328,21 @@ def test_the_one_item_shortcut_takes_the_values_exact_text_whatever_the_member_o
     body = b"[{" + b",".join(members) + b"}]"
     (item,) = bodies.parse_save(body, {})
     assert (item.key, item.value) == (key, value_text)
+
+
+async def test_read_body_hands_over_only_a_whole_body_within_the_limit() -> None:
+    # The plain read is the fast path; everything else must go through `body()`, which
+    # refuses an oversized body with a 413 and reads an ASGI channel.
+    assert Request("POST", b"", [], body=b"12345").read_body(5) == b"12345"
+    assert Request("POST", b"", [], body=b"123456").read_body(5) is None
+    assert Request("POST", b"", [], body=b"1", too_large=True).read_body(5) is None
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"12", "more_body": False}
+
+    channel = Request("POST", b"", [], receive=receive)
+    assert channel.read_body(5) is None
+    assert await channel.body(5) == b"12"
+    with pytest.raises(DaprError) as refused:
+        await Request("POST", b"", [], body=b"123456").body(5)
+    assert refused.value.status == 413

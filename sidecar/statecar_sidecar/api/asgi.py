@@ -93,6 +93,16 @@ class Request:
                 params.setdefault(name, value)
         return params, metadata
 
+    def read_body(self, limit: int) -> bytes | None:
+        """The body the server read whole, when it is within `limit`; None when `body()` must
+        be awaited (an ASGI channel, or a body over the limit, which it refuses).
+
+        A plain call where the body is already here: one coroutine less per save (bench S4a).
+        """
+        if self.receive is None and not self.too_large and len(self.buffered) <= limit:
+            return self.buffered
+        return None
+
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with a 413 as soon as it is known to exceed `limit` bytes."""
         if self.receive is None:

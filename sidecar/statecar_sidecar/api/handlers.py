@@ -105,16 +105,19 @@ class StateHandlers:
     async def save(self, request: Request, store_name: str) -> Reply:
         bound = self._bound(store_name)  # before the body, as daprd: unknown store wins
         _, query_metadata = request.query()
-        items = bodies.parse_save(await request.body(self.max_body_bytes), query_metadata)
+        body = request.read_body(self.max_body_bytes)
+        if body is None:
+            body = await request.body(self.max_body_bytes)
+        items = bodies.parse_save(body, query_metadata)
         if not items:
             return NO_CONTENT
-        ops = policy.save_operations(
-            bound, items, request.header(b"concurrency"), request.header(b"consistency")
-        )
-        if len(ops) == 1:
+        concurrency, consistency = request.header(b"concurrency"), request.header(b"consistency")
+        if len(items) == 1:
+            # The usual save: its one operation, without building a list of one.
+            op = policy.operation(bound, items[0], concurrency, consistency)
             started = time.perf_counter()  # timed here, as in `get`
             try:
-                await bound.store.set(ops[0])
+                await bound.store.set(op)
             except StoreError as exc:
                 self._observe(bound, "set", False, started)
                 raise _write_error(
@@ -122,6 +125,7 @@ class StateHandlers:
                 ) from exc
             self._observe(bound, "set", True, started)
             return NO_CONTENT
+        ops = policy.save_operations(bound, items, concurrency, consistency)
         try:
             results = await self._timed(bound, "bulk_set", bound.store.set_many(ops), _all_applied)
         except StoreError as exc:
