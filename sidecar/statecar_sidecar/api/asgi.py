@@ -105,10 +105,11 @@ class Request:
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with a 413 as soon as it is known to exceed `limit` bytes."""
-        if self.receive is None:
-            if self.too_large or len(self.buffered) > limit:
-                raise _too_large(limit)
-            return self.buffered
+        whole = self.read_body(limit)
+        if whole is not None:
+            return whole
+        if self.receive is None:  # read whole by the server, and over the limit
+            raise _too_large(limit)
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(limit)
