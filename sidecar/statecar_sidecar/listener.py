@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -51,53 +49,6 @@ class ListenerLimits:
     refused: int = 0
     timed_out: int = 0
     lingering: set[asyncio.Transport] = field(default_factory=set)
-
-
-async def create_server(
-    protocol_factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, *, backlog: int
-) -> asyncio.Server:
-    """The running loop's `create_server(protocol_factory, host, port, reuse_address=True,
-    backlog=backlog)`, a numeric address bound here first.
-
-    uvloop passes every host through the `idna` codec, whose import (encodings.idna, stringprep,
-    unicodedata) costs a cold start ~1.2 ms; the socket module takes an ASCII address as it is.
-    A name, or a bind that fails, goes to the loop's own create_server: same errors as before.
-    """
-    loop = asyncio.get_running_loop()
-    sock = _bound_numeric(host, port)
-    if sock is None:
-        return await loop.create_server(
-            protocol_factory, host, port, reuse_address=True, backlog=backlog
-        )
-    try:
-        return await loop.create_server(protocol_factory, sock=sock, backlog=backlog)
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _bound_numeric(host: str, port: int) -> socket.socket | None:
-    """A socket bound to `host`:`port` as the loop binds one (SO_REUSEADDR; IPv6 only for an
-    IPv6 address), or None when `host` is not an IP address or the bind fails."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except (OSError, ValueError):
-            continue
-        break
-    else:
-        return None
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setblocking(False)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        return None
-    return sock
 
 
 def error_response(status: bytes, code: str, message: str, *extra: bytes) -> bytes:

@@ -101,9 +101,6 @@ def test_a_serving_sidecar_imports_neither_prometheus_client_nor_what_it_has_not
         "statecar_sidecar.stores.encryption",
         "statecar_contract.settings.encryption",
         "cryptography",
-        # uvloop's create_server encodes a host with this codec; listener.create_server binds a
-        # numeric address itself (~1.2 ms of a cold start).
-        "encodings.idna",
     }
     if source == "wiring file":
         unused.add("yaml")

@@ -29,7 +29,6 @@ import struct
 from collections.abc import Callable
 from typing import Final, Protocol, cast
 
-from statecar_sidecar import listener
 from statecar_sidecar.grpcapi import hpack
 
 log = logging.getLogger("statecar.grpc.http2")
@@ -759,7 +758,10 @@ class Server:
 
     async def listen(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port); returns the port."""
-        server = await listener.create_server(lambda: Connection(self), host, port, backlog=1024)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+        )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

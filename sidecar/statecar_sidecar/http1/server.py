@@ -27,7 +27,6 @@ from statecar_sidecar.listener import (
     REFUSAL_LINGER_SECONDS,
     ListenerLimits,
     body_timeout,
-    create_server,
     header_timeout,
     refusal,
 )
@@ -77,7 +76,9 @@ class HttpServer:
     async def listen(self, host: str, port: int) -> None:
         """Accept connections on `host`:`port` (OSError if it cannot be bound)."""
         self.loop = asyncio.get_running_loop()
-        server = await create_server(lambda: HttpConnection(self), host, port, backlog=2048)
+        server = await self.loop.create_server(
+            lambda: HttpConnection(self), host, port, backlog=2048, reuse_address=True
+        )
         self._servers.append(server)
 
     @property
