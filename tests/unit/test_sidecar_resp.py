@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import pytest
 import redis
 from tests.support.ports import free_port
@@ -31,6 +32,7 @@ from statecar_sidecar.stores.redis.resp import (
     RedisUnavailableError,
     ReplyError,
     Script,
+    frame,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -123,6 +125,49 @@ async def test_execute_decodes_replies(conn: Connection) -> None:
     assert await conn.execute("SET", "float", 1.5) == b"OK"
     assert await conn.execute("GET", "float") == b"1.5"
     assert not conn.closed
+
+
+@pytest.mark.parametrize(
+    ("head", "rest"),
+    [
+        ((b"EVALSHA", b"0" * 40, b"1"), (b"app||k", b"", b"0", b'"x"', b"5000")),
+        ((b"HMGET",), (b"k", b"data", b"version")),
+        ((b"SET", b"100%"), (b"%d %s %b %%",)),  # a % in a word or an argument is literal
+        ((b"ECHO",), ("\u00e9\r\n$3".encode(), b"\x00" * 3)),
+        ((b"PING",), ()),
+    ],
+)
+def test_a_filled_in_frame_is_the_command_hiredis_packs(
+    head: tuple[bytes, ...], rest: tuple[bytes, ...]
+) -> None:
+    filled = frame(*head, rest=len(rest)) % tuple(x for arg in rest for x in (len(arg), arg))
+    packed = hiredis.pack_command((*head, *rest))  # type: ignore[arg-type]  # its stub types a 1-tuple
+    assert filled == packed
+
+
+async def test_a_packed_command_runs_in_order_with_the_others(conn: Connection) -> None:
+    set_frame = frame(b"SET", rest=2)
+    calls = [
+        conn.execute_packed(set_frame % (6, b"packed", 2, b"\xff%")),
+        conn.execute("GET", "packed"),
+        conn.execute_packed(frame(b"GET", rest=1) % (6, b"packed")),
+    ]
+    assert await asyncio.gather(*calls) == [b"OK", b"\xff%", b"\xff%"]
+    with pytest.raises(ReplyError, match="wrong number of arguments"):
+        await conn.execute_packed(frame(b"GET", rest=0))
+    assert await conn.execute("PING") == b"PONG"
+
+
+async def test_a_packed_command_reconnects_as_execute_does(server: RedisProcess) -> None:
+    client = Client(RedisEndpoint(HOST, server.port))
+    ping = frame(b"PING", rest=0)
+    assert await client.execute_packed(ping) == b"PONG"
+    connection = client._conn
+    assert connection is not None
+    await connection.close()  # as a dropped connection leaves it: the next call opens another
+    assert await client.execute_packed(ping) == b"PONG"
+    assert client._conn is not connection
+    await client.close()
 
 
 async def test_bad_arguments_are_refused_before_sending(conn: Connection) -> None:

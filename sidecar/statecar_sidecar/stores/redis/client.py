@@ -121,12 +121,22 @@ class Client:
             return conn.execute(*args)
         return self._execute(args)
 
-    async def _execute(self, args: tuple[Arg, ...]) -> Any:
+    def execute_packed(self, packed: bytes) -> Awaitable[Any]:
+        """`execute` for one command already in RESP (`resp.frame`)."""
+        conn = self._conn
+        if self._sentinel is None and conn is not None and not conn.closed:
+            return conn.execute_packed(packed)
+        return self._execute(packed)
+
+    async def _execute(self, command: tuple[Arg, ...] | bytes) -> Any:
+        """One command, its arguments or already packed, after (re)connecting if need be."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._reconnect()
         try:
-            return await conn.execute(*args)
+            if isinstance(command, bytes):
+                return await conn.execute_packed(command)
+            return await conn.execute(*command)
         except ReplyError as exc:
             await self._check_readonly(conn, exc)
             raise

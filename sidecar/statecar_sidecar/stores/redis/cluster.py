@@ -60,6 +60,13 @@ class Router(Protocol):
         and resends there; a single server leaves NOSCRIPT to the caller."""
         ...
 
+    def execute_packed(
+        self, key: Arg, packed: bytes, args: tuple[Arg, ...], scripts: Sequence[Script] = ()
+    ) -> Awaitable[Any]:
+        """`execute(key, *args)`, sent as `packed` (the same command in RESP, `resp.frame`)
+        where that is all it takes; a cluster, which may resend it elsewhere, sends `args`."""
+        ...
+
     def pipeline(
         self, keys: Sequence[Arg], commands: Sequence[Command], scripts: Sequence[Script] = ()
     ) -> Awaitable[list[Any]]: ...
@@ -89,6 +96,11 @@ class SingleNode:
     # single-server hot path (bench/README.md measures GET in microseconds).
     def execute(self, key: Arg, *args: Arg, scripts: Sequence[Script] = ()) -> Awaitable[Any]:
         return self._client.execute(*args)
+
+    def execute_packed(
+        self, key: Arg, packed: bytes, args: tuple[Arg, ...], scripts: Sequence[Script] = ()
+    ) -> Awaitable[Any]:
+        return self._client.execute_packed(packed)
 
     def pipeline(
         self, keys: Sequence[Arg], commands: Sequence[Command], scripts: Sequence[Script] = ()
@@ -311,6 +323,12 @@ class ClusterClient:
         await asyncio.sleep(RETRY_PAUSE)
         with contextlib.suppress(RedisUnavailableError):
             await self.refresh(force=False)
+
+    def execute_packed(
+        self, key: Arg, packed: bytes, args: tuple[Arg, ...], scripts: Sequence[Script] = ()
+    ) -> Awaitable[Any]:
+        # A redirect resends the command, with ASKING in front for ASK: built from `args`.
+        return self.execute(key, *args, scripts=scripts)
 
     async def pipeline(
         self, keys: Sequence[Arg], commands: Sequence[Command], scripts: Sequence[Script] = ()

@@ -14,6 +14,8 @@ What this module owns:
   way serves well over 100k GET/s (measured in bench/README.md).
 * ``Script``: Lua source plus its SHA1, run with exactly one ``EVALSHA`` and reloaded once on
   ``NOSCRIPT``.
+* ``frame``: a hot command's RESP as a template, so a call fills in its arguments with one
+  format instead of packing them one by one (``Connection.execute_packed`` sends it).
 * ``RedisEndpoint``, ``ReplyError``, ``RedisUnavailableError``, ``RedisReplyLostError``: the
   vocabulary `client` and the store share.
 
@@ -50,6 +52,7 @@ __all__ = [
     "RedisUnavailableError",
     "ReplyError",
     "Script",
+    "frame",
 ]
 
 Arg: TypeAlias = bytes | str | int | float
@@ -61,6 +64,19 @@ Command: TypeAlias = Sequence[Arg]
 # hiredis builds a whole RESP array in C as one bytes object (~0.7 µs for a GET), cheaper than any
 # per-argument Python encoding. It takes a tuple; tuple() of a tuple is not a copy.
 _pack: Final[Any] = hiredis.pack_command
+
+
+def frame(*head: bytes, rest: int) -> bytes:
+    """The RESP array of a command that starts with the words `head` and has `rest` arguments
+    more, as a bytes %-template: fill it with ``(len(a), a)`` for each further argument ``a``
+    (bytes), in order, and send the result with ``Connection.execute_packed``.
+
+    hiredis spends ~0.13 µs per argument (1.27 µs for a save's eight-word EVALSHA, timeit); one
+    format of this template costs 0.62 µs, encoding included (bench S4a: save/s vs GET/s).
+    """
+    words = b"".join(b"$%d\r\n%b\r\n" % (len(word), word.replace(b"%", b"%%")) for word in head)
+    return b"*%d\r\n" % (len(head) + rest) + words + b"$%d\r\n%b\r\n" * rest
+
 
 # What Reader.gets() returns while no complete reply is buffered. A private object, so that no
 # decoded reply can be mistaken for it (hiredis's default marker is False).
@@ -331,6 +347,15 @@ class Connection(asyncio.Protocol):
             raise ValueError("empty redis command")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._enqueue(_pack(args), future, reply_timeout)
+        return future
+
+    def execute_packed(self, packed: bytes) -> asyncio.Future[Any]:
+        """``execute`` for a command already in RESP (filled from a ``frame``); the reply the
+        same way. The caller vouches for ``packed`` being exactly one command."""
+        if self._error is not None:
+            raise RedisUnavailableError(str(self._error))
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._enqueue(packed, future, None)
         return future
 
     async def pipeline(
