@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import pytest
 
 from statecar_contract.components import ResolvedComponent
-from statecar_sidecar.api import policy
+from statecar_sidecar.api import bodies, policy
 from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.api.policy import DeleteItem, Options, SaveItem
 from statecar_sidecar.stores.base import DeleteOp, SetOp
 
 DEFAULTS = ResolvedComponent("orders", "state.in-memory")
-NO_OPTIONS = Options()
+NO_OPTIONS = policy.NO_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,35 @@ def test_options_are_checked_before_the_key_and_the_key_before_the_ttl() -> None
     assert "enforces" in refused(policy.operation, enforcing, both, None, None).message
     key_and_ttl = save("a||b", ttlInSeconds="x")
     assert "can't contain" in refused(policy.operation, Store(), key_and_ttl, None, None).message
+
+
+@pytest.mark.parametrize("query", [{}, {"ttlInSeconds": "9"}, {"ttlInSeconds": "-1"}])
+def test_a_one_item_save_read_off_its_body_is_the_operation_its_item_becomes(
+    query: dict[str, str],
+) -> None:
+    # The save route builds the usual one-item save with set_operation, from sole_item's
+    # (key, value), never making the SaveItem that parse_save would give operation().
+    body = b'[{"key":"k","value":{"a":[1.50,"\xc3\xa9"]}}]'
+    sole = bodies.sole_item(body)
+    assert sole == ("k", b'{"a":[1.50,"\xc3\xa9"]}')
+    (item,) = bodies.parse_save(body, query)
+    for store in (Store(), Store(default_ttl=60), Store(component=component(consistency="strong"))):
+        for headers in ((None, None), ("first-write", None), (None, "strong")):
+            expected = policy.operation(store, item, *headers)
+            assert policy.set_operation(store, *sole, None, NO_OPTIONS, query, *headers) == expected
+
+
+def test_a_one_item_save_is_refused_as_its_item_would_be() -> None:
+    enforcing = Store(component=component(enforce=True))
+    fields = ("a||b", b"1", None, NO_OPTIONS, {"ttlInSeconds": "x"})
+    assert (
+        "enforces" in refused(policy.set_operation, enforcing, *fields, "first-write", None).message
+    )
+    assert "can't contain" in refused(policy.set_operation, Store(), *fields, None, None).message
+    assert (
+        "ttlInSeconds"
+        in refused(policy.set_operation, Store(), "k", *fields[1:], None, None).message
+    )
 
 
 def test_a_delete_takes_its_etag_and_the_weighed_flags() -> None:

@@ -20,6 +20,7 @@ from statecar_sidecar.api.errors import DaprError, malformed
 from statecar_sidecar.api.policy import (
     CONCURRENCY,
     CONSISTENCY,
+    NO_OPTIONS,
     DeleteItem,
     Options,
     SaveItem,
@@ -37,6 +38,7 @@ __all__ = [
     "parse_save",
     "parse_transaction",
     "query_options",
+    "sole_item",
 ]
 
 
@@ -87,13 +89,9 @@ def _item_object(s: str, i: int) -> tuple[Any, int]:
     return rawjson.scan_value(s, i)
 
 
-#: No `options` given: frozen, so every such item shares one.
-_NO_OPTIONS: Final = Options()
-
-
 def parse_options(raw: object, where: str) -> Options:
     if raw is None:
-        return _NO_OPTIONS
+        return NO_OPTIONS
     if not isinstance(raw, dict):
         raise malformed(f'{where}.options must be an object like {{"concurrency": "first-write"}}')
     lowered = {str(k).lower(): v for k, v in raw.items()}
@@ -185,9 +183,9 @@ def _items_from_canonical(document: Any) -> list[Any] | None:
 
 
 def parse_save(body: bytes, query_metadata: Mapping[str, str]) -> list[SaveItem]:
-    sole = _sole_item(body)
+    sole = sole_item(body)
     if sole is not None:
-        return [SaveItem(sole[0], sole[1], None, _NO_OPTIONS, {**query_metadata})]
+        return [SaveItem(sole[0], sole[1], None, NO_OPTIONS, {**query_metadata})]
     items = _items_from_canonical(_canonical(body))
     if items is None:
         items = _walk_save(body)
@@ -204,7 +202,7 @@ _KEY_START: Final = len(_KEY_FIRST)
 _VALUE_AFTER_KEY: Final = len(_THEN_VALUE)
 
 
-def _sole_item(body: bytes) -> tuple[str, bytes] | None:
+def sole_item(body: bytes) -> tuple[str, bytes] | None:
     """The key and the value's exact text of the common save, `[{"key":"k","value":V}]` spelled
     exactly so (no escape in the key, no space around V); None for any other body.
 
@@ -347,7 +345,7 @@ def _plain_upserts(document: Any, query_metadata: Mapping[str, str]) -> Transact
         key = request["key"]
         if type(key) is not str or not key:
             return None
-        items.append(SaveItem(key, orjson.dumps(request["value"]), None, _NO_OPTIONS, metadata))
+        items.append(SaveItem(key, orjson.dumps(request["value"]), None, NO_OPTIONS, metadata))
     return Transaction(operations=items, metadata={**query_metadata})
 
 

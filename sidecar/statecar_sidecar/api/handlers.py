@@ -21,6 +21,7 @@ import orjson
 from statecar_sidecar.api import bodies, errors, policy
 from statecar_sidecar.api.asgi import JSON, NO_CONTENT, Reply, Request
 from statecar_sidecar.api.errors import DaprError
+from statecar_sidecar.api.policy import NO_OPTIONS, SaveItem
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import BoundStore, ComponentRuntime
 from statecar_sidecar.stores.base import Feature
@@ -108,23 +109,40 @@ class StateHandlers:
         body = request.read_body(self.max_body_bytes)
         if body is None:
             body = await request.body(self.max_body_bytes)
-        items = bodies.parse_save(body, query_metadata)
-        if not items:
-            return NO_CONTENT
         concurrency, consistency = request.header(b"concurrency"), request.header(b"consistency")
-        if len(items) == 1:
-            # The usual save: its one operation, without building a list of one.
+        sole = bodies.sole_item(body)
+        if sole is not None:
+            # The usual save, `[{"key":k,"value":v}]`: its operation straight from the body.
+            op = policy.set_operation(
+                bound, sole[0], sole[1], None, NO_OPTIONS, query_metadata, concurrency, consistency
+            )
+        else:
+            items = bodies.parse_save(body, query_metadata)
+            if not items:
+                return NO_CONTENT
+            if len(items) > 1:
+                return await self._save_many(bound, store_name, items, concurrency, consistency)
             op = policy.operation(bound, items[0], concurrency, consistency)
-            started = time.perf_counter()  # timed here, as in `get`
-            try:
-                await bound.store.set(op)
-            except StoreError as exc:
-                self._observe(bound, "set", False, started)
-                raise _write_error(
-                    "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
-                ) from exc
-            self._observe(bound, "set", True, started)
-            return NO_CONTENT
+        started = time.perf_counter()  # timed here, as in `get`
+        try:
+            await bound.store.set(op)
+        except StoreError as exc:
+            self._observe(bound, "set", False, started)
+            raise _write_error(
+                "ERR_STATE_SAVE", f"failed saving state in state store {store_name}", [exc]
+            ) from exc
+        self._observe(bound, "set", True, started)
+        return NO_CONTENT
+
+    async def _save_many(
+        self,
+        bound: BoundStore,
+        store_name: str,
+        items: Sequence[SaveItem],
+        concurrency: str | None,
+        consistency: str | None,
+    ) -> Reply:
+        """A save of several items: one `set_many`, each item's failure reported."""
         ops = policy.save_operations(bound, items, concurrency, consistency)
         try:
             results = await self._timed(bound, "bulk_set", bound.store.set_many(ops), _all_applied)
