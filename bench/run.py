@@ -962,19 +962,20 @@ class Bench:
         sidecar = (self.sidecar_port, self.sidecar.pid)
         targets: list[tuple[str, tuple[int, int], str]] = []
         daprd = (self.daprd_port, self.daprd.pid) if self.daprd else None
+        # Each ratio's two runs back to back in a round (`paired`): floor and sidecar GET (S1),
+        # sidecar GET and save (S4a), sidecar and floor save, daprd's GET and save (its own
+        # S4a). A disturbance of a few seconds (bench/README.md, "Fifth pass") then tends to
+        # hit both runs of a pair or neither.
         if want_s1:
-            targets += [("floor GET", floor, "get"), ("sidecar GET", sidecar, "get")]
-            if daprd:
-                targets += [("daprd GET", daprd, "get")]
+            targets += [("floor GET", floor, "get")]
+        targets += [("sidecar GET", sidecar, "get")]
         if want_s4:
-            if not want_s1:
-                targets += [("sidecar GET", sidecar, "get")]
-                if daprd:
-                    targets += [("daprd GET", daprd, "get")]
             targets += [("sidecar save", sidecar, "save")]
             if self.floor_save:
                 targets += [("floor save", floor, "save")]
-            if daprd:
+        if daprd:
+            targets += [("daprd GET", daprd, "get")]
+            if want_s4:
                 targets += [("daprd save", daprd, "save")]
         runs: dict[str, list[Run]] = {t[0]: [] for t in targets}
         for i in range(self.runs):
@@ -1430,10 +1431,15 @@ class Bench:
         interleaved per operation, the default layout (servers on one CPU, wrk and redis on the
         other)."""
         d = self.durations["S4"]
+        # Save just before transaction, and the sidecar's save last among the saves: its save
+        # and transaction runs then sit back to back for S4b's pairing (txn ÷ save; `paired`,
+        # bench/README.md, "Fifth pass"). The floor's save, not daprd's, runs just before the
+        # sidecar's, so that whatever a Go process leaves running after its load (background GC,
+        # the scavenger) cannot land on the sidecar's run on the servers' CPU.
         ops = [
             ("GET", "get"),
-            ("save", "save"),
             (f"bulk({BATCH})", "bulk"),
+            ("save", "save"),
             (f"txn({BATCH})", "txn"),
         ]
         servers = [("sidecar", self.sidecar_port, self.sidecar.pid)]
@@ -1445,6 +1451,8 @@ class Bench:
                 here = list(servers)
                 if mode == "get" or (mode == "save" and self.floor_save):
                     here.append(("floor", self.floor_port, self.floor.pid))
+                if mode == "save":
+                    here = here[1:] + here[:1]  # daprd, floor, sidecar
                 for server, port, pid in here:
                     name = f"{server} {op}"
                     log(f"S4 round {i + 1}/{self.runs}: {name}, wrk -t1 -c1 -d{d}s")
