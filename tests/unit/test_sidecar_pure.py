@@ -122,7 +122,9 @@ def test_the_one_item_save_shortcut_gives_the_general_paths_item(
 ) -> None:
     """`[{"key":..., "value":...}]` skips the per-field checks; what it builds must not differ
     from the item the general path builds for the same save spelled otherwise."""
-    (shortcut,) = bodies.parse_save(b'[{"key":"k","value":' + value + b"}]", query)
+    sole = b'[{"key":"k","value":' + value + b"}]"
+    (shortcut,) = bodies.parse_save(sole, query)
+    assert bodies.parse_save_in_full(sole, query) == [shortcut]  # the same body, no shortcut
     for other in (
         b'[{"Key":"k","value":' + value + b"}]",  # another spelling: the general path
         b'[{"key":"k","value":' + value + b',"etag":"","options":null}]',

@@ -36,6 +36,7 @@ __all__ = [
     "parse_metadata",
     "parse_options",
     "parse_save",
+    "parse_save_in_full",
     "parse_transaction",
     "query_options",
     "sole_item",
@@ -186,6 +187,12 @@ def parse_save(body: bytes, query_metadata: Mapping[str, str]) -> list[SaveItem]
     sole = sole_item(body)
     if sole is not None:
         return [SaveItem(sole[0], sole[1], None, NO_OPTIONS, {**query_metadata})]
+    return parse_save_in_full(body, query_metadata)
+
+
+def parse_save_in_full(body: bytes, query_metadata: Mapping[str, str]) -> list[SaveItem]:
+    """`parse_save` without its one-item shortcut, for a caller that tried `sole_item` first:
+    a several-item body spelled `[{"key":...` would otherwise pay that try twice."""
     items = _items_from_canonical(_canonical(body))
     if items is None:
         items = _walk_save(body)

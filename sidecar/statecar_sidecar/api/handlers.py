@@ -117,7 +117,7 @@ class StateHandlers:
                 bound, sole[0], sole[1], None, NO_OPTIONS, query_metadata, concurrency, consistency
             )
         else:
-            items = bodies.parse_save(body, query_metadata)
+            items = bodies.parse_save_in_full(body, query_metadata)
             if not items:
                 return NO_CONTENT
             if len(items) > 1:
