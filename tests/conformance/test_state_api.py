@@ -425,6 +425,32 @@ def test_transaction_is_all_or_nothing(api: httpx.Client, store: str) -> None:
     assert get(api, store, existing).content == b'"old"'
 
 
+def test_the_usual_transaction_body_is_all_or_nothing_and_names_the_clients_key(
+    api: httpx.Client, store: str
+) -> None:
+    # Upserts of a key and a value, spelled compactly as SDKs send them, are read off the body
+    # (bodies.plain_upserts): refused as a whole under first-write, naming the key as the
+    # client gave it (not as stored, prefixed), and applied with every value byte for byte.
+    tag = uuid.uuid4().hex
+    fresh, existing = new_key(tag=tag), new_key(tag=tag)
+    assert save(api, store, [{"key": existing, "value": "old"}]).status_code == 204
+    body = (
+        b'{"operations":[{"operation":"upsert","request":{"key":"%s","value":1.50}},'
+        b'{"operation":"upsert","request":{"key":"%s","value":{"b":1,"a":"\\u00e9"}}}]}'
+        % (fresh.encode(), existing.encode())
+    )
+    url = f"/v1.0/state/{store}/transaction"
+    answer = api.post(url, content=body, headers={"concurrency": "first-write"})
+    assert answer.status_code == 500, answer.text
+    assert answer.json()["errorCode"] == "ERR_STATE_TRANSACTION"
+    assert f"operation 1 on key '{existing}' failed" in answer.json()["message"]
+    assert get(api, store, fresh).status_code == 204
+    assert get(api, store, existing).content == b'"old"'
+    assert api.post(url, content=body).status_code == 204
+    assert get(api, store, fresh).content == b"1.50"
+    assert get(api, store, existing).content == b'{"b":1,"a":"\\u00e9"}'
+
+
 def test_transaction_etag_as_string_or_js_sdk_object(api: httpx.Client, store: str) -> None:
     key, etag = _prepare(api, store, "present")
     assert (

@@ -243,6 +243,50 @@ def test_a_one_item_save_is_refused_as_its_item_would_be() -> None:
     )
 
 
+@pytest.mark.parametrize("query", [{}, {"ttlInSeconds": "9"}, {"ttlInSeconds": "-1"}])
+def test_upserts_read_off_the_body_are_the_operations_their_items_become(
+    query: dict[str, str],
+) -> None:
+    # The transaction route builds the usual transaction with upsert_operations, from
+    # plain_upserts' (key, value) pairs, never making the items parse_transaction would give.
+    upserts = [("a", b"1"), ("b", b'{"x":[1.50]}'), ("a", b"null")]
+    items: list[SaveItem | DeleteItem] = [
+        SaveItem(key, value, None, NO_OPTIONS, query) for key, value in upserts
+    ]
+    for store in (Store(), Store(default_ttl=60), Store(component=component(consistency="strong"))):
+        for headers in ((None, None), ("first-write", None), (None, "strong")):
+            expected = policy.transaction_operations(store, items, *headers)
+            assert policy.upsert_operations(store, upserts, query, *headers) == expected
+    assert policy.upsert_operations(Store(), [], query, "not a mode", None) == []
+
+
+def test_upserts_are_refused_as_their_items_would_be() -> None:
+    # The flags first, then the first key, then the TTL: the general path's order.
+    enforcing = Store(component=component(enforce=True))
+    bad_key_first = [("a||b", b"1"), ("c", b"2")]
+    bad_ttl = {"ttlInSeconds": "x"}
+    assert (
+        "enforces"
+        in refused(
+            policy.upsert_operations, enforcing, bad_key_first, bad_ttl, "first-write", None
+        ).message
+    )
+    assert (
+        "can't contain"
+        in refused(policy.upsert_operations, Store(), bad_key_first, bad_ttl, None, None).message
+    )
+    assert (
+        "ttlInSeconds"
+        in refused(
+            policy.upsert_operations, Store(), bad_key_first[::-1], bad_ttl, None, None
+        ).message
+    )
+    assert (
+        "can't contain"
+        in refused(policy.upsert_operations, Store(), bad_key_first[::-1], {}, None, None).message
+    )
+
+
 def test_a_delete_takes_its_etag_and_the_weighed_flags() -> None:
     op = policy.delete_operation(Store(), "app||k", "4", Options(consistency="strong"), None, None)
     assert op == DeleteOp("app||k", etag="4", first_write=False, strong=True)

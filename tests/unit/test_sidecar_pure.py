@@ -186,6 +186,57 @@ def test_plain_upserts_read_as_the_general_path_reads_them(
     assert read(lambda: bodies.parse_transaction(body, query)) == general, body
 
 
+_NESTED_SEPARATOR = b'[{"a":{"b":1}},{"operation":"upsert","request":{"key":"x","value":2}}]'
+
+
+@pytest.mark.parametrize(
+    ("body", "taken"),
+    [
+        (_upserts(b'"x"'), True),
+        (_upserts(b'{"data":"' + b"y" * 1013 + b'"}', b"2", b"null"), True),
+        # Kept exactly as sent: orjson would write 1.5, \u00e9 and the members' order otherwise.
+        (_upserts(b"1.50", b'"\\u00e9"', b'{"b":1,"a":2}', b'{"a" : [ 1 ]}'), True),
+        (_upserts(b'"\xc3\xa9"').replace(b'"t0"', b'"\xc3\xa9"'), True),  # UTF-8 key and value
+        (_upserts(b"1", b"2").replace(b'"t1"', b'"t0"'), True),  # one key twice: both, in order
+        (_upserts(b'"}},{\\"operation\\":\\"upsert\\""'), True),  # the cue in a string
+        (_upserts(b'{"operation":"upsert","request":{"key":"k","value":1}}'), True),
+        (_upserts(_NESTED_SEPARATOR), False),  # the whole separator inside a value
+        (_upserts(_NESTED_SEPARATOR, b"3"), False),
+        (_upserts(b"1", _NESTED_SEPARATOR), False),
+        (_upserts(b'"x"').replace(b'"t0"', b'"a\\u0041"'), False),  # an escape in the key
+        (_upserts(b'"x"').replace(b'"t0"', b'""'), False),  # empty key: the general 400
+        (_upserts(b'"x"').replace(b'"t0"', b'"a\tb"'), False),  # a raw control character
+        (_upserts(b'"x"').replace(b'"t0"', b'"\xed\xa0\x80"'), False),  # not UTF-8
+        (_upserts(b" 1"), False),
+        (_upserts(b"1 "), False),
+        (_upserts(b""), False),
+        (_upserts(b"1e400"), False),  # beyond a double: orjson refuses, the walker keeps it
+        (_upserts(b"1,2"), False),
+        (_upserts(b'"x"').replace(b'"value":"x"', b'"value":"x","etag":"3"'), False),
+        (_upserts(b'"x"').replace(b'"value":"x"', b'"value":"x","value":"y"'), False),
+        (_upserts(b'"x"').replace(b'{"key":"t0","value":"x"}', b'{"value":"x","key":"t0"}'), False),
+        (_upserts(b'"x"').replace(b'"upsert"', b'"delete"'), False),
+        (_upserts(b'"x"')[:-1] + b',"metadata":{"ttlInSeconds":"5"}}', False),
+        (_upserts(b'"x"') + b" ", False),
+        (_upserts(b'"x"') + b"]}", False),
+        (b'{"operations":[]}', False),
+    ],
+)
+def test_the_upserts_shortcut_reads_exactly_what_the_walker_reads(body: bytes, taken: bool) -> None:
+    """A transaction of upserts spelled exactly the common way is read off its body; what the
+    shortcut takes is what the general walker reads (the same keys, each value's exact text,
+    nothing else given), and a body it cannot prove is that shape is left to the general path."""
+    pairs = bodies.plain_upserts(body)
+    assert (pairs is not None) == taken, body
+    if pairs is None:
+        return
+    walked = bodies._parse_transaction(body, None, {})
+    assert walked.operations == [
+        bodies.SaveItem(key, value, None, bodies.Options(), {}) for key, value in pairs
+    ]
+    assert not walked.metadata
+
+
 @pytest.mark.parametrize(
     "body",
     [

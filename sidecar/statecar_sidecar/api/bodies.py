@@ -38,6 +38,7 @@ __all__ = [
     "parse_save",
     "parse_save_in_full",
     "parse_transaction",
+    "plain_upserts",
     "query_options",
     "sole_item",
 ]
@@ -220,14 +221,20 @@ def sole_item(body: bytes) -> tuple[str, bytes] | None:
     """
     if not (body.startswith(_KEY_FIRST) and body.endswith(b"}]")):
         return None
-    key_end = body.find(_THEN_VALUE, _KEY_START)
-    if key_end <= _KEY_START:
+    return _plain_item(body, _KEY_START, len(body) - 2)
+
+
+def _plain_item(body: bytes, start: int, end: int) -> tuple[str, bytes] | None:
+    """`body[start:end]` read as `k","value":V` (a key with no escape, V one JSON value with no
+    space around it): the key and V's exact text, or None."""
+    key_end = body.find(_THEN_VALUE, start, end)
+    if key_end <= start:
         return None  # no such member, or an empty key (a 400 the general path words)
-    raw_key = body[_KEY_START:key_end]
+    raw_key = body[start:key_end]
     # One C-level pass for all three checks: parse_save 2.4 -> 1.8 µs (timeit; bench S4a).
-    if len(raw_key.translate(None, _NOT_IN_PLAIN_KEY)) != key_end - _KEY_START:
+    if len(raw_key.translate(None, _NOT_IN_PLAIN_KEY)) != key_end - start:
         return None
-    value = body[key_end + _VALUE_AFTER_KEY : -2]
+    value = body[key_end + _VALUE_AFTER_KEY : end]
     if not value or value[0] in _JSON_SPACE or value[-1] in _JSON_SPACE:
         return None
     try:
@@ -354,6 +361,46 @@ def _plain_upserts(document: Any, query_metadata: Mapping[str, str]) -> Transact
             return None
         items.append(SaveItem(key, orjson.dumps(request["value"]), None, NO_OPTIONS, metadata))
     return Transaction(operations=items, metadata={**query_metadata})
+
+
+_UPSERTS_FIRST: Final = b'{"operations":[{"operation":"upsert","request":{"key":"'
+_UPSERTS_BETWEEN: Final = b'}},{"operation":"upsert","request":{"key":"'
+_UPSERTS_LAST: Final = b"}}]}"
+# What the separator is searched for by: its head finds it faster than the whole of it, whose
+# many distinct bytes defeat `bytes.find`'s skip table (0.44 against 0.75 µs a 1 KB value).
+_UPSERTS_CUE: Final = _UPSERTS_BETWEEN[:15]
+
+
+def plain_upserts(body: bytes) -> list[tuple[str, bytes]] | None:
+    """The keys and values' exact texts of the common transaction, upserts of a key and a value
+    spelled exactly `{"operations":[{"operation":"upsert","request":{"key":"k","value":V}},...]}`
+    (no escape in a key, no space around a V); None for any other body.
+
+    The body is cut at each `}},{"operation":"upsert","request":{"key":"` and every piece must
+    read as `k","value":V` with V one whole JSON value (`_plain_item`). Then the body *is* that
+    document, piece by piece, so it means what the general path would read from it, and each V
+    is its exact text. A V that holds the separator itself (inside a nested array) leaves a
+    piece that is not one JSON value: such a body takes the general path. One orjson parse per
+    value instead of the general path's parse, re-encoding and comparison of the whole body,
+    one re-encoding per value and one `SaveItem` per operation (bench S4b).
+    """
+    if not (body.startswith(_UPSERTS_FIRST) and body.endswith(_UPSERTS_LAST)):
+        return None
+    end = len(body) - len(_UPSERTS_LAST)
+    start = len(_UPSERTS_FIRST)
+    pairs: list[tuple[str, bytes]] = []
+    while True:
+        cut = body.find(_UPSERTS_CUE, start, end)
+        # A cue inside a value, not followed by the rest of the separator, is looked past.
+        while cut >= 0 and not body.startswith(_UPSERTS_BETWEEN, cut):
+            cut = body.find(_UPSERTS_CUE, cut + 1, end)
+        pair = _plain_item(body, start, end if cut < 0 else cut)
+        if pair is None:
+            return None
+        pairs.append(pair)
+        if cut < 0:
+            return pairs
+        start = cut + len(_UPSERTS_BETWEEN)
 
 
 def parse_transaction(body: bytes, query_metadata: Mapping[str, str]) -> Transaction:

@@ -24,7 +24,7 @@ from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.api.policy import NO_OPTIONS, SaveItem
 from statecar_sidecar.metrics import Metrics
 from statecar_sidecar.runtime import BoundStore, ComponentRuntime
-from statecar_sidecar.stores.base import Feature
+from statecar_sidecar.stores.base import DeleteOp, Feature, SetOp
 from statecar_sidecar.stores.errors import (
     EncryptedQueryError,
     ETagInvalidError,
@@ -212,24 +212,27 @@ class StateHandlers:
         if Feature.TRANSACTIONAL not in bound.store.features:
             raise errors.transactions_not_supported(store_name)
         _, query_metadata = request.query()
-        transaction = bodies.parse_transaction(
-            await request.body(self.max_body_bytes), query_metadata
-        )
-        if not transaction.operations:
+        body = await request.body(self.max_body_bytes)
+        concurrency, consistency = request.header(b"concurrency"), request.header(b"consistency")
+        upserts = bodies.plain_upserts(body)
+        ops: Sequence[SetOp | DeleteOp]
+        if upserts is not None:
+            # The usual transaction, upserts of a key and a value: straight from the body.
+            ops = policy.upsert_operations(bound, upserts, query_metadata, concurrency, consistency)
+        else:
+            transaction = bodies.parse_transaction(body, query_metadata)
+            ops = policy.transaction_operations(
+                bound, transaction.operations, concurrency, consistency
+            )
+        if not ops:
             return NO_CONTENT
-        ops = policy.transaction_operations(
-            bound,
-            transaction.operations,
-            request.header(b"concurrency"),
-            request.header(b"consistency"),
-        )
         try:
             await self._timed(bound, "transaction", bound.store.transact(ops))
         except StoreError as exc:
             message = exc
             if isinstance(exc, TransactionError):
-                # Name the user's key, not the prefixed one.
-                user = transaction.operations[exc.index].key
+                # Name the user's key, not the stored one (`policy.stored_key` prefixed it).
+                user = ops[exc.index].key[len(bound.prefix) :]
                 message = StoreError(
                     f"operation {exc.index} on key {user!r} failed, nothing was applied: {exc.cause}"
                 )

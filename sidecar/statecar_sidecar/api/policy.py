@@ -355,6 +355,28 @@ def transaction_operations(
     return ops
 
 
+def upsert_operations(
+    store: Store,
+    upserts: Sequence[tuple[str, bytes]],
+    metadata: Mapping[str, str],
+    concurrency_header: str | None,
+    consistency_header: str | None,
+) -> list[SetOp]:
+    """`transaction_operations` for a transaction of upserts that give only a key and a value
+    (`bodies.plain_upserts`), all under the query's `metadata`: the same operations, errors and
+    error order (the flags, then the first key, then the TTL), with no item in between."""
+    if not upserts:
+        return []
+    first_write, strong = write_flags(store, NO_OPTIONS, concurrency_header, consistency_header)
+    key, value = upserts[0]
+    first_key = stored_key(store, key)
+    expiry = ttl(metadata, store.default_ttl)
+    ops = [SetOp(first_key, value, None, first_write, strong, expiry)]
+    for key, value in upserts[1:]:
+        ops.append(SetOp(stored_key(store, key), value, None, first_write, strong, expiry))
+    return ops
+
+
 def delete_operation(
     store: Store,
     key: str,
