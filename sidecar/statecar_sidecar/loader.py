@@ -69,6 +69,8 @@ class FailedComponent:
 
 @dataclass(frozen=True)
 class LoadedComponents:
+    """What one read of the components folder found: the state stores, and what failed."""
+
     components: tuple[ResolvedComponent, ...]
     fingerprint: str  # changes whenever the sources change; the reloader compares it
     failed: tuple[FailedComponent, ...] = ()

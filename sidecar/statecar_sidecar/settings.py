@@ -42,6 +42,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class SidecarSettings:
+    """Everything the sidecar reads from its flags and environment, once, at start-up."""
+
     app_id: str = ""
     namespace: str | None = None
     http_port: int = 3500

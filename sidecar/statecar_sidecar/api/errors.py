@@ -19,6 +19,8 @@ _HELP_URL = "https://docs.dapr.io/reference/components-reference/supported-state
 
 @dataclass
 class DaprError(Exception):
+    """A request refused with daprd's answer: the HTTP status, `errorCode` and message."""
+
     status: int
     code: str
     message: str

@@ -47,6 +47,8 @@ NO_OPTIONS: Final = Options()
 # Not frozen, as the operations they become (stores/base.py says why).
 @dataclass(slots=True)
 class SaveItem:
+    """One item of a save or an upsert of a transaction, as the client gave it."""
+
     key: str
     value: bytes
     etag: str | None
@@ -56,6 +58,8 @@ class SaveItem:
 
 @dataclass(slots=True)
 class DeleteItem:
+    """One delete of a transaction, as the client gave it."""
+
     key: str
     etag: str | None
     options: Options
@@ -64,6 +68,8 @@ class DeleteItem:
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
+    """A transaction's operations, in order, and its request-level metadata."""
+
     operations: list[SaveItem | DeleteItem]
     metadata: Mapping[str, str] = field(default_factory=dict)
 

@@ -115,6 +115,8 @@ class LazyApplication:
 
 @dataclass(frozen=True)
 class GrpcServer:
+    """The running gRPC listener: its server, the port it bound and the app it serves."""
+
     server: http2.Server
     port: int
     application: LazyApplication

@@ -56,6 +56,8 @@ class SetOp:
 
 @dataclass(slots=True)
 class DeleteOp:
+    """Delete `key`, under the same ETag and concurrency rules as `SetOp`."""
+
     key: str
     etag: str | None = None
     first_write: bool = False

@@ -115,6 +115,8 @@ def parse_redirect(message: str, asked_host: str) -> Redirect | None:
 
 @dataclass(frozen=True, slots=True)
 class SlotRange:
+    """A run of slots, `first` to `last` inclusive, and the primary that owns it."""
+
     first: int
     last: int
     host: str
