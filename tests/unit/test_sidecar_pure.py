@@ -200,6 +200,8 @@ _NESTED_SEPARATOR = b'[{"a":{"b":1}},{"operation":"upsert","request":{"key":"x",
         (_upserts(b"1", b"2").replace(b'"t1"', b'"t0"'), True),  # one key twice: both, in order
         (_upserts(b'"}},{\\"operation\\":\\"upsert\\""'), True),  # the cue in a string
         (_upserts(b'{"operation":"upsert","request":{"key":"k","value":1}}'), True),
+        (_upserts(b'[{"a":{"b":1}},{"operation":"merge"}]', b"2"), True),  # the cue, not all
+        (_upserts(b'[{"a":{"b":1}},{"operation":"merge"},{"c":{"d":2}},{"operation":1}]'), True),
         (_upserts(_NESTED_SEPARATOR), False),  # the whole separator inside a value
         (_upserts(_NESTED_SEPARATOR, b"3"), False),
         (_upserts(b"1", _NESTED_SEPARATOR), False),
