@@ -1,6 +1,6 @@
 """
-Where each Redis command goes: `SingleNode` (one server or the Sentinel master: everything goes
-to one `Client`) and `ClusterClient` (Redis Cluster: the primary that owns the key's slot).
+Redis Cluster's `router.Router`: `ClusterClient` sends each command to the primary that owns the
+key's slot.
 
 `ClusterClient` keeps a slot table (16384 entries, `slots`) read with `CLUSTER SLOTS` from any
 known node or seed, and one `Client` per primary (its own multiplexed connection, reconnects and
@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import ssl
 from collections.abc import Awaitable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from statecar_sidecar.stores.redis import slots
 from statecar_sidecar.stores.redis.client import Client
@@ -34,7 +34,7 @@ from statecar_sidecar.stores.redis.resp import (
     Script,
 )
 
-__all__ = ["ClusterClient", "Router", "SingleNode"]
+__all__ = ["ClusterClient"]
 
 #: Redirections followed for one command before giving up (a slot migrating back and forth).
 MAX_REDIRECTS: Final = 5
@@ -44,80 +44,6 @@ RETRY_PAUSE: Final = 0.1
 MIN_REFRESH_INTERVAL: Final = 0.05
 #: Errors meaning "not now, try again" (Redis Cluster spec): the command did not run.
 _TRANSIENT: Final = frozenset({"TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN"})
-
-
-class Router(Protocol):
-    """What the Redis store sends commands through; `key` picks the node in a cluster."""
-
-    @property
-    def endpoint(self) -> RedisEndpoint: ...
-
-    @property
-    def is_cluster(self) -> bool: ...
-
-    def execute(self, key: Arg, *args: Arg, scripts: Sequence[Script] = ()) -> Awaitable[Any]:
-        """`args` where `key` lives. A cluster loads `scripts` on a node that answers NOSCRIPT
-        and resends there; a single server leaves NOSCRIPT to the caller."""
-        ...
-
-    def execute_packed(
-        self, key: Arg, packed: bytes, args: tuple[Arg, ...], scripts: Sequence[Script] = ()
-    ) -> Awaitable[Any]:
-        """`execute(key, *args)`, sent as `packed` (the same command in RESP, `resp.frame`)
-        where that is all it takes; a cluster, which may resend it elsewhere, sends `args`."""
-        ...
-
-    def pipeline(
-        self, keys: Sequence[Arg], commands: Sequence[Command], scripts: Sequence[Script] = ()
-    ) -> Awaitable[list[Any]]: ...
-
-    async def node(self, key: Arg) -> Client: ...
-
-    async def primaries(self) -> list[Client]: ...
-
-    async def refresh(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class SingleNode:
-    """One server (or Sentinel's master): every key lives there."""
-
-    is_cluster = False
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    @property
-    def endpoint(self) -> RedisEndpoint:
-        return self._client.endpoint
-
-    # Plain functions handing back the client's coroutine: no extra coroutine frame on the
-    # single-server hot path (bench/README.md measures GET in microseconds).
-    def execute(self, key: Arg, *args: Arg, scripts: Sequence[Script] = ()) -> Awaitable[Any]:
-        return self._client.execute(*args)
-
-    def execute_packed(
-        self, key: Arg, packed: bytes, args: tuple[Arg, ...], scripts: Sequence[Script] = ()
-    ) -> Awaitable[Any]:
-        return self._client.execute_packed(packed)
-
-    def pipeline(
-        self, keys: Sequence[Arg], commands: Sequence[Command], scripts: Sequence[Script] = ()
-    ) -> Awaitable[list[Any]]:
-        return self._client.pipeline(commands)
-
-    async def node(self, key: Arg) -> Client:
-        return self._client
-
-    async def primaries(self) -> list[Client]:
-        return [self._client]
-
-    async def refresh(self) -> None:
-        """Nothing to re-read: Sentinel mode follows the master in `Client` itself."""
-
-    async def close(self) -> None:
-        await self._client.close()
 
 
 class ClusterClient:

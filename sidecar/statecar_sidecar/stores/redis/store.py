@@ -35,7 +35,7 @@ import asyncio
 import enum
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from statecar_contract.settings import RedisSettings
@@ -51,9 +51,7 @@ from statecar_sidecar.stores.errors import (
     TransactionError,
     read_settings,
 )
-from statecar_sidecar.stores.redis import slots
 from statecar_sidecar.stores.redis.client import Client, SentinelConfig, tls_context
-from statecar_sidecar.stores.redis.cluster import ClusterClient, Router, SingleNode
 from statecar_sidecar.stores.redis.resp import (
     Connection,
     RedisEndpoint,
@@ -63,6 +61,7 @@ from statecar_sidecar.stores.redis.resp import (
     Script,
     frame,
 )
+from statecar_sidecar.stores.redis.router import Router, SingleNode
 from statecar_sidecar.stores.redis.scripts import DELETE, SAVE, TRANSACT
 
 if TYPE_CHECKING:
@@ -105,7 +104,12 @@ class RedisStore(StateStore):
     def __init__(self, router: Router, description: str, *, hash_tag: bool = False) -> None:
         self._router = router
         self._description = description
-        self._hash_tag = hash_tag
+        self._hash_tag: Callable[[str], str] | None = None
+        if hash_tag:
+            # Redis Cluster's rules are loaded only when used (stores/redis/router.py says why).
+            from statecar_sidecar.stores.redis.slots import hash_tagged
+
+            self._hash_tag = hash_tagged
         #: Connected replicas per primary (address -> (measured at, count)), for strong writes.
         self._replicas: dict[str, tuple[float, int]] = {}
         self._scripts_loaded = False
@@ -129,6 +133,8 @@ class RedisStore(StateStore):
         hash_tag = settings.key_prefix_hash_tag
         if settings.cluster:
             hosts = ",".join(h.address for h in settings.hosts)
+            from statecar_sidecar.stores.redis.cluster import ClusterClient
+
             router: Router = ClusterClient(
                 [(h.host, h.port) for h in settings.hosts], endpoint, ssl_context=context
             )
@@ -163,7 +169,7 @@ class RedisStore(StateStore):
 
     def _key(self, key: str) -> str:
         """The Redis key of a stored key: `{app}||key` with `keyPrefixHashTag`."""
-        return slots.hash_tagged(key) if self._hash_tag else key
+        return key if self._hash_tag is None else self._hash_tag(key)
 
     def _unavailable(self, exc: Exception) -> StoreUnavailableError:
         return StoreUnavailableError(f"{self._description} is unavailable: {exc}")
@@ -498,7 +504,9 @@ class RedisStore(StateStore):
             flags.append(65 + flag)  # "A" + flags
         args[0] = bytes(flags)
         if self._router.is_cluster:
-            spread = slots.slot_spread(keys)
+            from statecar_sidecar.stores.redis.slots import slot_spread  # loaded with the cluster
+
+            spread = slot_spread(keys)
             if len(spread) > 1:
                 raise CrossSlotError(spread)
         reply = await self._eval(TRANSACT, keys, args, any(op.strong for op in ops))
