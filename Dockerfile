@@ -57,10 +57,14 @@ COPY --from=builder /opt/statecar /opt/statecar
 
 # PYTHONDONTWRITEBYTECODE: never try to write .pyc files (the root filesystem is read-only;
 # the venv is already compiled). PYTHONUNBUFFERED: logs reach `kubectl logs` at once.
+# MALLOC_MMAP_THRESHOLD_: glibc's mmap threshold fixed at its initial 128 KiB, so freed large
+# request buffers go back to the system (statecar_sidecar/memory.py); glibc applies it at exec,
+# so the sidecar does not load ctypes to call mallopt during its cold start.
 ENV VIRTUAL_ENV=/opt/statecar \
     PATH="/opt/statecar/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_MMAP_THRESHOLD_=131072 \
     HOME=/var/lib/statecar
 
 WORKDIR /var/lib/statecar

@@ -23,7 +23,7 @@ label tuple: finding one costs more than the observation.
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import functools
 import gc
 import os
 import sys
@@ -294,21 +294,24 @@ def _counter(out: list[str], name: str, help_text: str, value: int, created: flo
     _gauge(out, f"{name}_created", help_text, created)
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-            "fordblks", "keepcost",
-        )
-    ]  # fmt: skip
-
-
+@functools.cache
 def _mallinfo2() -> Callable[[], int] | None:
+    """glibc's heap in use, found on the first scrape: ctypes is no part of a cold start."""
     libc = memory.process_libc()
     function = getattr(libc, "mallinfo2", None) if libc is not None else None
     if function is None:
         return None
+    import ctypes
+
+    class _MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                "uordblks", "fordblks", "keepcost",
+            )
+        ]  # fmt: skip
+
     function.restype = _MallInfo2
     function.argtypes = []
 
@@ -356,7 +359,6 @@ class Metrics:
         self._created = time.time()
         self._process = _Process()
         self._python_info = _python_info()
-        self._mallinfo = _mallinfo2()
         self._http_keys: dict[tuple[str, str, int], _Series] = {}
         self._state_keys: dict[tuple[str, str, bool], _Series] = {}
         self._grpc_keys: dict[tuple[str, str], _Series] = {}
@@ -455,6 +457,6 @@ class Metrics:
         _header(out, "python_info", "gauge", "Python platform information")
         out.append(f"python_info{{{self._python_info}}} 1.0\n")
         _gc(out)
-        _go_runtime_names(out, self._mallinfo)
+        _go_runtime_names(out, _mallinfo2())
         self._statecar(out)
         return "".join(out).encode()

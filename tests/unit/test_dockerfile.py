@@ -234,6 +234,15 @@ def test_the_runtime_never_writes_bytecode_and_logs_unbuffered() -> None:
     assert env["PYTHONUNBUFFERED"] == "1"
 
 
+def test_the_runtime_fixes_glibcs_mmap_threshold_at_the_sidecars_own_value() -> None:
+    """Set at exec (glibc reads it before main), so the sidecar skips ctypes and mallopt."""
+    from statecar_sidecar import memory
+
+    env = RUNTIME.env()
+    assert int(env["MALLOC_MMAP_THRESHOLD_"]) == memory.MMAP_THRESHOLD_BYTES
+    assert memory.release_large_buffers(env) is False, "the sidecar leaves the image's value alone"
+
+
 def test_oci_labels_name_the_package_version_and_the_image_the_chart_deploys() -> None:
     labels = RUNTIME.labels()
     version_arg = next(i for i in RUNTIME.all("ARG") if i.arguments.startswith("VERSION="))

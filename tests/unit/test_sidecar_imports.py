@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
+from tests.support.redis_server import running_redis
 from tests.support.sidecar import SidecarProcess
 
 from statecar_contract import wiring
@@ -107,6 +109,43 @@ def test_a_serving_sidecar_imports_neither_prometheus_client_nor_what_it_has_not
     else:  # the wiring file's decoder comes with the first wiring file (loader)
         unused.add("statecar_contract.wiring")
     assert not imported & unused, sorted(imported & unused)
+
+
+@pytest.mark.parametrize("hash_tag", [False, True])
+def test_a_sidecar_on_one_redis_server_loads_no_cluster_routing_and_no_ctypes_in_the_image(
+    tmp_path: Path, hash_tag: bool
+) -> None:
+    """Redis Cluster's routing (`stores.redis.cluster`, `slots`) comes with a cluster or with
+    `keyPrefixHashTag`; ctypes only when the environment has not fixed glibc's mmap threshold
+    (the image does: Dockerfile, `memory`)."""
+    metadata = {"redisHost": "", "keyPrefixHashTag": "true" if hash_tag else "false"}
+    wiring_file = tmp_path / "components.json"
+    with running_redis() as server:
+        metadata["redisHost"] = f"{server.host}:{server.port}"
+        document = wiring.with_components(
+            "shop", [ResolvedComponent("statestore", "state.redis", metadata=metadata)]
+        )
+        wiring_file.write_bytes(wiring.encode(document)[wiring.WIRING_FILE])
+        env = {**_ENV, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        sidecar = _start(SidecarProcess(app_id="imports", wiring_file=wiring_file, env=env))
+        try:
+            saved = httpx.post(
+                f"{sidecar.url}/v1.0/state/statestore", json=[{"key": "k", "value": 1}]
+            )
+            assert saved.status_code == 204, saved.text
+            assert httpx.get(f"{sidecar.url}/v1.0/state/statestore/k").text == "1"
+            stored = redis.Redis(server.host, server.port).keys("*")
+        finally:
+            assert sidecar.stop() == 0
+    assert stored == [b"{imports}||k" if hash_tag else b"imports||k"]
+    imported = _imported(sidecar.log)
+    assert "statecar_sidecar.stores.redis.router" in imported
+    cluster = {"statecar_sidecar.stores.redis.cluster", "statecar_sidecar.stores.redis.slots"}
+    if hash_tag:
+        assert "statecar_sidecar.stores.redis.slots" in imported
+    else:
+        assert not imported & cluster, sorted(imported & cluster)
+    assert "ctypes" not in imported
 
 
 def test_the_first_query_and_an_encrypted_store_work_on_a_fresh_sidecar(tmp_path: Path) -> None:
