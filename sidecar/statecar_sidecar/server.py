@@ -299,7 +299,15 @@ async def _start_grpc(
     first client, on a worker thread (grpcapi.port), so a sidecar whose app never calls gRPC
     never pays for them (bench/README.md, "Where the memory went").
     """
-    await asyncio.to_thread(importlib.import_module, "statecar_sidecar.grpcapi.port")
+    # The state API listens already: a request that comes in during the ~3 ms import must not
+    # wait for the importing thread to give up the GIL, which it does only every switch interval
+    # (5 ms by default; bench/README.md, "Seventh pass").
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+    try:
+        await asyncio.to_thread(importlib.import_module, "statecar_sidecar.grpcapi.port")
+    finally:
+        sys.setswitchinterval(switch_interval)
     from statecar_sidecar.grpcapi import port as grpcapi_port
 
     return await grpcapi_port.start(
