@@ -28,6 +28,7 @@ class SidecarProcess:
         wiring_file: Path | None = None,
         env: Mapping[str, str] | None = None,
         args: tuple[str, ...] = (),
+        python: str = sys.executable,
     ) -> None:
         self.http_port = free_port()
         self.metrics_port = free_port()
@@ -39,7 +40,7 @@ class SidecarProcess:
         os.close(descriptor)  # the process appends to it by name
         self.log_path = Path(log_name)
         command = [
-            sys.executable,
+            python,
             "-m",
             "statecar_cli.main",
             "sidecar",

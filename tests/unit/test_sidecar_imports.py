@@ -13,6 +13,8 @@ still work on a fresh sidecar.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -111,13 +113,28 @@ def test_a_serving_sidecar_imports_neither_prometheus_client_nor_what_it_has_not
     assert not imported & unused, sorted(imported & unused)
 
 
+@pytest.fixture(scope="module")
+def image_like_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An interpreter set up as the image's: a venv that reaches this checkout and the installed
+    packages through one path-only `.pth`, so no `.pth` file of the host's site-packages runs
+    code first (a sandbox's may import tempfile and shutil itself, hiding what the sidecar does).
+    """
+    venv = tmp_path_factory.mktemp("image") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site_packages = next((venv / "lib").glob("python3*/site-packages"))
+    reach = [p for p in sys.path if p and Path(p).is_dir()]
+    (site_packages / "checkout.pth").write_text("\n".join(reach) + "\n", encoding="utf-8")
+    return str(venv / "bin" / "python")
+
+
 @pytest.mark.parametrize("hash_tag", [False, True])
 def test_a_sidecar_on_one_redis_server_loads_no_cluster_routing_and_no_ctypes_in_the_image(
-    tmp_path: Path, hash_tag: bool
+    tmp_path: Path, hash_tag: bool, image_like_python: str
 ) -> None:
     """Redis Cluster's routing (`stores.redis.cluster`, `slots`) comes with a cluster or with
     `keyPrefixHashTag`; ctypes only when the environment has not fixed glibc's mmap threshold
-    (the image does: Dockerfile, `memory`)."""
+    (the image does: Dockerfile, `memory`); tempfile only with a client certificate; shutil not
+    at all (argparse's formatter would import it: statecar_cli.main)."""
     metadata = {"redisHost": "", "keyPrefixHashTag": "true" if hash_tag else "false"}
     wiring_file = tmp_path / "components.json"
     with running_redis() as server:
@@ -127,7 +144,11 @@ def test_a_sidecar_on_one_redis_server_loads_no_cluster_routing_and_no_ctypes_in
         )
         wiring_file.write_bytes(wiring.encode(document)[wiring.WIRING_FILE])
         env = {**_ENV, "MALLOC_MMAP_THRESHOLD_": "131072"}
-        sidecar = _start(SidecarProcess(app_id="imports", wiring_file=wiring_file, env=env))
+        sidecar = _start(
+            SidecarProcess(
+                app_id="imports", wiring_file=wiring_file, env=env, python=image_like_python
+            )
+        )
         try:
             saved = httpx.post(
                 f"{sidecar.url}/v1.0/state/statestore", json=[{"key": "k", "value": 1}]
@@ -145,7 +166,9 @@ def test_a_sidecar_on_one_redis_server_loads_no_cluster_routing_and_no_ctypes_in
         assert "statecar_sidecar.stores.redis.slots" in imported
     else:
         assert not imported & cluster, sorted(imported & cluster)
-    assert "ctypes" not in imported
+    assert not imported & {"ctypes", "tempfile", "shutil"}, sorted(
+        imported & {"ctypes", "tempfile", "shutil"}
+    )
 
 
 def test_the_first_query_and_an_encrypted_store_work_on_a_fresh_sidecar(tmp_path: Path) -> None:
