@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable
 from email.utils import formatdate
 from typing import Any
@@ -27,7 +28,7 @@ from statecar_sidecar.api.errors import DaprError
 from statecar_sidecar.http1 import connection as http1_connection
 from statecar_sidecar.http1.server import HttpServer
 from statecar_sidecar.http1.wire import http_date
-from statecar_sidecar.listener import ListenerLimits
+from statecar_sidecar.listener import ListenerLimits, create_server
 
 LIMIT = 1000
 
@@ -416,3 +417,24 @@ async def test_api_logging_writes_one_line_per_call(caplog: pytest.LogCaptureFix
     await http.stop(1.0)
     lines = [r.getMessage() for r in caplog.records if r.name == "statecar.api"]
     assert lines == ["HTTP API Called: GET /state/s/a b 200", "HTTP API Called: GET /other 200"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+async def test_a_listener_binds_an_address_or_a_name_and_refuses_a_taken_port(host: str) -> None:
+    """`listener.create_server` binds an IP address itself (no IDNA) and leaves a name to the
+    loop; either way the port serves, and a port in use is an OSError, as the loop's own."""
+    loop = asyncio.get_running_loop()
+    served = await create_server(loop, asyncio.Protocol, host, 0, backlog=8)
+    try:
+        if host != "localhost":
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            assert [s.family for s in served.sockets] == [family]
+        port = served.sockets[0].getsockname()[1]
+        _reader, writer = await asyncio.open_connection(host, port)
+        writer.close()
+        await writer.wait_closed()
+        with pytest.raises(OSError, match=r"(?i)address already in use"):
+            await create_server(loop, asyncio.Protocol, host, port, backlog=8)
+    finally:
+        served.close()
+        await served.wait_closed()

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Final, Protocol, cast
 
 from statecar_sidecar.grpcapi import hpack
+from statecar_sidecar.listener import create_server
 
 log = logging.getLogger("statecar.grpc.http2")
 
@@ -759,9 +760,7 @@ class Server:
     async def listen(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port); returns the port."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: Connection(self), host, port, reuse_address=True, backlog=1024
-        )
+        server = await create_server(loop, lambda: Connection(self), host, port, backlog=1024)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

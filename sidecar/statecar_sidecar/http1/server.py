@@ -27,6 +27,7 @@ from statecar_sidecar.listener import (
     REFUSAL_LINGER_SECONDS,
     ListenerLimits,
     body_timeout,
+    create_server,
     header_timeout,
     refusal,
 )
@@ -76,8 +77,8 @@ class HttpServer:
     async def listen(self, host: str, port: int) -> None:
         """Accept connections on `host`:`port` (OSError if it cannot be bound)."""
         self.loop = asyncio.get_running_loop()
-        server = await self.loop.create_server(
-            lambda: HttpConnection(self), host, port, backlog=2048, reuse_address=True
+        server = await create_server(
+            self.loop, lambda: HttpConnection(self), host, port, backlog=2048
         )
         self._servers.append(server)
 
