@@ -26,6 +26,7 @@ from tests.support.sidecar import SidecarProcess
 
 from statecar_contract import wiring
 from statecar_contract.components import ResolvedComponent
+from statecar_sidecar import memory
 
 #: AES-128 key in hex, as a local secret (loader.secret_env_name: `key-a`/`key-a`).
 KEY_ENV = {"KEY_A_KEY_A": "00112233445566778899aabbccddeeff"}
@@ -135,15 +136,18 @@ def test_a_sidecar_on_one_redis_server_loads_no_cluster_routing_and_no_ctypes_in
     `keyPrefixHashTag`; ctypes only when the environment has not fixed glibc's mmap threshold
     (the image does: Dockerfile, `memory`); tempfile only with a client certificate; shutil not
     at all (argparse's formatter would import it: statecar_cli.main); nor the IDNA codec."""
-    metadata = {"redisHost": "", "keyPrefixHashTag": "true" if hash_tag else "false"}
     wiring_file = tmp_path / "components.json"
     with running_redis() as server:
-        metadata["redisHost"] = f"{server.host}:{server.port}"
+        metadata = {
+            "redisHost": f"{server.host}:{server.port}",
+            "keyPrefixHashTag": "true" if hash_tag else "false",
+        }
         document = wiring.with_components(
             "shop", [ResolvedComponent("statestore", "state.redis", metadata=metadata)]
         )
         wiring_file.write_bytes(wiring.encode(document)[wiring.WIRING_FILE])
-        env = {**_ENV, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        # The image's value (Dockerfile; tests/unit/test_dockerfile.py holds the two equal).
+        env = {**_ENV, "MALLOC_MMAP_THRESHOLD_": str(memory.MMAP_THRESHOLD_BYTES)}
         sidecar = _start(
             SidecarProcess(
                 app_id="imports", wiring_file=wiring_file, env=env, python=image_like_python
